@@ -1,0 +1,190 @@
+"""``llmgw``: run the stack, one service, topics, schemas, and chat from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import runpy
+import signal
+import sys
+import time
+
+from services.runtime.config import ConfigError, load_config
+from services.runtime.settings import Settings
+
+SERVICES = ("router", "executor", "edge", "emulator")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="llmgw", description="Event-driven LLM gateway")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="start Kafka, S3, the emulator and every service")
+    up.add_argument("--detach", action="store_true", help="return once everything is ready")
+    up.add_argument("--routers", type=int, default=1)
+    up.add_argument("--executors", type=int, default=1)
+    up.add_argument("--no-edge", action="store_true")
+    sub.add_parser("down", help="stop everything `up` started")
+    st = sub.add_parser("status", help="each component with pid, endpoint and health")
+    st.add_argument("--json", action="store_true")
+    rs = sub.add_parser("restart", help="restart one component (e.g. router-0)")
+    rs.add_argument("name")
+
+    run = sub.add_parser("run", help="run one service in the foreground")
+    run.add_argument("service", choices=SERVICES)
+
+    tp = sub.add_parser("topics", help="topics.yaml against the broker")
+    tp.add_argument("action", choices=["apply", "check"])
+
+    sc = sub.add_parser("schemas", help="JSON Schemas of the events")
+    sc.add_argument("action", choices=["write", "check"])
+
+    sub.add_parser("config", help="validate the configuration file and exit")
+
+    ch = sub.add_parser("chat", help="send one chat request through Kafka")
+    ch.add_argument("prompt")
+    ch.add_argument("--model", default="demo-openai")
+    ch.add_argument("--stream", action="store_true")
+    ch.add_argument("--tenant", default="demo")
+    ch.add_argument("--user", default="cli")
+    ch.add_argument("--timeout", type=float, default=60)
+
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return COMMANDS[args.cmd](args, settings)
+    except ConfigError as exc:
+        print(f"llmgw: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError, KeyError) as exc:
+        print(f"llmgw: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from .stack import Stack
+
+    load_config(settings.config_path)  # a bad config stops start-up here, naming the key
+    stack = Stack(settings)
+    t0 = time.monotonic()
+    stack.up(routers=args.routers, executors=args.executors, edge=not args.no_edge)
+    print(f"llmgw: ready in {time.monotonic() - t0:.1f}s")
+    for c in stack.status():
+        print(f"  {c['name']:<12} pid={c['pid']}  {c['endpoint'] or ''}")
+    if args.detach:
+        return 0
+    print("llmgw: Ctrl-C stops everything")
+    stop = {"flag": False}
+
+    def handler(*_: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop["flag"]:
+        time.sleep(0.5)
+    stack.down()
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from .stack import Stack
+
+    stopped = Stack(settings).down()
+    print("llmgw: stopped " + (", ".join(stopped) if stopped else "nothing (not running)"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from .stack import Stack
+
+    rows = Stack(settings).status()
+    if args.json:
+        print(json.dumps({"components": rows}, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<12} {'up' if r['running'] else 'down':<5} healthy={r['healthy']} pid={r['pid']} {r['endpoint'] or ''}")
+    return 0 if rows and all(r["running"] for r in rows) else 3
+
+
+def cmd_restart(args: argparse.Namespace, settings: Settings) -> int:
+    from .stack import Stack
+
+    c = Stack(settings).restart(args.name)
+    print(f"llmgw: restarted {c.name} (pid {c.pid})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    sys.argv = [f"services.{args.service}"]
+    runpy.run_module(f"services.{args.service}", run_name="__main__")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from services.runtime.topics import TopicConfigurationMismatch, Topics, apply_topics
+
+    topics = Topics.load(settings.topics_path, settings.topic_prefix)
+    try:
+        created = asyncio.run(apply_topics(settings.bootstrap_servers, topics, create=args.action == "apply"))
+    except TopicConfigurationMismatch as exc:
+        print(f"llmgw: topics differ from {settings.topics_path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"llmgw: topics ok ({len(created)} created{': ' + ', '.join(created) if created else ''})")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from services.contracts.schemas import check_schemas, write_schemas
+
+    if args.action == "write":
+        for path in write_schemas():
+            print(path)
+        return 0
+    drift = check_schemas()
+    for d in drift:
+        print(f"llmgw: {d}", file=sys.stderr)
+    return 1 if drift else 0
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    cfg = load_config(settings.config_path)
+    print(f"llmgw: {settings.config_path} is valid ({len(cfg.models)} models, {len(cfg.tenants)} tenants)")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from services.client import GatewayClient
+    from services.contracts.errors import GatewayError
+
+    async def go() -> int:
+        async with GatewayClient(settings.bootstrap_servers, args.tenant, args.user, timeout_s=args.timeout,
+                                 topics_path=settings.topics_path, topic_prefix=settings.topic_prefix) as gw:
+            msgs = [{"role": "user", "content": args.prompt}]
+            try:
+                if args.stream:
+                    async for chunk in gw.stream_chat(model=args.model, messages=msgs):
+                        if chunk.delta.content:
+                            print(chunk.delta.content, end="", flush=True)
+                        if chunk.final:
+                            print(f"\n[{chunk.finish_reason}; usage {chunk.usage.model_dump() if chunk.usage else None}]")
+                else:
+                    r = await gw.chat(model=args.model, messages=msgs)
+                    print(r.message.content if r.message else "")
+                    print(f"[{r.finish_reason}; {r.provider}/{r.model}; usage {r.usage.model_dump() if r.usage else None}]")
+            except GatewayError as exc:
+                print(f"llmgw: {exc.code}: {exc.message}", file=sys.stderr)
+                return 1
+        return 0
+
+    return asyncio.run(go())
+
+
+COMMANDS = {
+    "up": cmd_up, "down": cmd_down, "status": cmd_status, "restart": cmd_restart, "run": cmd_run,
+    "topics": cmd_topics, "schemas": cmd_schemas, "config": cmd_config, "chat": cmd_chat,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

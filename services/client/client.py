@@ -1,0 +1,220 @@
+"""Python SDK for producing services: request/reply over Kafka.
+
+Each client instance reads one partition of ``llm.replies`` (its reply address,
+named in every request it sends), so it never reads the whole reply stream.
+Several instances may share a partition; each keeps only its own requests' replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.contracts.errors import GatewayError, GatewayTimeout
+from services.contracts.events import (
+    CancelRequested,
+    ChatParams,
+    ChatRequested,
+    ChunkEmitted,
+    ReplyTo,
+    ResultProduced,
+    Timeouts,
+    new_id,
+)
+from services.runtime.codec import decode_any
+from services.runtime.kafka import MAX_MESSAGE_BYTES, Publisher
+from services.runtime.settings import ROOT
+from services.runtime.topics import Topics
+
+log = logging.getLogger(__name__)
+_PARAMS = set(ChatParams.model_fields) - {"extra"}
+_END = object()
+
+
+def raise_for(result: ResultProduced) -> ResultProduced:
+    if result.status == "error":
+        e = result.error
+        assert e is not None
+        err = GatewayError.from_wire(e.code, e.message, param=e.param, details={"upstream_status": e.upstream_status})
+        err.request_id = result.request_id  # type: ignore[attr-defined]
+        raise err
+    return result
+
+
+class GatewayClient:
+    """``async with GatewayClient(bootstrap_servers=..., tenant_id=..., user_id=...) as gw``.
+
+    ``timeout_s`` bounds each call: past it the call raises ``GatewayTimeout`` and a
+    cancel event stops the provider call.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str = "127.0.0.1:9092",
+        tenant_id: str = "demo",
+        user_id: str | None = None,
+        *,
+        client_id: str | None = None,
+        timeout_s: float = 120.0,
+        topics_path: Path | None = None,
+        topic_prefix: str = "",
+        reply_partition: int | None = None,
+    ):
+        self.tenant_id = tenant_id
+        self.user_id = user_id
+        self.client_id = client_id
+        self.timeout_s = timeout_s
+        self.topics = Topics.load(topics_path or ROOT / "topics.yaml", topic_prefix)
+        self._bootstrap = bootstrap_servers
+        self._publisher = Publisher(bootstrap_servers, client_id=f"client-{tenant_id}")
+        self._reply_partition = reply_partition
+        self._replies = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
+        )
+        self._waiting: dict[str, asyncio.Queue[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.reply_to: ReplyTo | None = None
+
+    async def __aenter__(self) -> GatewayClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        await self._publisher.start()
+        await self._replies.start()
+        topic = self.topics.replies.name
+        parts = sorted(await self._publisher.partitions_for(topic))
+        if not parts:
+            raise GatewayError(f"reply topic {topic} does not exist (run `llmgw topics apply`)")
+        partition = self._reply_partition if self._reply_partition is not None else random.choice(parts)
+        tp = TopicPartition(topic, partition)
+        self._replies.assign([tp])
+        await self._replies.seek_to_end(tp)
+        await self._replies.position(tp)  # resolve now: replies to our first request come after this
+        self.reply_to = ReplyTo(topic=topic, partition=partition)
+        self._reader = asyncio.create_task(self._read())
+
+    async def aclose(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._replies.stop()
+        await self._publisher.aclose()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._replies.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for r in records:
+                    q = self._waiting.get(r.key.decode()) if r.key else None
+                    if q is None:
+                        continue  # another client's reply, or one we stopped waiting for
+                    try:
+                        q.put_nowait(decode_any(r.value or b""))
+                    except ValueError as exc:
+                        log.error("undecodable reply at %s@%d: %s", r.topic, r.offset, exc)
+
+    # --- requests ------------------------------------------------------------------------
+
+    def build_request(self, model: str, messages: list[dict[str, Any]], *, stream: bool, **kw: Any) -> ChatRequested:
+        """Known sampling fields become ``params``; any other keyword goes to ``params.extra``
+        and reaches providers unchanged."""
+        params = {k: kw.pop(k) for k in list(kw) if k in _PARAMS}
+        fields = {k: kw.pop(k) for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id") if k in kw}
+        timeouts = Timeouts(ttft_ms=kw.pop("ttft_ms", None), total_ms=kw.pop("total_ms", None))
+        params["extra"] = kw.pop("extra", {}) | kw
+        return ChatRequested(
+            request_id=fields.pop("request_id", None) or new_id(),
+            tenant_id=self.tenant_id,
+            user_id=fields.pop("user_id", self.user_id),
+            client_id=fields.pop("client_id", self.client_id),
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            params=ChatParams.model_validate(params),
+            stream=stream,
+            timeouts=timeouts,
+            reply_to=self.reply_to,
+            **fields,
+        )
+
+    async def send(self, req: ChatRequested) -> asyncio.Queue[Any]:
+        """Publish a request; its chunks and result arrive on the returned queue."""
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        self._waiting[req.request_id] = q
+        try:
+            fut = await self._publisher.publish(self.topics.requests.name, req, key=req.tenant_id)
+            await fut
+        except BaseException:
+            self._waiting.pop(req.request_id, None)
+            raise
+        return q
+
+    async def chat(self, model: str, messages: list[dict[str, Any]], **kw: Any) -> ResultProduced:
+        """One answer. Raises the gateway error (with its wire ``code``) or ``GatewayTimeout``."""
+        timeout = kw.pop("timeout_s", self.timeout_s)
+        req = self.build_request(model, messages, stream=False, **kw)
+        return await self.result(req, timeout)
+
+    async def result(self, req: ChatRequested, timeout: float) -> ResultProduced:
+        q = await self.send(req)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await q.get()
+                    if isinstance(event, ResultProduced):
+                        return raise_for(event)
+        except TimeoutError:
+            await self.cancel(req.request_id, "timeout")
+            raise GatewayTimeout(f"no answer to request {req.request_id} within {timeout:g}s") from None
+        finally:
+            self._waiting.pop(req.request_id, None)
+
+    async def stream_chat(self, model: str, messages: list[dict[str, Any]], **kw: Any) -> AsyncIterator[ChunkEmitted]:
+        """Chunks in ``seq`` order; the last has ``final`` with finish reason and usage."""
+        timeout = kw.pop("timeout_s", self.timeout_s)
+        req = self.build_request(model, messages, stream=True, **kw)
+        async for chunk in self.stream(req, timeout):
+            yield chunk
+
+    async def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]:
+        q = await self.send(req)
+        finished = False
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await q.get()
+                    if isinstance(event, ChunkEmitted):
+                        yield event
+                        if event.final:
+                            finished = True
+                            return
+                    elif isinstance(event, ResultProduced):
+                        finished = True
+                        raise_for(event)
+                        return
+        except TimeoutError:
+            raise GatewayTimeout(f"stream {req.request_id} did not finish within {timeout:g}s") from None
+        finally:
+            self._waiting.pop(req.request_id, None)
+            if not finished:  # the caller stopped reading or timed out: stop the provider call
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.cancel(req.request_id, "client_cancelled"))
+
+    async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
+        event = CancelRequested(request_id=request_id, tenant_id=self.tenant_id, user_id=self.user_id, reason=reason)
+        fut = await self._publisher.publish(self.topics.control.name, event, key=request_id)
+        await fut

@@ -1,0 +1,159 @@
+"""The gateway's one error taxonomy (DESIGN §4).
+
+Every error has a wire ``code`` (carried in result events), an ``http_status``
+(used by the edge) and ``retryable`` (whether the same request may succeed later).
+``ERRORS`` maps code -> class and is built from the subclasses, so adding an
+error is adding a class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway reports to a caller."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+    #: OpenAI's error ``type`` for this code (what OpenAI SDKs switch on).
+    openai_type: ClassVar[str] = "api_error"
+
+    def __init__(self, message: str, *, param: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.details = details or {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    @classmethod
+    def from_wire(cls, code: str, message: str, **kw: Any) -> GatewayError:
+        return ERRORS.get(code, InternalError)(message, **kw)
+
+
+class ModelNotFound(GatewayError):
+    code = "model_not_found"
+    http_status = 404
+    openai_type = "invalid_request_error"
+
+
+class ModelNotApproved(GatewayError):
+    code = "model_not_approved"
+    http_status = 403
+    openai_type = "permission_error"
+
+
+class ValidationError(GatewayError):
+    code = "validation_error"
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+
+class CapabilityNotSupported(GatewayError):
+    code = "capability_not_supported"
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+
+class BudgetExceeded(GatewayError):
+    code = "budget_exceeded"
+    http_status = 429
+    openai_type = "insufficient_quota"
+
+
+class RateLimited(GatewayError):
+    code = "rate_limited"
+    http_status = 429
+    retryable = True
+    openai_type = "rate_limit_error"
+
+
+class RequestBlocked(GatewayError):
+    code = "request_blocked"
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+
+class ResponseBlocked(GatewayError):
+    code = "response_blocked"
+    http_status = 502
+    openai_type = "api_error"
+
+
+class ProviderError(GatewayError):
+    code = "provider_error"
+    http_status = 502
+    retryable = True
+    openai_type = "api_error"
+
+
+class ProviderTimeout(GatewayError):
+    code = "provider_timeout"
+    http_status = 504
+    retryable = True
+    openai_type = "timeout_error"
+
+
+class JobNotFound(GatewayError):
+    code = "job_not_found"
+    http_status = 404
+    openai_type = "invalid_request_error"
+
+
+class JobExpired(GatewayError):
+    code = "job_expired"
+    http_status = 410
+    openai_type = "invalid_request_error"
+
+
+class Cancelled(GatewayError):
+    code = "cancelled"
+    http_status = 499
+    openai_type = "cancelled"
+
+
+class InternalError(GatewayError):
+    code = "internal_error"
+    http_status = 500
+    retryable = True
+    openai_type = "api_error"
+
+
+class AuthenticationError(GatewayError):
+    """Edge only: a missing or unknown API key (never carried in events)."""
+
+    code = "authentication_error"
+    http_status = 401
+    openai_type = "authentication_error"
+
+
+class PayloadTooLarge(GatewayError):
+    """Edge only: the HTTP body exceeds the configured limit."""
+
+    code = "payload_too_large"
+    http_status = 413
+    openai_type = "invalid_request_error"
+
+
+class GatewayTimeout(GatewayError):
+    """Client side: no answer arrived within the request's timeout."""
+
+    code = "gateway_timeout"
+    http_status = 504
+    retryable = True
+    openai_type = "timeout_error"
+
+
+def _all_subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
+    out: list[type[GatewayError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS: dict[str, type[GatewayError]] = {c.code: c for c in [GatewayError, *_all_subclasses(GatewayError)]}
+ERROR_CODES: tuple[str, ...] = tuple(sorted(ERRORS))

@@ -1,0 +1,198 @@
+"""Wire-format-independent plumbing: body parsing, timing, failures, streaming, drops.
+
+Each provider module turns a request into either a JSON body or three lists of
+pre-encoded stream events (``head``, ``body`` with one event per content chunk,
+``tail``) and hands them to :class:`Stream`, which applies the scenario's
+``chunk_delay_ms`` and ``disconnect_after``.
+
+Dropping a connection: :class:`EmulatorApp` keeps the server's own ``send`` in the
+scope; under uvicorn that is a bound method of the connection's request cycle,
+whose ``transport`` we close, then wait for uvicorn's ``http.disconnect`` so the
+server logs nothing. Under other servers we fall back to raising, which makes the
+server abort the connection too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .scenario import Scenario
+
+RAW_SEND = "emulator.raw_send"
+
+
+class BadRequest(Exception):
+    """The request cannot be served (400 in the provider's error shape)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class EmulatorApp(Starlette):
+    """Starlette that remembers the server's raw ``send`` so handlers can drop the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
+def _cycle(scope: Scope) -> Any:
+    return getattr(scope.get(RAW_SEND), "__self__", None)
+
+
+def client_gone(scope: Scope) -> bool:
+    """True once the server knows the client went away (uvicorn only; else False)."""
+    return bool(getattr(_cycle(scope), "disconnected", False))
+
+
+async def drop_connection(scope: Scope, receive: Receive) -> None:
+    """Close the TCP connection now, whatever was (or was not) sent so far."""
+    transport = getattr(_cycle(scope), "transport", None)
+    if transport is None:
+        raise ConnectionAbortedError("emulator scenario: connection dropped")
+    transport.close()
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Block until the client goes away (the request body must already be read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class Drop(Response):
+    """A "response" that closes the connection without answering."""
+
+    def __init__(self) -> None:
+        pass
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await drop_connection(scope, receive)
+
+
+class Silent(Response):
+    """A "response" for a client that is already gone: sends nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, headers=headers, media_type="application/json")
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or :class:`BadRequest`."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def retry_headers(scenario: Scenario) -> dict[str, str] | None:
+    ms = scenario.retry_after_ms
+    if ms is None:
+        return None
+    return {"retry-after-ms": str(ms), "retry-after": str(-(-ms // 1000))}
+
+
+#: :func:`preflight` result for a hanging request whose client went away.
+GONE = -1
+
+
+async def preflight(request: Request, scenario: Scenario) -> int | None:
+    """Apply ``hang``, ``ttfb_ms`` and failures before any byte is sent.
+
+    Returns ``None`` to proceed, an HTTP error status to answer with, or
+    :data:`GONE` when a hanging request's client went away.
+    """
+    if scenario.hang:
+        await wait_for_disconnect(request.receive)
+        return GONE
+    if scenario.ttfb_ms:
+        await asyncio.sleep(scenario.ttfb_ms / 1000)
+    if scenario.fail_first:
+        counters: dict[str, int] = request.app.state.fail_counts
+        seen = counters.get(scenario.key, 0)
+        counters[scenario.key] = seen + 1
+        return scenario.fail_status() if seen < scenario.fail_first else None
+    return scenario.status
+
+
+async def generation_delay(scenario: Scenario, tokens: int) -> None:
+    """Non-streaming answers take as long as streaming them would have."""
+    if scenario.chunk_delay_ms and tokens:
+        await asyncio.sleep(scenario.chunk_delay_ms * tokens / 1000)
+
+
+class Stream(Response):
+    """Streams ``head + body + tail`` with the scenario's pacing and drop behaviour.
+
+    Writes are ``head+body[0]``, ``body[1]``, ..., ``body[-1]``, ``tail``, with
+    ``chunk_delay_ms`` between consecutive writes (so a stream of N content
+    chunks takes at least N delays). With no delay everything goes out in one
+    write. ``disconnect_after=N`` sends ``head`` and the first N body events and
+    then drops the connection (``tail`` is never sent).
+    """
+
+    def __init__(
+        self,
+        head: list[bytes],
+        body: list[bytes],
+        tail: list[bytes],
+        scenario: Scenario,
+        media_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.head, self.body, self.tail, self.scenario = head, body, tail, scenario
+        self.status_code = 200
+        self.background = None
+        self.media_type = media_type
+        self.init_headers({"cache-control": "no-cache", **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        cut = self.scenario.disconnect_after
+        parts = self.body if cut is None else self.body[:cut]
+        preamble = b"".join(self.head)
+        if preamble:
+            parts = [preamble + parts[0], *parts[1:]] if parts else [preamble]
+        final = None if cut is not None else b"".join(self.tail)
+        delay = self.scenario.chunk_delay_ms / 1000
+        if not delay:
+            data = b"".join(parts)
+            if final is None:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                await drop_connection(scope, receive)
+            else:
+                await send({"type": "http.response.body", "body": data + final, "more_body": False})
+            return
+        for i, part in enumerate(parts):
+            if i:
+                await asyncio.sleep(delay)
+                if client_gone(scope):
+                    return
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        if final is None:
+            await drop_connection(scope, receive)
+            return
+        await asyncio.sleep(delay)
+        if not client_gone(scope):
+            await send({"type": "http.response.body", "body": final, "more_body": False})

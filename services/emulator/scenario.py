@@ -1,0 +1,168 @@
+"""Per-request emulator scenarios: what a fake provider does with one request.
+
+A scenario comes from two places, merged key by key (the header wins):
+
+* the model name: ``NAME@key=value,key=value`` (e.g. ``gpt-emu@tokens=20,chunk_delay_ms=10``).
+  The scenario starts at the first ``@`` that is followed by ``identifier=``, so
+  model names that themselves contain ``@`` (``claude-x@20240620``) still work;
+* the ``x-emulator-scenario: key=value,key=value`` request header.
+
+Keys (unknown keys are an error naming the key):
+
+``ttfb_ms``          delay before the first byte of the response (float, default 0)
+``chunk_delay_ms``   delay between stream writes; non-streaming responses wait
+                     ``tokens * chunk_delay_ms`` to emulate generation (float, default 0)
+``tokens``           completion tokens to generate (default 8), capped by the request's max tokens
+``status``           HTTP error status (400..599) answered with the provider's error body
+``fail_first``       the first N calls fail (with ``status``, default 500), later ones succeed;
+                     counted per ``key``
+``key``              counter key for ``fail_first`` (default: the whole scenario string)
+``disconnect_after`` stream N content chunks then drop the connection (non-streaming: drop at once)
+``hang``             1 = accept the request and never answer until the client goes away
+``cached``           report N cached prompt tokens (capped at the prompt size)
+``tool``             1 = answer with a tool call when the request offers tools
+``retry_after_ms``   add ``retry-after-ms`` / ``retry-after`` headers to error responses
+
+Everything here is pure; :func:`resolve` is memoised because benchmarks send the
+same few model/header strings over and over.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+HEADER = "x-emulator-scenario"
+
+_SPLIT = re.compile(r"@(?=[A-Za-z_][A-Za-z0-9_]*=)")
+
+
+class ScenarioError(ValueError):
+    """A scenario string that cannot be understood (unknown key, bad value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    ttfb_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+    tokens: int = 8
+    status: int | None = None
+    fail_first: int = 0
+    key: str = ""
+    disconnect_after: int | None = None
+    hang: bool = False
+    cached: int = 0
+    tool: bool = False
+    retry_after_ms: int | None = None
+
+    def fail_status(self) -> int:
+        """Status used by ``fail_first`` failures."""
+        return self.status or 500
+
+
+def _non_negative_float(key: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ScenarioError(f"emulator scenario key '{key}' needs a number, got {raw!r}") from None
+    if value < 0 or value != value:
+        raise ScenarioError(f"emulator scenario key '{key}' must be >= 0, got {raw!r}")
+    return value
+
+
+def _non_negative_int(key: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ScenarioError(f"emulator scenario key '{key}' needs an integer, got {raw!r}") from None
+    if value < 0:
+        raise ScenarioError(f"emulator scenario key '{key}' must be >= 0, got {raw!r}")
+    return value
+
+
+def _status(key: str, raw: str) -> int:
+    value = _non_negative_int(key, raw)
+    if not 400 <= value <= 599:
+        raise ScenarioError(f"emulator scenario key '{key}' must be an HTTP error status 400..599, got {raw!r}")
+    return value
+
+
+def _flag(key: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ScenarioError(f"emulator scenario key '{key}' needs 0 or 1, got {raw!r}")
+
+
+def _text(key: str, raw: str) -> str:
+    return raw
+
+
+_CONVERTERS = {
+    "ttfb_ms": _non_negative_float,
+    "chunk_delay_ms": _non_negative_float,
+    "tokens": _non_negative_int,
+    "status": _status,
+    "fail_first": _non_negative_int,
+    "key": _text,
+    "disconnect_after": _non_negative_int,
+    "hang": _flag,
+    "cached": _non_negative_int,
+    "tool": _flag,
+    "retry_after_ms": _non_negative_int,
+}
+
+KEYS = frozenset(_CONVERTERS)
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """``"gpt@tokens=3"`` -> ``("gpt", "tokens=3")``; no scenario -> ``(model, "")``."""
+    match = _SPLIT.search(model)
+    if match is None:
+        return model, ""
+    return model[: match.start()], model[match.end() :]
+
+
+def parse_pairs(spec: str) -> dict[str, str]:
+    """``"a=1, b=2"`` -> ``{"a": "1", "b": "2"}``; empty items are skipped; keys are checked."""
+    pairs: dict[str, str] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ScenarioError(f"emulator scenario item {item!r} is not key=value")
+        if key not in _CONVERTERS:
+            known = ", ".join(sorted(_CONVERTERS))
+            raise ScenarioError(f"unknown emulator scenario key '{key}' (known keys: {known})")
+        pairs[key] = value.strip()
+    return pairs
+
+
+def build(pairs: dict[str, str], default_key: str = "") -> Scenario:
+    """Convert checked pairs into a :class:`Scenario` (``key`` defaults to ``default_key``)."""
+    values = {key: _CONVERTERS[key](key, raw) for key, raw in pairs.items()}
+    values.setdefault("key", default_key)
+    return Scenario(**values)
+
+
+@lru_cache(maxsize=4096)
+def resolve(model: str, header: str | None = None) -> tuple[str, Scenario]:
+    """Split ``model`` into (bare name, merged scenario); the header wins on conflicts.
+
+    The default ``fail_first`` counter key is the whole scenario string
+    (model part and header part joined by ``|``). Raises :class:`ScenarioError`.
+    """
+    name, spec = split_model(model)
+    pairs = parse_pairs(spec)
+    if header:
+        pairs.update(parse_pairs(header))
+    return name, build(pairs, default_key=f"{spec}|{header or ''}")
+
+
+DEFAULT = Scenario()

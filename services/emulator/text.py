@@ -1,0 +1,142 @@
+"""Deterministic "model output" shared by every wire format.
+
+* Completions are the words ``tok0 tok1 tok2 ...``: token *i* is the piece
+  ``"tok{i}"`` (first) or ``" tok{i}"`` (later), one piece per streamed delta,
+  so ``completion_tokens == len(completion_pieces(n)) == n``.
+* Prompt tokens (:func:`count_prompt_tokens`) are the whitespace-separated words of
+  all text content plus 3 per message (and 3 + words for a separate system prompt).
+* Tool calls get arguments derived from the tool's JSON schema
+  (:func:`tool_arguments`), serialised compactly and streamed in
+  :data:`ARG_PIECE` character pieces; their completion tokens are the piece count.
+* Embeddings are unit vectors derived from SHAKE-128 of the input text.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import math
+import os
+import struct
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+PER_MESSAGE = 3
+ARG_PIECE = 8
+
+_pieces: list[str] = ["tok0"] + [f" tok{i}" for i in range(1, 1024)]
+
+
+def completion_pieces(n: int) -> list[str]:
+    """The first ``n`` completion pieces (each one token / one streamed delta)."""
+    while len(_pieces) < n:
+        _pieces.append(f" tok{len(_pieces)}")
+    return _pieces[:n]
+
+
+def completion_text(n: int) -> str:
+    """The full completion text of ``n`` tokens (``"tok0 tok1 ..."``)."""
+    return "".join(completion_pieces(n))
+
+
+def count_words(text: Any) -> int:
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def _content_words(content: Any) -> int:
+    """Words in a message ``content``: a string or a list of blocks/parts with ``text``.
+
+    Anthropic ``tool_result`` blocks are counted through their nested ``content``.
+    """
+    if isinstance(content, str):
+        return len(content.split())
+    words = 0
+    if isinstance(content, list):
+        for block in content:
+            if isinstance(block, dict):
+                text = block.get("text")
+                if isinstance(text, str):
+                    words += len(text.split())
+                elif "content" in block:
+                    words += _content_words(block["content"])
+            elif isinstance(block, str):
+                words += len(block.split())
+    return words
+
+
+def count_prompt_tokens(messages: Iterable[Any] | None, system: Any = None) -> int:
+    """Deterministic prompt size: per message 3 + words of its text content.
+
+    ``messages`` is the OpenAI / Anthropic / Ollama ``messages`` list; ``system``
+    is Anthropic's separate system prompt (string or list of text blocks), counted
+    as one more message when present. Tools and images are not counted.
+    """
+    total = 0
+    if system:
+        total += PER_MESSAGE + _content_words(system)
+    for message in messages or ():
+        if isinstance(message, dict):
+            total += PER_MESSAGE + _content_words(message.get("content"))
+    return total
+
+
+def _example(schema: Any) -> Any:
+    """A deterministic value that satisfies a (simple) JSON schema."""
+    if not isinstance(schema, dict):
+        return "tok0"
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        return {name: _example(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_example(schema["items"])] if isinstance(schema.get("items"), dict) else []
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "tok0")
+
+
+def tool_arguments(parameters: Any) -> dict[str, Any]:
+    """Tool-call arguments for a tool whose parameter schema is ``parameters``."""
+    value = _example(parameters) if isinstance(parameters, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def arguments_json(arguments: dict[str, Any]) -> str:
+    return orjson.dumps(arguments).decode()
+
+
+def argument_pieces(arguments_text: str) -> list[str]:
+    """``arguments_text`` cut into :data:`ARG_PIECE`-character pieces (at least one)."""
+    if not arguments_text:
+        return [""]
+    return [arguments_text[i : i + ARG_PIECE] for i in range(0, len(arguments_text), ARG_PIECE)]
+
+
+@lru_cache(maxsize=4096)
+def embedding(text: str, dims: int) -> tuple[float, ...]:
+    """A deterministic unit vector of ``dims`` floats for ``text``."""
+    raw = hashlib.shake_128(text.encode()).digest(2 * dims)
+    values = [x / 32767.5 - 1.0 for x in struct.unpack(f"<{dims}H", raw)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return tuple(v / norm for v in values)
+
+
+def embedding_base64(vector: tuple[float, ...]) -> str:
+    """OpenAI's ``encoding_format=base64``: little-endian float32 bytes, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+_prefix = os.urandom(4).hex()
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str) -> str:
+    """Process-unique id like ``chatcmpl-1a2b3c4d00000001`` (cheap: no syscall per call)."""
+    return f"{prefix}{_prefix}{next(_ids):016x}"

@@ -1,0 +1,286 @@
+"""Provider-executor service: ``llm.exec`` -> provider HTTP -> chunks, result, usage, audit.
+
+Every output of a request is acknowledged by the broker before its ``llm.exec``
+offset is committed. Cancels arrive on ``llm.control``, read in full by every
+instance (no consumer group) from the moment it starts.
+
+State: the ids of requests finished recently (so a redelivered plan is not sent to
+a provider twice while this process lives) and the tasks in flight. Neither
+survives a restart; after one, plans not yet committed are run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderTimeout
+from services.contracts.events import (
+    AuditRecorded,
+    CancelRequested,
+    Deployment,
+    ErrorInfo,
+    ExecutionPlanned,
+    Latency,
+    ResultProduced,
+    UsageRecorded,
+)
+from services.runtime.kafka import Consumer, DeadLetters, Publisher
+from services.runtime.replies import chunk_target, result_target
+from services.runtime.service import mark_ready
+from services.runtime.settings import Settings
+from services.runtime.topics import Topics, apply_topics
+
+from .chunker import ChunkEmitter
+from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute
+
+log = logging.getLogger(__name__)
+GROUP = "llmgw-executor"
+RECENT = 100_000
+
+
+class Executor:
+    def __init__(self, settings: Settings, topics: Topics, http: httpx.AsyncClient | None = None):
+        self.settings = settings
+        self.topics = topics
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(600.0, connect=10.0),
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500),
+        )
+        cid = f"executor-{settings.instance_id}"
+        self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
+        self.consumer: Consumer[ExecutionPlanned] = Consumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            topics=[topics.exec.name],
+            group_id=settings.topic_prefix + GROUP,
+            model=ExecutionPlanned,
+            handler=self.handle,
+            dead_letters=DeadLetters(self.publisher, topics.dlq.name, "executor"),
+            max_in_flight=settings.max_in_flight,
+            client_id=cid,
+        )
+        self._running: dict[str, asyncio.Task[Outcome]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._cancelled: OrderedDict[str, str] = OrderedDict()
+        self._control = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=cid, enable_auto_commit=False)
+        self._control_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
+        await self.publisher.start()
+        await self._control.start()
+        parts = self._control.partitions_for_topic(self.topics.control.name) or set()
+        if not parts:
+            await self._control._client.force_metadata_update()
+            parts = self._control.partitions_for_topic(self.topics.control.name) or {0}
+        tps = [TopicPartition(self.topics.control.name, p) for p in parts]
+        self._control.assign(tps)
+        await self._control.seek_to_end(*tps)
+        self._control_task = asyncio.create_task(self._read_control())
+        await self.consumer.start()
+
+    async def aclose(self) -> None:
+        await self.consumer.aclose()
+        if self._control_task:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control_task
+        await self._control.stop()
+        await self.publisher.aclose()
+        await self.http.aclose()
+
+    # --- control -------------------------------------------------------------------
+
+    async def _read_control(self) -> None:
+        while True:
+            batches = await self._control.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for r in records:
+                    try:
+                        cancel = CancelRequested.model_validate_json(r.value or b"")
+                    except ValueError:
+                        log.warning("ignoring invalid control event at offset %d", r.offset)
+                        continue
+                    self.cancel(cancel.request_id, cancel.reason)
+
+    def cancel(self, request_id: str, reason: str) -> None:
+        """Cancel a request in flight here; remember it in case its plan is still on the way."""
+        task = self._running.get(request_id)
+        if task is not None:
+            task.cancel(reason)
+        elif request_id not in self._finished:
+            _remember(self._cancelled, request_id, reason)
+
+    # --- execution -------------------------------------------------------------------
+
+    async def handle(self, plan: ExecutionPlanned, record: ConsumerRecord) -> None:
+        req = plan.request
+        rid = req.request_id
+        if rid in self._finished or rid in self._running:
+            return  # redelivered while its first run finished or is still going: run once
+        t0 = time.perf_counter()
+        acks = [await self._audit(plan, "started")]
+        emitter = None
+        if req.stream:
+            topic, partition = chunk_target(req, self.topics)
+
+            async def send(chunk):  # type: ignore[no-untyped-def]
+                return await self.publisher.publish(topic, chunk, key=rid, partition=partition)
+
+            emitter = ChunkEmitter(send, chunk_template(plan), plan.chunk_window_ms)
+        attempted = Attempted(emitter=emitter)
+
+        async def on_fallback(failed: Deployment, nxt: Deployment, err: GatewayError) -> None:
+            acks.append(await self._audit(plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.provider}"))
+
+        run = asyncio.create_task(execute(plan, self.http, self.settings.secret, emitter, attempted, on_fallback))
+        self._running[rid] = run
+        if rid in self._cancelled:
+            run.cancel(self._cancelled.pop(rid))
+        outcome: Outcome | None = None
+        error: GatewayError | None = None
+        try:
+            async with asyncio.timeout(plan.total_ms / 1000 if plan.total_ms else None):
+                outcome = await run
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            error = Cancelled(f"request {rid} was cancelled")
+        except TimeoutError:
+            error = ProviderTimeout(f"request exceeded total_ms={plan.total_ms}")
+        except GatewayError as err:
+            error = err
+        except Exception as exc:  # an adapter bug must still answer the caller
+            log.exception("execution of %s failed", rid)
+            error = InternalError(f"executor failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._running.pop(rid, None)
+            if emitter is not None:
+                emitter.cancel_timer()
+        total_ms = (time.perf_counter() - t0) * 1000
+        if emitter is not None:
+            acks += emitter.acks
+        acks += await self._publish_outcome(plan, outcome, error, attempted, total_ms)
+        await asyncio.gather(*acks)
+        _remember(self._finished, rid, None)
+
+    async def _publish_outcome(
+        self,
+        plan: ExecutionPlanned,
+        outcome: Outcome | None,
+        error: GatewayError | None,
+        attempted: Attempted,
+        total_ms: float,
+    ) -> list[asyncio.Future[object]]:
+        req = plan.request
+        ids = {"request_id": req.request_id, "tenant_id": req.tenant_id, "user_id": req.user_id}
+        dep = outcome.deployment if outcome else attempted.deployment or plan.deployments[0]
+        if outcome is not None:
+            result = ResultProduced(
+                **ids,
+                status="ok",
+                message=outcome.message,
+                finish_reason=outcome.finish_reason,  # type: ignore[arg-type]
+                alias=dep.alias,
+                provider=dep.provider,
+                model=outcome.model,
+                fallback_used=outcome.fallback_used,
+                usage=outcome.usage,
+                latency=Latency(ttft_ms=outcome.ttft_ms, total_ms=total_ms, provider_ms=outcome.provider_ms),
+                streamed=req.stream,
+            )
+            usage = outcome.usage
+        else:
+            assert error is not None
+            result = ResultProduced(
+                **ids,
+                status="error",
+                alias=dep.alias,
+                provider=dep.provider,
+                model=dep.upstream_model,
+                error=ErrorInfo(
+                    code=error.code,  # type: ignore[arg-type]
+                    message=error.message,
+                    retryable=error.retryable,
+                    param=error.param,
+                    upstream_status=error.details.get("upstream_status"),
+                ),
+                latency=Latency(total_ms=total_ms),
+                streamed=req.stream,
+            )
+            usage = None
+        status = "ok" if outcome else ("cancelled" if isinstance(error, Cancelled) else "error")
+        record = UsageRecorded(
+            **ids,
+            status=status,  # type: ignore[arg-type]
+            alias=dep.alias,
+            provider=dep.provider,
+            model=result.model,
+            conversation_id=req.metadata.get("conversation_id"),
+            client_id=req.client_id,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+            cost_usd=cost_usd(usage, dep) if usage else 0.0,
+            ttft_ms=outcome.ttft_ms if outcome else None,
+            total_ms=total_ms,
+            error_code=error.code if error else None,  # type: ignore[arg-type]
+            streamed=req.stream,
+        )
+        topic, partition = result_target(req, self.topics)
+        action = "completed" if outcome else ("cancelled" if status == "cancelled" else "failed")
+        return [
+            await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
+            await self.publisher.publish(self.topics.usage.name, record, key=req.tenant_id),
+            await self._audit(plan, action, dep, error),
+        ]
+
+    async def _audit(
+        self,
+        plan: ExecutionPlanned,
+        action: str,
+        dep: Deployment | None = None,
+        error: GatewayError | None = None,
+        reason: str | None = None,
+    ) -> asyncio.Future[object]:
+        req = plan.request
+        dep = dep or plan.deployments[0]
+        event = AuditRecorded(
+            request_id=req.request_id,
+            tenant_id=req.tenant_id,
+            user_id=req.user_id,
+            action=action,  # type: ignore[arg-type]
+            actor="executor",
+            alias=dep.alias,
+            provider=dep.provider,
+            model=dep.upstream_model,
+            client_id=req.client_id,
+            error_code=error.code if error else None,  # type: ignore[arg-type]
+            reason=reason or (error.message if error else None),
+        )
+        return await self.publisher.publish(self.topics.audit.name, event, key=req.tenant_id)
+
+
+def _remember(store: OrderedDict[str, object], key: str, value: object) -> None:
+    store[key] = value
+    if len(store) > RECENT:
+        store.popitem(last=False)
+
+
+async def serve(settings: Settings) -> None:
+    topics = Topics.load(settings.topics_path, settings.topic_prefix)
+    executor = Executor(settings, topics)
+    await executor.start()
+    mark_ready(f"executor {settings.instance_id}")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await executor.aclose()

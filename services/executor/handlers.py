@@ -1,0 +1,185 @@
+"""Running one execution plan: attempts, retries, fallback, timeouts, streaming.
+
+``execute`` returns an ``Outcome`` (or raises ``GatewayError``); publishing the
+result, usage and audit events is the app's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from services.contracts.errors import GatewayError, ProviderError, ProviderTimeout
+from services.contracts.events import (
+    AssistantMessage,
+    ChunkEmitted,
+    Deployment,
+    ExecutionPlanned,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallFunction,
+    Usage,
+)
+
+from .chunker import ChunkEmitter
+from .providers.registry import adapter_for
+
+SecretLookup = Callable[[str | None], str | None]
+OnFallback = Callable[[Deployment, Deployment, GatewayError], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    message: AssistantMessage
+    finish_reason: str
+    usage: Usage
+    deployment: Deployment
+    model: str
+    fallback_used: bool
+    ttft_ms: float | None
+    provider_ms: float
+    chunks: int = 0
+
+
+@dataclass
+class Attempted:
+    """What was tried, kept for the error path (which deployment failed last)."""
+
+    deployment: Deployment | None = None
+    emitter: ChunkEmitter | None = None
+
+
+def _retryable(err: GatewayError) -> bool:
+    if isinstance(err, ProviderTimeout):
+        return True
+    status = err.details.get("upstream_status")
+    return isinstance(err, ProviderError) and (status is None or status >= 500 or status in (408, 429))
+
+
+async def execute(
+    plan: ExecutionPlanned,
+    http: httpx.AsyncClient,
+    secret: SecretLookup,
+    emitter: ChunkEmitter | None,
+    attempted: Attempted,
+    on_fallback: OnFallback,
+) -> Outcome:
+    """Try each deployment in order (with ``plan.retries`` retries of retryable failures)
+    until one answers. Once a chunk has gone out, no other attempt is made: the caller
+    already holds part of this answer."""
+    last: GatewayError | None = None
+    for i, dep in enumerate(plan.deployments):
+        if i > 0 and last is not None:
+            await on_fallback(plan.deployments[i - 1], dep, last)
+        attempted.deployment = dep
+        for _ in range(plan.retries + 1):
+            try:
+                if emitter is not None:
+                    return await _stream_once(plan, dep, http, secret(dep.api_key_env), emitter, i > 0)
+                return await _complete_once(plan, dep, http, secret(dep.api_key_env), i > 0)
+            except GatewayError as err:
+                last = err
+                if emitter is not None and emitter.sent_any:
+                    raise
+                if not _retryable(err):
+                    break
+    assert last is not None
+    raise last
+
+
+async def _complete_once(
+    plan: ExecutionPlanned, dep: Deployment, http: httpx.AsyncClient, key: str | None, fallback: bool
+) -> Outcome:
+    t0 = time.perf_counter()
+    done = await adapter_for(dep.provider_kind).complete(http, plan.request, dep, key)
+    ms = (time.perf_counter() - t0) * 1000
+    return Outcome(done.message, done.finish_reason, done.usage, dep, done.model or dep.upstream_model, fallback, ms, ms)
+
+
+async def _stream_once(
+    plan: ExecutionPlanned,
+    dep: Deployment,
+    http: httpx.AsyncClient,
+    key: str | None,
+    emitter: ChunkEmitter,
+    fallback: bool,
+) -> Outcome:
+    t0 = time.perf_counter()
+    ttft: float | None = None
+    text: list[str] = []
+    tools: dict[int, ToolCallDelta] = {}
+    finish, usage, model = "stop", None, None
+    emitter.set_source(dep.provider, dep.upstream_model)
+    stream = adapter_for(dep.provider_kind).stream(http, plan.request, dep, key)
+    first_deadline = plan.ttft_ms / 1000 if plan.ttft_ms else None
+    try:
+        while True:
+            try:
+                if ttft is None and first_deadline is not None:
+                    async with asyncio.timeout(first_deadline):
+                        delta = await anext(stream)
+                else:
+                    delta = await anext(stream)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ProviderTimeout(
+                    f"{dep.provider}: no token within ttft_ms={plan.ttft_ms}", details={"upstream_status": None}
+                ) from None
+            if ttft is None and (delta.content or delta.tool_calls):
+                ttft = (time.perf_counter() - t0) * 1000
+            if delta.content:
+                text.append(delta.content)
+            for tc in delta.tool_calls or ():
+                cur = tools.setdefault(tc.index, ToolCallDelta(index=tc.index))
+                cur.id, cur.name = cur.id or tc.id, cur.name or tc.name
+                cur.arguments += tc.arguments
+            finish = delta.finish_reason or finish
+            usage = delta.usage or usage
+            model = delta.model or model
+            await emitter.add(delta.content, delta.tool_calls)
+    finally:
+        emitter.cancel_timer()
+        await stream.aclose()
+    usage = usage or Usage()
+    await emitter.finish(finish, usage)
+    message = AssistantMessage(
+        content="".join(text) if text or not tools else None,
+        tool_calls=[
+            ToolCall(id=t.id or f"call_{i}", function=ToolCallFunction(name=t.name or "", arguments=t.arguments))
+            for i, t in sorted(tools.items())
+        ]
+        or None,
+    )
+    return Outcome(
+        message,
+        finish,
+        usage,
+        dep,
+        model or dep.upstream_model,
+        fallback,
+        ttft,
+        (time.perf_counter() - t0) * 1000,
+        chunks=emitter.seq,
+    )
+
+
+def cost_usd(usage: Usage, dep: Deployment) -> float:
+    """Catalog price x reported tokens (cached input at its own price when the catalog has one)."""
+    p = dep.price
+    cached_price = p.cached_input_per_mtok if p.cached_input_per_mtok is not None else p.input_per_mtok
+    uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
+    return round(
+        (uncached * p.input_per_mtok + usage.cached_tokens * cached_price + usage.completion_tokens * p.output_per_mtok)
+        / 1_000_000,
+        10,
+    )
+
+
+def chunk_template(plan: ExecutionPlanned) -> ChunkEmitted:
+    req = plan.request
+    return ChunkEmitted(request_id=req.request_id, tenant_id=req.tenant_id, user_id=req.user_id, seq=0)

@@ -1,0 +1,169 @@
+"""HTTP plumbing the adapters share: post JSON, read error bodies, pump a stream through a parser.
+
+Everything here runs inside ``map_http_errors``, so no ``httpx`` error escapes; a non-2xx
+answer becomes ``upstream_error`` carrying the provider's own message; a 2xx body that is
+not the JSON object the adapter expects becomes ``ProviderError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from services.contracts.errors import ProviderError
+from services.contracts.events import ChatRequested, Deployment
+
+from .base import Completion, StreamDelta, StreamParser, map_http_errors, upstream_error
+
+#: Longest provider error text carried into a gateway error.
+MAX_ERROR_CHARS = 500
+
+
+def headers(extra: Mapping[str, str]) -> dict[str, str]:
+    """Request headers: JSON content type plus the adapter's own (auth, versions)."""
+    return {"content-type": "application/json", **extra}
+
+
+def bearer(api_key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def error_message(raw: bytes) -> str:
+    """The provider's own error text: ``{"error": {"message": ...}}`` (OpenAI, Anthropic),
+    ``{"error": "..."}`` (Ollama), else the raw body; at most ``MAX_ERROR_CHARS`` characters."""
+    message: str | None = None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            message = err.get("message") or None
+        elif isinstance(err, str):
+            message = err
+        if message is None and isinstance(body.get("message"), str):
+            message = body["message"]
+    if message is None:
+        message = raw.decode("utf-8", "replace").strip() or "(empty body)"
+    return str(message)[:MAX_ERROR_CHARS]
+
+
+def malformed(provider: str, what: str, sample: str | bytes = "") -> ProviderError:
+    """The provider answered 2xx with something we cannot read."""
+    if isinstance(sample, bytes):
+        sample = sample.decode("utf-8", "replace")
+    suffix = f": {sample[:200]}" if sample else ""
+    return ProviderError(f"{provider}: {what}{suffix}", details={"upstream_status": None})
+
+
+def loads_line(provider: str, payload: str) -> dict[str, Any]:
+    """One JSON object from a stream line; anything else is a malformed stream."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise malformed(provider, "malformed stream line", payload) from exc
+    if not isinstance(obj, dict):
+        raise malformed(provider, "malformed stream line", payload)
+    return obj
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    hdrs: Mapping[str, str],
+    body: dict[str, Any],
+    from_wire: Callable[[dict[str, Any]], Completion],
+) -> Completion:
+    """POST ``body`` and read the whole answer through ``from_wire``."""
+    with map_http_errors(provider):
+        resp = await client.post(url, content=orjson.dumps(body), headers=hdrs)
+    if not resp.is_success:
+        raise upstream_error(provider, resp.status_code, error_message(resp.content))
+    try:
+        data = orjson.loads(resp.content)
+    except orjson.JSONDecodeError as exc:
+        raise malformed(provider, "response is not JSON", resp.content) from exc
+    if not isinstance(data, dict):
+        raise malformed(provider, "response is not a JSON object", resp.content)
+    try:
+        return from_wire(data)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        # A 2xx body of the wrong shape (some compatible servers answer 200 with an error object).
+        raise malformed(provider, "unexpected response shape", error_message(resp.content)) from exc
+
+
+async def stream_deltas(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    hdrs: Mapping[str, str],
+    body: dict[str, Any],
+    parser: StreamParser,
+) -> AsyncIterator[StreamDelta]:
+    """POST ``body`` and yield the parser's deltas line by line; ``parser.close()`` decides
+    whether the stream ended properly. A non-2xx status is read and raised before any line."""
+    with map_http_errors(provider):
+        async with client.stream("POST", url, content=orjson.dumps(body), headers=hdrs) as resp:
+            if not resp.is_success:
+                raw = await resp.aread()
+                raise upstream_error(provider, resp.status_code, error_message(raw))
+            async for line in resp.aiter_lines():
+                for delta in parser.feed(line):
+                    yield delta
+            for delta in parser.close():
+                yield delta
+
+
+def sse_field(line: str) -> tuple[str, str] | None:
+    """Split one server-sent-events line into ``(field, value)``; ``None`` for blank lines
+    and ``:`` comments. One space after the colon belongs to the syntax, not the value."""
+    if not line or line[0] == ":":
+        return None
+    field, sep, value = line.partition(":")
+    if sep and value[:1] == " ":
+        value = value[1:]
+    return field, value
+
+
+class WireMapping(Protocol):
+    """The pure half of an adapter, which ``complete_via`` / ``stream_via`` drive."""
+
+    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]: ...
+
+    def from_wire(self, body: dict[str, Any]) -> Completion: ...
+
+    def stream_parser(self, provider: str = ...) -> StreamParser: ...
+
+
+async def complete_via(
+    adapter: WireMapping,
+    client: httpx.AsyncClient,
+    req: ChatRequested,
+    deployment: Deployment,
+    url: str,
+    hdrs: Mapping[str, str],
+) -> Completion:
+    """One whole answer; ``model`` falls back to the deployment's when the body has none."""
+    body = adapter.to_wire(req, deployment, stream=False)
+    completion = await post_json(client, deployment.provider, url, hdrs, body, adapter.from_wire)
+    completion.model = completion.model or deployment.upstream_model
+    return completion
+
+
+def stream_via(
+    adapter: WireMapping,
+    client: httpx.AsyncClient,
+    req: ChatRequested,
+    deployment: Deployment,
+    url: str,
+    hdrs: Mapping[str, str],
+) -> AsyncIterator[StreamDelta]:
+    """An async generator of deltas: the body is built now, nothing is sent until iterated."""
+    body = adapter.to_wire(req, deployment, stream=True)
+    parser = adapter.stream_parser(deployment.provider)
+    return stream_deltas(client, deployment.provider, url, hdrs, body, parser)

@@ -1,0 +1,331 @@
+"""Anthropic Messages API (``POST {base_url}/v1/messages``).
+
+``to_wire`` translates the OpenAI-shaped request: system/developer messages become the
+top-level ``system`` string, tool calls and tool results become ``tool_use`` /
+``tool_result`` blocks, image parts become image blocks, and ``max_tokens`` (required by
+Anthropic) defaults to ``DEFAULT_MAX_TOKENS``. Prompt tokens reported back include cache
+reads and cache writes; ``cached_tokens`` is the cache reads alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from services.contracts.errors import ProviderError, ValidationError
+from services.contracts.events import (
+    AssistantMessage,
+    ChatRequested,
+    Deployment,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallFunction,
+    Usage,
+)
+
+from ._http import complete_via, headers, loads_line, sse_field, stream_via
+from .base import Completion, StreamDelta
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+#: Anthropic's documented error types -> the HTTP status they are sent with.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def finish_reason(raw: str | None) -> str:
+    """Normalise ``stop_reason``; unknown or missing values (e.g. ``pause_turn``) count as ``stop``."""
+    return _FINISH.get(raw or "end_turn", "stop")
+
+
+def usage_from(u: dict[str, Any]) -> Usage:
+    """Anthropic's ``input_tokens`` excludes cached tokens; prompt_tokens adds them back."""
+    cache_read = u.get("cache_read_input_tokens") or 0
+    prompt = (u.get("input_tokens") or 0) + cache_read + (u.get("cache_creation_input_tokens") or 0)
+    completion = u.get("output_tokens") or 0
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cached_tokens=cache_read,
+    )
+
+
+# --- request translation -----------------------------------------------------------
+
+
+def _text_of(content: str | list[dict[str, Any]] | None) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or () if p.get("type") == "text")
+
+
+def _part(part: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI content part as an Anthropic block; other parts pass through unchanged."""
+    if part.get("type") != "image_url":
+        return part
+    image = part.get("image_url")
+    url = image.get("url", "") if isinstance(image, dict) else str(image or "")
+    if url.startswith("data:"):
+        meta, _, data = url[5:].partition(",")
+        media_type = meta.split(";", 1)[0] or "image/png"
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _content(content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]]:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return [_part(p) for p in content]
+
+
+def _assistant(m: Message) -> dict[str, Any]:
+    if not m.tool_calls:
+        return {"role": "assistant", "content": _content(m.content)}
+    blocks: list[dict[str, Any]] = []
+    if isinstance(m.content, str):
+        if m.content:
+            blocks.append({"type": "text", "text": m.content})
+    elif m.content:
+        blocks.extend(_part(p) for p in m.content)
+    for tc in m.tool_calls:
+        try:
+            arguments = orjson.loads(tc.function.arguments or "{}")
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(
+                f"tool call {tc.id}: arguments are not valid JSON", param="messages"
+            ) from exc
+        blocks.append({"type": "tool_use", "id": tc.id, "name": tc.function.name, "input": arguments})
+    return {"role": "assistant", "content": blocks}
+
+
+def _tool_result(m: Message) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
+    if m.content is not None:
+        block["content"] = _content(m.content)
+    return block
+
+
+def to_messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """``(system, messages)``: system/developer text joined by blank lines; consecutive tool
+    results merged into one user message, as Anthropic expects."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the open user message of tool results
+    for m in messages:
+        if m.role in ("system", "developer"):
+            system.append(_text_of(m.content))
+            continue
+        if m.role == "tool":
+            if results is None:
+                results = []
+                out.append({"role": "user", "content": results})
+            results.append(_tool_result(m))
+            continue
+        results = None
+        out.append(_assistant(m) if m.role == "assistant" else {"role": "user", "content": _content(m.content)})
+    return "\n\n".join(s for s in system if s), out
+
+
+def tool(t: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI function tool as an Anthropic tool; other shapes (server tools) pass through."""
+    if t.get("type") != "function" or "function" not in t:
+        return t
+    fn = t["function"]
+    out: dict[str, Any] = {
+        "name": fn["name"],
+        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(choice, str):
+        return {"type": {"auto": "auto", "required": "any", "none": "none"}.get(choice, choice)}
+    if choice.get("type") == "function":
+        return {"type": "tool", "name": choice["function"]["name"]}
+    return choice
+
+
+# --- stream -----------------------------------------------------------------------
+
+
+class AnthropicStreamParser:
+    """Reads the Messages SSE sequence (message_start, content_block_*, message_delta,
+    message_stop, ping, error). Tool-call indexes are the tool's ordinal among tool calls,
+    not the content-block index. The final delta, with finish reason and usage, is emitted
+    at ``message_stop``; ``close()`` before it raises ``ProviderError``."""
+
+    def __init__(self, provider: str = "anthropic") -> None:
+        self._provider = provider
+        self._event: str | None = None
+        self._model: str | None = None
+        self._usage: dict[str, Any] = {}
+        self._stop: str | None = None
+        self._tools: dict[int, int] = {}  # content-block index -> tool ordinal
+        self._done = False
+
+    def feed(self, line: str) -> list[StreamDelta]:
+        field = sse_field(line)
+        if field is None:
+            return []
+        if field[0] == "event":
+            self._event = field[1]
+            return []
+        if field[0] != "data" or self._done:
+            return []
+        data = loads_line(self._provider, field[1])
+        kind = data.get("type") or self._event
+        if kind == "content_block_delta":
+            return self._block_delta(data)
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._model = message.get("model") or self._model
+            self._usage.update(message.get("usage") or {})
+        elif kind == "message_delta":
+            self._stop = (data.get("delta") or {}).get("stop_reason") or self._stop
+            self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
+            self._done = True
+            return [StreamDelta(finish_reason=finish_reason(self._stop), usage=usage_from(self._usage), model=self._model)]
+        elif kind == "error":
+            raise self._error(data.get("error") or {})
+        return []
+
+    def close(self) -> list[StreamDelta]:
+        if not self._done:
+            raise ProviderError(
+                f"{self._provider}: stream ended before message_stop", details={"upstream_status": None}
+            )
+        return []
+
+    def _block_start(self, data: dict[str, Any]) -> list[StreamDelta]:
+        block = data.get("content_block") or {}
+        if block.get("type") == "tool_use":
+            ordinal = self._tools[data.get("index", 0)] = len(self._tools)
+            call = ToolCallDelta(index=ordinal, id=block.get("id"), name=block.get("name"))
+            return [StreamDelta(tool_calls=[call], model=self._model)]
+        if block.get("type") == "text" and block.get("text"):
+            return [StreamDelta(content=block["text"], model=self._model)]
+        return []
+
+    def _block_delta(self, data: dict[str, Any]) -> list[StreamDelta]:
+        delta = data.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [StreamDelta(content=delta["text"], model=self._model)]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            ordinal = self._tools.get(data.get("index", 0))
+            if ordinal is not None:
+                call = ToolCallDelta(index=ordinal, arguments=delta["partial_json"])
+                return [StreamDelta(tool_calls=[call], model=self._model)]
+        return []  # thinking / signature deltas are not part of the normalised answer
+
+    def _error(self, err: dict[str, Any]) -> ProviderError:
+        kind = err.get("type")
+        return ProviderError(
+            f"{self._provider}: stream error: {err.get('message') or kind or 'unknown error'}",
+            details={"upstream_status": _ERROR_STATUS.get(kind or ""), "upstream_type": kind},
+        )
+
+
+# --- adapter ----------------------------------------------------------------------
+
+
+class AnthropicAdapter:
+    """Anthropic's Messages API, with the OpenAI-shaped request translated."""
+
+    kind = "anthropic"
+
+    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]:
+        """``params.extra`` keys go first so typed params (when set), ``model``, ``messages``,
+        ``system`` and ``stream`` win. OpenAI's ``parallel_tool_calls: false`` becomes
+        ``tool_choice.disable_parallel_tool_use``; seed, penalties and ``response_format``
+        have no Anthropic equivalent and are dropped."""
+        params = req.params
+        body: dict[str, Any] = dict(params.extra)
+        parallel = body.pop("parallel_tool_calls", None)
+        system, messages = to_messages(req.messages)
+        body["max_tokens"] = params.max_tokens or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
+        if params.stop:
+            body["stop_sequences"] = params.stop
+        if params.tools:
+            body["tools"] = [tool(t) for t in params.tools]
+        if params.tool_choice is not None:
+            body["tool_choice"] = tool_choice(params.tool_choice)
+        if parallel is False and body.get("tools"):
+            body["tool_choice"] = {**body.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
+        body["model"] = deployment.upstream_model
+        body["messages"] = messages
+        if system:
+            body["system"] = system
+        body.pop("stream", None)
+        if stream:
+            body["stream"] = True
+        return body
+
+    def from_wire(self, body: dict[str, Any]) -> Completion:
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        for block in body["content"]:
+            if block.get("type") == "text":
+                texts.append(block["text"])
+            elif block.get("type") == "tool_use":
+                arguments = orjson.dumps(block.get("input") or {}).decode()
+                calls.append(ToolCall(id=block["id"], function=ToolCallFunction(name=block["name"], arguments=arguments)))
+        return Completion(
+            message=AssistantMessage(content="".join(texts) if texts else None, tool_calls=calls or None),
+            finish_reason=finish_reason(body.get("stop_reason")),
+            usage=usage_from(body.get("usage") or {}),
+            model=body.get("model") or "",
+        )
+
+    def stream_parser(self, provider: str = "anthropic") -> AnthropicStreamParser:
+        return AnthropicStreamParser(provider)
+
+    def _request(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+        auth = {"x-api-key": api_key} if api_key else {}
+        url = f"{deployment.base_url.rstrip('/')}/v1/messages"
+        return url, headers({**auth, "anthropic-version": API_VERSION})
+
+    async def complete(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> Completion:
+        return await complete_via(self, client, req, deployment, *self._request(deployment, api_key))
+
+    def stream(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> AsyncIterator[StreamDelta]:
+        """An async generator: nothing is sent until it is iterated."""
+        return stream_via(self, client, req, deployment, *self._request(deployment, api_key))

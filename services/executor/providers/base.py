@@ -1,0 +1,89 @@
+"""The provider adapter role and the normalised shapes adapters produce.
+
+An adapter is pure mapping plus two I/O methods (STYLE 4): ``to_wire`` builds the
+upstream body, ``from_wire`` reads a whole response, a ``StreamParser`` turns stream
+lines into ``StreamDelta``s; only ``complete`` and ``stream`` touch HTTP. No
+``httpx`` error escapes an adapter: ``map_http_errors`` turns them into
+``ProviderError`` / ``ProviderTimeout`` (STYLE 13).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from services.contracts.errors import ProviderError, ProviderTimeout
+from services.contracts.events import AssistantMessage, ChatRequested, Deployment, ToolCallDelta, Usage
+
+
+@dataclass
+class Completion:
+    """A whole (non-streamed) answer, normalised."""
+
+    message: AssistantMessage
+    finish_reason: str
+    usage: Usage
+    model: str
+
+
+@dataclass
+class StreamDelta:
+    """One normalised piece of a stream. The last one a parser yields has ``finish_reason``;
+    ``usage`` is set once the provider has reported it (never estimated)."""
+
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+
+
+class StreamParser(Protocol):
+    """Stateful, pure: fed one line (SSE or NDJSON) at a time."""
+
+    def feed(self, line: str) -> list[StreamDelta]: ...
+
+    def close(self) -> list[StreamDelta]:
+        """The stream ended. Raises ProviderError if it ended before the provider finished."""
+        ...
+
+
+class ProviderAdapter(Protocol):
+    kind: str
+
+    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]: ...
+
+    def from_wire(self, body: dict[str, Any]) -> Completion: ...
+
+    def stream_parser(self) -> StreamParser: ...
+
+    async def complete(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> Completion: ...
+
+    def stream(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> AsyncIterator[StreamDelta]: ...
+
+
+@contextlib.contextmanager
+def map_http_errors(provider: str) -> Iterator[None]:
+    """Translate httpx failures at the adapter boundary."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeout(f"{provider}: upstream timed out ({type(exc).__name__})") from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError(
+            f"{provider}: upstream connection failed ({type(exc).__name__}: {exc})",
+            details={"upstream_status": None},
+        ) from exc
+
+
+def upstream_error(provider: str, status: int, message: str) -> ProviderError:
+    """A provider answered with an error status: keep its status and message."""
+    return ProviderError(f"{provider} returned HTTP {status}: {message}", details={"upstream_status": status})

@@ -1,0 +1,222 @@
+"""Ollama's native chat API (``POST {base_url}/api/chat``), streamed as NDJSON.
+
+``stream`` is always set explicitly because Ollama streams by default. Sampling params go in
+``options`` (``max_tokens`` is ``num_predict``); ``params.extra`` keys go at the top level,
+except ``extra["options"]``, which is merged into ``options``. Ollama has no tool-call ids:
+missing ones are generated so tool results can refer to them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from services.contracts.errors import CapabilityNotSupported, ProviderError, ValidationError
+from services.contracts.events import (
+    AssistantMessage,
+    ChatRequested,
+    Deployment,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallFunction,
+    Usage,
+)
+
+from ._http import bearer, complete_via, headers, loads_line, stream_via
+from .base import Completion, StreamDelta
+
+#: ChatParams field -> Ollama option.
+OPTION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop",
+    "max_tokens": "num_predict",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+def finish_reason(done_reason: str | None, has_tool_calls: bool = False) -> str:
+    """``length`` when the token limit cut the answer; ``tool_calls`` when tools were called;
+    otherwise (``stop``, ``load``, ``unload``, missing) ``stop``."""
+    if done_reason == "length":
+        return "length"
+    return "tool_calls" if has_tool_calls else "stop"
+
+
+def usage_from(body: dict[str, Any]) -> Usage:
+    """``prompt_eval_count`` is omitted when the whole prompt came from Ollama's cache."""
+    prompt = body.get("prompt_eval_count") or 0
+    completion = body.get("eval_count") or 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _tool_call(raw: dict[str, Any]) -> ToolCall:
+    fn = raw.get("function") or {}
+    arguments = fn.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments or {}).decode()
+    return ToolCall(
+        id=raw.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+        function=ToolCallFunction(name=fn.get("name", ""), arguments=arguments),
+    )
+
+
+# --- request translation -----------------------------------------------------------
+
+
+def _message(m: Message) -> dict[str, Any]:
+    """Ollama messages hold text plus a list of base64 ``images``; only inline (data:) images
+    can be sent, as Ollama does not fetch URLs."""
+    out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
+    if isinstance(m.content, list):
+        texts: list[str] = []
+        images: list[str] = []
+        for part in m.content:
+            if part.get("type") == "text":
+                texts.append(part.get("text", ""))
+            elif part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url", "") if isinstance(image, dict) else str(image or "")
+                if not url.startswith("data:"):
+                    raise CapabilityNotSupported("ollama accepts only inline (data:) images", param="messages")
+                images.append(url.partition(",")[2])
+        out["content"] = "".join(texts)
+        if images:
+            out["images"] = images
+    else:
+        out["content"] = m.content or ""
+    if m.tool_calls:
+        calls = []
+        for tc in m.tool_calls:
+            try:
+                arguments = orjson.loads(tc.function.arguments or "{}")
+            except orjson.JSONDecodeError as exc:
+                raise ValidationError(f"tool call {tc.id}: arguments are not valid JSON", param="messages") from exc
+            calls.append({"function": {"name": tc.function.name, "arguments": arguments}})
+        out["tool_calls"] = calls
+    if m.role == "tool" and m.name:
+        out["tool_name"] = m.name
+    return out
+
+
+def _format(response_format: dict[str, Any]) -> str | dict[str, Any] | None:
+    """OpenAI ``response_format`` as Ollama ``format``: ``"json"`` or a JSON schema."""
+    if response_format.get("type") == "json_object":
+        return "json"
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else "json"
+    return None
+
+
+# --- stream -----------------------------------------------------------------------
+
+
+class OllamaStreamParser:
+    """Reads NDJSON chat lines. Content and whole tool calls arrive in ``message``; the
+    ``done: true`` line carries the finish reason and token counts and is the final delta.
+    ``{"error": ...}`` lines and a stream closed before ``done`` raise ``ProviderError``."""
+
+    def __init__(self, provider: str = "ollama") -> None:
+        self._provider = provider
+        self._tools = 0
+        self._done = False
+
+    def feed(self, line: str) -> list[StreamDelta]:
+        if self._done or not line.strip():
+            return []
+        chunk = loads_line(self._provider, line)
+        if chunk.get("error"):
+            raise ProviderError(
+                f"{self._provider}: stream error: {chunk['error']}", details={"upstream_status": None}
+            )
+        model = chunk.get("model")
+        message = chunk.get("message") or {}
+        out: list[StreamDelta] = []
+        raw_calls = message.get("tool_calls")
+        calls = None
+        if raw_calls:
+            calls = []
+            for raw in raw_calls:
+                tc = _tool_call(raw)
+                calls.append(ToolCallDelta(index=self._tools, id=tc.id, name=tc.function.name, arguments=tc.function.arguments))
+                self._tools += 1
+        if message.get("content") or calls:
+            out.append(StreamDelta(content=message.get("content") or None, tool_calls=calls, model=model))
+        if chunk.get("done"):
+            self._done = True
+            reason = finish_reason(chunk.get("done_reason"), self._tools > 0)
+            out.append(StreamDelta(finish_reason=reason, usage=usage_from(chunk), model=model))
+        return out
+
+    def close(self) -> list[StreamDelta]:
+        if not self._done:
+            raise ProviderError(
+                f"{self._provider}: stream ended before the done line", details={"upstream_status": None}
+            )
+        return []
+
+
+# --- adapter ----------------------------------------------------------------------
+
+
+class OllamaAdapter:
+    """A local or remote Ollama server, through its native ``/api/chat``."""
+
+    kind = "ollama"
+
+    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]:
+        """Typed params (when set) win over the same keys in ``extra``; ``model``,
+        ``messages`` and ``stream`` are always the gateway's. ``tool_choice`` has no Ollama
+        equivalent and is dropped."""
+        params = req.params
+        body: dict[str, Any] = dict(params.extra)
+        options: dict[str, Any] = dict(body.pop("options", None) or {})
+        for name, option in OPTION_FIELDS.items():
+            value = getattr(params, name)
+            if value is not None:
+                options[option] = value
+        if options:
+            body["options"] = options
+        if params.tools:
+            body["tools"] = params.tools
+        if params.response_format and (fmt := _format(params.response_format)) is not None:
+            body["format"] = fmt
+        body["model"] = deployment.upstream_model
+        body["messages"] = [_message(m) for m in req.messages]
+        body["stream"] = stream
+        return body
+
+    def from_wire(self, body: dict[str, Any]) -> Completion:
+        message = body["message"]
+        calls = [_tool_call(raw) for raw in message.get("tool_calls") or ()] or None
+        return Completion(
+            message=AssistantMessage(content=message.get("content") or None, tool_calls=calls),
+            finish_reason=finish_reason(body.get("done_reason"), bool(calls)),
+            usage=usage_from(body),
+            model=body.get("model") or "",
+        )
+
+    def stream_parser(self, provider: str = "ollama") -> OllamaStreamParser:
+        return OllamaStreamParser(provider)
+
+    def _request(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+        return f"{deployment.base_url.rstrip('/')}/api/chat", headers(bearer(api_key))
+
+    async def complete(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> Completion:
+        return await complete_via(self, client, req, deployment, *self._request(deployment, api_key))
+
+    def stream(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> AsyncIterator[StreamDelta]:
+        """An async generator: nothing is sent until it is iterated."""
+        return stream_via(self, client, req, deployment, *self._request(deployment, api_key))

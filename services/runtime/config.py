@@ -1,0 +1,149 @@
+"""The gateway configuration file (DESIGN §5): strict, validated once at start.
+
+An invalid file stops start-up with ``ConfigError`` naming the key path and the
+problem. Secrets never live here: providers name the env var holding their key,
+tenants' API keys are stored as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.contracts.events import Price
+
+Capability = Literal[
+    "chat", "stream", "tools", "vision", "json_schema", "embeddings", "documents", "audio_in", "audio_out"
+]
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message names the key and the problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(Strict):
+    kind: Literal["openai", "anthropic", "ollama"]
+    base_url: str
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=600.0, gt=0)
+
+
+class DeploymentConfig(Strict):
+    provider: str
+    model: str = Field(description="Upstream model name")
+    price: Price = Field(default_factory=Price)
+    weight: float = Field(default=1.0, gt=0)
+
+
+class ModelConfig(Strict):
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    capabilities: list[Capability] = Field(default_factory=lambda: ["chat", "stream"])
+    context_window: int = Field(default=8192, gt=0)
+    max_output_tokens: int = Field(default=4096, gt=0)
+    description: str | None = None
+
+
+class ApiKey(Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    user: str
+    name: str | None = None
+
+
+class TenantConfig(Strict):
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    allowed_models: list[str] = Field(default_factory=lambda: ["*"])
+
+    def allows(self, alias: str) -> bool:
+        return "*" in self.allowed_models or alias in self.allowed_models
+
+
+class Policies(Strict):
+    disabled_models: list[str] = Field(default_factory=list)
+    require_client_id: bool = False
+    max_prompt_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+class Defaults(Strict):
+    retries: int = Field(default=0, ge=0, le=10)
+    ttft_ms: int | None = Field(default=None, gt=0)
+    total_ms: int = Field(default=600_000, gt=0)
+    chunk_window_ms: int = Field(default=20, ge=0, le=1000)
+
+
+class GatewayConfig(Strict):
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    policies: Policies = Field(default_factory=Policies)
+    defaults: Defaults = Field(default_factory=Defaults)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        for alias, m in self.models.items():
+            for i, d in enumerate(m.deployments):
+                if d.provider not in self.providers:
+                    raise ValueError(
+                        f"models.{alias}.deployments.{i}.provider: unknown provider {d.provider!r}"
+                        f" (known: {', '.join(sorted(self.providers))})"
+                    )
+        for name, t in self.tenants.items():
+            for a in t.allowed_models:
+                if a != "*" and a not in self.models:
+                    raise ValueError(f"tenants.{name}.allowed_models: unknown model {a!r}")
+        return self
+
+    def key_index(self) -> dict[str, tuple[str, str]]:
+        """sha256(api key) -> (tenant, user)."""
+        return {k.sha256: (t, k.user) for t, tc in self.tenants.items() for k in tc.api_keys}
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """``${NAME}`` / ``${NAME:-default}`` in the file are replaced from the environment."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) in env:
+            return env[m.group(1)]
+        if m.group(2) is not None:
+            return m.group(2)
+        raise ConfigError(f"environment variable {m.group(1)} is referenced by the config but not set")
+
+    return _VAR.sub(sub, text)
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    try:
+        raw = yaml.safe_load(_expand(Path(path).read_text(), os.environ if env is None else env))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return GatewayConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}")
+        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,319 @@
+"""Kafka wiring shared by every service: a publisher and an at-least-once consumer.
+
+Why not faststream's subscriber here: its concurrent Kafka subscriber either
+acknowledges on receipt (``ACK_FIRST``, which loses requests on a crash) or runs
+one message at a time per partition, so one slow provider stream would block every
+request behind it. ``Consumer`` runs up to ``max_in_flight`` handlers at once and
+commits, per partition, only the offsets below the oldest unfinished message:
+nothing is committed before its outputs are acknowledged, and nothing waits for an
+unrelated slow request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import pydantic
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from pydantic import BaseModel
+
+from .codec import encode
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class Publisher:
+    """An idempotent producer (acks=all). ``publish`` enqueues and returns the ack future.
+
+    Records sent with the same key land on one partition in the order ``publish``
+    was called, so chunk events of a request stay in ``seq`` order.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str = "llmgw"):
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            max_request_size=MAX_MESSAGE_BYTES + 65536,
+            request_timeout_ms=30000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def aclose(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def publish(
+        self,
+        topic: str,
+        event: BaseModel,
+        *,
+        key: str | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
+        return await self.send_raw(
+            topic, encode(event), key=key.encode() if key else None, partition=partition, headers=headers
+        )
+
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
+        return await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return await self._producer.partitions_for(topic)  # type: ignore[no-any-return]
+
+
+class DeadLetters:
+    """Sends a record that cannot be processed to ``llm.dlq``: the original bytes, unchanged,
+    with the reason and the source position in headers. Nothing is lost, nothing blocks."""
+
+    def __init__(self, publisher: Publisher, topic: str, consumer_name: str):
+        self._publisher = publisher
+        self._topic = topic
+        self._consumer = consumer_name
+
+    async def send(self, record: ConsumerRecord, reason: str) -> None:
+        headers = [
+            ("dlq.reason", reason[:4000].encode()),
+            ("dlq.source.topic", record.topic.encode()),
+            ("dlq.source.partition", str(record.partition).encode()),
+            ("dlq.source.offset", str(record.offset).encode()),
+            ("dlq.consumer", self._consumer.encode()),
+        ]
+        value = record.value or b""
+        fut = await self._publisher.send_raw(self._topic, value, key=record.key, headers=headers)
+        await fut
+        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason[:200])
+
+
+def validation_reason(exc: pydantic.ValidationError) -> str:
+    """A short, specific reason: which fields were wrong and how (or that it was not JSON)."""
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "json_invalid":
+            parts.append(f"invalid JSON: {err['ctx'].get('error', err['msg']) if err.get('ctx') else err['msg']}")
+        else:
+            parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    more = len(exc.errors()) - 10
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+@dataclass
+class _PartitionProgress:
+    """Offsets handed out in fetch order; the commit point is the oldest unfinished one."""
+
+    pending: deque[int] = field(default_factory=deque)
+    done: set[int] = field(default_factory=set)
+    next_offset: int | None = None
+
+    def started(self, offset: int) -> None:
+        self.pending.append(offset)
+        self.next_offset = offset + 1
+
+    def finished(self, offset: int) -> None:
+        self.done.add(offset)
+        while self.pending and self.pending[0] in self.done:
+            self.done.discard(self.pending.popleft())
+
+    def commit_point(self) -> int | None:
+        return self.pending[0] if self.pending else self.next_offset
+
+
+Handler = Callable[[M, ConsumerRecord], Awaitable[None]]
+InvalidHandler = Callable[[ConsumerRecord, pydantic.ValidationError], Awaitable[None]]
+
+
+class Consumer(Generic[M]):
+    """Consume ``topics`` in group ``group_id``: decode each record as ``model``, run
+    ``handler`` for it (up to ``max_in_flight`` at once), commit what finished.
+
+    * A record that does not decode goes to the DLQ with the reason, then ``on_invalid``
+      (e.g. to tell the caller) runs. A handler that raises also dead-letters its record.
+      Neither stops the consumer.
+    * On a rebalance, revoked partitions get up to ``revoke_grace_s`` for their handlers to
+      finish, then their finished offsets are committed.
+    * ``assignor="range"`` co-partitions topics consumed together (same key, same count).
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topics: Iterable[str],
+        group_id: str,
+        model: type[M],
+        handler: Handler[M],
+        dead_letters: DeadLetters,
+        on_invalid: InvalidHandler | None = None,
+        max_in_flight: int = 512,
+        assignor: str = "roundrobin",
+        auto_offset_reset: str = "earliest",
+        revoke_grace_s: float = 5.0,
+        client_id: str = "llmgw",
+    ):
+        self.topics = list(topics)
+        self._model = model
+        self._handler = handler
+        self._dlq = dead_letters
+        self._on_invalid = on_invalid
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._progress: dict[TopicPartition, _PartitionProgress] = {}
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._revoke_grace_s = revoke_grace_s
+        self._run_task: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self.assigned = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            partition_assignment_strategy=(
+                (RangePartitionAssignor,) if assignor == "range" else (RoundRobinPartitionAssignor,)
+            ),
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+            max_poll_interval_ms=300000,
+        )
+
+    async def start(self) -> None:
+        self._consumer.subscribe(self.topics, listener=_Listener(self))
+        await self._consumer.start()
+        self._run_task = asyncio.create_task(self._run(), name=f"consume:{','.join(self.topics)}")
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="commit")
+
+    async def aclose(self) -> None:
+        """Stop fetching, let in-flight handlers finish, commit, leave the group."""
+        for t in (self._run_task, self._commit_task):
+            if t:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        inflight = [t for ts in self._tasks.values() for t in ts]
+        if inflight:
+            await asyncio.wait(inflight, timeout=self._revoke_grace_s)
+        with contextlib.suppress(Exception):
+            await self._commit()
+        await self._consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            for tp, records in batches.items():
+                progress = self._progress.setdefault(tp, _PartitionProgress())
+                tasks = self._tasks.setdefault(tp, set())
+                for record in records:
+                    await self._slots.acquire()
+                    progress.started(record.offset)
+                    task = asyncio.create_task(self._process(tp, record, progress))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+
+    async def _process(self, tp: TopicPartition, record: ConsumerRecord, progress: _PartitionProgress) -> None:
+        try:
+            settled = await self._dispatch(record)
+        finally:
+            self._slots.release()
+        if settled:
+            progress.finished(record.offset)
+
+    async def _dispatch(self, record: ConsumerRecord) -> bool:
+        """True once the record is handled or dead-lettered; False leaves it uncommitted."""
+        try:
+            try:
+                event = self._model.model_validate_json(record.value or b"")
+            except pydantic.ValidationError as exc:
+                await self._dlq.send(record, f"{self._model.__name__}: {validation_reason(exc)}")
+                if self._on_invalid is not None:
+                    await self._on_invalid(record, exc)
+                return True
+            try:
+                await self._handler(event, record)
+            except Exception as exc:  # a bug or an unexpected failure: park the record, go on
+                log.exception("handler failed for %s[%d]@%d", record.topic, record.partition, record.offset)
+                await self._dlq.send(record, f"handler error: {type(exc).__name__}: {exc}")
+            return True
+        except Exception:
+            log.exception("could not dead-letter %s[%d]@%d", record.topic, record.partition, record.offset)
+            return False  # not committed: the record is redelivered after a restart
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                await self._commit()
+            except Exception:
+                log.warning("offset commit failed; will retry", exc_info=True)
+
+    async def _commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        offsets = {}
+        for tp, progress in self._progress.items():
+            if only is not None and tp not in only:
+                continue
+            point = progress.commit_point()
+            if point is not None and self._committed.get(tp) != point:
+                offsets[tp] = OffsetAndMetadata(point, "")
+        if offsets:
+            await self._consumer.commit(offsets)
+            for tp, om in offsets.items():
+                self._committed[tp] = om.offset
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        inflight = [t for tp in revoked for t in self._tasks.get(tp, ())]
+        if inflight:
+            await asyncio.wait(inflight, timeout=self._revoke_grace_s)
+        with contextlib.suppress(Exception):
+            await self._commit(only=revoked)
+        for tp in revoked:
+            self._progress.pop(tp, None)
+            self._committed.pop(tp, None)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: Consumer[BaseModel]):
+        self._c = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._c._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._c.assigned.set()

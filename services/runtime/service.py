@@ -1,0 +1,45 @@
+"""Process entry point shared by every service: logging, signals, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from .logs import configure
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def mark_ready(name: str) -> None:
+    """Tell the launcher (``llmgw up``) this process is serving: it waits for this file."""
+    if path := os.environ.get("LLMGW_READY_FILE"):
+        Path(path).write_text(f"{os.getpid()}\n")
+    log.info("%s ready", name)
+
+
+def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None:
+    """Run ``serve`` until SIGTERM/SIGINT, then let it shut down gracefully."""
+    settings = Settings.from_env()
+    configure(settings.log_level, name)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def main() -> None:
+        task = asyncio.create_task(serve(settings))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
