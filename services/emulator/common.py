@@ -165,7 +165,8 @@ class Stream(Response):
         self.status_code = 200
         self.background = None
         self.media_type = media_type
-        self.init_headers({"cache-control": "no-cache", **(headers or {})})
+        self.raw_headers = [(b"content-type", media_type.encode()), (b"cache-control", b"no-cache")]
+        self.raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})

@@ -1,0 +1,52 @@
+# The two commands of the README: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install run up down status test test-unit test-integration test-e2e check lint schemas bench clean
+
+install: $(BIN)/llmgw
+$(BIN)/llmgw: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+run: install          ## everything, in the foreground (Ctrl-C stops it)
+	$(BIN)/llmgw up
+
+up: install           ## everything, detached
+	$(BIN)/llmgw up --detach
+
+down:
+	$(BIN)/llmgw down
+
+status:
+	$(BIN)/llmgw status
+
+test: install         ## every tier: unit, then a real broker (started by the tests), then the whole stack
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration -q
+
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e -q
+
+lint: install
+	$(BIN)/ruff check services tests bench
+
+check: lint schemas test-unit   ## format/lint, schema drift, unit tests
+
+schemas: install
+	$(BIN)/llmgw schemas check
+
+bench: install        ## gateway vs direct, see bench/README.md
+	$(BIN)/python -m bench.kafka_bench
+
+clean:
+	rm -rf .llmgw
