@@ -15,6 +15,7 @@ server abort the connection too.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -62,6 +63,13 @@ async def drop_connection(scope: Scope, receive: Receive) -> None:
     transport.close()
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def sleep_at_least(seconds: float) -> None:
+    """Sleep ``seconds`` by the monotonic clock (event-loop timers may fire a little early)."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(remaining)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
@@ -127,7 +135,7 @@ async def preflight(request: Request, scenario: Scenario) -> int | None:
         await wait_for_disconnect(request.receive)
         return GONE
     if scenario.ttfb_ms:
-        await asyncio.sleep(scenario.ttfb_ms / 1000)
+        await sleep_at_least(scenario.ttfb_ms / 1000)
     if scenario.fail_first:
         counters: dict[str, int] = request.app.state.fail_counts
         seen = counters.get(scenario.key, 0)
@@ -139,7 +147,7 @@ async def preflight(request: Request, scenario: Scenario) -> int | None:
 async def generation_delay(scenario: Scenario, tokens: int) -> None:
     """Non-streaming answers take as long as streaming them would have."""
     if scenario.chunk_delay_ms and tokens:
-        await asyncio.sleep(scenario.chunk_delay_ms * tokens / 1000)
+        await sleep_at_least(scenario.chunk_delay_ms * tokens / 1000)
 
 
 class Stream(Response):
@@ -187,13 +195,13 @@ class Stream(Response):
             return
         for i, part in enumerate(parts):
             if i:
-                await asyncio.sleep(delay)
+                await sleep_at_least(delay)
                 if client_gone(scope):
                     return
             await send({"type": "http.response.body", "body": part, "more_body": True})
         if final is None:
             await drop_connection(scope, receive)
             return
-        await asyncio.sleep(delay)
+        await sleep_at_least(delay)
         if not client_gone(scope):
             await send({"type": "http.response.body", "body": final, "more_body": False})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+
+TOPIC_ALREADY_EXISTS = 36
 
 
 class TopicConfigurationMismatch(RuntimeError):
@@ -75,29 +79,43 @@ async def apply_topics(bootstrap: str, topics: Topics, *, create: bool = True, o
     await admin.start()
     try:
         wanted = [t for t in topics if only is None or t.role in only or t.name in only]
-        existing = set(await admin.list_topics())
+        existing = set(await admin.list_topics())  # (describing a missing topic may auto-create it)
         missing = [t for t in wanted if t.name not in existing]
+        present = [t for t in wanted if t not in missing]
         problems: list[str] = []
+        created: list[str] = []
         if missing and not create:
             problems += [f"topic {t.name} is missing (run `llmgw topics apply`)" for t in missing]
         elif missing:
-            await admin.create_topics(
+            resp = await admin.create_topics(
                 [NewTopic(t.name, t.partitions, 1, topic_configs=t.topic_config()) for t in missing]
             )
-        present = [t for t in wanted if t.name in existing]
+            errors = {name: (code, msg) for name, code, msg in resp.topic_errors}
+            for t in missing:
+                code, msg = errors.get(t.name, (0, None))
+                if code == 0:
+                    created.append(t.name)
+                elif code == TOPIC_ALREADY_EXISTS:  # created meanwhile by someone else: check it
+                    present.append(t)
+                else:
+                    problems.append(f"creating topic {t.name} failed: error {code}: {msg}")
         if present:
             problems += await _differences(admin, present)
         if problems:
             raise TopicConfigurationMismatch("; ".join(problems))
-        return [t.name for t in missing] if create else []
+        return created
     finally:
         await admin.close()
 
 
 async def _differences(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[str]:
     problems = []
-    described = await admin.describe_topics([t.name for t in specs])
-    parts = {d["topic"]: len(d["partitions"]) for d in described}
+    for _ in range(50):  # a topic created a moment ago may show no partitions yet
+        described = await admin.describe_topics([t.name for t in specs])
+        parts = {d["topic"]: len(d["partitions"]) for d in described}
+        if all(parts.get(t.name) for t in specs):
+            break
+        await asyncio.sleep(0.1)
     resources = [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in specs]
     configs: dict[str, dict[str, str]] = {}
     for resp in await admin.describe_configs(resources):

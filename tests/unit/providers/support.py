@@ -1,0 +1,99 @@
+"""Helpers for the provider tests: request and deployment factories, a recording
+MockTransport handler, canned responses, and stream collection (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from services.contracts.events import ChatParams, ChatRequested, Deployment, Message
+from services.executor.providers.base import StreamDelta, StreamParser
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def chat(*messages: dict[str, Any], **params: Any) -> ChatRequested:
+    """A chat request; messages default to one user "Hi", params go to ChatParams."""
+    msgs = [Message.model_validate(m) for m in messages] or [Message(role="user", content="Hi")]
+    return ChatRequested(
+        request_id="req-1", tenant_id="t1", model="alias", messages=msgs, params=ChatParams(**params)
+    )
+
+
+def deployment(kind: str, base_url: str, upstream_model: str = "m-1", provider: str | None = None) -> Deployment:
+    return Deployment(
+        alias="alias",
+        provider=provider or f"{kind}-main",
+        provider_kind=kind,
+        base_url=base_url,
+        upstream_model=upstream_model,
+    )
+
+
+class Recorder:
+    """An httpx MockTransport handler that keeps the requests it saw."""
+
+    def __init__(self, respond: Handler) -> None:
+        self.respond = respond
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.respond(request)
+
+    @property
+    def request(self) -> httpx.Request:
+        assert len(self.requests) == 1, f"expected one request, saw {len(self.requests)}"
+        return self.requests[0]
+
+    @property
+    def body(self) -> Any:
+        return orjson.loads(self.request.content)
+
+
+def answer(status: int, body: bytes, content_type: str = "application/json") -> Handler:
+    return lambda request: httpx.Response(status, content=body, headers={"content-type": content_type})
+
+
+def raising(exc_type: type[httpx.HTTPError], message: str = "boom") -> Handler:
+    def respond(request: httpx.Request) -> httpx.Response:
+        raise exc_type(message, request=request)  # type: ignore[call-arg]
+
+    return respond
+
+
+async def collect(deltas: AsyncIterable[StreamDelta]) -> list[StreamDelta]:
+    return [d async for d in deltas]
+
+
+def feed_all(parser: StreamParser, raw: bytes | str) -> list[StreamDelta]:
+    """Feed a recorded stream line by line, as ``aiter_lines`` would, then close."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    out: list[StreamDelta] = []
+    for line in text.splitlines():
+        out.extend(parser.feed(line))
+    out.extend(parser.close())
+    return out
+
+
+def joined(deltas: list[StreamDelta]) -> str:
+    return "".join(d.content or "" for d in deltas)
+
+
+def streamed(
+    body: bytes, content_type: str, *, piece: int | None = None, then: Exception | None = None
+) -> Handler:
+    """A 200 answer whose body arrives in ``piece``-byte chunks (as a network would cut it),
+    optionally followed by ``then`` raised mid-stream."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        size = piece or len(body) or 1
+        for start in range(0, len(body), size):
+            yield body[start : start + size]
+        if then is not None:
+            raise then
+
+    return lambda request: httpx.Response(200, content=chunks(), headers={"content-type": content_type})

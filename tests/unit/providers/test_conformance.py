@@ -1,0 +1,175 @@
+"""One suite, every registered adapter (STYLE 19): the same normalised expectations, with
+each provider's recorded wire samples supplied by ``fixtures/<kind>.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import httpx
+import pytest
+
+from services.contracts.errors import ProviderError, ProviderTimeout
+from services.contracts.events import Deployment
+from services.executor.providers.base import ProviderAdapter
+from services.executor.providers.registry import ADAPTERS, adapter_for
+
+from .fixtures import FIXTURES, TEXT
+from .support import answer, chat, collect, deployment, feed_all, joined, raising, streamed
+
+KINDS = sorted(ADAPTERS)
+KEY = "sk-test-123"
+
+
+@dataclass
+class Case:
+    adapter: ProviderAdapter
+    fx: ModuleType
+    deployment: Deployment
+
+
+def case_for(kind: str) -> Case:
+    fx = FIXTURES[kind]
+    return Case(ADAPTERS[kind], fx, deployment(kind, fx.BASE_URL, fx.UPSTREAM_MODEL, provider=f"{kind}-east"))
+
+
+@pytest.fixture(params=KINDS)
+def case(request: pytest.FixtureRequest) -> Case:
+    return case_for(request.param)
+
+
+def test_registry_and_fixtures_cover_the_same_kinds() -> None:
+    assert set(FIXTURES) == set(ADAPTERS), "every registered adapter needs conformance fixtures"
+    for kind, adapter in ADAPTERS.items():
+        assert adapter.kind == kind
+        assert adapter_for(kind) is adapter
+
+
+def test_unknown_kind_is_a_lookup_error() -> None:
+    with pytest.raises(LookupError, match="nope"):
+        adapter_for("nope")
+
+
+async def test_complete_text(case: Case, mock_client) -> None:
+    client, rec = mock_client(answer(200, case.fx.TEXT_COMPLETION))
+    done = await case.adapter.complete(client, chat(), case.deployment, KEY)
+
+    assert done.message.content == TEXT
+    assert done.message.tool_calls is None
+    assert done.finish_reason == "stop"
+    assert done.usage == case.fx.USAGE
+    assert done.model == case.fx.MODEL
+    sent = rec.request
+    assert sent.method == "POST"
+    assert str(sent.url) == case.fx.URL
+    assert sent.headers["content-type"] == "application/json"
+    for name, value in case.fx.auth_headers(KEY).items():
+        assert sent.headers[name] == value
+    assert rec.body["model"] == case.fx.UPSTREAM_MODEL
+    assert rec.body.get("stream", False) is False
+
+
+async def test_stream_text(case: Case, mock_client) -> None:
+    client, rec = mock_client(streamed(case.fx.TEXT_STREAM, case.fx.STREAM_CONTENT_TYPE))
+    deltas = await collect(case.adapter.stream(client, chat(), case.deployment, KEY))
+
+    assert joined(deltas) == TEXT
+    final = deltas[-1]
+    assert final.finish_reason == "stop"
+    assert final.usage == case.fx.USAGE
+    assert [d for d in deltas if d.finish_reason] == [final], "only the last delta finishes"
+    assert str(rec.request.url) == case.fx.URL
+    assert rec.body["stream"] is True
+
+
+async def test_stream_survives_arbitrary_network_chunking(case: Case, mock_client) -> None:
+    client, _ = mock_client(streamed(case.fx.TEXT_STREAM, case.fx.STREAM_CONTENT_TYPE, piece=7))
+    deltas = await collect(case.adapter.stream(client, chat(), case.deployment, KEY))
+    assert joined(deltas) == TEXT
+    assert deltas[-1].usage == case.fx.USAGE
+
+
+def test_parser_alone_matches_the_recording(case: Case) -> None:
+    deltas = feed_all(case.adapter.stream_parser(), case.fx.TEXT_STREAM)
+    assert joined(deltas) == TEXT
+    assert deltas[-1].finish_reason == "stop"
+
+
+def test_truncated_stream_is_a_provider_error(case: Case) -> None:
+    lines = case.fx.TEXT_STREAM.decode().splitlines()
+    parser = case.adapter.stream_parser()
+    for line in lines[: len(lines) // 2]:
+        parser.feed(line)
+    with pytest.raises(ProviderError):
+        parser.close()
+
+
+@pytest.mark.parametrize(("kind", "status"), [(k, s) for k in KINDS for s in FIXTURES[k].ERRORS])
+async def test_error_status_maps_to_provider_error(kind: str, status: int, mock_client) -> None:
+    c = case_for(kind)
+    body, message = c.fx.ERRORS[status]
+    client, _ = mock_client(answer(status, body))
+
+    with pytest.raises(ProviderError) as whole:
+        await c.adapter.complete(client, chat(), c.deployment, KEY)
+    with pytest.raises(ProviderError) as streamed_err:
+        await collect(c.adapter.stream(client, chat(), c.deployment, KEY))
+
+    for err in (whole.value, streamed_err.value):
+        assert type(err) is ProviderError
+        assert err.details["upstream_status"] == status
+        assert err.message.startswith(f"{kind}-east returned HTTP {status}: ")
+        assert message in err.message
+
+
+@pytest.mark.parametrize("exc", [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.PoolTimeout])
+async def test_timeouts_map_to_provider_timeout(case: Case, exc: type[httpx.HTTPError], mock_client) -> None:
+    client, _ = mock_client(raising(exc))
+    with pytest.raises(ProviderTimeout, match=f"{case.deployment.provider}: upstream timed out"):
+        await case.adapter.complete(client, chat(), case.deployment, KEY)
+    with pytest.raises(ProviderTimeout):
+        await collect(case.adapter.stream(client, chat(), case.deployment, KEY))
+
+
+async def test_timeout_mid_stream_maps_to_provider_timeout(case: Case, mock_client) -> None:
+    half = case.fx.TEXT_STREAM[: len(case.fx.TEXT_STREAM) // 2]
+    client, _ = mock_client(streamed(half, case.fx.STREAM_CONTENT_TYPE, then=httpx.ReadTimeout("stalled")))
+    seen = []
+    with pytest.raises(ProviderTimeout):
+        async for delta in case.adapter.stream(client, chat(), case.deployment, KEY):
+            seen.append(delta)
+    assert joined(seen), "deltas before the stall were delivered"
+
+
+async def test_connection_failure_maps_to_provider_error(case: Case, mock_client) -> None:
+    client, _ = mock_client(raising(httpx.ConnectError, "connection refused"))
+    with pytest.raises(ProviderError) as err:
+        await case.adapter.complete(client, chat(), case.deployment, KEY)
+    assert type(err.value) is ProviderError
+    assert err.value.details == {"upstream_status": None}
+
+
+async def test_stream_ending_early_over_http_is_a_provider_error(case: Case, mock_client) -> None:
+    half = case.fx.TEXT_STREAM[: len(case.fx.TEXT_STREAM) // 2]
+    client, _ = mock_client(streamed(half, case.fx.STREAM_CONTENT_TYPE))
+    with pytest.raises(ProviderError, match=case.deployment.provider):
+        await collect(case.adapter.stream(client, chat(), case.deployment, KEY))
+
+
+async def test_non_json_success_body_is_a_provider_error(case: Case, mock_client) -> None:
+    client, _ = mock_client(answer(200, b"<html>gateway hiccup</html>", "text/html"))
+    with pytest.raises(ProviderError, match="not JSON"):
+        await case.adapter.complete(client, chat(), case.deployment, KEY)
+
+
+async def test_no_api_key_sends_no_credentials(case: Case, mock_client) -> None:
+    client, rec = mock_client(answer(200, case.fx.TEXT_COMPLETION))
+    await case.adapter.complete(client, chat(), case.deployment, None)
+    assert "authorization" not in rec.request.headers
+    assert "x-api-key" not in rec.request.headers
+
+
+def test_extra_params_reach_the_wire(case: Case) -> None:
+    body = case.adapter.to_wire(chat(extra={"x_vendor_flag": {"a": 1}}), case.deployment, stream=False)
+    assert body["x_vendor_flag"] == {"a": 1}
+    assert body["model"] == case.fx.UPSTREAM_MODEL
