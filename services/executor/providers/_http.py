@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from services.contracts.errors import ProviderError
-from services.contracts.events import ChatRequested, Deployment
+from services.contracts.errors import ProviderError, ValidationError
+from services.contracts.events import ChatRequested, Deployment, ToolCall
 
 from .base import Completion, StreamDelta, StreamParser, map_http_errors, upstream_error
 
@@ -50,6 +50,15 @@ def error_message(raw: bytes) -> str:
     if message is None:
         message = raw.decode("utf-8", "replace").strip() or "(empty body)"
     return str(message)[:MAX_ERROR_CHARS]
+
+
+def tool_arguments(call: ToolCall) -> Any:
+    """A tool call's JSON ``arguments`` as an object, for providers that take objects;
+    ``ValidationError`` when the caller sent arguments that are not JSON."""
+    try:
+        return orjson.loads(call.function.arguments or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"tool call {call.id}: arguments are not valid JSON", param="messages") from exc
 
 
 def malformed(provider: str, what: str, sample: str | bytes = "") -> ProviderError:

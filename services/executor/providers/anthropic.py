@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from services.contracts.errors import ProviderError, ValidationError
+from services.contracts.errors import ProviderError
 from services.contracts.events import (
     AssistantMessage,
     ChatRequested,
@@ -27,7 +27,7 @@ from services.contracts.events import (
     Usage,
 )
 
-from ._http import complete_via, headers, loads_line, sse_field, stream_via
+from ._http import complete_via, headers, loads_line, sse_field, stream_via, tool_arguments
 from .base import Completion, StreamDelta
 
 API_VERSION = "2023-06-01"
@@ -111,14 +111,10 @@ def _assistant(m: Message) -> dict[str, Any]:
             blocks.append({"type": "text", "text": m.content})
     elif m.content:
         blocks.extend(_part(p) for p in m.content)
-    for tc in m.tool_calls:
-        try:
-            arguments = orjson.loads(tc.function.arguments or "{}")
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError(
-                f"tool call {tc.id}: arguments are not valid JSON", param="messages"
-            ) from exc
-        blocks.append({"type": "tool_use", "id": tc.id, "name": tc.function.name, "input": arguments})
+    blocks.extend(
+        {"type": "tool_use", "id": tc.id, "name": tc.function.name, "input": tool_arguments(tc)}
+        for tc in m.tool_calls
+    )
     return {"role": "assistant", "content": blocks}
 
 
@@ -146,7 +142,9 @@ def to_messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
             results.append(_tool_result(m))
             continue
         results = None
-        out.append(_assistant(m) if m.role == "assistant" else {"role": "user", "content": _content(m.content)})
+        out.append(
+            _assistant(m) if m.role == "assistant" else {"role": "user", "content": _content(m.content)}
+        )
     return "\n\n".join(s for s in system if s), out
 
 
@@ -214,7 +212,11 @@ class AnthropicStreamParser:
             self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
         elif kind == "message_stop":
             self._done = True
-            return [StreamDelta(finish_reason=finish_reason(self._stop), usage=usage_from(self._usage), model=self._model)]
+            return [
+                StreamDelta(
+                    finish_reason=finish_reason(self._stop), usage=usage_from(self._usage), model=self._model
+                )
+            ]
         elif kind == "error":
             raise self._error(data.get("error") or {})
         return []
@@ -285,7 +287,10 @@ class AnthropicAdapter:
         if params.tool_choice is not None:
             body["tool_choice"] = tool_choice(params.tool_choice)
         if parallel is False and body.get("tools"):
-            body["tool_choice"] = {**body.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
+            body["tool_choice"] = {
+                **body.get("tool_choice", {"type": "auto"}),
+                "disable_parallel_tool_use": True,
+            }
         body["model"] = deployment.upstream_model
         body["messages"] = messages
         if system:
@@ -303,7 +308,11 @@ class AnthropicAdapter:
                 texts.append(block["text"])
             elif block.get("type") == "tool_use":
                 arguments = orjson.dumps(block.get("input") or {}).decode()
-                calls.append(ToolCall(id=block["id"], function=ToolCallFunction(name=block["name"], arguments=arguments)))
+                calls.append(
+                    ToolCall(
+                        id=block["id"], function=ToolCallFunction(name=block["name"], arguments=arguments)
+                    )
+                )
         return Completion(
             message=AssistantMessage(content="".join(texts) if texts else None, tool_calls=calls or None),
             finish_reason=finish_reason(body.get("stop_reason")),

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from services.contracts.errors import CapabilityNotSupported, ProviderError, ValidationError
+from services.contracts.errors import CapabilityNotSupported, ProviderError
 from services.contracts.events import (
     AssistantMessage,
     ChatRequested,
@@ -27,7 +27,7 @@ from services.contracts.events import (
     Usage,
 )
 
-from ._http import bearer, complete_via, headers, loads_line, stream_via
+from ._http import bearer, complete_via, headers, loads_line, stream_via, tool_arguments
 from .base import Completion, StreamDelta
 
 #: ChatParams field -> Ollama option.
@@ -85,7 +85,9 @@ def _message(m: Message) -> dict[str, Any]:
                 image = part.get("image_url")
                 url = image.get("url", "") if isinstance(image, dict) else str(image or "")
                 if not url.startswith("data:"):
-                    raise CapabilityNotSupported("ollama accepts only inline (data:) images", param="messages")
+                    raise CapabilityNotSupported(
+                        "ollama accepts only inline (data:) images", param="messages"
+                    )
                 images.append(url.partition(",")[2])
         out["content"] = "".join(texts)
         if images:
@@ -93,14 +95,9 @@ def _message(m: Message) -> dict[str, Any]:
     else:
         out["content"] = m.content or ""
     if m.tool_calls:
-        calls = []
-        for tc in m.tool_calls:
-            try:
-                arguments = orjson.loads(tc.function.arguments or "{}")
-            except orjson.JSONDecodeError as exc:
-                raise ValidationError(f"tool call {tc.id}: arguments are not valid JSON", param="messages") from exc
-            calls.append({"function": {"name": tc.function.name, "arguments": arguments}})
-        out["tool_calls"] = calls
+        out["tool_calls"] = [
+            {"function": {"name": tc.function.name, "arguments": tool_arguments(tc)}} for tc in m.tool_calls
+        ]
     if m.role == "tool" and m.name:
         out["tool_name"] = m.name
     return out
@@ -146,7 +143,11 @@ class OllamaStreamParser:
             calls = []
             for raw in raw_calls:
                 tc = _tool_call(raw)
-                calls.append(ToolCallDelta(index=self._tools, id=tc.id, name=tc.function.name, arguments=tc.function.arguments))
+                calls.append(
+                    ToolCallDelta(
+                        index=self._tools, id=tc.id, name=tc.function.name, arguments=tc.function.arguments
+                    )
+                )
                 self._tools += 1
         if message.get("content") or calls:
             out.append(StreamDelta(content=message.get("content") or None, tool_calls=calls, model=model))

@@ -23,7 +23,9 @@ def chat(*messages: dict[str, Any], **params: Any) -> ChatRequested:
     )
 
 
-def deployment(kind: str, base_url: str, upstream_model: str = "m-1", provider: str | None = None) -> Deployment:
+def deployment(
+    kind: str, base_url: str, upstream_model: str = "m-1", provider: str | None = None
+) -> Deployment:
     return Deployment(
         alias="alias",
         provider=provider or f"{kind}-main",

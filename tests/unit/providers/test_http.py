@@ -11,15 +11,18 @@ from services.executor.providers.base import StreamDelta
 from .support import answer, collect
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (b'{"error": {"message": "Invalid API key", "type": "invalid_request_error"}}', "Invalid API key"),
-    (b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}', "Overloaded"),
-    (b'{"error": "model not found"}', "model not found"),
-    (b'{"message": "Forbidden"}', "Forbidden"),
-    (b"<html><body>502 Bad Gateway</body></html>\n", "<html><body>502 Bad Gateway</body></html>"),
-    (b"", "(empty body)"),
-    (b'{"error": {"code": 7}}', '{"error": {"code": 7}}'),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"error": {"message": "Invalid API key", "type": "invalid_request_error"}}', "Invalid API key"),
+        (b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}', "Overloaded"),
+        (b'{"error": "model not found"}', "model not found"),
+        (b'{"message": "Forbidden"}', "Forbidden"),
+        (b"<html><body>502 Bad Gateway</body></html>\n", "<html><body>502 Bad Gateway</body></html>"),
+        (b"", "(empty body)"),
+        (b'{"error": {"code": 7}}', '{"error": {"code": 7}}'),
+    ],
+)
 def test_error_message_shapes(raw: bytes, expected: str) -> None:
     assert error_message(raw) == expected
 
@@ -29,16 +32,19 @@ def test_error_message_is_truncated() -> None:
     assert len(error_message(b'{"error": "' + b"y" * 5000 + b'"}')) == MAX_ERROR_CHARS
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("data: {}", ("data", "{}")),
-    ("data:{}", ("data", "{}")),
-    ("data:  two spaces", ("data", " two spaces")),
-    ("event: ping", ("event", "ping")),
-    ("retry: 10", ("retry", "10")),
-    ("data", ("data", "")),
-    ("", None),
-    (": keep-alive", None),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("data: {}", ("data", "{}")),
+        ("data:{}", ("data", "{}")),
+        ("data:  two spaces", ("data", " two spaces")),
+        ("event: ping", ("event", "ping")),
+        ("retry: 10", ("retry", "10")),
+        ("data", ("data", "")),
+        ("", None),
+        (": keep-alive", None),
+    ],
+)
 def test_sse_field(line: str, expected) -> None:
     assert sse_field(line) == expected
 

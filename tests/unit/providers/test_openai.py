@@ -30,20 +30,39 @@ TOOLS = [
 def test_to_wire_passes_messages_through_without_nones() -> None:
     req = chat(
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                     {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
     )
     body = ADAPTER.to_wire(req, DEP, stream=False)
     assert body["model"] == "gpt-4o"
     assert body["messages"] == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                     {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]},
-        {"role": "assistant", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
     ]
     assert "stream" not in body and "stream_options" not in body
@@ -51,15 +70,28 @@ def test_to_wire_passes_messages_through_without_nones() -> None:
 
 def test_to_wire_copies_set_params_only_and_extra_unchanged() -> None:
     req = chat(
-        temperature=0.2, max_tokens=64, stop=["\n\n"], seed=7, tools=TOOLS, tool_choice="required",
+        temperature=0.2,
+        max_tokens=64,
+        stop=["\n\n"],
+        seed=7,
+        tools=TOOLS,
+        tool_choice="required",
         response_format={"type": "json_object"},
         extra={"logprobs": True, "top_logprobs": 2, "user": "u-9", "parallel_tool_calls": False},
     )
     body = ADAPTER.to_wire(req, DEP, stream=False)
     assert {k: v for k, v in body.items() if k not in ("model", "messages")} == {
-        "temperature": 0.2, "max_tokens": 64, "stop": ["\n\n"], "seed": 7, "tools": TOOLS,
-        "tool_choice": "required", "response_format": {"type": "json_object"},
-        "logprobs": True, "top_logprobs": 2, "user": "u-9", "parallel_tool_calls": False,
+        "temperature": 0.2,
+        "max_tokens": 64,
+        "stop": ["\n\n"],
+        "seed": 7,
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "response_format": {"type": "json_object"},
+        "logprobs": True,
+        "top_logprobs": 2,
+        "user": "u-9",
+        "parallel_tool_calls": False,
     }
 
 
@@ -83,14 +115,24 @@ def test_from_wire_tool_calls_and_cached_tokens() -> None:
         ("call_9mGk3kZ0Lq2e1VtW8bXyP4sA", "get_weather", '{"location": "Paris"}'),
         ("call_Xq7Rt2WbN5yM0kLpA3sV8dEe", "get_time", '{"tz": "Europe/Paris"}'),
     ]
-    assert done.usage == Usage(prompt_tokens=1180, completion_tokens=41, total_tokens=1221, cached_tokens=1024)
+    assert done.usage == Usage(
+        prompt_tokens=1180, completion_tokens=41, total_tokens=1221, cached_tokens=1024
+    )
     assert done.model == "gpt-4o-2024-08-06"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("stop", "stop"), ("length", "length"), ("tool_calls", "tool_calls"), ("function_call", "tool_calls"),
-    ("content_filter", "content_filter"), ("eos", "stop"), (None, "stop"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "tool_calls"),
+        ("function_call", "tool_calls"),
+        ("content_filter", "content_filter"),
+        ("eos", "stop"),
+        (None, "stop"),
+    ],
+)
 def test_finish_reasons_are_normalised(raw: str | None, expected: str) -> None:
     body = {"choices": [{"message": {"content": "x"}, "finish_reason": raw}], "model": "m"}
     assert ADAPTER.from_wire(body).finish_reason == expected
@@ -107,7 +149,9 @@ def test_stream_tool_call_deltas_and_held_back_finish() -> None:
     assert args == {0: '{"location": "Paris"}', 1: '{"tz": "Europe/Paris"}'}
     final = deltas[-1]
     assert final.finish_reason == "tool_calls"
-    assert final.usage == Usage(prompt_tokens=1180, completion_tokens=41, total_tokens=1221, cached_tokens=1024)
+    assert final.usage == Usage(
+        prompt_tokens=1180, completion_tokens=41, total_tokens=1221, cached_tokens=1024
+    )
     assert final.model == "gpt-4o-2024-08-06"
     assert all(d.finish_reason is None for d in deltas[:-1])
 
@@ -118,13 +162,17 @@ def test_stream_ignores_comments_event_and_id_lines() -> None:
     assert parser.feed("event: message") == []
     assert parser.feed("id: 42") == []
     assert parser.feed("") == []
-    out = parser.feed('data:{"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}')
+    out = parser.feed(
+        'data:{"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
+    )
     assert [d.content for d in out] == ["hi"]
 
 
 def test_stream_without_usage_finishes_at_done_with_no_usage() -> None:
     parser = OpenAIStreamParser()
-    parser.feed('data: {"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"length"}]}')
+    parser.feed(
+        'data: {"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"length"}]}'
+    )
     final = parser.feed("data: [DONE]")
     assert [(d.finish_reason, d.usage) for d in final] == [("length", None)]
     assert parser.close() == []
@@ -136,7 +184,9 @@ def test_stream_usage_in_the_finishing_chunk_finishes_at_once() -> None:
         'data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
         '"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}'
     )
-    assert [(d.finish_reason, d.usage) for d in out] == [("stop", Usage(prompt_tokens=3, completion_tokens=1, total_tokens=4))]
+    assert [(d.finish_reason, d.usage) for d in out] == [
+        ("stop", Usage(prompt_tokens=3, completion_tokens=1, total_tokens=4))
+    ]
     assert parser.feed("data: [DONE]") == [] and parser.close() == []
 
 
@@ -168,7 +218,9 @@ async def test_complete_sends_bearer_json_to_chat_completions(mock_client) -> No
     assert str(rec.request.url) == "https://api.openai.test/v1/chat/completions"
     assert rec.request.headers["authorization"] == "Bearer sk-1"
     assert rec.body == {
-        "model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "tools": TOOLS,
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "tools": TOOLS,
         "metadata": {"k": "v"},
     }
 
