@@ -11,7 +11,6 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-
 TOPIC_ALREADY_EXISTS = 36
 
 

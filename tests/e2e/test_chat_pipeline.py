@@ -11,10 +11,9 @@ from services.contracts.errors import (
     CapabilityNotSupported,
     ModelNotApproved,
     ModelNotFound,
-    ProviderError,
     ValidationError,
 )
-from services.contracts.events import ChatRequested, ResultProduced, UsageRecorded, new_id
+from services.contracts.events import ResultProduced, UsageRecorded, new_id
 from services.emulator.text import completion_text, count_prompt_tokens
 
 from .helpers import TopicTail

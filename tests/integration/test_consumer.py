@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.contracts.events import ChatRequested
 from services.runtime.kafka import Consumer, DeadLetters
+from tests.support import eventually
 
 
 def request(i: int, tenant: str = "demo") -> ChatRequested:
@@ -63,9 +64,7 @@ async def test_unfinished_records_are_redelivered_after_a_crash(kafka_bootstrap,
 
     c1 = make_consumer(kafka_bootstrap, topics, publisher, group, slow_first, revoke_grace_s=0.1)
     await c1.start()
-    async with asyncio.timeout(20):
-        while len(seen) < 2:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: len(seen) == 2)
     await c1._commit()  # what the periodic commit would do
     assert (await committed(kafka_bootstrap, group, topics.requests.name, [0]))[0] in (None, 0)
     # crash: drop everything without finishing r0
@@ -80,9 +79,7 @@ async def test_unfinished_records_are_redelivered_after_a_crash(kafka_bootstrap,
 
     c2 = make_consumer(kafka_bootstrap, topics, publisher, group, record_all)
     await c2.start()
-    async with asyncio.timeout(20):
-        while len(again) < 2:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: len(again) == 2)
     await c2.aclose()
     assert sorted(again) == ["r0", "r1"]
     assert (await committed(kafka_bootstrap, group, topics.requests.name, [0]))[0] == 2
@@ -107,9 +104,7 @@ async def test_malformed_records_go_to_dlq_and_consumer_continues(kafka_bootstra
         await (await publisher.send_raw(topics.requests.name, value, key=b"k", partition=0))
     await (await publisher.publish(topics.requests.name, request(7), key="k", partition=0))
     dead = await read_all(kafka_bootstrap, topics.dlq.name, 3)
-    async with asyncio.timeout(20):
-        while not handled:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: bool(handled))
     await c.aclose()
     assert handled == ["r7"]
     assert len(invalid) == 3
@@ -122,7 +117,10 @@ async def test_malformed_records_go_to_dlq_and_consumer_continues(kafka_bootstra
 
 
 async def test_a_raising_handler_dead_letters_its_record(kafka_bootstrap, topics, publisher, topic_prefix):
+    seen = []
+
     async def boom(req, record):
+        seen.append(req.request_id)
         if req.request_id == "r1":
             raise RuntimeError("kaput")
 
@@ -132,11 +130,9 @@ async def test_a_raising_handler_dead_letters_its_record(kafka_bootstrap, topics
         await (await publisher.publish(topics.requests.name, request(i), key="k", partition=0))
     dead = await read_all(kafka_bootstrap, topics.dlq.name, 1)
     assert dict(dead[0].headers)["dlq.reason"] == b"handler error: RuntimeError: kaput"
-    async with asyncio.timeout(20):
-        while (await committed(kafka_bootstrap, topic_prefix + "g", topics.requests.name, [0]))[0] != 3:
-            await c._commit()
-            await asyncio.sleep(0.05)
-    await c.aclose()
+    await eventually(lambda: len(seen) == 3)
+    await c.aclose()  # commits what finished
+    assert (await committed(kafka_bootstrap, topic_prefix + "g", topics.requests.name, [0]))[0] == 3
 
 
 async def test_two_instances_share_partitions_and_process_each_record_once(kafka_bootstrap, topics, publisher, topic_prefix):
@@ -152,16 +148,12 @@ async def test_two_instances_share_partitions_and_process_each_record_once(kafka
     b = make_consumer(kafka_bootstrap, topics, publisher, group, handler_for("b"))
     await a.start()
     await b.start()
-    async with asyncio.timeout(30):
-        while not (a.assignment() and b.assignment() and len(a.assignment() | b.assignment()) == 12
-                   and not a.assignment() & b.assignment()):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: bool(a.assignment() and b.assignment() and len(a.assignment() | b.assignment()) == 12
+                                  and not a.assignment() & b.assignment()))
     futs = [await publisher.publish(topics.requests.name, request(i, f"tenant{i % 50}"), key=f"tenant{i % 50}")
             for i in range(300)]
     await asyncio.gather(*futs)
-    async with asyncio.timeout(30):
-        while len(seen["a"]) + len(seen["b"]) < 300:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: len(seen["a"]) + len(seen["b"]) >= 300)
     await a.aclose()
     await b.aclose()
     everything = seen["a"] + seen["b"]
@@ -181,9 +173,7 @@ async def test_range_assignor_co_partitions_requests_and_usage(kafka_bootstrap, 
     cs = [make_consumer(kafka_bootstrap, topics, publisher, group, nop, names=names, assignor="range") for _ in range(2)]
     for c in cs:
         await c.start()
-    async with asyncio.timeout(30):
-        while sum(len(c.assignment()) for c in cs) != 24 or not all(c.assignment() for c in cs):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: sum(len(c.assignment()) for c in cs) == 24 and all(c.assignment() for c in cs))
     for c in cs:
         parts = {t: {tp.partition for tp in c.assignment() if tp.topic == t} for t in names}
         assert parts[names[0]] == parts[names[1]] and parts[names[0]]
