@@ -29,8 +29,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import text
-from .common import GONE, BadRequest, Drop, Silent, Stream, generation_delay, json_response, preflight, read_json, retry_headers
-from .scenario import HEADER, Scenario, ScenarioError, resolve
+from .common import (
+    GONE,
+    BadRequest,
+    Drop,
+    Silent,
+    Stream,
+    generation_delay,
+    json_response,
+    preflight,
+    read_json,
+    retry_headers,
+    scenario_header,
+)
+from .scenario import Scenario, ScenarioError, resolve
 
 MODELS = ("claude-emu", "claude-emu-haiku")
 
@@ -106,7 +118,7 @@ async def messages(request: Request) -> Response:
     try:
         body = await read_json(request)
         model, msgs, max_tokens = _validate(body)
-        name, scenario = resolve(model, request.headers.get(HEADER))
+        name, scenario = resolve(model, scenario_header(request))
     except BadRequest as exc:
         return error(400, exc.message)
     except ScenarioError as exc:

@@ -22,11 +22,13 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .scenario import Scenario
+from .scenario import HEADER, Scenario
 
 RAW_SEND = "emulator.raw_send"
+_HEADER_BYTES = HEADER.encode()
 
 
 class BadRequest(Exception):
@@ -39,10 +41,31 @@ class BadRequest(Exception):
 
 
 class EmulatorApp(Starlette):
-    """Starlette that remembers the server's raw ``send`` so handlers can drop the connection."""
+    """Starlette that remembers the server's raw ``send`` so handlers can drop the connection.
+
+    Routes without path parameters are dispatched straight from a
+    ``(method, path)`` table, skipping Starlette's middleware stack and router
+    (the emulator is a latency baseline); everything else goes through Starlette.
+    """
+
+    def __init__(self, routes: list[Route]) -> None:
+        super().__init__(routes=routes)
+        self.fast_routes: dict[tuple[str, str], Any] = {}
+        for route in routes:
+            if not isinstance(route, Route) or route.param_convertors:
+                continue
+            for method in route.methods or ():
+                self.fast_routes[(method, route.path)] = route.endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[RAW_SEND] = send
+        if scope["type"] == "http":
+            endpoint = self.fast_routes.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -68,7 +91,7 @@ async def drop_connection(scope: Scope, receive: Receive) -> None:
 async def sleep_at_least(seconds: float) -> None:
     """Sleep ``seconds`` by the monotonic clock (event-loop timers may fire a little early)."""
     deadline = time.monotonic() + seconds
-    while (remaining := deadline - time.monotonic()) > 0:
+    while (remaining := deadline - time.monotonic()) > 0:  # noqa: ASYNC110 - a deadline, not a condition
         await asyncio.sleep(remaining)
 
 
@@ -98,13 +121,32 @@ class Silent(Response):
         return None
 
 
+class JSONBytes(Response):
+    """A JSON response with pre-built raw headers (no header normalisation work)."""
+
+    def __init__(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.body = body
+        self.status_code = status
+        self.background = None
+        self.raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if headers:
+            self.raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(obj), status_code=status, headers=headers, media_type="application/json")
+    return JSONBytes(orjson.dumps(obj), status, headers)
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or :class:`BadRequest`."""
-    raw = await request.body()
+    """The request body as a JSON object, or :class:`BadRequest` (reads ``receive`` directly)."""
+    message = await request.receive()
+    raw = message.get("body", b"")
+    if message.get("more_body"):
+        parts = [raw]
+        while message.get("more_body"):
+            message = await request.receive()
+            parts.append(message.get("body", b""))
+        raw = b"".join(parts)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -112,6 +154,14 @@ async def read_json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body
+
+
+def scenario_header(request: Request) -> str | None:
+    """The raw ``x-emulator-scenario`` header, if any (scans the ASGI headers directly)."""
+    for name, value in request.scope["headers"]:
+        if name == _HEADER_BYTES:
+            return value.decode("latin-1")
+    return None
 
 
 def retry_headers(scenario: Scenario) -> dict[str, str] | None:

@@ -25,9 +25,21 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import text
-from .common import GONE, BadRequest, Drop, Silent, Stream, generation_delay, json_response, preflight, read_json, retry_headers
+from .common import (
+    GONE,
+    BadRequest,
+    Drop,
+    Silent,
+    Stream,
+    generation_delay,
+    json_response,
+    preflight,
+    read_json,
+    retry_headers,
+    scenario_header,
+)
 from .openai_api import EMBEDDING_DIMS, pick_tool
-from .scenario import HEADER, Scenario, ScenarioError, resolve
+from .scenario import Scenario, ScenarioError, resolve
 
 VERSION = "0.9.0"
 MODELS = ("llama-emu:latest", "nomic-embed-emu:latest")
@@ -62,7 +74,7 @@ async def _begin(request: Request, body_check: Any) -> tuple[dict[str, Any], str
         if not isinstance(model, str) or not model:
             raise BadRequest("model is required")
         body_check(body)
-        name, scenario = resolve(model, request.headers.get(HEADER))
+        name, scenario = resolve(model, scenario_header(request))
     except (BadRequest, ScenarioError) as exc:
         return error(400, str(exc))
     outcome = await preflight(request, scenario)

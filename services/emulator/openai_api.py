@@ -28,8 +28,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import text
-from .common import GONE, BadRequest, Drop, Silent, Stream, generation_delay, json_response, preflight, read_json, retry_headers
-from .scenario import HEADER, Scenario, ScenarioError, resolve
+from .common import (
+    GONE,
+    BadRequest,
+    Drop,
+    Silent,
+    Stream,
+    generation_delay,
+    json_response,
+    preflight,
+    read_json,
+    retry_headers,
+    scenario_header,
+)
+from .scenario import Scenario, ScenarioError, resolve
 
 FINGERPRINT = "fp_emulator"
 EMBEDDING_DIMS = 16
@@ -94,7 +106,7 @@ async def chat_completions(request: Request) -> Response:
         if not isinstance(messages, list):
             raise BadRequest("Missing required parameter: 'messages'.", param="messages")
         limit = _max_tokens(body)
-        name, scenario = resolve(model, request.headers.get(HEADER))
+        name, scenario = resolve(model, scenario_header(request))
     except BadRequest as exc:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:
@@ -221,7 +233,7 @@ async def embeddings(request: Request) -> Response:
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise BadRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
-        name, scenario = resolve(model, request.headers.get(HEADER))
+        name, scenario = resolve(model, scenario_header(request))
     except BadRequest as exc:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:

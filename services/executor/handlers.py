@@ -53,7 +53,9 @@ class Attempted:
     emitter: ChunkEmitter | None = None
 
 
-def _retryable(err: GatewayError) -> bool:
+def retryable(err: GatewayError) -> bool:
+    """Whether the same request may succeed later: timeouts, 5xx, 408, 429 and lost connections;
+    not a provider's 4xx verdict on the request itself."""
     if isinstance(err, ProviderTimeout):
         return True
     status = err.details.get("upstream_status")
@@ -85,7 +87,7 @@ async def execute(
                 last = err
                 if emitter is not None and emitter.sent_any:
                     raise
-                if not _retryable(err):
+                if not retryable(err):
                     break
     assert last is not None
     raise last
