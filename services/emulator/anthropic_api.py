@@ -40,7 +40,7 @@ from .common import (
     preflight,
     read_json,
     retry_headers,
-    scenario_header,
+    scenario_spec,
 )
 from .scenario import Scenario, ScenarioError, resolve
 
@@ -118,7 +118,7 @@ async def messages(request: Request) -> Response:
     try:
         body = await read_json(request)
         model, msgs, max_tokens = _validate(body)
-        name, scenario = resolve(model, scenario_header(request))
+        name, scenario = resolve(model, scenario_spec(request, body))
     except BadRequest as exc:
         return error(400, exc.message)
     except ScenarioError as exc:

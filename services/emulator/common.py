@@ -156,6 +156,19 @@ async def read_json(request: Request) -> dict[str, Any]:
     return body
 
 
+BODY_FIELD = "emulator_scenario"
+
+
+def scenario_spec(request: Request, body: dict) -> str | None:
+    """The scenario of a request: the body field ``emulator_scenario`` (which a gateway passes
+    through to the provider like any unknown field) merged with the header (the header wins)."""
+    field = body.get(BODY_FIELD)
+    header = scenario_header(request)
+    if isinstance(field, str) and field:
+        return f"{field},{header}" if header else field
+    return header
+
+
 def scenario_header(request: Request) -> str | None:
     """The raw ``x-emulator-scenario`` header, if any (scans the ASGI headers directly)."""
     for name, value in request.scope["headers"]:

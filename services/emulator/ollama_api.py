@@ -36,7 +36,7 @@ from .common import (
     preflight,
     read_json,
     retry_headers,
-    scenario_header,
+    scenario_spec,
 )
 from .openai_api import EMBEDDING_DIMS, pick_tool
 from .scenario import Scenario, ScenarioError, resolve
@@ -74,7 +74,7 @@ async def _begin(request: Request, body_check: Any) -> tuple[dict[str, Any], str
         if not isinstance(model, str) or not model:
             raise BadRequest("model is required")
         body_check(body)
-        name, scenario = resolve(model, scenario_header(request))
+        name, scenario = resolve(model, scenario_spec(request, body))
     except (BadRequest, ScenarioError) as exc:
         return error(400, str(exc))
     outcome = await preflight(request, scenario)

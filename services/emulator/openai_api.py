@@ -39,7 +39,7 @@ from .common import (
     preflight,
     read_json,
     retry_headers,
-    scenario_header,
+    scenario_spec,
 )
 from .scenario import Scenario, ScenarioError, resolve
 
@@ -106,7 +106,7 @@ async def chat_completions(request: Request) -> Response:
         if not isinstance(messages, list):
             raise BadRequest("Missing required parameter: 'messages'.", param="messages")
         limit = _max_tokens(body)
-        name, scenario = resolve(model, scenario_header(request))
+        name, scenario = resolve(model, scenario_spec(request, body))
     except BadRequest as exc:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:
@@ -233,7 +233,7 @@ async def embeddings(request: Request) -> Response:
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise BadRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
-        name, scenario = resolve(model, scenario_header(request))
+        name, scenario = resolve(model, scenario_spec(request, body))
     except BadRequest as exc:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:

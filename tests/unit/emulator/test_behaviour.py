@@ -158,3 +158,20 @@ def test_zero_tokens_stream_still_terminates(http):
     frames = [f for f in r.text.split("\n\n") if f]
     assert frames[-1] == "data: [DONE]"
     assert json.loads(frames[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_scenario_from_the_body_field_header_wins(emulator_url):
+    """A gateway passes unknown request fields through, so tests can pick behaviour per request."""
+    import httpx as _httpx
+
+    async with _httpx.AsyncClient(base_url=emulator_url) as c:
+        r = await c.post("/v1/chat/completions", json={"model": "gpt-emu", "emulator_scenario": "tokens=3",
+                                                       "messages": [{"role": "user", "content": "hi"}]})
+        assert r.json()["usage"]["completion_tokens"] == 3
+        r = await c.post("/v1/messages", json={"model": "c", "max_tokens": 50, "emulator_scenario": "status=429",
+                                               "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 429 and r.json()["type"] == "error"
+        r = await c.post("/api/chat", headers={"x-emulator-scenario": "tokens=2"},
+                         json={"model": "l", "stream": False, "emulator_scenario": "tokens=5",
+                               "messages": [{"role": "user", "content": "hi"}]})
+        assert r.json()["eval_count"] == 2

@@ -1,0 +1,34 @@
+"""What every route handler gets: settings, configuration, keys, catalog, the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.contracts.errors import InternalError
+from services.runtime.config import GatewayConfig
+
+from .api.models import Catalog
+from .auth import KeyIndex
+from .pipeline import Pipeline
+from .settings import EdgeSettings
+
+
+@dataclass
+class Edge:
+    settings: EdgeSettings
+    config: GatewayConfig
+    keys: KeyIndex
+    catalog: Catalog
+    pipeline: Pipeline | None = None
+
+    @property
+    def gw(self) -> Pipeline:
+        if self.pipeline is None:
+            raise InternalError("the edge is not connected to the pipeline yet")
+        return self.pipeline
+
+    def timeout_for(self, total_ms: int | None) -> float:
+        """How long to wait for an answer: the request's ``total_ms`` (or the configured
+        default) plus a margin, so the pipeline's own timeout answers first."""
+        ms = total_ms or self.config.defaults.total_ms
+        return ms / 1000 + self.settings.timeout_margin_s

@@ -1,0 +1,95 @@
+"""The edge's way into the event pipeline: the Python SDK (``GatewayClient``), serving many tenants.
+
+Each worker process owns one client and so one reply partition of ``llm.replies``:
+every request names it in ``reply_to``, and only this process reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from services.client import GatewayClient
+from services.contracts.events import CancelRequested, ChatRequested, ChunkEmitted, ResultProduced
+from services.runtime.settings import Settings
+from services.runtime.topics import Topics
+
+from .auth import Caller
+
+
+class Pipeline(Protocol):
+    """What the edge needs from the pipeline (tests pass a fake)."""
+
+    def request(self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool,
+                **kw: Any) -> ChatRequested: ...
+
+    async def result(self, req: ChatRequested, timeout: float) -> ResultProduced: ...
+
+    def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]: ...
+
+    async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EdgeClient(GatewayClient):
+    """``GatewayClient`` whose events carry the calling tenant and user, not the client's own.
+
+    ``request`` builds the request event for a caller (tenant only from the API key);
+    a cancel published for a request carries that request's tenant and user.
+    """
+
+    def __init__(self, settings: Settings):
+        topics = Topics.load(settings.topics_path, settings.topic_prefix)
+        super().__init__(
+            settings.bootstrap_servers,
+            tenant_id="edge",
+            user_id=None,
+            timeout_s=600.0,
+            topics_path=settings.topics_path,
+            topic_prefix=settings.topic_prefix,
+            # distinct per worker process (consecutive pids), stable for its lifetime
+            reply_partition=os.getpid() % topics.replies.partitions,
+        )
+        self._owners: dict[str, Caller] = {}
+
+    def request(self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool,
+                **kw: Any) -> ChatRequested:
+        req = self.build_request(model, messages, stream=stream, user_id=caller.user_id, **kw)
+        req.tenant_id = caller.tenant_id
+        return req
+
+    async def send(self, req: ChatRequested) -> Any:
+        self._owners[req.request_id] = Caller(req.tenant_id, req.user_id or "")
+        try:
+            return await super().send(req)
+        except BaseException:
+            self._owners.pop(req.request_id, None)
+            raise
+
+    async def result(self, req: ChatRequested, timeout: float) -> ResultProduced:
+        try:
+            return await super().result(req, timeout)
+        finally:
+            self._owners.pop(req.request_id, None)
+
+    async def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]:
+        inner = super().stream(req, timeout)
+        try:
+            async for chunk in inner:
+                yield chunk
+        finally:
+            await inner.aclose()  # publishes the cancel when the stream stopped early
+            self._owners.pop(req.request_id, None)
+
+    async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
+        owner = self._owners.get(request_id)
+        event = CancelRequested(
+            request_id=request_id,
+            tenant_id=owner.tenant_id if owner else self.tenant_id,
+            user_id=owner.user_id if owner else None,
+            reason=reason,
+        )
+        fut = await self._publisher.publish(self.topics.control.name, event, key=request_id)
+        await fut
