@@ -8,11 +8,12 @@ or an ``SseResponse``; a ``GatewayError`` they raise becomes the route's error b
 
 from __future__ import annotations
 
+from services.contracts.errors import GatewayError
+
 from .api import chat, models, native
 from .asgi import Request, Response, Route
 from .context import Edge
 from .errors import HTTPError, openai_error
-from services.contracts.errors import GatewayError
 
 
 def openai_errors(err: GatewayError | HTTPError, req: Request) -> tuple[int, bytes]:

@@ -22,7 +22,14 @@ import orjson
 import pydantic
 
 from services.contracts.errors import GatewayError, ValidationError
-from services.contracts.events import ChatParams, ChatRequested, ChunkEmitted, ResultProduced, ToolCallDelta, Usage
+from services.contracts.events import (
+    ChatParams,
+    ChatRequested,
+    ChunkEmitted,
+    ResultProduced,
+    ToolCallDelta,
+    Usage,
+)
 
 from ..asgi import Headers, Request, Response, ms_header
 from ..errors import openai_body, openai_error

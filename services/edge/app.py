@@ -1,0 +1,144 @@
+"""The edge: an ASGI app turning HTTP requests into pipeline events and events into HTTP.
+
+``create_app(settings)`` builds the app; its lifespan starts one ``EdgeClient`` (a
+``GatewayClient``, one reply partition) per worker process. Each request: route,
+request id (``x-request-id`` or a new one, echoed), API key, body (size-limited), the
+route's handler; any ``GatewayError`` becomes that route's error body with the code's
+HTTP status. Nothing is logged per request below WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from services.contracts.errors import GatewayError, InternalError, PayloadTooLarge
+from services.contracts.events import new_id
+from services.runtime.config import GatewayConfig, load_config
+from services.runtime.logs import configure
+from services.runtime.service import mark_ready
+from services.runtime.settings import Settings
+
+from .api.models import Catalog
+from .asgi import (
+    ClientGone,
+    Receive,
+    Request,
+    Response,
+    Route,
+    Router,
+    Scope,
+    Send,
+    checked_request_id,
+    read_body,
+)
+from .auth import KeyIndex
+from .context import Edge
+from .errors import HTTPError
+from .handlers import ROUTES, openai_errors
+from .pipeline import EdgeClient, Pipeline
+from .settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+
+class EdgeApp:
+    """Raw ASGI (``http`` and ``lifespan``)."""
+
+    def __init__(self, settings: EdgeSettings, config: GatewayConfig, *, pipeline: Pipeline | None = None,
+                 routes: list[Route] | None = None, created: int = 0):
+        self.settings = settings
+        self.edge = Edge(settings, config, KeyIndex(config), Catalog(config, created))
+        self._pipeline = pipeline
+        self._router = Router(routes if routes is not None else ROUTES)
+        self._limit = settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":  # no WebSocket route yet: refuse the handshake
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        req = Request(scope, receive, time.perf_counter(), {})
+        errors = openai_errors
+        try:
+            route, req.params = self._router.match(scope["method"], scope["path"])
+            errors = route.errors
+            raw_id = req.request_id_header
+            req.request_id = new_id() if raw_id is None else checked_request_id(raw_id)
+            if route.auth:
+                req.caller = self.edge.keys.authenticate(req.authorization)
+            if route.body:
+                req.body = await read_body(req, self._limit)
+            resp = await route.handler(self.edge, req)
+        except (GatewayError, HTTPError) as err:
+            req.request_id = req.request_id or new_id()
+            status, body = errors(err, req)
+            headers = err.headers if isinstance(err, HTTPError) else []
+            if isinstance(err, PayloadTooLarge):  # the rest of the body is not read
+                headers = [(b"connection", b"close")]
+            resp = Response(status, body, headers)
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            req.request_id = req.request_id or new_id()
+            status, body = errors(InternalError("internal error in the gateway edge"), req)
+            resp = Response(status, body)
+        resp.headers.append((b"x-request-id", req.request_id.encode("latin-1")))
+        await resp(send, receive)
+
+    # --- lifespan -----------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("edge start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Connect to the pipeline (unless one was given); from here ``/readyz`` answers 200."""
+        if self._pipeline is None:
+            client = EdgeClient(self.settings.runtime)
+            await client.start()
+            self._pipeline = client
+        self.edge.pipeline = self._pipeline
+        mark_ready(f"edge {self.settings.runtime.instance_id}")
+
+    async def shutdown(self) -> None:
+        """After the server stopped taking requests and let streams in flight finish."""
+        pipeline, self.edge.pipeline = self.edge.pipeline, None
+        if pipeline is not None:
+            await pipeline.aclose()
+
+
+def create_app(settings: Settings | EdgeSettings | None = None, *, config: GatewayConfig | None = None,
+               pipeline: Pipeline | None = None) -> EdgeApp:
+    """The edge's ASGI app. ``config`` defaults to the file named by the settings; ``pipeline``
+    (tests) replaces the per-process ``EdgeClient`` started at lifespan start-up."""
+    s = EdgeSettings.of(settings if settings is not None else EdgeSettings.from_env())
+    path = Path(s.runtime.config_path)
+    created = int(path.stat().st_mtime) if config is None and path.exists() else 0
+    return EdgeApp(s, config or load_config(path), pipeline=pipeline, created=created)
+
+
+def app_factory() -> EdgeApp:
+    """uvicorn's factory (``services.edge.app:app_factory``): runs in every worker process."""
+    settings = EdgeSettings.from_env()
+    configure(settings.runtime.log_level, "edge")
+    return create_app(settings)
