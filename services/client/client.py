@@ -28,6 +28,7 @@ from services.contracts.events import (
     Timeouts,
     new_id,
 )
+from services.runtime import telemetry
 from services.runtime.codec import decode_any
 from services.runtime.kafka import MAX_MESSAGE_BYTES, Publisher
 from services.runtime.settings import ROOT
@@ -156,7 +157,8 @@ class GatewayClient:
         q: asyncio.Queue[Any] = asyncio.Queue()
         self._waiting[req.request_id] = q
         try:
-            fut = await self._publisher.publish(self.topics.requests.name, req, key=req.tenant_id)
+            with telemetry.producing(f"{self.topics.requests.name} publish"):
+                fut = await self._publisher.publish(self.topics.requests.name, req, key=req.tenant_id)
             await fut
         except BaseException:
             self._waiting.pop(req.request_id, None)

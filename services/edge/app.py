@@ -13,7 +13,7 @@ import logging
 import time
 from pathlib import Path
 
-from services.contracts.errors import GatewayError, InternalError, PayloadTooLarge
+from services.contracts.errors import GatewayError, InternalError
 from services.contracts.events import new_id
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.logs import configure
@@ -79,10 +79,9 @@ class EdgeApp:
         except (GatewayError, HTTPError) as err:
             req.request_id = req.request_id or new_id()
             status, body = errors(err, req)
-            headers = err.headers if isinstance(err, HTTPError) else []
-            if isinstance(err, PayloadTooLarge):  # the rest of the body is not read
-                headers = [(b"connection", b"close")]
-            resp = Response(status, body, headers)
+            # (after a 413 the server reads and discards the rest of the body, keeping the
+            # connection: closing it under an unread upload makes clients see a reset, not the 413)
+            resp = Response(status, body, err.headers if isinstance(err, HTTPError) else None)
         except ClientGone:
             return
         except Exception:

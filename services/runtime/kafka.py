@@ -26,6 +26,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel
 
+from . import telemetry
 from .codec import encode
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ class Publisher:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[object]:
         return await self.send_raw(
-            topic, encode(event), key=key.encode() if key else None, partition=partition, headers=headers
+            topic, encode(event), key=key.encode() if key else None, partition=partition,
+            headers=headers if headers is not None else telemetry.inject(),
         )
 
     async def send_raw(
@@ -267,7 +269,8 @@ class Consumer(Generic[M]):
                     await self._on_invalid(record, exc)
                 return True
             try:
-                await self._handler(event, record)
+                with telemetry.consuming(record.topic, record.headers):
+                    await self._handler(event, record)
             except Exception as exc:  # a bug or an unexpected failure: park the record, go on
                 log.exception("handler failed for %s[%d]@%d", record.topic, record.partition, record.offset)
                 await self._dlq.send(record, f"handler error: {type(exc).__name__}: {exc}")

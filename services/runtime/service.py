@@ -10,6 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from . import telemetry
 from .logs import configure
 from .settings import Settings
 
@@ -27,6 +28,7 @@ def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None
     """Run ``serve`` until SIGTERM/SIGINT, then let it shut down gracefully."""
     settings = Settings.from_env()
     configure(settings.log_level, name)
+    telemetry.setup(name)
     try:
         import uvloop
 

@@ -138,3 +138,24 @@ async def test_two_hundred_concurrent_requests_each_answered_once(gw, stack_sett
         if b'"llm.result.v1"' in r.value:
             counts[r.key.decode()] = counts.get(r.key.decode(), 0) + 1
     assert all(counts.get(rid) == 1 for rid in ids), {k: v for k, v in counts.items() if v != 1}
+
+
+async def test_one_trace_from_request_to_result(gw, stack_settings):
+    """W3C trace context rides in Kafka headers: the result continues the request's trace."""
+    from services.runtime import telemetry
+
+    telemetry.setup("e2e-caller")
+    requests_topic = gw.topics.requests.name
+    async with TopicTail(stack_settings.bootstrap_servers, requests_topic) as reqs, \
+            TopicTail(stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition) as replies:
+        r = await gw.chat(model="demo-openai", messages=MSGS)
+        key = r.request_id.encode()
+        await reqs.until(lambda rs: any(key in x.value for x in rs))
+        await replies.until(lambda rs: any(x.key == key for x in rs))
+
+    def trace_id(record):
+        return dict(record.headers)["traceparent"].decode().split("-")[1]
+
+    sent = next(x for x in reqs.records if key in x.value)
+    answer = next(x for x in replies.records if x.key == key)
+    assert trace_id(sent) == trace_id(answer) != "0" * 32

@@ -1,0 +1,26 @@
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from services.runtime import telemetry
+
+
+def test_trace_context_crosses_kafka_headers():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("caller") as caller:
+        headers = telemetry.inject()
+    assert [k for k, _ in headers] == ["traceparent"]
+    trace_id = f"{caller.get_span_context().trace_id:032x}"
+    assert trace_id in headers[0][1].decode()
+    # the consumer side continues the same trace
+    ctx = telemetry._propagator.extract(headers, getter=telemetry._getter)
+    with tracer.start_as_current_span("consumer", context=ctx) as child:
+        assert child.get_span_context().trace_id == caller.get_span_context().trace_id
+        assert child.parent.span_id == caller.get_span_context().span_id
+
+
+def test_no_span_no_headers():
+    assert telemetry.inject() == []
