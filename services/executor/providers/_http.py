@@ -176,3 +176,22 @@ def stream_via(
     body = adapter.to_wire(req, deployment, stream=True)
     parser = adapter.stream_parser(deployment.provider)
     return stream_deltas(client, deployment.provider, url, hdrs, body, parser)
+
+
+class PostsJSON:
+    """``complete`` and ``stream`` for an adapter that POSTs JSON to one endpoint; the adapter
+    supplies ``endpoint(deployment, api_key) -> (url, headers)`` and the pure mapping."""
+
+    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+        raise NotImplementedError
+
+    async def complete(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> Completion:
+        return await complete_via(self, client, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
+
+    def stream(
+        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> AsyncIterator[StreamDelta]:
+        """An async generator: nothing is sent until it is iterated."""
+        return stream_via(self, client, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]

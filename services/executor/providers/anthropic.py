@@ -9,10 +9,8 @@ reads and cache writes; ``cached_tokens`` is the cache reads alone.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from services.contracts.errors import ProviderError
@@ -27,7 +25,7 @@ from services.contracts.events import (
     Usage,
 )
 
-from ._http import complete_via, headers, loads_line, sse_field, stream_via, tool_arguments
+from ._http import PostsJSON, headers, loads_line, sse_field, tool_arguments
 from .base import Completion, StreamDelta
 
 API_VERSION = "2023-06-01"
@@ -261,7 +259,7 @@ class AnthropicStreamParser:
 # --- adapter ----------------------------------------------------------------------
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(PostsJSON):
     """Anthropic's Messages API, with the OpenAI-shaped request translated."""
 
     kind = "anthropic"
@@ -323,18 +321,7 @@ class AnthropicAdapter:
     def stream_parser(self, provider: str = "anthropic") -> AnthropicStreamParser:
         return AnthropicStreamParser(provider)
 
-    def _request(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
         auth = {"x-api-key": api_key} if api_key else {}
         url = f"{deployment.base_url.rstrip('/')}/v1/messages"
         return url, headers({**auth, "anthropic-version": API_VERSION})
-
-    async def complete(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> Completion:
-        return await complete_via(self, client, req, deployment, *self._request(deployment, api_key))
-
-    def stream(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> AsyncIterator[StreamDelta]:
-        """An async generator: nothing is sent until it is iterated."""
-        return stream_via(self, client, req, deployment, *self._request(deployment, api_key))

@@ -9,10 +9,8 @@ missing ones are generated so tool results can refer to them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from services.contracts.errors import CapabilityNotSupported, ProviderError
@@ -27,7 +25,7 @@ from services.contracts.events import (
     Usage,
 )
 
-from ._http import bearer, complete_via, headers, loads_line, stream_via, tool_arguments
+from ._http import PostsJSON, bearer, headers, loads_line, tool_arguments
 from .base import Completion, StreamDelta
 
 #: ChatParams field -> Ollama option.
@@ -168,7 +166,7 @@ class OllamaStreamParser:
 # --- adapter ----------------------------------------------------------------------
 
 
-class OllamaAdapter:
+class OllamaAdapter(PostsJSON):
     """A local or remote Ollama server, through its native ``/api/chat``."""
 
     kind = "ollama"
@@ -208,16 +206,5 @@ class OllamaAdapter:
     def stream_parser(self, provider: str = "ollama") -> OllamaStreamParser:
         return OllamaStreamParser(provider)
 
-    def _request(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
         return f"{deployment.base_url.rstrip('/')}/api/chat", headers(bearer(api_key))
-
-    async def complete(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> Completion:
-        return await complete_via(self, client, req, deployment, *self._request(deployment, api_key))
-
-    def stream(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> AsyncIterator[StreamDelta]:
-        """An async generator: nothing is sent until it is iterated."""
-        return stream_via(self, client, req, deployment, *self._request(deployment, api_key))

@@ -8,10 +8,7 @@ provider, never estimated.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-
-import httpx
 
 from services.contracts.errors import ProviderError
 from services.contracts.events import (
@@ -24,7 +21,7 @@ from services.contracts.events import (
     Usage,
 )
 
-from ._http import bearer, complete_via, headers, loads_line, sse_field, stream_via
+from ._http import PostsJSON, bearer, headers, loads_line, sse_field
 from .base import Completion, StreamDelta
 
 #: ChatParams fields that are OpenAI fields of the same name.
@@ -150,7 +147,7 @@ def _tool_call_delta(tc: dict[str, Any]) -> ToolCallDelta:
     )
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(PostsJSON):
     """OpenAI chat completions and every server that speaks them."""
 
     kind = "openai"
@@ -201,16 +198,5 @@ class OpenAIAdapter:
     def stream_parser(self, provider: str = "openai") -> OpenAIStreamParser:
         return OpenAIStreamParser(provider)
 
-    def _request(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
         return f"{deployment.base_url.rstrip('/')}/chat/completions", headers(bearer(api_key))
-
-    async def complete(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> Completion:
-        return await complete_via(self, client, req, deployment, *self._request(deployment, api_key))
-
-    def stream(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> AsyncIterator[StreamDelta]:
-        """An async generator: nothing is sent until it is iterated."""
-        return stream_via(self, client, req, deployment, *self._request(deployment, api_key))
