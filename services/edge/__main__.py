@@ -32,6 +32,7 @@ def main() -> None:
         log_level=rt.log_level.lower(),
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )

@@ -67,7 +67,7 @@ def native_error(err: GatewayError | HTTPError, client_id: str | None = None) ->
 def error_table() -> str:
     """The README's markdown table: one row per gateway error code."""
     rows = [
-        "| code | HTTP status | OpenAI `type` | native `type` | retryable |",
+        "| code | HTTP | OpenAI `type` | native `type` | retryable |",
         "|---|---|---|---|---|",
     ]
     for code in sorted(ERRORS):

@@ -7,6 +7,8 @@ every request names it in ``reply_to``, and only this process reads it.
 from __future__ import annotations
 
 import os
+import socket
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -33,6 +35,12 @@ class Pipeline(Protocol):
     async def aclose(self) -> None: ...
 
 
+def reply_partition(partitions: int) -> int:
+    """This process's reply partition: distinct for the workers of one host (consecutive pids),
+    spread across hosts (containers all have small pids), stable for the process's lifetime."""
+    return (zlib.crc32(socket.gethostname().encode()) + os.getpid()) % partitions
+
+
 class EdgeClient(GatewayClient):
     """``GatewayClient`` whose events carry the calling tenant and user, not the client's own.
 
@@ -49,8 +57,7 @@ class EdgeClient(GatewayClient):
             timeout_s=600.0,
             topics_path=settings.topics_path,
             topic_prefix=settings.topic_prefix,
-            # distinct per worker process (consecutive pids), stable for its lifetime
-            reply_partition=os.getpid() % topics.replies.partitions,
+            reply_partition=reply_partition(topics.replies.partitions),
         )
         self._owners: dict[str, Caller] = {}
 

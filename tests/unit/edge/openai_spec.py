@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CANDIDATES = (
     os.environ.get("LLMGW_OPENAI_SPEC", ""),
     str(ROOT / "specs" / "openai" / "openapi.yaml"),
+    str(ROOT.parent / "shared" / "specs" / "openai" / "openapi.yaml"),  # CI: shared/ beside the clone
     "/work/shared/specs/openai/openapi.yaml",
 )
 URI = "urn:openai:openapi"
