@@ -51,10 +51,15 @@ class ChunkEmitter:
                 cur.name = cur.name or tc.name
         if not (self._text or self._tools):
             return
-        wait = self._last_sent + self._window - time.monotonic()
-        if self.seq == 0 or wait <= 0:
+        if self.seq == 0:
             await self._flush()
-        elif self._timer is None:
+        else:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Flush at the end of the current window (at once if it is over); one timer at a time."""
+        if self._timer is None:
+            wait = max(self._last_sent + self._window - time.monotonic(), 0.0)
             self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -64,6 +69,10 @@ class ChunkEmitter:
     async def _flush(self, *, final: bool = False, finish_reason: str | None = None, usage: Usage | None = None) -> None:
         async with self._lock:
             if not (self._text or self._tools or final):
+                return
+            now = time.monotonic()
+            if not final and self.seq > 0 and now - self._last_sent < self._window:
+                self._arm()  # a flush came early (a late timer raced another): keep the window
                 return
             delta = Delta(
                 role="assistant" if self.seq == 0 else None,
@@ -77,8 +86,8 @@ class ChunkEmitter:
             if self.seq > 0:
                 chunk.model = chunk.provider = None
             self.seq += 1
+            self._last_sent = now
             self.acks.append(await self._send(chunk))
-            self._last_sent = time.monotonic()
 
     async def finish(self, finish_reason: str, usage: Usage | None) -> None:
         """Send what is buffered with the terminal chunk (finish reason and usage)."""
