@@ -83,6 +83,7 @@ class GatewayClient:
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
         )
         self._waiting: dict[str, asyncio.Queue[Any]] = {}
+        self._requests: dict[str, ChatRequested] = {}
         self._reader: asyncio.Task[None] | None = None
         self.reply_to: ReplyTo | None = None
 
@@ -126,7 +127,7 @@ class GatewayClient:
                         continue  # another client's reply, or one we stopped waiting for
                     try:
                         q.put_nowait(decode_any(r.value or b""))
-                    except ValueError as exc:
+                    except Exception as exc:  # a bad reply must not stop replies to everyone else
                         log.error("undecodable reply at %s@%d: %s", r.topic, r.offset, exc)
 
     # --- requests ------------------------------------------------------------------------
@@ -135,12 +136,13 @@ class GatewayClient:
         """Known sampling fields become ``params``; any other keyword goes to ``params.extra``
         and reaches providers unchanged."""
         params = {k: kw.pop(k) for k in list(kw) if k in _PARAMS}
-        fields = {k: kw.pop(k) for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id") if k in kw}
+        fields = {k: kw.pop(k) for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id", "tenant_id")
+                  if k in kw}
         timeouts = Timeouts(ttft_ms=kw.pop("ttft_ms", None), total_ms=kw.pop("total_ms", None))
         params["extra"] = kw.pop("extra", {}) | kw
         return ChatRequested(
             request_id=fields.pop("request_id", None) or new_id(),
-            tenant_id=self.tenant_id,
+            tenant_id=fields.pop("tenant_id", None) or self.tenant_id,
             user_id=fields.pop("user_id", self.user_id),
             client_id=fields.pop("client_id", self.client_id),
             model=model,
@@ -156,14 +158,15 @@ class GatewayClient:
         """Publish a request; its chunks and result arrive on the returned queue."""
         q: asyncio.Queue[Any] = asyncio.Queue()
         self._waiting[req.request_id] = q
-        try:
-            with telemetry.producing(f"{self.topics.requests.name} publish"):
-                fut = await self._publisher.publish(self.topics.requests.name, req, key=req.tenant_id)
-            await fut
-        except BaseException:
-            self._waiting.pop(req.request_id, None)
-            raise
+        self._requests[req.request_id] = req
+        with telemetry.producing(f"{self.topics.requests.name} publish"):
+            fut = await self._publisher.publish(self.topics.requests.name, req, key=req.tenant_id)
+        await fut
         return q
+
+    def _forget(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+        self._requests.pop(request_id, None)
 
     async def chat(self, model: str, messages: list[dict[str, Any]], **kw: Any) -> ResultProduced:
         """One answer. Raises the gateway error (with its wire ``code``) or ``GatewayTimeout``."""
@@ -172,9 +175,9 @@ class GatewayClient:
         return await self.result(req, timeout)
 
     async def result(self, req: ChatRequested, timeout: float) -> ResultProduced:
-        q = await self.send(req)
         try:
             async with asyncio.timeout(timeout):
+                q = await self.send(req)
                 while True:
                     event = await q.get()
                     if isinstance(event, ResultProduced):
@@ -183,7 +186,7 @@ class GatewayClient:
             await self.cancel(req.request_id, "timeout")
             raise GatewayTimeout(f"no answer to request {req.request_id} within {timeout:g}s") from None
         finally:
-            self._waiting.pop(req.request_id, None)
+            self._forget(req.request_id)
 
     async def stream_chat(self, model: str, messages: list[dict[str, Any]], **kw: Any) -> AsyncIterator[ChunkEmitted]:
         """Chunks in ``seq`` order; the last has ``final`` with finish reason and usage."""
@@ -193,10 +196,10 @@ class GatewayClient:
             yield chunk
 
     async def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]:
-        q = await self.send(req)
         finished = False
         try:
             async with asyncio.timeout(timeout):
+                q = await self.send(req)
                 while True:
                     event = await q.get()
                     if isinstance(event, ChunkEmitted):
@@ -211,12 +214,19 @@ class GatewayClient:
         except TimeoutError:
             raise GatewayTimeout(f"stream {req.request_id} did not finish within {timeout:g}s") from None
         finally:
-            self._waiting.pop(req.request_id, None)
             if not finished:  # the caller stopped reading or timed out: stop the provider call
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.cancel(req.request_id, "client_cancelled"))
+            self._forget(req.request_id)
 
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
-        event = CancelRequested(request_id=request_id, tenant_id=self.tenant_id, user_id=self.user_id, reason=reason)
+        """Ask the executors to stop a request; the event names the request's own tenant and user."""
+        req = self._requests.get(request_id)
+        event = CancelRequested(
+            request_id=request_id,
+            tenant_id=req.tenant_id if req else self.tenant_id,
+            user_id=req.user_id if req else self.user_id,
+            reason=reason,
+        )
         fut = await self._publisher.publish(self.topics.control.name, event, key=request_id)
         await fut

@@ -186,6 +186,7 @@ class ChunkEmitted(Envelope):
     usage: Usage | None = None
     model: str | None = None
     provider: str | None = None
+    ttft_ms: float | None = Field(default=None, description="First chunk only: the provider's time to first token")
 
 
 class ErrorInfo(Model):

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from services.client import GatewayClient
-from services.contracts.events import CancelRequested, ChatRequested, ChunkEmitted, ResultProduced
+from services.contracts.events import ChatRequested, ChunkEmitted, ResultProduced
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
 
@@ -44,8 +44,8 @@ def reply_partition(partitions: int) -> int:
 class EdgeClient(GatewayClient):
     """``GatewayClient`` whose events carry the calling tenant and user, not the client's own.
 
-    ``request`` builds the request event for a caller (tenant only from the API key);
-    a cancel published for a request carries that request's tenant and user.
+    ``request`` builds the request event for a caller (tenant only from the API key); the
+    SDK's cancel already carries the request's own tenant and user.
     """
 
     def __init__(self, settings: Settings):
@@ -59,44 +59,8 @@ class EdgeClient(GatewayClient):
             topic_prefix=settings.topic_prefix,
             reply_partition=reply_partition(topics.replies.partitions),
         )
-        self._owners: dict[str, Caller] = {}
 
     def request(self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool,
                 **kw: Any) -> ChatRequested:
-        req = self.build_request(model, messages, stream=stream, user_id=caller.user_id, **kw)
-        req.tenant_id = caller.tenant_id
-        return req
-
-    async def send(self, req: ChatRequested) -> Any:
-        self._owners[req.request_id] = Caller(req.tenant_id, req.user_id or "")
-        try:
-            return await super().send(req)
-        except BaseException:
-            self._owners.pop(req.request_id, None)
-            raise
-
-    async def result(self, req: ChatRequested, timeout: float) -> ResultProduced:
-        try:
-            return await super().result(req, timeout)
-        finally:
-            self._owners.pop(req.request_id, None)
-
-    async def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]:
-        inner = super().stream(req, timeout)
-        try:
-            async for chunk in inner:
-                yield chunk
-        finally:
-            await inner.aclose()  # publishes the cancel when the stream stopped early
-            self._owners.pop(req.request_id, None)
-
-    async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
-        owner = self._owners.get(request_id)
-        event = CancelRequested(
-            request_id=request_id,
-            tenant_id=owner.tenant_id if owner else self.tenant_id,
-            user_id=owner.user_id if owner else None,
-            reason=reason,
-        )
-        fut = await self._publisher.publish(self.topics.control.name, event, key=request_id)
-        await fut
+        return self.build_request(model, messages, stream=stream, tenant_id=caller.tenant_id,
+                                  user_id=caller.user_id, **kw)

@@ -34,6 +34,10 @@ class ChunkEmitter:
         """Provider and model named on the first chunk."""
         self._template.provider, self._template.model = provider, model
 
+    def first_token(self, ttft_ms: float) -> None:
+        """The provider's time to first token, named on the first chunk."""
+        self._template.ttft_ms = ttft_ms
+
     @property
     def sent_any(self) -> bool:
         return self.seq > 0 or bool(self._text) or bool(self._tools)
@@ -84,7 +88,7 @@ class ChunkEmitter:
                 update={"event_id": new_id(), "occurred_at": utcnow(), "seq": self.seq, "delta": delta, "final": final, "finish_reason": finish_reason, "usage": usage}
             )
             if self.seq > 0:
-                chunk.model = chunk.provider = None
+                chunk.model = chunk.provider = chunk.ttft_ms = None
             self.seq += 1
             self._last_sent = now
             self.acks.append(await self._send(chunk))

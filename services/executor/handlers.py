@@ -134,6 +134,7 @@ async def _stream_once(
                 ) from None
             if ttft is None and (delta.content or delta.tool_calls):
                 ttft = (time.perf_counter() - t0) * 1000
+                emitter.first_token(ttft)
             if delta.content:
                 text.append(delta.content)
             for tc in delta.tool_calls or ():

@@ -55,7 +55,9 @@ def plan(
 def _resolve(alias: str, req: ChatRequested, config: GatewayConfig) -> ModelConfig:
     model = config.models.get(alias)
     if model is None:
-        raise ModelNotFound(f"model {alias!r} does not exist; available: {', '.join(sorted(config.models))}", param="model")
+        tenant = config.tenants[req.tenant_id]
+        usable = sorted(a for a in config.models if tenant.allows(a) and a not in config.policies.disabled_models)
+        raise ModelNotFound(f"model {alias!r} does not exist; available: {', '.join(usable) or 'none'}", param="model")
     if alias in config.policies.disabled_models:
         raise ModelNotApproved(f"model {alias!r} is disabled by policy", param="model")
     if not config.tenants[req.tenant_id].allows(alias):
@@ -88,11 +90,12 @@ def _check_capabilities(alias: str, model: ModelConfig, req: ChatRequested) -> N
                     need("audio_in", "audio input")
                 elif kind in ("file", "document"):
                     need("documents", "document input")
-    mt = req.params.max_tokens
-    if mt is not None and mt > model.max_output_tokens:
-        raise ValidationError(
-            f"max_tokens={mt} exceeds model {alias!r} output limit of {model.max_output_tokens}", param="max_tokens"
-        )
+    for field in ("max_tokens", "max_completion_tokens"):
+        mt = req.params.max_tokens if field == "max_tokens" else req.params.extra.get(field)
+        if isinstance(mt, int) and mt > model.max_output_tokens:
+            raise ValidationError(
+                f"{field}={mt} exceeds model {alias!r} output limit of {model.max_output_tokens}", param=field
+            )
 
 
 def _check_prompt_size(req: ChatRequested, limit: int) -> None:

@@ -271,7 +271,7 @@ class ChunkEncoder:
     def first_headers(self, chunk: ChunkEmitted, elapsed_ms: float) -> Headers:
         """Overhead up to the first chunk: time to first chunk minus the provider's time to
         first token (when the chunk reports it)."""
-        provider_ttft = getattr(chunk, "ttft_ms", None) or 0.0
+        provider_ttft = chunk.ttft_ms or 0.0
         return [ms_header(OVERHEAD, max(elapsed_ms - provider_ttft, 0.0))]
 
 

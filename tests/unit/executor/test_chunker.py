@@ -69,3 +69,13 @@ async def test_tool_call_deltas_merge_by_index():
     merged = sink.chunks[1].delta.tool_calls[0]
     assert merged.index == 0 and merged.arguments == '{"a":1}'
     assert sink.chunks[1].finish_reason == "tool_calls"
+
+
+async def test_first_chunk_names_provider_ttft_only():
+    sink = Sink()
+    e = emitter(sink, window_ms=0)
+    e.first_token(12.5)
+    await e.add("a", None)
+    await e.add("b", None)
+    await e.finish("stop", None)
+    assert [c.ttft_ms for c in sink.chunks] == [12.5, None, None]

@@ -89,3 +89,13 @@ def test_weighted_first_deployment(config):
     )
     firsts = {plan(req(), cfg, rng=random.Random(i)).deployments[0].provider for i in range(20)}
     assert firsts == {"emulator-anthropic"}
+
+
+def test_max_completion_tokens_is_checked_too(config):
+    with pytest.raises(ValidationError, match="max_completion_tokens=20000 exceeds"):
+        plan(req(params={"extra": {"max_completion_tokens": 20000}}), config)
+
+
+def test_model_not_found_lists_only_what_the_tenant_may_use(config):
+    with pytest.raises(ModelNotFound, match="available: demo-openai$"):
+        plan(req(tenant_id="restricted", model="gpt-9"), config)

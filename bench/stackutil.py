@@ -1,0 +1,89 @@
+"""A throw-away gateway stack for a benchmark: fresh state dir, unique topic prefix, free ports.
+
+``python -m bench.stackutil --config PATH [--edge] ...`` is a *holder*: it starts the stack
+(its processes become this process's children, so this process is the root of exactly the
+gateway's process tree), prints one JSON line with the components, and stops the stack when
+its stdin closes or it gets SIGTERM/SIGINT. ``bench.http_bench`` uses it so the peer-bench
+harness can measure the whole gateway as one process tree (``--gateway-pid``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+from services.runtime.settings import ROOT, Settings
+
+
+def new_settings(config_path: Path | None = None, state_dir: Path | None = None, log_level: str = "WARNING",
+                 edge_workers: int = 1) -> Settings:
+    """Settings for a new stack: the broker from ``KAFKA_BOOTSTRAP_SERVERS`` if set (external),
+    else a broker of its own on a free port; every other port free; a unique topic prefix."""
+    from services.cli import infra
+
+    state = state_dir or Path(tempfile.mkdtemp(prefix="llmgw-bench-"))
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    kafka_port = int(external.split(",")[0].rsplit(":", 1)[1]) if external else infra.free_port()
+    return Settings(
+        bootstrap_servers=external or f"127.0.0.1:{kafka_port}",
+        external_kafka=bool(external),
+        kafka_port=kafka_port,
+        config_path=config_path or ROOT / "config" / "demo.yaml",
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        state_dir=state,
+        emulator_port=infra.free_port(),
+        s3_port=infra.free_port(),
+        edge_port=infra.free_port(),
+        edge_workers=edge_workers,
+        log_level=log_level,
+    )
+
+
+def _hold(argv: list[str] | None = None) -> int:
+    from services.cli.stack import Stack
+
+    ap = argparse.ArgumentParser(prog="python -m bench.stackutil")
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--routers", type=int, default=1)
+    ap.add_argument("--executors", type=int, default=1)
+    ap.add_argument("--edge", action="store_true")
+    ap.add_argument("--edge-workers", type=int, default=1)
+    args = ap.parse_args(argv)
+    settings = new_settings(args.config, edge_workers=args.edge_workers)
+    stack = Stack(settings)
+    stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        comps = stack.up(routers=args.routers, executors=args.executors, edge=args.edge)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which shows the log tail
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "state_dir": str(settings.state_dir)}), flush=True)
+        stack.down()
+        return 1
+    try:
+        print(json.dumps({
+            "state_dir": str(settings.state_dir), "bootstrap": settings.bootstrap_servers,
+            "external_kafka": settings.external_kafka, "topic_prefix": settings.topic_prefix,
+            "components": [{"name": c.name, "pid": c.pid, "endpoint": c.endpoint, "log": c.log} for c in comps],
+        }), flush=True)
+        # stop when the parent closes our stdin (or dies) or signals us
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        stop.wait()
+    finally:
+        stack.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_hold())
