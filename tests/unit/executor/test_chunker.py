@@ -78,4 +78,5 @@ async def test_first_chunk_names_provider_ttft_only():
     await e.add("a", None)
     await e.add("b", None)
     await e.finish("stop", None)
-    assert [c.ttft_ms for c in sink.chunks] == [12.5, None, None]
+    assert [c.ttft_ms for c in sink.chunks] == [12.5, None]
+    assert sink.chunks[-1].delta.content == "b"
