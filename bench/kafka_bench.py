@@ -370,7 +370,8 @@ def make_gateway(gw: Any, alias: str, stream: bool, timeout_s: float) -> Req:
         emit_gaps = [(b[1] - a[1]) * 1000 for a, b in zip(nonfinal, nonfinal[1:], strict=False)]
         arr_gaps = [(b[0] - a[0]) * 1000 for a, b in zip(nonfinal, nonfinal[1:], strict=False)]
         return {"lat": (time.perf_counter() - t0) * 1000, "ttft": ttft, "chunks": len(events),
-                "min_gap_emit": min(emit_gaps) if emit_gaps else None,
+                "min_gap_emit": min(emit_gaps) if emit_gaps else None, "gaps": len(emit_gaps),
+                "gaps_under_window": sum(g < TARGETS["min_chunk_gap_ms"] - 0.5 for g in emit_gaps),
                 "min_gap_arrival": min(arr_gaps) if arr_gaps else None}
 
     return streamed if stream else nonstream
@@ -434,6 +435,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         chunks = [s["chunks"] for s in samples]
         out["chunks_per_stream"] = {"mean": round(sum(chunks) / len(chunks), 2), "min": min(chunks),
                                     "max": max(chunks)}
+        out["chunk_gaps"] = {"total": sum(s.get("gaps", 0) for s in samples),
+                             "under_window": sum(s.get("gaps_under_window", 0) for s in samples)}
         for k in ("min_gap_emit", "min_gap_arrival"):
             gaps = [s[k] for s in samples if s.get(k) is not None]
             if gaps:
@@ -703,20 +706,23 @@ def render(meta: dict[str, Any], points: list[dict[str, Any]]) -> str:
         L.append("## Chunk events\n")
         L.append("| point | scenario | content chunks/stream direct | chunk events/stream gw (mean, min-max) "
                  "| min gap between non-final events, emitted (ms) | median per-stream min gap, emitted "
-                 "| min gap, arrival at client | target: >= 20 ms |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---|")
+                 "| min gap, arrival at client | emitted gaps < 19.5 ms / all | target: >= 20 ms |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
         for p in st:
             d, g = p["direct"], p["gateway"]
             cd, cg = d.get("chunks_per_stream") or {}, g.get("chunks_per_stream") or {}
             ge, ga = g.get("min_gap_emit_ms") or {}, g.get("min_gap_arrival_ms") or {}
+            gaps = g.get("chunk_gaps") or {}
             ok = None if ge.get("min") is None else ge["min"] >= TARGETS["min_chunk_gap_ms"] - 0.5
             L.append(f"| {p['id']} | `{p['scenario']}` | {fmt(cd.get('mean'))} | {fmt(cg.get('mean'))} "
                      f"({cg.get('min')}-{cg.get('max')}) | {fmt(ge.get('min'))} | {fmt(ge.get('p50_of_streams'))} "
-                     f"| {fmt(ga.get('min'))} | {verdict(ok)} |")
+                     f"| {fmt(ga.get('min'))} | {gaps.get('under_window')} / {gaps.get('total')} | {verdict(ok)} |")
         L.append("")
         L.append("Emitted = the chunk events' `occurred_at` (set by the executor when it publishes); arrival = "
                  "when the client SDK handed them out (a consumer fetch can deliver two at once). "
-                 "The final chunk may follow the previous one sooner: it is not a coalescing window.\n")
+                 "The final chunk may follow the previous one sooner: it is not a coalescing window. "
+                 "A systematic problem shows as many short gaps; a lone gap of 18-19.5 ms on a loaded machine is "
+                 "usually the executor being preempted between its window check and stamping `occurred_at`.\n")
 
     L.append("## CPU per request (ms), gateway phases\n")
     L.append("CPU seconds (utime+stime, /proc) of each process tree in the measured window (load + a short "
@@ -894,6 +900,14 @@ def main(argv: list[str] | None = None) -> int:
                 log("stopping the stack")
                 with contextlib.suppress(Exception):
                     tgt.stack.down()
+                if tgt.stack.settings.external_kafka:
+                    from .stackutil import delete_topics
+
+                    try:
+                        n = len(delete_topics(tgt.bootstrap, tgt.topic_prefix))
+                        log(f"deleted this run's {n} topics ({tgt.topic_prefix}*) from the shared broker")
+                    except Exception as exc:  # noqa: BLE001 - best effort
+                        log(f"could not delete topics {tgt.topic_prefix}*: {exc}")
 
 
 if __name__ == "__main__":

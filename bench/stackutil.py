@@ -46,6 +46,30 @@ def new_settings(config_path: Path | None = None, state_dir: Path | None = None,
     )
 
 
+def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete the topics this benchmark created on a shared broker (names starting with its
+    unique prefix), so repeated runs do not pile up partitions there."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    if not prefix:
+        return []
+
+    async def run() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if mine:
+                await admin.delete_topics(mine)
+            return mine
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
 def _hold(argv: list[str] | None = None) -> int:
     from services.cli.stack import Stack
 
@@ -82,6 +106,11 @@ def _hold(argv: list[str] | None = None) -> int:
         stop.wait()
     finally:
         stack.down()
+        if settings.external_kafka:
+            try:
+                delete_topics(settings.bootstrap_servers, settings.topic_prefix)
+            except Exception as exc:  # noqa: BLE001 - best effort
+                print(f"could not delete topics {settings.topic_prefix}*: {exc}", file=sys.stderr)
     return 0
 
 
