@@ -107,6 +107,12 @@ def kafka_command(state: Path, port: int, controller_port: int) -> tuple[list[st
                 "message.max.bytes=8454144",
                 "replica.fetch.max.bytes=8454144",
                 "log.flush.interval.messages=9223372036854775807",
+                # a single-node broker sharing 2 cores with the services: few threads, less switching
+                "num.network.threads=1",
+                "num.io.threads=2",
+                "background.threads=2",
+                "log.cleaner.threads=1",
+                "num.recovery.threads.per.data.dir=1",
                 "",
             ]
         )
@@ -121,7 +127,7 @@ def kafka_command(state: Path, port: int, controller_port: int) -> tuple[list[st
         if res.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed: {res.stdout}{res.stderr}")
     cmd = [
-        java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        java, "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC",
         f"-Dlog4j2.configurationFile={LOG4J}", "-Dlog4j.configurationFile=" + str(LOG4J),
         "-cp", cp, "kafka.Kafka", str(props),
     ]

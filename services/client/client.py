@@ -79,7 +79,7 @@ class GatewayClient:
         self._replies = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             enable_auto_commit=False,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=500,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
         )
         self._waiting: dict[str, asyncio.Queue[Any]] = {}

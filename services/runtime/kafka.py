@@ -206,11 +206,11 @@ class Consumer(Generic[M]):
             partition_assignment_strategy=(
                 (RangePartitionAssignor,) if assignor == "range" else (RoundRobinPartitionAssignor,)
             ),
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=500,  # a long poll: the broker answers as soon as a record arrives
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
             session_timeout_ms=10000,
-            heartbeat_interval_ms=1000,
+            heartbeat_interval_ms=3000,
             max_poll_interval_ms=300000,
         )
 
