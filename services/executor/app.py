@@ -17,7 +17,6 @@ import logging
 import time
 from collections import OrderedDict
 
-import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -40,6 +39,7 @@ from services.runtime.topics import Topics, apply_topics
 
 from .chunker import ChunkEmitter
 from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute, retryable
+from .providers.transport import AiohttpTransport, HttpTransport
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-executor"
@@ -47,13 +47,10 @@ RECENT = 100_000
 
 
 class Executor:
-    def __init__(self, settings: Settings, topics: Topics, http: httpx.AsyncClient | None = None):
+    def __init__(self, settings: Settings, topics: Topics, http: HttpTransport | None = None):
         self.settings = settings
         self.topics = topics
-        self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(600.0, connect=10.0),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500),
-        )
+        self.http: HttpTransport = http or AiohttpTransport()
         cid = f"executor-{settings.instance_id}"
         self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
         self.consumer: Consumer[ExecutionPlanned] = Consumer(

@@ -11,8 +11,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
-
 from services.contracts.errors import GatewayError, ProviderError, ProviderTimeout
 from services.contracts.events import (
     AssistantMessage,
@@ -27,6 +25,7 @@ from services.contracts.events import (
 
 from .chunker import ChunkEmitter
 from .providers.registry import adapter_for
+from .providers.transport import HttpTransport
 
 SecretLookup = Callable[[str | None], str | None]
 OnFallback = Callable[[Deployment, Deployment, GatewayError], Awaitable[None]]
@@ -64,7 +63,7 @@ def retryable(err: GatewayError) -> bool:
 
 async def execute(
     plan: ExecutionPlanned,
-    http: httpx.AsyncClient,
+    http: HttpTransport,
     secret: SecretLookup,
     emitter: ChunkEmitter | None,
     attempted: Attempted,
@@ -94,7 +93,7 @@ async def execute(
 
 
 async def _complete_once(
-    plan: ExecutionPlanned, dep: Deployment, http: httpx.AsyncClient, key: str | None, fallback: bool
+    plan: ExecutionPlanned, dep: Deployment, http: HttpTransport, key: str | None, fallback: bool
 ) -> Outcome:
     t0 = time.perf_counter()
     done = await adapter_for(dep.provider_kind).complete(http, plan.request, dep, key)
@@ -105,7 +104,7 @@ async def _complete_once(
 async def _stream_once(
     plan: ExecutionPlanned,
     dep: Deployment,
-    http: httpx.AsyncClient,
+    http: HttpTransport,
     key: str | None,
     emitter: ChunkEmitter,
     fallback: bool,

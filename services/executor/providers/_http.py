@@ -1,25 +1,29 @@
 """HTTP plumbing the adapters share: post JSON, read error bodies, pump a stream through a parser.
 
-Everything here runs inside ``map_http_errors``, so no ``httpx`` error escapes; a non-2xx
+Everything here runs inside ``map_http_errors``, so no transport error escapes; a non-2xx
 answer becomes ``upstream_error`` carrying the provider's own message; a 2xx body that is
 not the JSON object the adapter expects becomes ``ProviderError``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
-import httpx
 import orjson
 
 from services.contracts.errors import ProviderError, ValidationError
 from services.contracts.events import ChatRequested, Deployment, ToolCall
 
 from .base import Completion, StreamDelta, StreamParser, map_http_errors, upstream_error
+from .transport import HttpTransport
 
 #: Longest provider error text carried into a gateway error.
 MAX_ERROR_CHARS = 500
+
+
+def is_success(status: int) -> bool:
+    return 200 <= status < 300
 
 
 def headers(extra: Mapping[str, str]) -> dict[str, str]:
@@ -81,7 +85,7 @@ def loads_line(provider: str, payload: str) -> dict[str, Any]:
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    http: HttpTransport,
     provider: str,
     url: str,
     hdrs: Mapping[str, str],
@@ -90,38 +94,38 @@ async def post_json(
 ) -> Completion:
     """POST ``body`` and read the whole answer through ``from_wire``."""
     with map_http_errors(provider):
-        resp = await client.post(url, content=orjson.dumps(body), headers=hdrs)
-    if not resp.is_success:
-        raise upstream_error(provider, resp.status_code, error_message(resp.content))
+        status, raw = await http.post_json(url, hdrs, orjson.dumps(body), None)
+    if not is_success(status):
+        raise upstream_error(provider, status, error_message(raw))
     try:
-        data = orjson.loads(resp.content)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise malformed(provider, "response is not JSON", resp.content) from exc
+        raise malformed(provider, "response is not JSON", raw) from exc
     if not isinstance(data, dict):
-        raise malformed(provider, "response is not a JSON object", resp.content)
+        raise malformed(provider, "response is not a JSON object", raw)
     try:
         return from_wire(data)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         # A 2xx body of the wrong shape (some compatible servers answer 200 with an error object).
-        raise malformed(provider, "unexpected response shape", error_message(resp.content)) from exc
+        raise malformed(provider, "unexpected response shape", error_message(raw)) from exc
 
 
 async def stream_deltas(
-    client: httpx.AsyncClient,
+    http: HttpTransport,
     provider: str,
     url: str,
     hdrs: Mapping[str, str],
     body: dict[str, Any],
     parser: StreamParser,
-) -> AsyncIterator[StreamDelta]:
+) -> AsyncGenerator[StreamDelta, None]:
     """POST ``body`` and yield the parser's deltas line by line; ``parser.close()`` decides
     whether the stream ended properly. A non-2xx status is read and raised before any line."""
     with map_http_errors(provider):
-        async with client.stream("POST", url, content=orjson.dumps(body), headers=hdrs) as resp:
-            if not resp.is_success:
-                raw = await resp.aread()
-                raise upstream_error(provider, resp.status_code, error_message(raw))
-            async for line in resp.aiter_lines():
+        async with http.stream_lines(url, hdrs, orjson.dumps(body), None) as reply:
+            if not is_success(reply.status):
+                raw = await reply.read()
+                raise upstream_error(provider, reply.status, error_message(raw))
+            async for line in reply.lines():
                 for delta in parser.feed(line):
                     yield delta
             for delta in parser.close():
@@ -151,7 +155,7 @@ class WireMapping(Protocol):
 
 async def complete_via(
     adapter: WireMapping,
-    client: httpx.AsyncClient,
+    http: HttpTransport,
     req: ChatRequested,
     deployment: Deployment,
     url: str,
@@ -159,23 +163,23 @@ async def complete_via(
 ) -> Completion:
     """One whole answer; ``model`` falls back to the deployment's when the body has none."""
     body = adapter.to_wire(req, deployment, stream=False)
-    completion = await post_json(client, deployment.provider, url, hdrs, body, adapter.from_wire)
+    completion = await post_json(http, deployment.provider, url, hdrs, body, adapter.from_wire)
     completion.model = completion.model or deployment.upstream_model
     return completion
 
 
 def stream_via(
     adapter: WireMapping,
-    client: httpx.AsyncClient,
+    http: HttpTransport,
     req: ChatRequested,
     deployment: Deployment,
     url: str,
     hdrs: Mapping[str, str],
-) -> AsyncIterator[StreamDelta]:
+) -> AsyncGenerator[StreamDelta, None]:
     """An async generator of deltas: the body is built now, nothing is sent until iterated."""
     body = adapter.to_wire(req, deployment, stream=True)
     parser = adapter.stream_parser(deployment.provider)
-    return stream_deltas(client, deployment.provider, url, hdrs, body, parser)
+    return stream_deltas(http, deployment.provider, url, hdrs, body, parser)
 
 
 class PostsJSON:
@@ -186,12 +190,12 @@ class PostsJSON:
         raise NotImplementedError
 
     async def complete(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
     ) -> Completion:
-        return await complete_via(self, client, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
+        return await complete_via(self, http, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
 
     def stream(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> AsyncIterator[StreamDelta]:
+        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> AsyncGenerator[StreamDelta, None]:
         """An async generator: nothing is sent until it is iterated."""
-        return stream_via(self, client, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
+        return stream_via(self, http, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]

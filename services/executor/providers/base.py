@@ -2,22 +2,26 @@
 
 An adapter is pure mapping plus two I/O methods (STYLE 4): ``to_wire`` builds the
 upstream body, ``from_wire`` reads a whole response, a ``StreamParser`` turns stream
-lines into ``StreamDelta``s; only ``complete`` and ``stream`` touch HTTP. No
-``httpx`` error escapes an adapter: ``map_http_errors`` turns them into
-``ProviderError`` / ``ProviderTimeout`` (STYLE 13).
+lines into ``StreamDelta``s; only ``complete`` and ``stream`` touch HTTP, through an
+``HttpTransport``. No ``aiohttp`` or ``httpx`` error escapes an adapter:
+``map_http_errors`` turns them into ``ProviderError`` / ``ProviderTimeout`` (STYLE 13).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
+import aiohttp.http
 import httpx
 
 from services.contracts.errors import ProviderError, ProviderTimeout
 from services.contracts.events import AssistantMessage, ChatRequested, Deployment, ToolCallDelta, Usage
+
+from .transport import HttpTransport
 
 
 @dataclass
@@ -62,22 +66,25 @@ class ProviderAdapter(Protocol):
     def stream_parser(self) -> StreamParser: ...
 
     async def complete(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
+        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
     ) -> Completion: ...
 
     def stream(
-        self, client: httpx.AsyncClient, req: ChatRequested, deployment: Deployment, api_key: str | None
-    ) -> AsyncIterator[StreamDelta]: ...
+        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
+    ) -> AsyncGenerator[StreamDelta, None]: ...
 
 
 @contextlib.contextmanager
 def map_http_errors(provider: str) -> Iterator[None]:
-    """Translate httpx failures at the adapter boundary."""
+    """Translate transport failures at the adapter boundary: timeouts (aiohttp's are
+    ``TimeoutError``s) become ``ProviderTimeout``; any other aiohttp or httpx failure
+    (refused, reset, dropped mid-body, malformed HTTP) becomes ``ProviderError`` with no
+    upstream status."""
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except (httpx.TimeoutException, TimeoutError) as exc:
         raise ProviderTimeout(f"{provider}: upstream timed out ({type(exc).__name__})") from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, aiohttp.ClientError, aiohttp.http.HttpProcessingError) as exc:
         raise ProviderError(
             f"{provider}: upstream connection failed ({type(exc).__name__}: {exc})",
             details={"upstream_status": None},

@@ -1,26 +1,46 @@
-"""The ``mock_client`` factory fixture: httpx clients over a recording MockTransport."""
+"""Factory fixtures for the provider tests.
+
+``mock_http(handler) -> (http, recorder)``: an ``HttpxTransport`` over a recording
+``httpx.MockTransport``, for tests of what an adapter sends. ``upstream`` runs a test
+once per transport: over that mock, and over a real local server reached through
+``AiohttpTransport`` (see ``upstreams``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 import pytest
 
+from services.executor.providers.transport import HttpTransport
+
 from .support import Handler, Recorder
+from .upstreams import LiveUpstream, MockUpstream, Upstream
 
 
 @pytest.fixture
-async def mock_client() -> AsyncIterator[Callable[[Handler], tuple[httpx.AsyncClient, Recorder]]]:
-    """``mock_client(handler) -> (client, recorder)``; clients are closed after the test."""
-    clients: list[httpx.AsyncClient] = []
+async def mock_http() -> AsyncIterator[Callable[[Handler], tuple[HttpTransport, Recorder]]]:
+    upstream = MockUpstream()
+    yield upstream.serve
+    await upstream.aclose()
 
-    def make(respond: Handler) -> tuple[httpx.AsyncClient, Recorder]:
-        recorder = Recorder(respond)
-        client = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
-        clients.append(client)
-        return client, recorder
 
-    yield make
-    for client in clients:
-        await client.aclose()
+@pytest.fixture(params=["httpx-mock", "aiohttp-live"])
+async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[Upstream]:
+    if request.param == "httpx-mock":
+        mock = MockUpstream()
+        yield mock
+        await mock.aclose()
+    else:
+        live = LiveUpstream()
+        await live.start()
+        yield live
+        await live.aclose()
+
+
+@pytest.fixture
+async def live_upstream() -> AsyncIterator[LiveUpstream]:
+    live = LiveUpstream()
+    await live.start()
+    yield live
+    await live.aclose()

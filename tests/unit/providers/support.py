@@ -1,5 +1,6 @@
 """Helpers for the provider tests: request and deployment factories, a recording
-MockTransport handler, canned responses, and stream collection (no network)."""
+handler, canned responses (which ``upstreams`` serve through either transport), and
+stream collection."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from services.contracts.events import ChatParams, ChatRequested, Deployment, Mes
 from services.executor.providers.base import StreamDelta, StreamParser
 
 Handler = Callable[[httpx.Request], httpx.Response]
+
+#: Longer than a stream line may be when read with aiohttp's ``readline`` (twice its read
+#: buffer: 128 KiB in aiohttp 3.9, 512 KiB in 3.14); one SSE event can be this long.
+LONG_LINE = 1_100_000
 
 
 def chat(*messages: dict[str, Any], **params: Any) -> ChatRequested:
@@ -36,7 +41,7 @@ def deployment(
 
 
 class Recorder:
-    """An httpx MockTransport handler that keeps the requests it saw."""
+    """A handler that keeps the requests it saw."""
 
     def __init__(self, respond: Handler) -> None:
         self.respond = respond
@@ -72,7 +77,7 @@ async def collect(deltas: AsyncIterable[StreamDelta]) -> list[StreamDelta]:
 
 
 def feed_all(parser: StreamParser, raw: bytes | str) -> list[StreamDelta]:
-    """Feed a recorded stream line by line, as ``aiter_lines`` would, then close."""
+    """Feed a recorded stream line by line, as a transport's ``lines()`` would, then close."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     out: list[StreamDelta] = []
     for line in text.splitlines():

@@ -247,10 +247,10 @@ def test_stream_closed_before_message_stop() -> None:
         parser.close()
 
 
-async def test_complete_sends_key_version_and_body(mock_client) -> None:
-    client, rec = mock_client(answer(200, wire("anthropic_text.json")))
+async def test_complete_sends_key_version_and_body(mock_http) -> None:
+    http, rec = mock_http(answer(200, wire("anthropic_text.json")))
     await ADAPTER.complete(
-        client, chat({"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}), DEP, "ak-1"
+        http, chat({"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}), DEP, "ak-1"
     )
     sent = rec.request
     assert str(sent.url) == "https://api.anthropic.test/v1/messages"
@@ -265,8 +265,8 @@ async def test_complete_sends_key_version_and_body(mock_client) -> None:
     }
 
 
-async def test_stream_over_http(mock_client) -> None:
-    client, rec = mock_client(streamed(wire("anthropic_tools.sse"), "text/event-stream", piece=33))
-    deltas = await collect(ADAPTER.stream(client, chat(), DEP, "ak-1"))
+async def test_stream_over_http(mock_http) -> None:
+    http, rec = mock_http(streamed(wire("anthropic_tools.sse"), "text/event-stream", piece=33))
+    deltas = await collect(ADAPTER.stream(http, chat(), DEP, "ak-1"))
     assert deltas[-1].finish_reason == "tool_calls"
     assert rec.body["stream"] is True

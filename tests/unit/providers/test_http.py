@@ -8,7 +8,8 @@ from services.contracts.errors import ProviderError
 from services.executor.providers._http import MAX_ERROR_CHARS, error_message, sse_field, stream_deltas
 from services.executor.providers.base import StreamDelta
 
-from .support import answer, collect
+from .support import LONG_LINE, answer, collect, streamed
+from .upstreams import Upstream
 
 
 @pytest.mark.parametrize(
@@ -63,17 +64,37 @@ class Lines:
         return [StreamDelta(finish_reason="stop")]
 
 
-async def test_stream_deltas_feeds_every_line_then_closes(mock_client) -> None:
-    client, _ = mock_client(answer(200, b"a\n\nb\r\nc", "text/plain"))
+URL = "http://x.test/s"
+
+
+async def test_stream_deltas_feeds_every_line_then_closes(upstream: Upstream) -> None:
+    http, rec = upstream.serve(answer(200, b"a\n\nb\r\nc", "text/plain"))
     parser = Lines()
-    deltas = await collect(stream_deltas(client, "p", "http://x.test/s", {}, {"k": 1}, parser))
+    deltas = await collect(stream_deltas(http, "p", upstream.base_url(URL), {}, {"k": 1}, parser))
     assert [d.content for d in deltas] == ["a", "b", "c", None]
     assert parser.fed == ["a", "", "b", "c"] and parser.closed
+    assert rec.body == {"k": 1}
 
 
-async def test_stream_deltas_error_status_reads_body_and_feeds_nothing(mock_client) -> None:
-    client, _ = mock_client(answer(503, b'{"error": {"message": "busy"}}'))
+async def test_stream_deltas_lines_survive_any_cut(upstream: Upstream) -> None:
+    body = "α\r\n\r\nβγ\ndata: {}\r\nend".encode()
+    http, _ = upstream.serve(streamed(body, "text/plain", piece=1))  # cuts CRLFs and characters in two
+    parser = Lines()
+    await collect(stream_deltas(http, "p", upstream.base_url(URL), {}, {}, parser))
+    assert parser.fed == ["α", "", "βγ", "data: {}", "end"]
+
+
+async def test_stream_deltas_lines_longer_than_the_read_buffer(upstream: Upstream) -> None:
+    long = "data: " + "d" * LONG_LINE
+    http, _ = upstream.serve(streamed(f"a\n{long}\r\n\nz\n".encode(), "text/event-stream", piece=8192))
+    parser = Lines()
+    await collect(stream_deltas(http, "p", upstream.base_url(URL), {}, {}, parser))
+    assert parser.fed == ["a", long, "", "z"]
+
+
+async def test_stream_deltas_error_status_reads_body_and_feeds_nothing(upstream: Upstream) -> None:
+    http, _ = upstream.serve(answer(503, b'{"error": {"message": "busy"}}'))
     parser = Lines()
     with pytest.raises(ProviderError, match="p returned HTTP 503: busy"):
-        await collect(stream_deltas(client, "p", "http://x.test/s", {}, {}, parser))
+        await collect(stream_deltas(http, "p", upstream.base_url(URL), {}, {}, parser))
     assert parser.fed == [] and not parser.closed

@@ -160,9 +160,9 @@ def test_stream_without_done_line_is_truncated() -> None:
         parser.close()
 
 
-async def test_complete_posts_to_api_chat(mock_client) -> None:
-    client, rec = mock_client(answer(200, wire("ollama_text.json")))
-    done = await ADAPTER.complete(client, chat(max_tokens=50), DEP, None)
+async def test_complete_posts_to_api_chat(mock_http) -> None:
+    http, rec = mock_http(answer(200, wire("ollama_text.json")))
+    done = await ADAPTER.complete(http, chat(max_tokens=50), DEP, None)
     assert done.usage.total_tokens == 36
     assert str(rec.request.url) == "http://ollama.test:11434/api/chat"
     assert rec.body == {
@@ -173,15 +173,15 @@ async def test_complete_posts_to_api_chat(mock_client) -> None:
     }
 
 
-async def test_model_not_found(mock_client) -> None:
-    client, _ = mock_client(answer(404, b'{"error":"model \\"llama9\\" not found, try pulling it first"}'))
+async def test_model_not_found(mock_http) -> None:
+    http, _ = mock_http(answer(404, b'{"error":"model \\"llama9\\" not found, try pulling it first"}'))
     with pytest.raises(ProviderError, match='HTTP 404: model "llama9" not found') as err:
-        await collect(ADAPTER.stream(client, chat(), DEP, None))
+        await collect(ADAPTER.stream(http, chat(), DEP, None))
     assert err.value.details["upstream_status"] == 404
 
 
-async def test_stream_over_http(mock_client) -> None:
-    client, rec = mock_client(streamed(wire("ollama_tools.ndjson"), "application/x-ndjson", piece=50))
-    deltas = await collect(ADAPTER.stream(client, chat(), DEP, None))
+async def test_stream_over_http(mock_http) -> None:
+    http, rec = mock_http(streamed(wire("ollama_tools.ndjson"), "application/x-ndjson", piece=50))
+    deltas = await collect(ADAPTER.stream(http, chat(), DEP, None))
     assert deltas[-1].finish_reason == "tool_calls"
     assert rec.body["stream"] is True

@@ -211,9 +211,9 @@ def test_stream_done_without_finish_is_truncated() -> None:
         parser.close()
 
 
-async def test_complete_sends_bearer_json_to_chat_completions(mock_client) -> None:
-    client, rec = mock_client(answer(200, wire("openai_tools.json")))
-    done = await ADAPTER.complete(client, chat(tools=TOOLS, extra={"metadata": {"k": "v"}}), DEP, "sk-1")
+async def test_complete_sends_bearer_json_to_chat_completions(mock_http) -> None:
+    http, rec = mock_http(answer(200, wire("openai_tools.json")))
+    done = await ADAPTER.complete(http, chat(tools=TOOLS, extra={"metadata": {"k": "v"}}), DEP, "sk-1")
     assert done.finish_reason == "tool_calls"
     assert str(rec.request.url) == "https://api.openai.test/v1/chat/completions"
     assert rec.request.headers["authorization"] == "Bearer sk-1"
@@ -225,14 +225,14 @@ async def test_complete_sends_bearer_json_to_chat_completions(mock_client) -> No
     }
 
 
-async def test_stream_sends_stream_options(mock_client) -> None:
-    client, rec = mock_client(streamed(wire("openai_tools.sse"), "text/event-stream", piece=64))
-    deltas = await collect(ADAPTER.stream(client, chat(), DEP, "sk-1"))
+async def test_stream_sends_stream_options(mock_http) -> None:
+    http, rec = mock_http(streamed(wire("openai_tools.sse"), "text/event-stream", piece=64))
+    deltas = await collect(ADAPTER.stream(http, chat(), DEP, "sk-1"))
     assert deltas[-1].finish_reason == "tool_calls"
     assert rec.body["stream"] is True and rec.body["stream_options"] == {"include_usage": True}
 
 
-async def test_success_status_with_error_body_is_a_provider_error(mock_client) -> None:
-    client, _ = mock_client(answer(200, b'{"error": {"message": "upstream model crashed"}}'))
+async def test_success_status_with_error_body_is_a_provider_error(mock_http) -> None:
+    http, _ = mock_http(answer(200, b'{"error": {"message": "upstream model crashed"}}'))
     with pytest.raises(ProviderError, match="unexpected response shape: upstream model crashed"):
-        await ADAPTER.complete(client, chat(), DEP, None)
+        await ADAPTER.complete(http, chat(), DEP, None)
