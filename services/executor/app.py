@@ -50,7 +50,7 @@ class Executor:
     def __init__(self, settings: Settings, topics: Topics, http: HttpTransport | None = None):
         self.settings = settings
         self.topics = topics
-        self.http: HttpTransport = http or AiohttpTransport()
+        self.http: HttpTransport = http or AiohttpTransport(trust_env=settings.provider_trust_env)
         cid = f"executor-{settings.instance_id}"
         self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
         self.consumer: Consumer[ExecutionPlanned] = Consumer(

@@ -33,6 +33,7 @@ class Settings:
     s3_port: int = 9000
     kafka_port: int = 9092
     external_kafka: bool = False
+    provider_trust_env: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -62,6 +63,8 @@ class Settings:
                           ("emulator_port", "LLMGW_EMULATOR_PORT"), ("s3_port", "LLMGW_S3_PORT")):
             if v := e.get(key):
                 kw[name] = int(v)
+        if e.get("LLMGW_PROVIDER_TRUST_ENV") in ("1", "true", "yes"):
+            kw["provider_trust_env"] = True
         if v := e.get("LLMGW_EDGE_HOST"):
             kw["edge_host"] = v
         return cls(**kw)  # type: ignore[arg-type]

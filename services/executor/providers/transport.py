@@ -122,7 +122,7 @@ class AiohttpTransport:
     """One ``aiohttp.ClientSession``, created on first use (it must be made inside the
     running loop) and closed by ``aclose``. The pool is unbounded: the executor's
     ``max_in_flight`` bounds concurrency. No cookies are kept; proxy variables and
-    ``.netrc`` are ignored (reading them costs two thread hops per request); TLS
+    ``.netrc`` are ignored unless ``trust_env`` (reading them costs two thread hops per request); TLS
     verifies against certifi's roots, as httpx does."""
 
     def __init__(
@@ -131,7 +131,9 @@ class AiohttpTransport:
         read_timeout_s: float = READ_TIMEOUT_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         keepalive_s: float = KEEPALIVE_S,
+        trust_env: bool = False,
     ) -> None:
+        self._trust_env = trust_env
         self._connect_timeout_s = connect_timeout_s
         self._keepalive_s = keepalive_s
         self._timeout = self._timeout_for(read_timeout_s)
@@ -158,6 +160,7 @@ class AiohttpTransport:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=self._timeout,
                 auto_decompress=True,
+                trust_env=self._trust_env,
             )
         return self._session
 
