@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
-from services.contracts.events import ChunkEmitted, Delta, ToolCallDelta, Usage, new_id, utcnow
+from services.contracts.events import ChunkEmitted, Delta, ToolCallDelta, Usage, new_id
 
 Send = Callable[[ChunkEmitted], Awaitable["asyncio.Future[object]"]]
 
@@ -63,7 +64,7 @@ class ChunkEmitter:
     def _arm(self) -> None:
         """Flush at the end of the current window (at once if it is over); one timer at a time."""
         if self._timer is None:
-            wait = max(self._last_sent + self._window - time.monotonic(), 0.0)
+            wait = max(self._last_sent + self._window - time.time(), 0.0)
             self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -74,7 +75,7 @@ class ChunkEmitter:
         async with self._lock:
             if not (self._text or self._tools or final):
                 return
-            now = time.monotonic()
+            now = time.time()  # one reading for the window and the chunk's occurred_at
             if not final and self.seq > 0 and now - self._last_sent < self._window:
                 self._arm()  # a flush came early (a late timer raced another): keep the window
                 return
@@ -85,7 +86,7 @@ class ChunkEmitter:
             )
             self._text, self._tools = [], {}
             chunk = self._template.model_copy(
-                update={"event_id": new_id(), "occurred_at": utcnow(), "seq": self.seq, "delta": delta, "final": final, "finish_reason": finish_reason, "usage": usage}
+                update={"event_id": new_id(), "occurred_at": datetime.fromtimestamp(now, UTC), "seq": self.seq, "delta": delta, "final": final, "finish_reason": finish_reason, "usage": usage}
             )
             if self.seq > 0:
                 chunk.model = chunk.provider = chunk.ttft_ms = None
