@@ -9,6 +9,7 @@ data lives in the state directory, so a restarted broker keeps its topics.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 import socket
@@ -31,7 +32,8 @@ def cache_dir() -> Path:
 def kafka_jars() -> Path:
     """Resolve ``org.apache.kafka:kafka_2.13`` and its runtime dependencies (once)."""
     version = _pom_version()
-    out = cache_dir() / f"kafka-{version}"
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:10]  # a changed pom is a new cache entry
+    out = cache_dir() / f"kafka-{version}-{digest}"
     marker = out / ".complete"
     if marker.exists():
         return out
