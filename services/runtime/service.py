@@ -28,7 +28,7 @@ def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None
     """Run ``serve`` until SIGTERM/SIGINT, then let it shut down gracefully."""
     settings = Settings.from_env()
     configure(settings.log_level, name)
-    telemetry.setup(name)
+    telemetry.setup(name, console=settings.otel_console)
     try:
         import uvloop
 

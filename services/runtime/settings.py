@@ -34,6 +34,7 @@ class Settings:
     kafka_port: int = 9092
     external_kafka: bool = False
     provider_trust_env: bool = False
+    otel_console: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -63,6 +64,8 @@ class Settings:
                           ("emulator_port", "LLMGW_EMULATOR_PORT"), ("s3_port", "LLMGW_S3_PORT")):
             if v := e.get(key):
                 kw[name] = int(v)
+        if e.get("LLMGW_OTEL_CONSOLE") in ("1", "true", "yes"):
+            kw["otel_console"] = True
         if e.get("LLMGW_PROVIDER_TRUST_ENV") in ("1", "true", "yes"):
             kw["provider_trust_env"] = True
         if v := e.get("LLMGW_EDGE_HOST"):

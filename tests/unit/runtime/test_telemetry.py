@@ -24,3 +24,22 @@ def test_trace_context_crosses_kafka_headers():
 
 def test_no_span_no_headers():
     assert telemetry.inject() == []
+
+
+def test_propagation_only_hands_the_incoming_traceparent_on():
+    telemetry.setup("t")  # the default: no spans, context passed through
+    tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with telemetry.consuming("topic", [("other", b"x"), ("traceparent", tp)]):
+        assert telemetry.inject() == [("traceparent", tp)]
+    assert telemetry.inject() == []
+
+
+def test_producing_starts_a_trace_when_there_is_none():
+    telemetry.setup("t")
+    with telemetry.producing("publish"):
+        [(key, value)] = telemetry.inject()
+        again = telemetry.inject()
+    version, trace_id, span_id, flags = value.decode().split("-")
+    assert key == "traceparent" and version == "00" and len(trace_id) == 32 and len(span_id) == 16
+    assert again == [(key, value)]  # every event of that publish carries the same context
+    assert telemetry.inject() == []
