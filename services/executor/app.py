@@ -123,7 +123,7 @@ class Executor:
         if rid in self._finished or rid in self._running:
             return  # redelivered while its first run finished or is still going: run once
         t0 = time.perf_counter()
-        acks = [await self._audit(plan, "started")]
+        acks: list[asyncio.Future[object]] = []
         emitter = None
         if req.stream:
             topic, partition = chunk_target(req, self.topics)
@@ -141,6 +141,9 @@ class Executor:
         self._running[rid] = run
         if rid in self._cancelled:
             run.cancel(self._cancelled.pop(rid))
+        # enqueued once the provider call has been scheduled, so its produce request is not on
+        # the call's critical path; it still precedes every later event of the request
+        acks.insert(0, await self._audit(plan, "started"))
         outcome: Outcome | None = None
         error: GatewayError | None = None
         try:
