@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything `up` started")
     st = sub.add_parser("status", help="each component with pid, endpoint and health")
     st.add_argument("--json", action="store_true")
-    rs = sub.add_parser("restart", help="restart one component (e.g. router-0)")
+    rs = sub.add_parser("restart", help="(re)start one component (e.g. router-0), stopped or running")
     rs.add_argument("name")
+    sp = sub.add_parser("stop", help="stop one component (e.g. executor-1); `restart` brings it back")
+    sp.add_argument("name")
 
     run = sub.add_parser("run", help="run one service in the foreground")
     run.add_argument("service", choices=SERVICES)
@@ -116,6 +118,17 @@ def cmd_restart(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    from .stack import Stack
+
+    stack = Stack(settings)
+    if not any(c.name == args.name for c in stack.load()):
+        raise KeyError(f"no component {args.name!r}; have: {', '.join(c.name for c in stack.load())}")
+    stack.stop(args.name)
+    print(f"llmgw: stopped {args.name}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     sys.argv = [f"services.{args.service}"]
     runpy.run_module(f"services.{args.service}", run_name="__main__")
@@ -182,7 +195,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {
-    "up": cmd_up, "down": cmd_down, "status": cmd_status, "restart": cmd_restart, "run": cmd_run,
+    "up": cmd_up, "down": cmd_down, "status": cmd_status, "restart": cmd_restart, "stop": cmd_stop, "run": cmd_run,
     "topics": cmd_topics, "schemas": cmd_schemas, "config": cmd_config, "chat": cmd_chat,
 }
 

@@ -89,3 +89,22 @@ def test_up_detach_then_down(tmp_path, stack_settings):
     assert down.returncode == 0 and "stopped" in down.stdout
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
+
+
+def test_stop_one_router_the_other_takes_over_then_restart(stack, stack_settings):
+    res = llmgw(stack_settings, "stop", "router-1")
+    assert res.returncode == 0 and "stopped router-1" in res.stdout, res.stderr
+    status = {c["name"]: c for c in json.loads(llmgw(stack_settings, "status", "--json").stdout)["components"]}
+    assert not status["router-1"]["running"] and status["router-0"]["running"]
+    for _ in range(3):  # every partition of llm.requests is served by router-0 now
+        chat = llmgw(stack_settings, "chat", "only one router", "--model", "demo-ollama")
+        assert chat.returncode == 0 and "tok0" in chat.stdout, chat.stderr
+    res = llmgw(stack_settings, "restart", "router-1")
+    assert res.returncode == 0, res.stderr
+    status = {c["name"]: c for c in json.loads(llmgw(stack_settings, "status", "--json").stdout)["components"]}
+    assert status["router-1"]["running"] and status["router-1"]["healthy"]
+
+
+def test_stop_unknown_component_is_named(stack, stack_settings):
+    res = llmgw(stack_settings, "stop", "router-9")
+    assert res.returncode == 1 and "no component 'router-9'" in res.stderr
