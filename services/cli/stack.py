@@ -190,11 +190,9 @@ class Stack:
         return stopped
 
     def restart(self, name: str, timeout: float = 60) -> Component:
-        """Stop one component and start it again with the same command."""
+        """Stop one component (if it runs) and start it again with the same command."""
         comps = self.load()
-        c = next((c for c in comps if c.name == name), None)
-        if c is None:
-            raise KeyError(f"no component {name!r}; have: {', '.join(x.name for x in comps)}")
+        c = _find(comps, name)
         self.stop(name)
         self._start(c)
         self.save(comps)
@@ -202,8 +200,9 @@ class Stack:
         return c
 
     def stop(self, name: str, grace: float = 15, sig: int = signal.SIGTERM) -> None:
-        c = next((c for c in self.load() if c.name == name), None)
-        if c is None or not _alive(c.pid):
+        """Stop one component; KeyError names the known ones when ``name`` is not one."""
+        c = _find(self.load(), name)
+        if not _alive(c.pid):
             return
         _signal(c.pid, sig)
         deadline = time.monotonic() + grace
@@ -211,6 +210,13 @@ class Stack:
             time.sleep(0.05)
         if _alive(c.pid):
             _signal(c.pid, signal.SIGKILL)
+
+
+def _find(comps: list[Component], name: str) -> Component:
+    c = next((c for c in comps if c.name == name), None)
+    if c is None:
+        raise KeyError(f"no component {name!r}; have: {', '.join(x.name for x in comps)}")
+    return c
 
 
 def _alive(pid: int | None) -> bool:
