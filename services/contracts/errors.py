@@ -16,7 +16,8 @@ class GatewayError(Exception):
 
     code: ClassVar[str] = "internal_error"
     http_status: ClassVar[int] = 500
-    retryable: ClassVar[bool] = False
+    #: The table's default; an instance may know better (see ``ProviderError``).
+    retryable: bool = False
     #: OpenAI's error ``type`` for this code (what OpenAI SDKs switch on).
     openai_type: ClassVar[str] = "api_error"
 
@@ -84,10 +85,18 @@ class ResponseBlocked(GatewayError):
 
 
 class ProviderError(GatewayError):
+    """``details["upstream_status"]`` is the provider's HTTP status (None: no answer at all).
+    Retryable unless the provider judged the request itself (a 4xx other than 408 or 429)."""
+
     code = "provider_error"
     http_status = 502
     retryable = True
     openai_type = "api_error"
+
+    def __init__(self, message: str, *, param: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message, param=param, details=details)
+        status = self.details.get("upstream_status")
+        self.retryable = status is None or status >= 500 or status in (408, 429)
 
 
 class ProviderTimeout(GatewayError):

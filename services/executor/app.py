@@ -20,7 +20,7 @@ from collections import OrderedDict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderError, ProviderTimeout
+from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderTimeout
 from services.contracts.events import (
     AuditRecorded,
     CancelRequested,
@@ -38,7 +38,7 @@ from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
 
 from .chunker import ChunkEmitter
-from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute, retryable
+from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute
 from .providers.transport import AiohttpTransport, HttpTransport
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class Executor:
                 error=ErrorInfo(
                     code=error.code,  # type: ignore[arg-type]
                     message=error.message,
-                    retryable=retryable(error) if isinstance(error, ProviderError) else error.retryable,
+                    retryable=error.retryable,
                     param=error.param,
                     upstream_status=error.details.get("upstream_status"),
                 ),

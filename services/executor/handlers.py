@@ -53,12 +53,9 @@ class Attempted:
 
 
 def retryable(err: GatewayError) -> bool:
-    """Whether the same request may succeed later: timeouts, 5xx, 408, 429 and lost connections;
-    not a provider's 4xx verdict on the request itself."""
-    if isinstance(err, ProviderTimeout):
-        return True
-    status = err.details.get("upstream_status")
-    return isinstance(err, ProviderError) and (status is None or status >= 500 or status in (408, 429))
+    """Whether another attempt may succeed: provider failures that say so (timeouts, 5xx, 408,
+    429, lost connections); never a provider's 4xx verdict, nor an error of the gateway's own."""
+    return isinstance(err, (ProviderError, ProviderTimeout)) and err.retryable
 
 
 async def execute(

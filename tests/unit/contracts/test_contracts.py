@@ -51,3 +51,11 @@ def test_unknown_error_code_is_a_schema_violation():
 def test_request_validation_names_field():
     with pytest.raises(ValidationError, match="messages"):
         ChatRequested(request_id="r", tenant_id="t", model="m", messages=[])
+
+
+def test_provider_error_retryable_follows_the_upstream_status():
+    assert GatewayError.from_wire("provider_error", "x", details={"upstream_status": 503}).retryable
+    assert GatewayError.from_wire("provider_error", "x", details={"upstream_status": 429}).retryable
+    assert ProviderError("lost connection", details={"upstream_status": None}).retryable
+    assert not ProviderError("bad request", details={"upstream_status": 400}).retryable
+    assert ProviderError.retryable  # the table's default stays
