@@ -283,9 +283,9 @@ class _StartedAudit:
 
     A short request then has nothing but its provider call between its plan and its
     result: the event's produce request, and the broker's work on it, would otherwise
-    compete with the call for the CPU (at low load that was a third of the executor's time per
-    request). The event keeps the start as ``occurred_at`` and still precedes the request's
-    other audit events on its partition.
+    compete with the call for the CPU, and aiokafka sends one produce request per broker at a
+    time, so the result could wait for the event's ack. The event keeps the start as
+    ``occurred_at`` and still precedes the request's other audit events on its partition.
     """
 
     __slots__ = ("_executor", "_plan", "_at", "_timer", "_task")
