@@ -115,16 +115,21 @@ def slow_stream(rid: str, scenario: str) -> tuple[dict, dict]:
     return body, AUTH | {"x-request-id": rid}
 
 
+async def hang_up_after_first_chunk(edge_url: str, body: dict, headers: dict) -> None:
+    """Open a stream on its own connection and close that connection once the first chunk arrived."""
+    async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
+        async with http.stream("POST", "/v1/chat/completions", headers=headers, json=body) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    return
+
+
 async def test_client_disconnect_mid_stream_publishes_cancel(edge_url, stack_settings, topics):
     rid = f"disc-{new_id()}"
     body, headers = slow_stream(rid, "tokens=200,chunk_delay_ms=50")
     async with TopicTail(stack_settings.bootstrap_servers, topics.control.name) as control:
-        async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
-            async with http.stream("POST", "/v1/chat/completions", headers=headers, json=body) as r:
-                assert r.status_code == 200
-                async for line in r.aiter_lines():
-                    if line.startswith("data: "):
-                        break  # the first chunk arrived: hang up mid-stream
+        await hang_up_after_first_chunk(edge_url, body, headers)
         records = await control.until(lambda rs: any(x.key == rid.encode() for x in rs), timeout=15)
     cancel = CancelRequested.model_validate_json(next(x for x in records if x.key == rid.encode()).value)
     assert cancel.request_id == rid and cancel.tenant_id == "demo" and cancel.reason == "client_cancelled"
@@ -135,11 +140,7 @@ async def test_disconnect_stops_the_provider_call(edge_url, stack_settings, topi
     rid = f"disc-{new_id()}"
     body, headers = slow_stream(rid, "tokens=400,chunk_delay_ms=50")
     async with TopicTail(stack_settings.bootstrap_servers, topics.audit.name) as audit:
-        async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
-            async with http.stream("POST", "/v1/chat/completions", headers=headers, json=body) as r:
-                async for line in r.aiter_lines():
-                    if line.startswith("data: "):
-                        break
+        await hang_up_after_first_chunk(edge_url, body, headers)
         started = time.monotonic()
 
         def cancelled(rs):
