@@ -24,6 +24,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.kafka_bench import summary
+
 
 def _producer(bootstrap: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
@@ -53,10 +55,6 @@ async def echo(bootstrap: str, src: str, dst: str, partitions: int) -> None:
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 async def ping(bootstrap: str, requests: int, partitions: int) -> None:
@@ -91,10 +89,10 @@ async def ping(bootstrap: str, requests: int, partitions: int) -> None:
         await producer.stop()
         await admin.delete_topics([a, b])
         await admin.close()
-    warm = sorted(rtt[len(rtt) // 5:])  # the first fifth warms connections and the broker's JIT
-    print(f"one Kafka hop between two processes ({partitions} partition(s), {len(warm)} round trips):")
-    print(f"  p50 {pct(warm, .5) / 2:.2f} ms  p90 {pct(warm, .9) / 2:.2f} ms  p99 {pct(warm, .99) / 2:.2f} ms")
-    print(f"  three hops (the edge path's floor before any gateway work): p50 {3 * pct(warm, .5) / 2:.2f} ms")
+    hop = summary([ms / 2 for ms in rtt[len(rtt) // 5:]])  # the first fifth warms connections and the JIT
+    print(f"one Kafka hop between two processes ({partitions} partition(s), {len(rtt) - len(rtt) // 5} round trips):")
+    print(f"  p50 {hop['p50']:.2f} ms  p90 {hop['p90']:.2f} ms  p99 {hop['p99']:.2f} ms")
+    print(f"  three hops (the edge path's floor before any gateway work): p50 {3 * hop['p50']:.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> None:
