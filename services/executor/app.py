@@ -294,7 +294,7 @@ class _StartedAudit:
         self._executor = executor
         self._plan = plan
         self._at = utcnow()
-        self._task: asyncio.Task[asyncio.Future[object]] | None = None
+        self._task: asyncio.Future[asyncio.Future[object]] | None = None
         self._timer = asyncio.get_running_loop().call_later(STARTED_AUDIT_DELAY_S, self._publish_now)
 
     def _publish_now(self) -> None:
@@ -302,11 +302,21 @@ class _StartedAudit:
 
     async def published(self) -> asyncio.Future[object]:
         """The event's ack future, publishing it now if the delay has not passed. Later
-        calls return the same future (the event goes out once)."""
+        calls return the same future (the event goes out once).
+
+        Published inline, not in a task: the event then joins the produce request of the
+        events enqueued just before it (the result and usage), not a second one after it."""
         if self._task is None:
             self._timer.cancel()
-            self._publish_now()
-        assert self._task is not None
+            self._task = asyncio.get_running_loop().create_future()
+            try:
+                ack = await self._executor._audit(self._plan, "started", at=self._at)
+            except BaseException as exc:
+                self._task.set_exception(exc)
+                self._task.exception()  # retrieved: the exception goes to this caller
+                raise
+            self._task.set_result(ack)
+            return ack
         return await self._task
 
     def discard(self) -> None:

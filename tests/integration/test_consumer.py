@@ -179,3 +179,58 @@ async def test_range_assignor_co_partitions_requests_and_usage(kafka_bootstrap, 
         assert parts[names[0]] == parts[names[1]] and parts[names[0]]
     for c in cs:
         await c.aclose()
+
+
+async def _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
+    """Kinds of the Kafka requests this process writes once a handler starts: the handler's
+    own produce request and the consumer's next fetch, in the order they go out."""
+    from aiokafka.conn import AIOKafkaConnection
+
+    sent: list[str] = []
+    started = asyncio.Event()
+    original = AIOKafkaConnection.send
+
+    def send(self, request, expect_response=True):
+        if started.is_set():
+            sent.append(type(request).__name__)
+        return original(self, request, expect_response=expect_response)
+
+    monkeypatch.setattr(AIOKafkaConnection, "send", send)
+
+    handled: list[str] = []
+
+    async def forward(req, record):
+        if req.request_id == "r1":  # r0 warmed the topics' leadership and the fetch positions
+            started.set()
+        await (await publisher.publish(topics.exec.name, req, key=req.request_id))
+        handled.append(req.request_id)
+
+    c = make_consumer(kafka_bootstrap, topics, publisher, topic_prefix + "order", forward)
+    await c.start()
+    try:
+        await asyncio.wait_for(c.assigned.wait(), 30)
+        await (await publisher.publish(topics.requests.name, request(0), key="t"))
+        await eventually(lambda: handled == ["r0"])
+        await (await publisher.publish(topics.requests.name, request(1), key="t"))
+        await eventually(lambda: "ProduceRequest" in sent and "FetchRequest" in sent)
+    finally:
+        await c.aclose()
+    return [k for k in sent if k in ("ProduceRequest", "FetchRequest")]
+
+
+async def test_a_handlers_produce_request_goes_out_before_the_next_fetch(
+    kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch
+):
+    """The next fetch waits a few loop turns, so what a record's handler sends is not queued
+    behind the fetch that follows the record (one hop's latency at low load)."""
+    kinds = await _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    assert kinds[0] == "ProduceRequest", kinds
+
+
+async def test_without_the_deferral_the_fetch_goes_first(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
+    """The control for the test above: aiokafka's own order, which the deferral changes."""
+    import services.runtime.kafka as kafka
+
+    monkeypatch.setattr(kafka, "FETCH_YIELDS", 0)
+    kinds = await _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    assert kinds[0] == "FetchRequest", kinds

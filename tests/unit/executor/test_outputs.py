@@ -1,0 +1,83 @@
+"""What the executor publishes for one request, and how it reaches the producer.
+
+``BatchingPublisher`` sends, like aiokafka's sender, everything enqueued before its next
+loop turn as one produce request. No broker: the outputs' order and grouping is the
+executor's doing, and the real broker tests (``tests/e2e/test_audit.py``) cover delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import orjson
+
+from services.contracts.events import ChatParams, ChatRequested, new_id
+from services.executor.app import Executor
+from services.router.handlers import plan
+from services.runtime.config import load_config
+from services.runtime.settings import ROOT, Settings
+from services.runtime.topics import Topics
+
+ANSWER = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+}
+
+
+class Answers:
+    """An ``HttpTransport`` that answers every POST at once with ``ANSWER``."""
+
+    async def post_json(self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None):
+        return 200, orjson.dumps(ANSWER)
+
+    def stream_lines(self, *a, **kw):  # pragma: no cover - not streamed here
+        raise AssertionError("not streamed")
+
+    async def aclose(self) -> None:
+        pass
+
+
+class BatchingPublisher:
+    def __init__(self) -> None:
+        self.requests: list[list[tuple[str, str]]] = []
+        self._pending: list[tuple[str, str]] = []
+
+    def _send(self) -> None:
+        self.requests.append(self._pending)
+        self._pending = []
+
+    async def publish(self, topic, event, *, key, partition=None, headers=None):
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._send)
+        self._pending.append((topic, getattr(event, "action", None) or event.type))
+        ack = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return ack
+
+
+async def test_a_short_requests_outputs_share_one_produce_request():
+    """Result, usage, ``started`` and ``completed`` are enqueued without a loop turn between
+    them: one produce request (and one ack) instead of two for each short request."""
+    settings = Settings()
+    topics = Topics.load(ROOT / "topics.yaml", "")
+    config = load_config(settings.config_path)
+    tenant = next(iter(config.tenants))
+    req = ChatRequested(request_id=new_id(), tenant_id=tenant, model="mock-gpt",
+                        messages=[{"role": "user", "content": "hi"}], params=ChatParams())
+    executor = Executor(settings, topics, http=Answers())
+    kafka_publisher, executor.publisher = executor.publisher, BatchingPublisher()  # type: ignore[assignment]
+    try:
+        await executor.handle(plan(req, config), None)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+    finally:  # never started: closing only releases them
+        await kafka_publisher.aclose()
+        await executor.consumer._consumer.stop()
+        await executor._control.stop()
+    assert executor.publisher.requests == [[
+        (topics.results.name, "llm.result.v1"),
+        (topics.usage.name, "llm.usage.v1"),
+        (topics.audit.name, "started"),
+        (topics.audit.name, "completed"),
+    ]]
