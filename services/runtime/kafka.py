@@ -21,13 +21,12 @@ from typing import Generic, TypeVar
 
 import pydantic
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel
 
-from . import telemetry
+from . import fetching, telemetry
 from .codec import encode
 
 log = logging.getLogger(__name__)
@@ -35,38 +34,7 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-#: Loop turns a consumer's next fetch request waits (see ``_fetch_after_handlers``).
-FETCH_YIELDS = 3
-
-
-def _fetch_after_handlers() -> None:
-    """Send each next fetch request after the work its predecessor's records started.
-
-    aiokafka's fetcher builds and sends the next fetch as soon as ``getmany`` drains the
-    buffered records, which is before the handlers of those records run: the router's plan
-    and the executor's provider call went out behind a fetch request (its encoding and its
-    write, ~0.3 ms here per hop at concurrency 1). Yielding the loop a few turns first lets
-    the handlers just started write their produce requests and provider calls; the fetch
-    follows within the same millisecond. Patched once, for every consumer of the process
-    (aiokafka is pinned to 0.14, whose ``Fetcher._proc_fetch_request`` this wraps).
-    """
-    original = Fetcher._proc_fetch_request
-    if getattr(original, "_llmgw_deferred", False):
-        return
-
-    async def deferred(self: Fetcher, assignment: object, node_id: int, request: object) -> bool:
-        try:
-            for _ in range(FETCH_YIELDS):
-                await asyncio.sleep(0)
-        except asyncio.CancelledError:  # as the original: a cancelled fetch returns no data
-            return False
-        return await original(self, assignment, node_id, request)  # type: ignore[no-any-return]
-
-    deferred._llmgw_deferred = True  # type: ignore[attr-defined]
-    Fetcher._proc_fetch_request = deferred  # type: ignore[method-assign]
-
-
-_fetch_after_handlers()
+fetching.install()  # see services.runtime.fetching
 
 
 class Publisher:

@@ -1,0 +1,180 @@
+"""How consumers fetch (``services.runtime.fetching``), on a real broker: the next fetch
+goes out after the work its records started, and fetch sessions send and receive only the
+partitions that changed, without losing or repeating a record when a session breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.runtime import fetching
+from services.runtime.kafka import Consumer, DeadLetters  # noqa: F401 - installs the fetching changes
+from tests.integration.test_consumer import make_consumer, request
+from tests.support import eventually
+
+
+async def _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
+    """Kinds of the Kafka requests this process writes once a handler starts: the handler's
+    own produce request and the consumer's next fetch, in the order they go out."""
+    from aiokafka.conn import AIOKafkaConnection
+    from aiokafka.protocol.fetch import FetchRequest
+
+    sent: list[str] = []
+    started = asyncio.Event()
+    original = AIOKafkaConnection.send
+
+    def send(self, request, expect_response=True):
+        if started.is_set():  # (a fetch may be a SessionFetchRequest, a FetchRequest subclass)
+            sent.append("FetchRequest" if isinstance(request, FetchRequest) else type(request).__name__)
+        return original(self, request, expect_response=expect_response)
+
+    monkeypatch.setattr(AIOKafkaConnection, "send", send)
+
+    handled: list[str] = []
+
+    async def forward(req, record):
+        if req.request_id == "r1":  # r0 warmed the topics' leadership and the fetch positions
+            started.set()
+        await (await publisher.publish(topics.exec.name, req, key=req.request_id))
+        handled.append(req.request_id)
+
+    c = make_consumer(kafka_bootstrap, topics, publisher, topic_prefix + "order", forward)
+    await c.start()
+    try:
+        await asyncio.wait_for(c.assigned.wait(), 30)
+        await (await publisher.publish(topics.requests.name, request(0), key="t"))
+        await eventually(lambda: handled == ["r0"])
+        await (await publisher.publish(topics.requests.name, request(1), key="t"))
+        await eventually(lambda: "ProduceRequest" in sent and "FetchRequest" in sent)
+    finally:
+        await c.aclose()
+    return [k for k in sent if k in ("ProduceRequest", "FetchRequest")]
+
+
+async def test_a_handlers_produce_request_goes_out_before_the_next_fetch(
+    kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch
+):
+    """The next fetch waits a few loop turns, so what a record's handler sends is not queued
+    behind the fetch that follows the record (one hop's latency at low load)."""
+    kinds = await _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    assert kinds[0] == "ProduceRequest", kinds
+
+
+async def test_without_the_deferral_the_fetch_goes_first(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
+    """The control for the test above: aiokafka's own order, which the deferral changes."""
+    from services.runtime import fetching
+
+    monkeypatch.setattr(fetching, "FETCH_YIELDS", 0)
+    kinds = await _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    assert kinds[0] == "FetchRequest", kinds
+
+
+class Wire:
+    """Records what each fetch request put on the wire: (session id, epoch, partitions, forgotten)."""
+
+    def __init__(self, monkeypatch):
+        self.sent: list[tuple[int, int, int, int]] = []
+        build = fetching.SessionFetchRequest.build
+
+        def recording(request, struct_class):
+            struct = build(request, struct_class)
+            self.sent.append((struct.session_id, struct.session_epoch, sum(len(ps) for _, ps in struct.topics),
+                              sum(len(ps) for _, ps in struct.forgotten_topics_data)))
+            return struct
+
+        monkeypatch.setattr(fetching.SessionFetchRequest, "build", recording)
+
+
+async def _topic(bootstrap: str, partitions: int) -> str:
+    name = f"fetching-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+async def _reader(bootstrap: str, topic: str, partitions: list[int]) -> AIOKafkaConsumer:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                         enable_auto_commit=False, fetch_max_wait_ms=200)
+    await c.start()
+    c.assign([TopicPartition(topic, p) for p in partitions])
+    return c
+
+
+async def _take(c: AIOKafkaConsumer, n: int) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    async with asyncio.timeout(30):
+        while len(got) < n:
+            for tp, recs in (await c.getmany(timeout_ms=500)).items():
+                got += [(tp.partition, r.value) for r in recs]
+    return got
+
+
+async def test_fetches_of_a_session_carry_only_the_partitions_that_changed(kafka_bootstrap, monkeypatch):
+    wire = Wire(monkeypatch)
+    topic = await _topic(kafka_bootstrap, 12)
+    c = await _reader(kafka_bootstrap, topic, list(range(12)))
+    async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as p:
+        try:
+            got = []
+            for i in range(9):
+                await p.send_and_wait(topic, f"v{i}".encode(), partition=i % 3)
+                got += await _take(c, 1)
+        finally:
+            await c.stop()
+    assert got == [(i % 3, f"v{i}".encode()) for i in range(9)]
+    first, *later = [s for s in wire.sent if s[1] != -1]
+    assert first[0] == 0 and first[1] == 0 and first[2] == 12  # full: opens the session
+    assert later and {sid for sid, *_ in later} == {later[0][0]} != {0}  # one session throughout
+    assert max(parts for _, _, parts, _ in later) <= 1  # one partition moved on at a time
+    assert [epoch for _, epoch, _, _ in later[:3]] == [1, 2, 3]
+
+
+async def test_a_broken_session_is_replaced_and_loses_nothing(kafka_bootstrap, monkeypatch):
+    wire = Wire(monkeypatch)
+    topic = await _topic(kafka_bootstrap, 4)
+    c = await _reader(kafka_bootstrap, topic, list(range(4)))
+    async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as p:
+        try:
+            await p.send_and_wait(topic, b"before", partition=1)
+            assert await _take(c, 1) == [(1, b"before")]
+            sessions = c._fetcher._llmgw_sessions
+            await eventually(lambda: any(s.id for s in sessions.values()))
+            for s in sessions.values():
+                s.epoch += 7  # the broker now refuses the session: INVALID_FETCH_SESSION_EPOCH
+            opened = len([s for s in wire.sent if s[1] == 0])
+            for i in range(4):
+                await p.send_and_wait(topic, f"after{i}".encode(), partition=i)
+            got = sorted(await _take(c, 4))
+            await asyncio.sleep(0)
+            more = await c.getmany(timeout_ms=300)
+        finally:
+            await c.stop()
+    assert got == [(i, f"after{i}".encode()) for i in range(4)]
+    assert not more  # nothing delivered twice
+    assert len([s for s in wire.sent if s[1] == 0]) > opened  # a new session was opened
+
+
+async def test_a_paused_partition_is_forgotten_then_resumes_where_it_was(kafka_bootstrap, monkeypatch):
+    wire = Wire(monkeypatch)
+    topic = await _topic(kafka_bootstrap, 2)
+    c = await _reader(kafka_bootstrap, topic, [0, 1])
+    async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as p:
+        try:
+            await p.send_and_wait(topic, b"a0", partition=0)
+            assert await _take(c, 1) == [(0, b"a0")]
+            c.pause(TopicPartition(topic, 0))
+            await p.send_and_wait(topic, b"b0", partition=0)
+            await p.send_and_wait(topic, b"b1", partition=1)
+            assert await _take(c, 1) == [(1, b"b1")]
+            assert any(forgotten for *_, forgotten in wire.sent)
+            c.resume(TopicPartition(topic, 0))
+            assert await _take(c, 1) == [(0, b"b0")]
+        finally:
+            await c.stop()
