@@ -17,18 +17,19 @@ from tests.support import eventually
 
 
 async def _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
-    """Kinds of the Kafka requests this process writes once a handler starts: the handler's
-    own produce request and the consumer's next fetch, in the order they go out."""
+    """Kinds of the Kafka requests the test's consumer and publisher write once a handler
+    starts: the handler's own produce request and the consumer's next fetch, in the order they
+    go out (other clients on the same loop, such as the e2e stack's, are left out)."""
     from aiokafka.conn import AIOKafkaConnection
     from aiokafka.protocol.fetch import FetchRequest
 
-    sent: list[str] = []
+    sent: list[tuple[object, str]] = []
     started = asyncio.Event()
     original = AIOKafkaConnection.send
 
     def send(self, request, expect_response=True):
         if started.is_set():  # (a fetch may be a SessionFetchRequest, a FetchRequest subclass)
-            sent.append("FetchRequest" if isinstance(request, FetchRequest) else type(request).__name__)
+            sent.append((self, "FetchRequest" if isinstance(request, FetchRequest) else type(request).__name__))
         return original(self, request, expect_response=expect_response)
 
     monkeypatch.setattr(AIOKafkaConnection, "send", send)
@@ -47,11 +48,16 @@ async def _first_requests_after_handler(kafka_bootstrap, topics, publisher, topi
         await asyncio.wait_for(c.assigned.wait(), 30)
         await (await publisher.publish(topics.requests.name, request(0), key="t"))
         await eventually(lambda: handled == ["r0"])
+        ours = [*c._consumer._client._conns.values(), *publisher._producer.client._conns.values()]
+
+        def kinds() -> list[str]:
+            return [k for conn, k in sent if any(conn is o for o in ours) and k in ("ProduceRequest", "FetchRequest")]
+
         await (await publisher.publish(topics.requests.name, request(1), key="t"))
-        await eventually(lambda: "ProduceRequest" in sent and "FetchRequest" in sent)
+        await eventually(lambda: "ProduceRequest" in kinds() and "FetchRequest" in kinds())
     finally:
         await c.aclose()
-    return [k for k in sent if k in ("ProduceRequest", "FetchRequest")]
+    return kinds()
 
 
 async def test_a_handlers_produce_request_goes_out_before_the_next_fetch(
@@ -73,19 +79,27 @@ async def test_without_the_deferral_the_fetch_goes_first(kafka_bootstrap, topics
 
 
 class Wire:
-    """Records what each fetch request put on the wire: (session id, epoch, partitions, forgotten)."""
+    """Records what each fetch request put on the wire: (session id, epoch, partitions, forgotten).
+
+    Other consumers may share the test's event loop (the e2e stack's clients, when the whole
+    suite runs): ``of(consumer)`` keeps only the requests of that consumer's sessions."""
 
     def __init__(self, monkeypatch):
-        self.sent: list[tuple[int, int, int, int]] = []
+        self._sent: list[tuple[object, tuple[int, int, int, int]]] = []
         build = fetching.SessionFetchRequest.build
 
         def recording(request, struct_class):
             struct = build(request, struct_class)
-            self.sent.append((struct.session_id, struct.session_epoch, sum(len(ps) for _, ps in struct.topics),
-                              sum(len(ps) for _, ps in struct.forgotten_topics_data)))
+            self._sent.append((request.session, (
+                struct.session_id, struct.session_epoch, sum(len(ps) for _, ps in struct.topics),
+                sum(len(ps) for _, ps in struct.forgotten_topics_data))))
             return struct
 
         monkeypatch.setattr(fetching.SessionFetchRequest, "build", recording)
+
+    def of(self, consumer: AIOKafkaConsumer) -> list[tuple[int, int, int, int]]:
+        mine = [id(s) for s in getattr(consumer._fetcher, "_llmgw_sessions", {}).values()]
+        return [sent for session, sent in self._sent if id(session) in mine]
 
 
 async def _topic(bootstrap: str, partitions: int) -> str:
@@ -127,9 +141,10 @@ async def test_fetches_of_a_session_carry_only_the_partitions_that_changed(kafka
                 await p.send_and_wait(topic, f"v{i}".encode(), partition=i % 3)
                 got += await _take(c, 1)
         finally:
+            sent = wire.of(c)
             await c.stop()
     assert got == [(i % 3, f"v{i}".encode()) for i in range(9)]
-    first, *later = [s for s in wire.sent if s[1] != -1]
+    first, *later = [s for s in sent if s[1] != -1]
     assert first[0] == 0 and first[1] == 0 and first[2] == 12  # full: opens the session
     assert later and {sid for sid, *_ in later} == {later[0][0]} != {0}  # one session throughout
     assert max(parts for _, _, parts, _ in later) <= 1  # one partition moved on at a time
@@ -148,17 +163,18 @@ async def test_a_broken_session_is_replaced_and_loses_nothing(kafka_bootstrap, m
             await eventually(lambda: any(s.id for s in sessions.values()))
             for s in sessions.values():
                 s.epoch += 7  # the broker now refuses the session: INVALID_FETCH_SESSION_EPOCH
-            opened = len([s for s in wire.sent if s[1] == 0])
+            opened = len([s for s in wire.of(c) if s[1] == 0])
             for i in range(4):
                 await p.send_and_wait(topic, f"after{i}".encode(), partition=i)
             got = sorted(await _take(c, 4))
             await asyncio.sleep(0)
             more = await c.getmany(timeout_ms=300)
+            reopened = len([s for s in wire.of(c) if s[1] == 0])
         finally:
             await c.stop()
     assert got == [(i, f"after{i}".encode()) for i in range(4)]
     assert not more  # nothing delivered twice
-    assert len([s for s in wire.sent if s[1] == 0]) > opened  # a new session was opened
+    assert reopened > opened  # a new session was opened
 
 
 async def test_a_paused_partition_is_forgotten_then_resumes_where_it_was(kafka_bootstrap, monkeypatch):
@@ -173,7 +189,7 @@ async def test_a_paused_partition_is_forgotten_then_resumes_where_it_was(kafka_b
             await p.send_and_wait(topic, b"b0", partition=0)
             await p.send_and_wait(topic, b"b1", partition=1)
             assert await _take(c, 1) == [(1, b"b1")]
-            assert any(forgotten for *_, forgotten in wire.sent)
+            assert any(forgotten for *_, forgotten in wire.of(c))
             c.resume(TopicPartition(topic, 0))
             assert await _take(c, 1) == [(0, b"b0")]
         finally:
