@@ -72,22 +72,18 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
         s = self.session
         full = s.id == 0
         self.sent_epoch = _INITIAL_EPOCH if full else s.epoch
-        topics = []
-        for topic, parts in self._topics:
-            changed = [(p, o, mb) for p, o, mb in parts if full or s.offsets.get((topic, p)) != o]
-            if changed:  # the same per-partition layout as aiokafka's own build
-                if version >= 9:  # + current_leader_epoch (unknown)
-                    topics.append((topic, [(p, -1, o, -1, mb) for p, o, mb in changed]))
-                else:
-                    topics.append((topic, [(p, o, -1, mb) for p, o, mb in changed]))
+        changed = [(topic, [(p, o, mb) for p, o, mb in parts if full or s.offsets.get((topic, p)) != o])
+                   for topic, parts in self._topics]
         forgotten: dict[str, list[int]] = {}
         for topic, p in s.offsets.keys() - self.wanted.keys():
             forgotten.setdefault(topic, []).append(p)
-        args: list[object] = [-1, self._max_wait_ms, self._min_bytes, self._max_bytes, self._isolation_level,
-                              s.id, self.sent_epoch, topics, list(forgotten.items())]
-        if version >= 11:
-            args.append(self._rack_id)
-        return request_struct_class(*args)
+        # aiokafka's own build lays out this version's partitions; only the session fields differ
+        struct = FetchRequest(self._max_wait_ms, self._min_bytes, self._max_bytes, self._isolation_level,
+                              [(t, parts) for t, parts in changed if parts],
+                              rack_id=self._rack_id).build(request_struct_class)
+        struct.session_id, struct.session_epoch = s.id, self.sent_epoch
+        struct.forgotten_topics_data = list(forgotten.items())
+        return struct
 
     def answered(self, response: object) -> None:
         """Move the session on (or drop it) once the broker has answered this request."""
