@@ -5,7 +5,9 @@ partitions that changed, without losing or repeating a record when a session bre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -102,23 +104,25 @@ class Wire:
         return [sent for session, sent in self._sent if id(session) in mine]
 
 
-async def _topic(bootstrap: str, partitions: int) -> str:
-    name = f"fetching-{uuid.uuid4().hex[:8]}"
+@contextlib.asynccontextmanager
+async def _reading(bootstrap: str, partitions: int) -> AsyncIterator[tuple[str, AIOKafkaConsumer, AIOKafkaProducer]]:
+    """A fresh topic of ``partitions``, a consumer assigned all of them (no group) and a producer."""
+    topic = f"fetching-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
-    return name
-
-
-async def _reader(bootstrap: str, topic: str, partitions: list[int]) -> AIOKafkaConsumer:
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
                          enable_auto_commit=False, fetch_max_wait_ms=200)
     await c.start()
-    c.assign([TopicPartition(topic, p) for p in partitions])
-    return c
+    c.assign([TopicPartition(topic, p) for p in range(partitions)])
+    try:
+        async with AIOKafkaProducer(bootstrap_servers=bootstrap) as p:
+            yield topic, c, p
+    finally:
+        await c.stop()
 
 
 async def _take(c: AIOKafkaConsumer, n: int) -> list[tuple[int, bytes]]:
@@ -132,17 +136,12 @@ async def _take(c: AIOKafkaConsumer, n: int) -> list[tuple[int, bytes]]:
 
 async def test_fetches_of_a_session_carry_only_the_partitions_that_changed(kafka_bootstrap, monkeypatch):
     wire = Wire(monkeypatch)
-    topic = await _topic(kafka_bootstrap, 12)
-    c = await _reader(kafka_bootstrap, topic, list(range(12)))
-    async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as p:
-        try:
-            got = []
-            for i in range(9):
-                await p.send_and_wait(topic, f"v{i}".encode(), partition=i % 3)
-                got += await _take(c, 1)
-        finally:
-            sent = wire.of(c)
-            await c.stop()
+    async with _reading(kafka_bootstrap, 12) as (topic, c, p):
+        got = []
+        for i in range(9):
+            await p.send_and_wait(topic, f"v{i}".encode(), partition=i % 3)
+            got += await _take(c, 1)
+        sent = wire.of(c)
     assert got == [(i % 3, f"v{i}".encode()) for i in range(9)]
     first, *later = [s for s in sent if s[1] != -1]
     assert first[0] == 0 and first[1] == 0 and first[2] == 12  # full: opens the session
@@ -153,25 +152,19 @@ async def test_fetches_of_a_session_carry_only_the_partitions_that_changed(kafka
 
 async def test_a_broken_session_is_replaced_and_loses_nothing(kafka_bootstrap, monkeypatch):
     wire = Wire(monkeypatch)
-    topic = await _topic(kafka_bootstrap, 4)
-    c = await _reader(kafka_bootstrap, topic, list(range(4)))
-    async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as p:
-        try:
-            await p.send_and_wait(topic, b"before", partition=1)
-            assert await _take(c, 1) == [(1, b"before")]
-            sessions = c._fetcher._llmgw_sessions
-            await eventually(lambda: any(s.id for s in sessions.values()))
-            for s in sessions.values():
-                s.epoch += 7  # the broker now refuses the session: INVALID_FETCH_SESSION_EPOCH
-            opened = len([s for s in wire.of(c) if s[1] == 0])
-            for i in range(4):
-                await p.send_and_wait(topic, f"after{i}".encode(), partition=i)
-            got = sorted(await _take(c, 4))
-            await asyncio.sleep(0)
-            more = await c.getmany(timeout_ms=300)
-            reopened = len([s for s in wire.of(c) if s[1] == 0])
-        finally:
-            await c.stop()
+    async with _reading(kafka_bootstrap, 4) as (topic, c, p):
+        await p.send_and_wait(topic, b"before", partition=1)
+        assert await _take(c, 1) == [(1, b"before")]
+        sessions = c._fetcher._llmgw_sessions
+        await eventually(lambda: any(s.id for s in sessions.values()))
+        for s in sessions.values():
+            s.epoch += 7  # the broker now refuses the session: INVALID_FETCH_SESSION_EPOCH
+        opened = len([s for s in wire.of(c) if s[1] == 0])
+        for i in range(4):
+            await p.send_and_wait(topic, f"after{i}".encode(), partition=i)
+        got = sorted(await _take(c, 4))
+        more = await c.getmany(timeout_ms=300)
+        reopened = len([s for s in wire.of(c) if s[1] == 0])
     assert got == [(i, f"after{i}".encode()) for i in range(4)]
     assert not more  # nothing delivered twice
     assert reopened > opened  # a new session was opened
@@ -179,18 +172,13 @@ async def test_a_broken_session_is_replaced_and_loses_nothing(kafka_bootstrap, m
 
 async def test_a_paused_partition_is_forgotten_then_resumes_where_it_was(kafka_bootstrap, monkeypatch):
     wire = Wire(monkeypatch)
-    topic = await _topic(kafka_bootstrap, 2)
-    c = await _reader(kafka_bootstrap, topic, [0, 1])
-    async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as p:
-        try:
-            await p.send_and_wait(topic, b"a0", partition=0)
-            assert await _take(c, 1) == [(0, b"a0")]
-            c.pause(TopicPartition(topic, 0))
-            await p.send_and_wait(topic, b"b0", partition=0)
-            await p.send_and_wait(topic, b"b1", partition=1)
-            assert await _take(c, 1) == [(1, b"b1")]
-            assert any(forgotten for *_, forgotten in wire.of(c))
-            c.resume(TopicPartition(topic, 0))
-            assert await _take(c, 1) == [(0, b"b0")]
-        finally:
-            await c.stop()
+    async with _reading(kafka_bootstrap, 2) as (topic, c, p):
+        await p.send_and_wait(topic, b"a0", partition=0)
+        assert await _take(c, 1) == [(0, b"a0")]
+        c.pause(TopicPartition(topic, 0))
+        await p.send_and_wait(topic, b"b0", partition=0)
+        await p.send_and_wait(topic, b"b1", partition=1)
+        assert await _take(c, 1) == [(1, b"b1")]
+        assert any(forgotten for *_, forgotten in wire.of(c))
+        c.resume(TopicPartition(topic, 0))
+        assert await _take(c, 1) == [(0, b"b0")]
