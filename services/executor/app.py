@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -297,8 +298,11 @@ class _StartedAudit:
         self._task: asyncio.Future[asyncio.Future[object]] | None = None
         self._timer = asyncio.get_running_loop().call_later(STARTED_AUDIT_DELAY_S, self._publish_now)
 
+    def _send(self) -> Coroutine[None, None, asyncio.Future[object]]:
+        return self._executor._audit(self._plan, "started", at=self._at)
+
     def _publish_now(self) -> None:
-        self._task = asyncio.create_task(self._executor._audit(self._plan, "started", at=self._at))
+        self._task = asyncio.create_task(self._send())
 
     async def published(self) -> asyncio.Future[object]:
         """The event's ack future, publishing it now if the delay has not passed. Later
@@ -310,7 +314,7 @@ class _StartedAudit:
             self._timer.cancel()
             self._task = asyncio.get_running_loop().create_future()
             try:
-                ack = await self._executor._audit(self._plan, "started", at=self._at)
+                ack = await self._send()
             except BaseException as exc:
                 self._task.set_exception(exc)
                 self._task.exception()  # retrieved: the exception goes to this caller
