@@ -42,6 +42,7 @@ from services.runtime.topics import Topics, apply_topics
 
 from .chunker import ChunkEmitter
 from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute
+from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class Executor:
     def __init__(self, settings: Settings, topics: Topics, http: HttpTransport | None = None):
         self.settings = settings
         self.topics = topics
-        self.http: HttpTransport = http or AiohttpTransport(trust_env=settings.provider_trust_env)
+        self.http: HttpTransport = http or _transport(settings)
         cid = f"executor-{settings.instance_id}"
         self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
         self.consumer: Consumer[ExecutionPlanned] = Consumer(
@@ -325,6 +326,14 @@ class _StartedAudit:
 
     def discard(self) -> None:
         self._timer.cancel()
+
+
+def _transport(settings: Settings) -> HttpTransport:
+    """``H1Transport`` (lean, no proxies); ``AiohttpTransport`` when provider calls must honour
+    the proxy variables and ``.netrc`` (``LLMGW_PROVIDER_TRUST_ENV=1``)."""
+    if settings.provider_trust_env:
+        return AiohttpTransport(trust_env=True)
+    return H1Transport()
 
 
 def _remember(store: OrderedDict[str, object], key: str, value: object) -> None:

@@ -21,6 +21,7 @@ import httpx
 from services.contracts.errors import ProviderError, ProviderTimeout
 from services.contracts.events import AssistantMessage, ChatRequested, Deployment, ToolCallDelta, Usage
 
+from .h1 import UpstreamConnectionError
 from .transport import HttpTransport
 
 
@@ -77,14 +78,14 @@ class ProviderAdapter(Protocol):
 @contextlib.contextmanager
 def map_http_errors(provider: str) -> Iterator[None]:
     """Translate transport failures at the adapter boundary: timeouts (aiohttp's are
-    ``TimeoutError``s) become ``ProviderTimeout``; any other aiohttp or httpx failure
-    (refused, reset, dropped mid-body, malformed HTTP) becomes ``ProviderError`` with no
-    upstream status."""
+    ``TimeoutError``s, as are ``H1Transport``'s) become ``ProviderTimeout``; any other
+    transport failure (refused, reset, dropped mid-body, malformed HTTP) becomes
+    ``ProviderError`` with no upstream status."""
     try:
         yield
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise ProviderTimeout(f"{provider}: upstream timed out ({type(exc).__name__})") from exc
-    except (httpx.HTTPError, aiohttp.ClientError, aiohttp.http.HttpProcessingError) as exc:
+    except (httpx.HTTPError, aiohttp.ClientError, aiohttp.http.HttpProcessingError, UpstreamConnectionError) as exc:
         raise ProviderError(
             f"{provider}: upstream connection failed ({type(exc).__name__}: {exc})",
             details={"upstream_status": None},

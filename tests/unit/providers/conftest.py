@@ -3,7 +3,8 @@
 ``mock_http(handler) -> (http, recorder)``: an ``HttpxTransport`` over a recording
 ``httpx.MockTransport``, for tests of what an adapter sends. ``upstream`` runs a test
 once per transport: over that mock, and over a real local server reached through
-``AiohttpTransport`` (see ``upstreams``).
+``AiohttpTransport`` and through ``H1Transport`` (see ``upstreams``); ``live_upstream``
+is that server alone, once per real transport.
 """
 
 from __future__ import annotations
@@ -25,22 +26,22 @@ async def mock_http() -> AsyncIterator[Callable[[Handler], tuple[HttpTransport, 
     await upstream.aclose()
 
 
-@pytest.fixture(params=["httpx-mock", "aiohttp-live"])
+@pytest.fixture(params=["httpx-mock", "aiohttp-live", "h1-live"])
 async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[Upstream]:
     if request.param == "httpx-mock":
         mock = MockUpstream()
         yield mock
         await mock.aclose()
     else:
-        live = LiveUpstream()
+        live = LiveUpstream(transport=request.param.removesuffix("-live"))
         await live.start()
         yield live
         await live.aclose()
 
 
-@pytest.fixture
-async def live_upstream() -> AsyncIterator[LiveUpstream]:
-    live = LiveUpstream()
+@pytest.fixture(params=["aiohttp", "h1"])
+async def live_upstream(request: pytest.FixtureRequest) -> AsyncIterator[LiveUpstream]:
+    live = LiveUpstream(transport=request.param)
     await live.start()
     yield live
     await live.aclose()

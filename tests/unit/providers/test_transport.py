@@ -11,12 +11,16 @@ import httpx
 import pytest
 
 from services.contracts.errors import ProviderError, ProviderTimeout
+from services.executor.providers.h1 import H1Transport, UpstreamConnectionError
 from services.executor.providers.registry import ADAPTERS
 from services.executor.providers.transport import AiohttpTransport, HttpxTransport, split_lines
 
 from .fixtures import FIXTURES, TEXT
 from .support import answer, chat, collect, deployment, joined, raising, streamed
-from .upstreams import LiveUpstream, Upstream
+from .upstreams import LIVE_TRANSPORTS, LiveUpstream, Upstream
+
+#: What each real transport's refused connection is, underneath the ``ProviderError``.
+REFUSED = {AiohttpTransport: aiohttp.ClientConnectorError, H1Transport: UpstreamConnectionError}
 
 
 async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -66,7 +70,7 @@ async def test_status_and_body_pass_through_and_redirects_are_not_followed(upstr
     assert rec.request.headers["x-k"] == "v" and rec.request.content == b'{"a":1}'
 
 
-# --- AiohttpTransport only ---------------------------------------------------------------
+# --- the real transports ---------------------------------------------------------------
 
 
 def closed_port() -> int:
@@ -76,11 +80,13 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.parametrize("transport", sorted(LIVE_TRANSPORTS))
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))
-async def test_connection_refused_is_a_provider_error(kind: str) -> None:
+async def test_connection_refused_is_a_provider_error(kind: str, transport: str) -> None:
     fx = FIXTURES[kind]
     dep = deployment(kind, f"http://127.0.0.1:{closed_port()}", fx.UPSTREAM_MODEL)
-    async with AiohttpTransport() as http:
+    real = LIVE_TRANSPORTS[transport]
+    async with real() as http:
         with pytest.raises(ProviderError) as whole:
             await ADAPTERS[kind].complete(http, chat(), dep, None)
         with pytest.raises(ProviderError) as streamed_err:
@@ -88,10 +94,11 @@ async def test_connection_refused_is_a_provider_error(kind: str) -> None:
     for err in (whole.value, streamed_err.value):
         assert type(err) is ProviderError
         assert err.details == {"upstream_status": None}
-        assert isinstance(err.__cause__, aiohttp.ClientConnectorError)
+        assert isinstance(err.__cause__, REFUSED[real])
 
 
-async def test_an_answer_that_is_not_http_is_a_provider_error() -> None:
+@pytest.mark.parametrize("transport", sorted(LIVE_TRANSPORTS))
+async def test_an_answer_that_is_not_http_is_a_provider_error(transport: str) -> None:
     async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
@@ -102,7 +109,7 @@ async def test_an_answer_that_is_not_http_is_a_provider_error() -> None:
     port = server.sockets[0].getsockname()[1]
     fx = FIXTURES["openai"]
     try:
-        async with AiohttpTransport() as http:
+        async with LIVE_TRANSPORTS[transport]() as http:
             with pytest.raises(ProviderError) as err:
                 await ADAPTERS["openai"].complete(
                     http, chat(), deployment("openai", f"http://127.0.0.1:{port}", fx.UPSTREAM_MODEL), None
@@ -115,7 +122,7 @@ async def test_an_answer_that_is_not_http_is_a_provider_error() -> None:
 
 async def test_a_per_call_timeout_overrides_the_default(live_upstream: LiveUpstream) -> None:
     live_upstream.serve(raising(httpx.ReadTimeout))
-    async with AiohttpTransport() as http:  # default read timeout: 600 s
+    async with live_upstream.transport() as http:  # default read timeout: 600 s
         with pytest.raises(TimeoutError):
             await http.post_json(live_upstream.origin + "/x", {}, b"{}", 0.1)
         with pytest.raises(TimeoutError):
@@ -164,8 +171,9 @@ async def test_stall_mid_stream_honours_the_read_timeout(live_upstream: LiveUpst
     assert 0.15 <= loop.time() - t0 < 2
 
 
-async def test_aiohttp_transport_lifecycle() -> None:
-    http = AiohttpTransport()
+@pytest.mark.parametrize("transport", sorted(LIVE_TRANSPORTS))
+async def test_real_transport_lifecycle(transport: str) -> None:
+    http = LIVE_TRANSPORTS[transport]()
     await http.aclose()  # never used: nothing to close
     with pytest.raises(RuntimeError, match="closed"):
         await http.post_json("http://127.0.0.1:1/", {}, b"", None)

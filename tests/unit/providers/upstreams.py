@@ -2,7 +2,7 @@
 
 ``MockUpstream`` answers in-process through ``httpx.MockTransport`` behind an
 ``HttpxTransport``: no network. ``LiveUpstream`` is a real HTTP server on a free local
-port, reached through an ``AiohttpTransport``; it acts a handler's failures out on the
+port, reached through a real transport (``AiohttpTransport`` or ``H1Transport``); it acts a handler's failures out on the
 wire: an ``httpx.TimeoutException`` (raised before the answer or by its body) makes it
 stall until the client gives up, any other exception makes it drop the connection.
 Streamed bodies are written and flushed piece by piece, so the client receives them in
@@ -20,6 +20,7 @@ import httpx
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 
+from services.executor.providers.h1 import H1Transport
 from services.executor.providers.transport import AiohttpTransport, HttpTransport, HttpxTransport
 
 from .support import Handler, Recorder
@@ -59,9 +60,17 @@ class MockUpstream:
             await http.aclose()
 
 
+#: The real transports a ``LiveUpstream`` can be reached through, by name.
+LIVE_TRANSPORTS: dict[str, type[AiohttpTransport] | type[H1Transport]] = {
+    "aiohttp": AiohttpTransport,
+    "h1": H1Transport,
+}
+
+
 class LiveUpstream:
-    def __init__(self, read_timeout_s: float = LIVE_READ_TIMEOUT_S) -> None:
+    def __init__(self, read_timeout_s: float = LIVE_READ_TIMEOUT_S, transport: str = "aiohttp") -> None:
         self._read_timeout_s = read_timeout_s
+        self.transport = LIVE_TRANSPORTS[transport]
         # handler_cancellation: a stalled handler ends when its client hangs up.
         self._server = RawTestServer(self._handle, host="127.0.0.1")
         self._respond: Handler | None = None
@@ -79,7 +88,7 @@ class LiveUpstream:
     def serve(self, respond: Handler) -> tuple[HttpTransport, Recorder]:
         recorder = Recorder(respond)
         self._respond = recorder
-        http = AiohttpTransport(read_timeout_s=self._read_timeout_s)
+        http = self.transport(read_timeout_s=self._read_timeout_s)
         self._transports.append(http)
         return http, recorder
 
