@@ -1,4 +1,5 @@
-"""``python -m services.edge``: serve the edge with uvicorn (uvloop + httptools).
+"""``python -m services.edge``: serve the edge with uvicorn (uvloop + httptools, with the
+response writes of ``services.edge.server``).
 
 ``LLMGW_EDGE_WORKERS`` processes share the port; each runs ``app_factory`` and so owns
 its own pipeline client and reply partition. On SIGTERM uvicorn stops accepting, lets
@@ -26,7 +27,7 @@ def main() -> None:
         port=rt.edge_port,
         workers=rt.edge_workers,
         loop="uvloop",
-        http="httptools",
+        http="services.edge.server:EdgeHttpProtocol",
         lifespan="on",
         log_config=None,
         log_level=rt.log_level.lower(),

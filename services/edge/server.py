@@ -1,0 +1,60 @@
+"""The edge's HTTP protocol: uvicorn's httptools protocol, with a response's head and body
+written to the socket together.
+
+uvicorn writes a response's head when the app sends ``http.response.start`` and its body
+on ``http.response.body``: two ``send`` calls, two TCP segments and two wake-ups of the
+client for every whole response. ``_Coalescing`` holds a write back until the end of the
+event-loop turn and joins it with any write made before then, so a whole response leaves
+in one segment; a stream's head, sent alone, still leaves within the same turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class _Coalescing:
+    """A transport that joins the writes of one loop turn into one (see the module docstring).
+    ``close`` sends what is pending first; ``abort`` drops it, as the transport would."""
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending:
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        pending = sum(map(len, self._pending)) if self._pending else 0
+        return pending + self._transport.get_write_buffer_size()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class EdgeHttpProtocol(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_Coalescing(transport, self.loop))  # type: ignore[arg-type]
