@@ -1,9 +1,9 @@
 """``H1Transport``: the executor's provider client, HTTP/1.1 with a keep-alive pool.
 
 Why not aiohttp for every call: on this project's 2-core benchmark machine one pooled
-``aiohttp`` POST costs ~195 us of CPU, and the executor makes one per request; the same
-exchange through an ``asyncio.Protocol`` and ``httptools`` (uvicorn's parser) costs
-~28 us (``bench/http_client.py``). The executor needs one narrow thing from HTTP — POST a
+``aiohttp`` POST costs 195-234 us of CPU, and the executor makes one per request; this
+client, an ``asyncio.Protocol`` around ``httptools`` (uvicorn's parser), costs 65-79 us
+(``python -m bench.http_client``). The executor needs one narrow thing from HTTP — POST a
 body, read a status and a (possibly streamed) body — and this module does only that.
 Proxies are not supported here: with ``LLMGW_PROVIDER_TRUST_ENV=1`` the executor uses
 ``AiohttpTransport`` instead.

@@ -1,13 +1,13 @@
-"""The HTTP port the adapters post through, and its two implementations.
+"""The HTTP port the adapters post through, and two of its implementations.
 
-``AiohttpTransport`` serves production: one pooled ``aiohttp.ClientSession`` whose cost
-per request stays flat as concurrency grows. ``HttpxTransport`` wraps an
-``httpx.AsyncClient``; the unit tests drive it over ``httpx.MockTransport`` and it
-remains a fallback.
+The executor's default is ``H1Transport`` (``h1.py``). ``AiohttpTransport`` (one pooled
+``aiohttp.ClientSession``) serves when provider calls must honour proxy settings.
+``HttpxTransport`` wraps an ``httpx.AsyncClient``; the unit tests drive it over
+``httpx.MockTransport``.
 
-Both leave their library's exceptions alone: ``map_http_errors`` translates them at
-the adapter boundary (STYLE 13). Both split streamed bodies with ``split_lines``, so an
-adapter sees the same lines whichever transport carries them.
+All leave their own exceptions alone: ``map_http_errors`` translates them at the adapter
+boundary (STYLE 13). All split streamed bodies with ``split_lines``, so an adapter sees
+the same lines whichever transport carries them.
 """
 
 from __future__ import annotations
