@@ -137,7 +137,11 @@ def kafka_command(state: Path, port: int, controller_port: int) -> tuple[list[st
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random cluster id in Kafka's form (URL-safe base64 of 16 bytes). Never one starting
+    with ``-``: the storage tool would read it as an option and refuse to format."""
+    while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cid
 
 
 def moto_command(port: int) -> list[str]:
