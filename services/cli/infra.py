@@ -111,7 +111,7 @@ def kafka_command(state: Path, port: int, controller_port: int) -> tuple[list[st
                 "log.flush.interval.messages=9223372036854775807",
                 # a single-node broker sharing 2 cores with the services: few threads, less switching
                 "num.network.threads=1",
-                "num.io.threads=1",
+                "num.io.threads=2",
                 "background.threads=2",
                 "log.cleaner.threads=1",
                 "num.recovery.threads.per.data.dir=1",
