@@ -31,7 +31,6 @@ from .codec import encode
 
 log = logging.getLogger(__name__)
 
-
 M = TypeVar("M", bound=BaseModel)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 fetching.install()  # see services.runtime.fetching

@@ -92,16 +92,18 @@ def _check(value: str, what: str) -> None:
 
 def _request(target: _Target, headers: Mapping[str, str], body: bytes) -> bytes:
     lines = [target.head, b"content-length: %d\r\n" % len(body)]
+    names = set()
     for name, value in headers.items():
         lower = name.lower()
+        names.add(lower)
         if lower in ("host", "content-length", "transfer-encoding", "connection"):
             continue  # the transport frames the request itself
         _check(name, "header name")
         _check(value, f"header {name}")
         lines.append(f"{name}: {value}\r\n".encode())
-    if not any(n.lower() == "user-agent" for n in headers):
+    if "user-agent" not in names:
         lines.append(b"user-agent: " + USER_AGENT.encode() + b"\r\n")
-    if not any(n.lower() == "accept-encoding" for n in headers):
+    if "accept-encoding" not in names:
         lines.append(b"accept-encoding: gzip\r\n")
     lines.append(b"\r\n")
     lines.append(body)
@@ -335,18 +337,21 @@ class H1Transport:
     async def _acquire(self, origin: _Origin) -> _Connection:
         if self._closed:
             raise RuntimeError("H1Transport is closed")
+        conn = self._pooled(origin) or await self._connect(origin)
+        self._busy.add(conn)
+        return conn
+
+    def _pooled(self, origin: _Origin) -> _Connection | None:
+        """The newest idle connection to ``origin`` still open and fresh; stale ones are closed."""
         idle = self._idle.get(origin)
         if idle:
             stale = asyncio.get_running_loop().time() - self._keepalive_s
             while idle:
                 conn = idle.pop()
                 if not conn.lost and conn.idle_since > stale:
-                    self._busy.add(conn)
                     return conn
                 conn.close()
-        conn = await self._connect(origin)
-        self._busy.add(conn)
-        return conn
+        return None
 
     async def _connect(self, origin: _Origin) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -365,10 +370,10 @@ class H1Transport:
         return conn
 
     def _release(self, conn: _Connection) -> None:
-        self._busy.discard(conn)
         if self._closed or not conn.reusable():
-            conn.close()
+            self._discard(conn)
             return
+        self._busy.discard(conn)
         now = asyncio.get_running_loop().time()
         conn.idle_since = now
         idle = self._idle.setdefault(conn.origin, deque())
