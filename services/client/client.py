@@ -175,17 +175,27 @@ class GatewayClient:
         return await self.result(req, timeout)
 
     async def result(self, req: ChatRequested, timeout: float) -> ResultProduced:
+        """The request's result. Past ``timeout``, or when the calling task is cancelled (the
+        caller gave up), a cancel event stops the provider call."""
+        reason: str | None = "client_cancelled"
         try:
             async with asyncio.timeout(timeout):
                 q = await self.send(req)
                 while True:
                     event = await q.get()
                     if isinstance(event, ResultProduced):
+                        reason = None
                         return raise_for(event)
         except TimeoutError:
-            await self.cancel(req.request_id, "timeout")
+            reason = "timeout"
             raise GatewayTimeout(f"no answer to request {req.request_id} within {timeout:g}s") from None
+        except Exception:  # the request could not be sent: there is nothing to stop
+            reason = None
+            raise
         finally:
+            if reason is not None:  # no answer will be read: stop the provider call
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.cancel(req.request_id, reason))
             self._forget(req.request_id)
 
     async def stream_chat(self, model: str, messages: list[dict[str, Any]], **kw: Any) -> AsyncIterator[ChunkEmitted]:

@@ -8,10 +8,11 @@ a millisecond per request) on mapping events instead.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -29,7 +30,14 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
 class ClientGone(Exception):
-    """The HTTP client disconnected before its request was read."""
+    """The HTTP client disconnected before its answer was sent."""
+
+
+#: Scope key of the callback the server (``server.EdgeHttpProtocol``) calls when the client
+#: disconnects before its response is complete.
+DISCONNECT_HOOK = "llmgw.on_disconnect"
+
+T = TypeVar("T")
 
 
 class Request:
@@ -57,6 +65,31 @@ class Request:
                 self.request_id_header = value
             elif name == b"content-length":
                 self.content_length = value
+
+    async def until_disconnect(self, awaitable: Awaitable[T]) -> T:
+        """``await awaitable``, cancelled if the client disconnects first (then ``ClientGone``).
+
+        No task and no read of the connection per request: the server calls the scope's
+        ``DISCONNECT_HOOK`` when the connection is lost, and that cancels this wait. A server
+        that does not (e.g. an ASGI test transport) just never cancels it."""
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        def on_disconnect() -> None:
+            nonlocal gone
+            gone = True
+            task.cancel()
+
+        self.scope[DISCONNECT_HOOK] = on_disconnect
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if gone and task.uncancel() == 0:  # cancelled by the hook alone, not also by a shutdown
+                raise ClientGone from None
+            raise
+        finally:
+            del self.scope[DISCONNECT_HOOK]
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, or ``ValidationError`` saying why not."""

@@ -1,5 +1,5 @@
 """The edge's HTTP protocol: uvicorn's httptools protocol, with a response's head and body
-written to the socket together.
+written to the socket together, and the app told at once when a client disconnects.
 
 uvicorn writes a response's head when the app sends ``http.response.start`` and its body
 on ``http.response.body``: two ``send`` calls, two TCP segments and two wake-ups of the
@@ -14,6 +14,8 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .asgi import DISCONNECT_HOOK
 
 
 class _Coalescing:
@@ -56,5 +58,17 @@ class _Coalescing:
 
 
 class EdgeHttpProtocol(HttpToolsProtocol):
+    """Also tells the app when a client disconnects while its response is incomplete: the
+    scope's ``DISCONNECT_HOOK`` (``Request.until_disconnect``) is called, so a request waiting
+    for its answer is cancelled at once."""
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_Coalescing(transport, self.loop))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            hook = cycle.scope.get(DISCONNECT_HOOK)
+            if hook is not None:
+                hook()

@@ -151,6 +151,37 @@ async def test_disconnect_stops_the_provider_call(edge_url, stack_settings, topi
     assert time.monotonic() - started < 10  # well before the 20 s the answer would have taken
 
 
+def _audited(rid: str, action: str):  # type: ignore[no-untyped-def]
+    def cond(rs) -> bool:  # type: ignore[no-untyped-def]
+        return any(orjson.loads(x.value).get("request_id") == rid and orjson.loads(x.value).get("action") == action
+                   for x in rs)
+    return cond
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/chat"])
+async def test_hanging_up_on_a_non_streaming_request_cancels_it(edge_url, stack_settings, topics, path):
+    """The client gives up on a 20 s answer once the executor runs it: the edge publishes the
+    cancel (for the caller's tenant) and the provider call stops, well before the 20 s."""
+    rid = f"hang-{new_id()}"
+    body = {"model": "demo-openai", "messages": MSGS, "emulator_scenario": "tokens=400,chunk_delay_ms=50"}
+    if path == "/v1/chat":
+        body |= {"client_id": "billing-svc", "metadata": {"request_id": rid}}
+    async with TopicTail(stack_settings.bootstrap_servers, topics.audit.name) as audit, \
+            TopicTail(stack_settings.bootstrap_servers, topics.control.name) as control:
+        async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
+            call = asyncio.create_task(http.post(path, headers=AUTH | {"x-request-id": rid}, json=body))
+            await audit.until(_audited(rid, "started"), timeout=15)
+            call.cancel()  # httpx closes the connection
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        hung_up = time.monotonic()
+        records = await control.until(lambda rs: any(x.key == rid.encode() for x in rs), timeout=15)
+        await audit.until(_audited(rid, "cancelled"), timeout=15)
+    assert time.monotonic() - hung_up < 10
+    cancel = CancelRequested.model_validate_json(next(x for x in records if x.key == rid.encode()).value)
+    assert cancel.tenant_id == "demo" and cancel.reason == "client_cancelled"
+
+
 async def test_keepalive_comments_while_waiting_for_the_first_token(http):
     """The stack's edge uses the default interval (10 s): a first token after 10.5 s."""
     body, headers = slow_stream(f"ka-{new_id()}", "ttfb_ms=10500,tokens=2")

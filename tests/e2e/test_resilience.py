@@ -4,6 +4,7 @@ field ``emulator_scenario``, which the gateway passes through to the provider un
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -50,6 +51,23 @@ async def test_client_timeout_raises_and_cancels_the_provider_call(gw, stack_set
         rid = new_id()
         with pytest.raises(GatewayTimeout, match=f"no answer to request {rid} within 1s"):
             await gw.chat(model="demo-openai", messages=MSGS, request_id=rid, timeout_s=1, emulator_scenario="hang=1")
+        recs = await usage.until(lambda rs: any(rid.encode() in r.value for r in rs))
+    u = UsageRecorded.model_validate_json(next(r.value for r in recs if rid.encode() in r.value))
+    assert u.status == "cancelled" and u.error_code == "cancelled"
+
+
+async def test_a_call_the_caller_cancels_cancels_the_provider_call(gw, stack_settings):
+    """The caller's task is cancelled (it gave up): the SDK publishes the cancel, the provider
+    call stops and usage records the request as cancelled."""
+    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit") as audit, \
+            TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+        rid = new_id()
+        call = asyncio.create_task(gw.chat(model="demo-openai", messages=MSGS, request_id=rid,
+                                           emulator_scenario="hang=1"))
+        await audit.until(lambda rs: any(rid.encode() in r.value and b'"started"' in r.value for r in rs))
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
         recs = await usage.until(lambda rs: any(rid.encode() in r.value for r in rs))
     u = UsageRecorded.model_validate_json(next(r.value for r in recs if rid.encode() in r.value))
     assert u.status == "cancelled" and u.error_code == "cancelled"

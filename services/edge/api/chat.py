@@ -295,7 +295,7 @@ async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResp
             started=req.started, keepalive_s=s.keepalive_s, buffer_limit=s.stream_buffer_bytes,
             error_body=_error_body,
         )
-    result = await edge.gw.result(event, timeout)
+    result = await req.until_disconnect(edge.gw.result(event, timeout))
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
     body = orjson.dumps(completion_json(result, call.model, created))
     return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0))])

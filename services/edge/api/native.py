@@ -77,6 +77,6 @@ async def chat(edge: Edge, req: Request) -> Response:
     if request_id is not None:
         req.request_id = request_id
     event = build_event(edge, req, call)
-    result = await edge.gw.result(event, edge.timeout_for(call.total_ms))
+    result = await req.until_disconnect(edge.gw.result(event, edge.timeout_for(call.total_ms)))
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
     return Response(200, orjson.dumps(native_json(result, call.model)), [ms_header(OVERHEAD, max(overhead, 0.0))])
