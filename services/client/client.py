@@ -194,8 +194,7 @@ class GatewayClient:
             raise
         finally:
             if reason is not None:  # no answer will be read: stop the provider call
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.cancel(req.request_id, reason))
+                await self._stop(req.request_id, reason)
             self._forget(req.request_id)
 
     async def stream_chat(self, model: str, messages: list[dict[str, Any]], **kw: Any) -> AsyncIterator[ChunkEmitted]:
@@ -225,9 +224,14 @@ class GatewayClient:
             raise GatewayTimeout(f"stream {req.request_id} did not finish within {timeout:g}s") from None
         finally:
             if not finished:  # the caller stopped reading or timed out: stop the provider call
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.cancel(req.request_id, "client_cancelled"))
+                await self._stop(req.request_id, "client_cancelled")
             self._forget(req.request_id)
+
+    async def _stop(self, request_id: str, reason: str) -> None:
+        """``cancel`` on the way out of a call: not interrupted by the caller's own cancellation,
+        and a failure to publish does not replace the error already on its way."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.cancel(request_id, reason))
 
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
         """Ask the executors to stop a request; the event names the request's own tenant and user."""

@@ -135,6 +135,13 @@ async def test_client_disconnect_mid_stream_publishes_cancel(edge_url, stack_set
     assert cancel.request_id == rid and cancel.tenant_id == "demo" and cancel.reason == "client_cancelled"
 
 
+def _audited(rid: str, action: str):  # type: ignore[no-untyped-def]
+    def cond(rs) -> bool:  # type: ignore[no-untyped-def]
+        return any(orjson.loads(x.value).get("request_id") == rid and orjson.loads(x.value).get("action") == action
+                   for x in rs)
+    return cond
+
+
 async def test_disconnect_stops_the_provider_call(edge_url, stack_settings, topics):
     """The cancel reaches the executor: the request ends as ``cancelled`` in the audit trail."""
     rid = f"disc-{new_id()}"
@@ -142,20 +149,8 @@ async def test_disconnect_stops_the_provider_call(edge_url, stack_settings, topi
     async with TopicTail(stack_settings.bootstrap_servers, topics.audit.name) as audit:
         await hang_up_after_first_chunk(edge_url, body, headers)
         started = time.monotonic()
-
-        def cancelled(rs):
-            return any(orjson.loads(x.value).get("request_id") == rid and orjson.loads(x.value).get("action")
-                       == "cancelled" for x in rs)
-
-        await audit.until(cancelled, timeout=15)
+        await audit.until(_audited(rid, "cancelled"), timeout=15)
     assert time.monotonic() - started < 10  # well before the 20 s the answer would have taken
-
-
-def _audited(rid: str, action: str):  # type: ignore[no-untyped-def]
-    def cond(rs) -> bool:  # type: ignore[no-untyped-def]
-        return any(orjson.loads(x.value).get("request_id") == rid and orjson.loads(x.value).get("action") == action
-                   for x in rs)
-    return cond
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/chat"])

@@ -107,7 +107,8 @@ class _Waits:
 
 
 async def _serve(app: _Waits) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=EdgeHttpProtocol, lifespan="off", timeout_graceful_shutdown=1,
+    # (the socket below is the server's: no host or port here)
+    config = uvicorn.Config(app, http=EdgeHttpProtocol, lifespan="off", timeout_graceful_shutdown=1,
                             log_level="warning")
     server = uvicorn.Server(config)
     sock = socket.socket()
