@@ -17,21 +17,24 @@ from services.runtime.kafka import Consumer, DeadLetters  # noqa: F401 - install
 from tests.integration.test_consumer import make_consumer, request
 from tests.support import eventually
 
+ROUNDS = 10  # records, one at a time; the order of their two requests is counted
 
-async def _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
-    """Kinds of the Kafka requests the test's consumer and publisher write once a handler
-    starts: the handler's own produce request and the consumer's next fetch, in the order they
-    go out (other clients on the same loop, such as the e2e stack's, are left out)."""
+
+async def _first_requests_after_handlers(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch) -> list[str]:
+    """For each of ``ROUNDS`` records, sent one at a time: the kind of the first Kafka request
+    the test's consumer or publisher writes once the record's handler starts, its own produce
+    request or the consumer's next fetch (other clients on the same loop, such as the e2e
+    stack's, are left out)."""
     from aiokafka.conn import AIOKafkaConnection
     from aiokafka.protocol.fetch import FetchRequest
 
-    sent: list[tuple[object, str]] = []
-    started = asyncio.Event()
+    sent: list[tuple[int, object, str]] = []  # (round, connection, kind)
+    current = 0  # the round whose handler started last; 0: none yet
     original = AIOKafkaConnection.send
 
     def send(self, request, expect_response=True):
-        if started.is_set():  # (a fetch may be a SessionFetchRequest, a FetchRequest subclass)
-            sent.append((self, "FetchRequest" if isinstance(request, FetchRequest) else type(request).__name__))
+        if current:  # (a fetch may be a SessionFetchRequest, a FetchRequest subclass)
+            sent.append((current, self, "FetchRequest" if isinstance(request, FetchRequest) else type(request).__name__))
         return original(self, request, expect_response=expect_response)
 
     monkeypatch.setattr(AIOKafkaConnection, "send", send)
@@ -39,9 +42,10 @@ async def _first_requests_after_handler(kafka_bootstrap, topics, publisher, topi
     handled: list[str] = []
 
     async def forward(req, record):
-        if req.request_id == "r1":  # r0 warmed the topics' leadership and the fetch positions
-            started.set()
-        await (await publisher.publish(topics.exec.name, req, key=req.request_id))
+        nonlocal current
+        if req.request_id != "r0":  # r0 warmed the topics' leadership and the fetch positions
+            current = int(req.request_id[1:])
+        await (await publisher.publish(topics.exec.name, req, key="t"))
         handled.append(req.request_id)
 
     c = make_consumer(kafka_bootstrap, topics, publisher, topic_prefix + "order", forward)
@@ -52,23 +56,28 @@ async def _first_requests_after_handler(kafka_bootstrap, topics, publisher, topi
         await eventually(lambda: handled == ["r0"])
         ours = [*c._consumer._client._conns.values(), *publisher._producer.client._conns.values()]
 
-        def kinds() -> list[str]:
-            return [k for conn, k in sent if any(conn is o for o in ours) and k in ("ProduceRequest", "FetchRequest")]
+        def kinds(i: int) -> list[str]:
+            return [k for r, conn, k in sent
+                    if r == i and any(conn is o for o in ours) and k in ("ProduceRequest", "FetchRequest")]
 
-        await (await publisher.publish(topics.requests.name, request(1), key="t"))
-        await eventually(lambda: "ProduceRequest" in kinds() and "FetchRequest" in kinds())
+        for i in range(1, ROUNDS + 1):
+            await (await publisher.publish(topics.requests.name, request(i), key="t"))
+            await eventually(lambda i=i: "ProduceRequest" in kinds(i) and "FetchRequest" in kinds(i))
     finally:
         await c.aclose()
-    return kinds()
+    return [kinds(i)[0] for i in range(1, ROUNDS + 1)]
 
 
 async def test_a_handlers_produce_request_goes_out_before_the_next_fetch(
     kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch
 ):
     """The next fetch waits a few loop turns, so what a record's handler sends is not queued
-    behind the fetch that follows the record (one hop's latency at low load)."""
-    kinds = await _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
-    assert kinds[0] == "ProduceRequest", kinds
+    behind the fetch that follows the record (one hop's latency at low load). Loop turns are
+    not a guarantee (a turn's length varies when the broker's answers and the loop's other
+    tasks interleave), so the order is counted over several records: the produce request goes
+    first for most of them."""
+    firsts = await _first_requests_after_handlers(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    assert firsts.count("ProduceRequest") >= ROUNDS * 0.7, firsts
 
 
 async def test_without_the_deferral_the_fetch_goes_first(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
@@ -76,8 +85,8 @@ async def test_without_the_deferral_the_fetch_goes_first(kafka_bootstrap, topics
     from services.runtime import fetching
 
     monkeypatch.setattr(fetching, "FETCH_YIELDS", 0)
-    kinds = await _first_requests_after_handler(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
-    assert kinds[0] == "FetchRequest", kinds
+    firsts = await _first_requests_after_handlers(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    assert firsts.count("FetchRequest") >= ROUNDS * 0.7, firsts
 
 
 class Wire:
