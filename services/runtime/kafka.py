@@ -26,7 +26,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel
 
-from . import fetching, telemetry
+from . import fetching, telemetry, wire
 from .codec import encode
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 fetching.install()  # see services.runtime.fetching
+wire.install()  # see services.runtime.wire
 
 
 class Publisher:
