@@ -6,7 +6,7 @@ time: a generator, a method call and a ``struct`` call per field, a ``BytesIO.re
 decoded value. At low load every message pays for its own produce request, fetch and answers:
 py-spy put 9-14% of each service's samples at concurrency 1 in aiokafka's protocol modules.
 The compiled code does the encoding and decoding of one hop in about 30% of the CPU
-(``python -m bench.wire_bench``: ~37-50 us saved per hop and service on this machine).
+(``python -m bench.wire_bench``: ~23-50 us saved per hop and service on this machine).
 
 ``install`` replaces ``Struct.encode`` and ``Struct.decode`` (for the structs that do not
 override them: all request, answer and header structs) with functions generated once per
@@ -40,10 +40,6 @@ class _Fallback(Exception):
     """Compiled decoding met something it leaves to aiokafka (a buffer too short)."""
 
 
-def _uvarint(value: int) -> bytes:
-    return t.UnsignedVarInt32.encode(value)
-
-
 def _read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
     value, shift = 0, 0
     while True:
@@ -67,7 +63,7 @@ def _read_tagged(buf: bytes, pos: int) -> tuple[dict[int, bytes], int]:
             raise _Fallback
         prev = tag
         size, pos = _read_uvarint(buf, pos)
-        tags[tag] = buf[pos:pos + size]
+        tags[tag] = bytes(buf[pos:pos + size])
         pos += size
     if pos > len(buf):
         raise _Fallback
@@ -134,6 +130,19 @@ def _enc_fields(src: _Source, depth: int, kinds: tuple[Any, ...], values: list[s
     flush()
 
 
+def _enc_sized(src: _Source, depth: int, v: str, value: str, length: str, compact: bool, wide: bool) -> None:
+    """``v = value``; null's marker when ``v`` is None, else ``length``'s prefix, and an open
+    ``else:`` block (at ``depth + 1``) for what follows it. The twin of ``_dec_length``."""
+    src.emit(depth, f"{v} = {value}")
+    src.emit(depth, f"if {v} is None:")
+    null = b"\x00" if compact else b"\xff" * (4 if wide else 2)
+    src.emit(depth + 1, f"out.append({null!r})")
+    src.emit(depth, "else:")
+    prefix = f"{src.const(t.UnsignedVarInt32.encode)}({length} + 1)" if compact else \
+        f"{src.const(struct.Struct('>i' if wide else '>h').pack)}({length})"
+    src.emit(depth + 1, f"out.append({prefix})")
+
+
 def _enc_value(src: _Source, depth: int, kind: Any, value: str) -> None:
     fmt = _FIXED.get(kind) if isinstance(kind, type) else None
     if fmt is not None:
@@ -146,35 +155,17 @@ def _enc_value(src: _Source, depth: int, kind: Any, value: str) -> None:
         _enc_fields(src, depth, kind.fields, [f"{v}[{i}]" for i in range(len(kind.fields))])
     elif type(kind) in (t.Array, t.CompactArray):
         v, e = src.var("a"), src.var("e")
-        compact = type(kind) is t.CompactArray
-        src.emit(depth, f"{v} = {value}")
-        src.emit(depth, f"if {v} is None:")
-        src.emit(depth + 1, "out.append(b'\\x00')" if compact else "out.append(b'\\xff\\xff\\xff\\xff')")
-        src.emit(depth, "else:")
-        length = f"{src.const(_uvarint)}(len({v}) + 1)" if compact else f"{src.const(struct.Struct('>i').pack)}(len({v}))"
-        src.emit(depth + 1, f"out.append({length})")
+        _enc_sized(src, depth, v, value, f"len({v})", type(kind) is t.CompactArray, wide=True)
         src.emit(depth + 1, f"for {e} in {v}:")
         _enc_value(src, depth + 2, kind.array_of, e)
     elif type(kind) in (t.String, t.CompactString):
         v, b = src.var("x"), src.var("b")
-        compact = type(kind) is t.CompactString
-        src.emit(depth, f"{v} = {value}")
-        src.emit(depth, f"if {v} is None:")
-        src.emit(depth + 1, "out.append(b'\\x00')" if compact else "out.append(b'\\xff\\xff')")
-        src.emit(depth, "else:")
-        src.emit(depth + 1, f"{b} = str({v}).encode({kind.encoding!r})")
-        length = f"{src.const(_uvarint)}(len({b}) + 1)" if compact else f"{src.const(struct.Struct('>h').pack)}(len({b}))"
-        src.emit(depth + 1, f"out.append({length})")
+        _enc_sized(src, depth, v, value, f"len({b} := str({v}).encode({kind.encoding!r}))",
+                   type(kind) is t.CompactString, wide=False)
         src.emit(depth + 1, f"out.append({b})")
     elif kind in (t.Bytes, t.CompactBytes):
         v = src.var("x")
-        compact = kind is t.CompactBytes
-        src.emit(depth, f"{v} = {value}")
-        src.emit(depth, f"if {v} is None:")
-        src.emit(depth + 1, "out.append(b'\\x00')" if compact else "out.append(b'\\xff\\xff\\xff\\xff')")
-        src.emit(depth, "else:")
-        length = f"{src.const(_uvarint)}(len({v}) + 1)" if compact else f"{src.const(struct.Struct('>i').pack)}(len({v}))"
-        src.emit(depth + 1, f"out.append({length})")
+        _enc_sized(src, depth, v, value, f"len({v})", kind is t.CompactBytes, wide=True)
         src.emit(depth + 1, f"out.append({v})")
     else:  # TaggedFields, varints, a struct's own type: its own encoder
         src.emit(depth, f"out.append({src.const(kind)}.encode({value}))")
@@ -259,8 +250,8 @@ def _dec_value(src: _Source, depth: int, kind: Any) -> str:
         src.emit(depth, "else:")
         src.emit(depth + 1, f"if pos + {n} > len(buf):")
         src.emit(depth + 2, f"raise {src.const(_Fallback)}")
-        read = f"buf[pos:pos + {n}]"
-        src.emit(depth + 1, f"{v} = {read}.decode({kind.encoding!r})" if text else f"{v} = {read}")
+        read = f"buf[pos:pos + {n}]"  # (buf may be a memoryview: bytes and str copy out of it)
+        src.emit(depth + 1, f"{v} = str({read}, {kind.encoding!r})" if text else f"{v} = bytes({read})")
         src.emit(depth + 1, f"pos += {n}")
         return v
     v = src.var("o")
@@ -284,6 +275,7 @@ def compile_decoder(schema: t.Schema) -> Callable[[bytes, int], tuple[list[Any],
 
 _encoders: dict[t.Schema, Callable[[dict[str, Any]], bytes]] = {}
 _decoders: dict[t.Schema, Callable[[bytes, int], tuple[list[Any], int]]] = {}
+_DECODE_ERRORS = (_Fallback, struct.error, IndexError, UnicodeDecodeError, ValueError)
 
 
 def install() -> None:
@@ -310,20 +302,19 @@ def install() -> None:
         if dec is None:
             dec = _decoders[schema] = compile_decoder(schema)
         if isinstance(data, bytes):
-            buf, start = data, 0
-        else:
-            buf, start = data.getvalue(), data.tell()
+            try:
+                values, _ = dec(data, 0)
+            except _DECODE_ERRORS:
+                return original_decode(cls, data)  # raises aiokafka's own error, or decodes
+            return cls(*values)
+        start = data.tell()
         try:
-            values, end = dec(buf, start)
-        except (_Fallback, struct.error, IndexError, UnicodeDecodeError, ValueError):
-            retry = BytesIO(buf)
-            retry.seek(start)
-            result = original_decode(cls, retry)  # raises aiokafka's own error, or decodes
-            if not isinstance(data, bytes):
-                data.seek(retry.tell())
-            return result
-        if not isinstance(data, bytes):
-            data.seek(end)
+            with data.getbuffer() as buf:  # the answer read in place, not copied per struct
+                values, end = dec(buf, start)
+        except _DECODE_ERRORS:
+            data.seek(start)
+            return original_decode(cls, data)
+        data.seek(end)
         return cls(*values)
 
     Struct.encode = encode  # type: ignore[method-assign]
