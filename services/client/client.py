@@ -23,7 +23,12 @@ from services.contracts.events import (
     ChatParams,
     ChatRequested,
     ChunkEmitted,
+    EmbedRequested,
+    ModelFilter,
+    ModelInfo,
+    ModelsListRequested,
     ReplyTo,
+    RequestBase,
     ResultProduced,
     Timeouts,
     new_id,
@@ -36,6 +41,8 @@ from services.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
 _PARAMS = set(ChatParams.model_fields) - {"extra"}
+#: Request fields every operation takes as keyword arguments.
+_COMMON = ("metadata", "request_id", "client_id", "user_id", "tenant_id")
 _END = object()
 
 
@@ -83,7 +90,7 @@ class GatewayClient:
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
         )
         self._waiting: dict[str, asyncio.Queue[Any]] = {}
-        self._requests: dict[str, ChatRequested] = {}
+        self._requests: dict[str, RequestBase] = {}
         self._reader: asyncio.Task[None] | None = None
         self.reply_to: ReplyTo | None = None
 
@@ -154,7 +161,53 @@ class GatewayClient:
             **fields,
         )
 
-    async def send(self, req: ChatRequested) -> asyncio.Queue[Any]:
+    def _common(self, kw: dict[str, Any]) -> dict[str, Any]:
+        """The envelope and routing fields of any request, taken out of ``kw``."""
+        fields = {k: kw.pop(k) for k in _COMMON if k in kw}
+        return {
+            "request_id": fields.pop("request_id", None) or new_id(),
+            "tenant_id": fields.pop("tenant_id", None) or self.tenant_id,
+            "user_id": fields.pop("user_id", self.user_id),
+            "client_id": fields.pop("client_id", self.client_id),
+            "timeouts": Timeouts(ttft_ms=kw.pop("ttft_ms", None), total_ms=kw.pop("total_ms", None)),
+            "reply_to": self.reply_to,
+            **fields,
+        }
+
+    def build_embed(self, model: str, input: str | list[str], *, dimensions: int | None = None,
+                    encoding_format: str = "float", **kw: Any) -> EmbedRequested:
+        """Keywords the SDK does not model go to ``extra`` and reach providers unchanged."""
+        common = self._common(kw)
+        fallbacks = kw.pop("fallbacks", [])
+        return EmbedRequested(
+            **common,
+            model=model,
+            input=[input] if isinstance(input, str) else input,
+            dimensions=dimensions,
+            encoding_format=encoding_format,  # type: ignore[arg-type]
+            fallbacks=fallbacks,
+            extra=kw.pop("extra", {}) | kw,
+        )
+
+    async def embed(self, model: str, input: str | list[str], dimensions: int | None = None,
+                    encoding_format: str = "float", **kw: Any) -> ResultProduced:
+        """Embeddings of ``input`` (one text or many): ``result.output.data[i].embedding`` is the
+        vector of ``input[i]`` (floats, or base64 with ``encoding_format="base64"``)."""
+        timeout = kw.pop("timeout_s", self.timeout_s)
+        req = self.build_embed(model, input, dimensions=dimensions, encoding_format=encoding_format, **kw)
+        return await self.result(req, timeout)
+
+    async def list_models(self, capability: str | None = None, **kw: Any) -> list[ModelInfo]:
+        """The models this client's tenant may use, with capabilities, limits, prices and whether
+        each deployment is usable now; filters: ``capability``, ``operation``, ``provider``, ``model``."""
+        timeout = kw.pop("timeout_s", self.timeout_s)
+        filters = {k: kw.pop(k) for k in ("operation", "provider", "model") if k in kw}
+        req = ModelsListRequested(**self._common(kw), filter=ModelFilter(capability=capability, **filters))
+        result = await self.result(req, timeout)
+        assert result.output is not None and result.output.kind == "models"
+        return result.output.models
+
+    async def send(self, req: RequestBase) -> asyncio.Queue[Any]:
         """Publish a request; its chunks and result arrive on the returned queue."""
         q: asyncio.Queue[Any] = asyncio.Queue()
         self._waiting[req.request_id] = q
@@ -174,7 +227,7 @@ class GatewayClient:
         req = self.build_request(model, messages, stream=False, **kw)
         return await self.result(req, timeout)
 
-    async def result(self, req: ChatRequested, timeout: float) -> ResultProduced:
+    async def result(self, req: RequestBase, timeout: float) -> ResultProduced:
         """The request's result. Past ``timeout``, or when the calling task is cancelled (the
         caller gave up), a cancel event stops the provider call."""
         reason: str | None = "client_cancelled"

@@ -13,7 +13,7 @@ import random as _random
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from .errors import ERROR_CODES
 
@@ -98,50 +98,113 @@ class ChatParams(Model):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
-class ChatRequested(Envelope):
-    """A caller asks for a chat completion. Topic ``llm.requests``, key tenant_id."""
+class RequestBase(Envelope):
+    """What every request carries, whatever its operation. Topic ``llm.requests``, key tenant_id.
+
+    Requests are one union discriminated by ``operation`` (``AnyRequest``): a new operation
+    is a new member; the members already there do not change."""
 
     type: Literal["llm.request.v1"] = "llm.request.v1"
-    operation: Literal["chat"] = "chat"
-    model: str = Field(min_length=1)
-    messages: list[Message] = Field(min_length=1)
-    params: ChatParams = Field(default_factory=ChatParams)
-    stream: bool = False
-    fallbacks: list[str] = Field(default_factory=list)
+    operation: str
     timeouts: Timeouts = Field(default_factory=Timeouts)
     reply_to: ReplyTo | None = None
     client_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    stream: bool = Field(default=False, description="Answer in chunks; only chat streams, others reject it")
+
+
+class ModelRequest(RequestBase):
+    """A request served by a model alias (and its fallbacks)."""
+
+    model: str = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+class ChatRequested(ModelRequest):
+    """A caller asks for a chat completion."""
+
+    operation: Literal["chat"] = "chat"
+    messages: list[Message] = Field(min_length=1)
+    params: ChatParams = Field(default_factory=ChatParams)
+
+
+class EmbedRequested(ModelRequest):
+    """A caller asks for embeddings of one or many inputs (one vector per input, in order)."""
+
+    operation: Literal["embed"] = "embed"
+    input: list[str] = Field(min_length=1, description="The texts to embed; a single text is a list of one")
+    dimensions: int | None = Field(default=None, gt=0)
+    encoding_format: Literal["float", "base64"] = "float"
+    extra: dict[str, Any] = Field(default_factory=dict, description="Provider fields the gateway does not model")
+
+
+class ModelFilter(Model):
+    capability: str | None = None
+    operation: str | None = None
+    provider: str | None = None
+    model: str | None = Field(default=None, description="One alias only")
+
+
+class ModelsListRequested(RequestBase):
+    """A caller asks which models its tenant may use (answered by the router)."""
+
+    operation: Literal["models.list"] = "models.list"
+    filter: ModelFilter = Field(default_factory=ModelFilter)
+
+
+def _operation(value: Any) -> str:
+    """A request's operation; a request that names none is a chat request (the v1 shape
+    from before other operations existed)."""
+    if isinstance(value, dict):
+        op = value.get("operation", "chat")
+        return op if isinstance(op, str) else repr(op)
+    return str(getattr(value, "operation", "chat"))
+
+
+#: Every request, by ``operation``.
+AnyRequest = Annotated[
+    Annotated[ChatRequested, Tag("chat")]
+    | Annotated[EmbedRequested, Tag("embed")]
+    | Annotated[ModelsListRequested, Tag("models.list")],
+    Discriminator(_operation),
+]
+#: Requests that are executed by a provider (an ``ExecutionPlanned`` carries one).
+ExecutableRequest = Annotated[
+    Annotated[ChatRequested, Tag("chat")] | Annotated[EmbedRequested, Tag("embed")],
+    Discriminator(_operation),
+]
+#: Every operation a request may name.
+OPERATIONS: tuple[str, ...] = ("chat", "embed", "models.list")
 
 
 # --- execution plan ------------------------------------------------------------
 
 
 class Price(Model):
-    """USD per million tokens."""
+    """USD per million tokens, plus USD per unit for what is not counted in tokens
+    (``per_unit`` keys are usage unit names: ``inputs``, ``images``, ``audio_seconds``,
+    ``characters``, ``requests``, ...)."""
 
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     cached_input_per_mtok: float | None = None
+    per_unit: dict[str, float] = Field(default_factory=dict)
 
 
 class Deployment(Model):
-    """One concrete place an alias can be served from."""
+    """One concrete place an alias can be served from, by name only: the executor resolves
+    the provider's URL and credentials, and the price, from its own configuration."""
 
     alias: str
     provider: str
-    provider_kind: str
-    base_url: str
     upstream_model: str
-    api_key_env: str | None = None
-    price: Price = Field(default_factory=Price)
 
 
 class ExecutionPlanned(Envelope):
     """The router accepted a request. Topic ``llm.exec``, key request_id."""
 
     type: Literal["llm.exec.v1"] = "llm.exec.v1"
-    request: ChatRequested
+    request: ExecutableRequest
     deployments: list[Deployment] = Field(min_length=1)
     retries: int = 0
     chunk_window_ms: int = 20
@@ -154,10 +217,14 @@ class ExecutionPlanned(Envelope):
 
 
 class Usage(Model):
+    """Tokens, and ``units`` for what is not counted in tokens (``inputs`` for embeddings,
+    ``images``, ``audio_seconds``, ``characters``, ...), each priced by ``Price.per_unit``."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
+    units: dict[str, float] = Field(default_factory=dict)
 
 
 class ToolCallDelta(Model):
@@ -171,6 +238,15 @@ class Delta(Model):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+
+
+class ErrorInfo(Model):
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+    param: str | None = None
+    upstream_status: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error", "cancelled"]
@@ -188,15 +264,7 @@ class ChunkEmitted(Envelope):
     model: str | None = None
     provider: str | None = None
     ttft_ms: float | None = Field(default=None, description="First chunk only: the provider's time to first token")
-
-
-class ErrorInfo(Model):
-    code: ErrorCode
-    message: str
-    retryable: bool = False
-    param: str | None = None
-    upstream_status: int | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = Field(default=None, description="Final chunk only: the request failed after streaming")
 
 
 class AssistantMessage(Model):
@@ -211,18 +279,62 @@ class Latency(Model):
     provider_ms: float | None = None
 
 
+class Embedding(Model):
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian float32")
+
+
+class EmbeddingsOutput(Model):
+    kind: Literal["embeddings"] = "embeddings"
+    data: list[Embedding]
+
+
+class DeploymentInfo(Model):
+    provider: str
+    model: str
+    price: Price
+    usable: bool = Field(description="False while recent calls to it have failed")
+    ttft_ms_avg: float | None = Field(default=None, description="Moving average of observed time to first token")
+
+
+class ModelInfo(Model):
+    id: str
+    description: str | None = None
+    operations: list[str]
+    capabilities: list[str]
+    context_window: int
+    max_output_tokens: int
+    routing: str
+    price: Price = Field(description="The first deployment's")
+    usable: bool = Field(description="At least one deployment is usable")
+    deployments: list[DeploymentInfo]
+
+
+class ModelListOutput(Model):
+    kind: Literal["models"] = "models"
+    models: list[ModelInfo]
+
+
+#: What a non-chat operation answers; chat answers in ``ResultProduced.message``.
+Output = Annotated[EmbeddingsOutput | ModelListOutput, Field(discriminator="kind")]
+
+
 class ResultProduced(Envelope):
-    """The one answer to a request: a normalised response or a normalised error."""
+    """The one answer to a request: a normalised response or a normalised error.
+    A chat answer is ``message``; other operations answer in ``output``."""
 
     type: Literal["llm.result.v1"] = "llm.result.v1"
     status: Literal["ok", "error"]
+    operation: str = "chat"
     message: AssistantMessage | None = None
+    output: Output | None = None
     finish_reason: FinishReason | None = None
     error: ErrorInfo | None = None
     alias: str | None = None
     provider: str | None = None
     model: str | None = None
     fallback_used: bool = False
+    fallback_from: str | None = Field(default=None, description="The first deployment tried, as alias/provider")
     usage: Usage | None = None
     latency: Latency = Field(default_factory=Latency)
     streamed: bool = False
@@ -236,6 +348,7 @@ class UsageRecorded(Envelope):
 
     type: Literal["llm.usage.v1"] = "llm.usage.v1"
     status: Literal["ok", "error", "cancelled"]
+    operation: str = "chat"
     alias: str
     provider: str | None = None
     model: str | None = None
@@ -250,6 +363,8 @@ class UsageRecorded(Envelope):
     total_ms: float | None = None
     error_code: ErrorCode | None = None
     streamed: bool = False
+    fallback_used: bool = False
+    units: dict[str, float] = Field(default_factory=dict, description="Usage beyond tokens, see Usage.units")
 
 
 AuditAction = Literal[
@@ -269,6 +384,7 @@ class AuditRecorded(Envelope):
 
     type: Literal["llm.audit.v1"] = "llm.audit.v1"
     action: AuditAction
+    operation: str | None = None
     actor: str = Field(description="The service that recorded it")
     alias: str | None = None
     provider: str | None = None
@@ -289,7 +405,7 @@ class CancelRequested(Envelope):
 
 
 AnyEvent = Annotated[
-    ChatRequested
+    AnyRequest
     | ExecutionPlanned
     | ChunkEmitted
     | ResultProduced
@@ -299,11 +415,11 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 
-#: type string -> model, for schema generation and decoding.
+#: type string -> model (for requests, the members' common base; see ``EVENT_SCHEMAS``).
 EVENT_MODELS: dict[str, type[Envelope]] = {
     m.model_fields["type"].default: m
     for m in (
-        ChatRequested,
+        RequestBase,
         ExecutionPlanned,
         ChunkEmitted,
         ResultProduced,
@@ -312,3 +428,6 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         CancelRequested,
     )
 }
+
+#: type string -> what the event's JSON Schema is generated from.
+EVENT_SCHEMAS: dict[str, Any] = {**EVENT_MODELS, "llm.request.v1": AnyRequest}

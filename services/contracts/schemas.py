@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .events import EVENT_MODELS
+from pydantic import TypeAdapter
+
+from .events import EVENT_SCHEMAS
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def rendered() -> dict[str, str]:
     out = {}
-    for type_, model in EVENT_MODELS.items():
-        schema = model.model_json_schema(mode="validation")
+    for type_, model in EVENT_SCHEMAS.items():
+        schema = TypeAdapter(model).json_schema(mode="validation")
         schema["$id"] = f"https://llmgw.dev/schemas/{type_}.json"
         out[f"{type_}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out

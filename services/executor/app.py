@@ -4,6 +4,10 @@ Every output of a request is acknowledged by the broker before its ``llm.exec``
 offset is committed. Cancels arrive on ``llm.control``, read in full by every
 instance (no consumer group) from the moment it starts.
 
+Plans name deployments only; the provider URL, credential and price come from this
+process's configuration (``targets.py``), and a plan naming anything else is dead-lettered.
+Each operation has its runner: chat here, embeddings in ``embed.py``.
+
 State: the ids of requests finished recently (so a redelivered plan is not sent to
 a provider twice while this process lives) and the tasks in flight. Neither
 survives a restart; after one, plans not yet committed are run again.
@@ -19,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Coroutine
 from datetime import datetime
 
+import pydantic
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -26,7 +31,6 @@ from services.contracts.errors import Cancelled, GatewayError, InternalError, Pr
 from services.contracts.events import (
     AuditRecorded,
     CancelRequested,
-    Deployment,
     ErrorInfo,
     ExecutionPlanned,
     Latency,
@@ -34,8 +38,9 @@ from services.contracts.events import (
     UsageRecorded,
     utcnow,
 )
-from services.runtime.kafka import Consumer, DeadLetters, Publisher
-from services.runtime.replies import chunk_target, result_target
+from services.runtime.config import GatewayConfig, load_config
+from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher
+from services.runtime.replies import answer_invalid, chunk_target, result_target
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
@@ -44,6 +49,7 @@ from .chunker import ChunkEmitter
 from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute
 from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
+from .targets import Target, Targets
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-executor"
@@ -53,9 +59,13 @@ STARTED_AUDIT_DELAY_S = 0.05
 
 
 class Executor:
-    def __init__(self, settings: Settings, topics: Topics, http: HttpTransport | None = None):
+    def __init__(
+        self, settings: Settings, topics: Topics, config: GatewayConfig | None = None, http: HttpTransport | None = None
+    ):
         self.settings = settings
         self.topics = topics
+        self.config = config or load_config(settings.config_path)
+        self.targets = Targets(self.config)
         self.http: HttpTransport = http or _transport(settings)
         cid = f"executor-{settings.instance_id}"
         self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
@@ -66,6 +76,7 @@ class Executor:
             model=ExecutionPlanned,
             handler=self.handle,
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, "executor"),
+            on_invalid=self.reject_invalid,
             max_in_flight=settings.max_in_flight,
             client_id=cid,
         )
@@ -123,11 +134,26 @@ class Executor:
 
     # --- execution -------------------------------------------------------------------
 
+    async def reject_invalid(self, record: ConsumerRecord, exc: pydantic.ValidationError) -> None:
+        """A plan that does not decode is already in the DLQ; its caller (if the plan says who
+        and where) hears why: ``capability_not_supported`` for an operation this executor does
+        not know, else ``validation_error``."""
+        await answer_invalid(self.publisher, self.topics, record, exc, actor="executor", inner="request")
+
     async def handle(self, plan: ExecutionPlanned, record: ConsumerRecord) -> None:
         req = plan.request
         rid = req.request_id
         if rid in self._finished or rid in self._running:
             return  # redelivered while its first run finished or is still going: run once
+        targets = self.targets.resolve(plan)  # DeadLetter: the plan names what we do not have
+        if req.operation == "chat":
+            await self._chat(plan, targets)
+        else:  # the plan's type admits only executable operations
+            raise DeadLetter(f"operation {req.operation!r} has no runner in this executor")
+
+    async def _chat(self, plan: ExecutionPlanned, targets: list[Target]) -> None:
+        req = plan.request
+        rid = req.request_id
         t0 = time.perf_counter()
         acks: list[asyncio.Future[object]] = []
         emitter = None
@@ -140,11 +166,15 @@ class Executor:
             emitter = ChunkEmitter(send, chunk_template(plan), plan.chunk_window_ms)
         attempted = Attempted(emitter=emitter)
 
-        async def on_fallback(failed: Deployment, nxt: Deployment, err: GatewayError) -> None:
+        async def on_fallback(failed: Target, nxt: Target, err: GatewayError) -> None:
             acks.append(await started.published())
-            acks.append(await self._audit(plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.provider}"))
+            acks.append(
+                await self._audit(plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.label}")
+            )
 
-        run = asyncio.create_task(execute(plan, self.http, self.settings.secret, emitter, attempted, on_fallback))
+        run = asyncio.create_task(
+            execute(plan, targets, self.http, self.settings.secret, emitter, attempted, on_fallback)
+        )
         self._running[rid] = run
         if rid in self._cancelled:
             run.cancel(self._cancelled.pop(rid))
@@ -173,13 +203,14 @@ class Executor:
         total_ms = (time.perf_counter() - t0) * 1000
         if emitter is not None:
             acks += emitter.acks
-        acks += await self._publish_outcome(plan, outcome, error, attempted, total_ms, started)
+        acks += await self._publish_outcome(plan, targets, outcome, error, attempted, total_ms, started)
         await asyncio.gather(*acks)
         _remember(self._finished, rid, None)
 
     async def _publish_outcome(
         self,
         plan: ExecutionPlanned,
+        targets: list[Target],
         outcome: Outcome | None,
         error: GatewayError | None,
         attempted: Attempted,
@@ -187,8 +218,9 @@ class Executor:
         started: _StartedAudit,
     ) -> list[asyncio.Future[object]]:
         req = plan.request
-        ids = {"request_id": req.request_id, "tenant_id": req.tenant_id, "user_id": req.user_id}
-        dep = outcome.deployment if outcome else attempted.deployment or plan.deployments[0]
+        ids = {"request_id": req.request_id, "tenant_id": req.tenant_id, "user_id": req.user_id,
+               "operation": req.operation}
+        dep = outcome.deployment if outcome else attempted.deployment or targets[0]
         if outcome is not None:
             result = ResultProduced(
                 **ids,
@@ -199,6 +231,7 @@ class Executor:
                 provider=dep.provider,
                 model=outcome.model,
                 fallback_used=outcome.fallback_used,
+                fallback_from=targets[0].label if outcome.fallback_used else None,
                 usage=outcome.usage,
                 latency=Latency(ttft_ms=outcome.ttft_ms, total_ms=total_ms, provider_ms=outcome.provider_ms),
                 streamed=req.stream,
@@ -241,6 +274,8 @@ class Executor:
             total_ms=total_ms,
             error_code=error.code if error else None,  # type: ignore[arg-type]
             streamed=req.stream,
+            fallback_used=outcome.fallback_used if outcome else False,
+            units=usage.units if usage else {},
         )
         topic, partition = result_target(req, self.topics)
         action = "completed" if outcome else ("cancelled" if status == "cancelled" else "failed")
@@ -255,19 +290,20 @@ class Executor:
         self,
         plan: ExecutionPlanned,
         action: str,
-        dep: Deployment | None = None,
+        dep: Target | None = None,
         error: GatewayError | None = None,
         reason: str | None = None,
         at: datetime | None = None,
     ) -> asyncio.Future[object]:
         req = plan.request
-        dep = dep or plan.deployments[0]
+        dep = dep or self.targets.one(plan.deployments[0])
         event = AuditRecorded(
             occurred_at=at or utcnow(),
             request_id=req.request_id,
             tenant_id=req.tenant_id,
             user_id=req.user_id,
             action=action,  # type: ignore[arg-type]
+            operation=req.operation,
             actor="executor",
             alias=dep.alias,
             provider=dep.provider,
@@ -344,7 +380,7 @@ def _remember(store: OrderedDict[str, object], key: str, value: object) -> None:
 
 async def serve(settings: Settings) -> None:
     topics = Topics.load(settings.topics_path, settings.topic_prefix)
-    executor = Executor(settings, topics)
+    executor = Executor(settings, topics, load_config(settings.config_path))
     await executor.start()
     mark_ready(f"executor {settings.instance_id}")
     try:

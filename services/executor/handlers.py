@@ -15,7 +15,6 @@ from services.contracts.errors import GatewayError, ProviderError, ProviderTimeo
 from services.contracts.events import (
     AssistantMessage,
     ChunkEmitted,
-    Deployment,
     ExecutionPlanned,
     ToolCall,
     ToolCallDelta,
@@ -26,9 +25,10 @@ from services.contracts.events import (
 from .chunker import ChunkEmitter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
+from .targets import Target
 
 SecretLookup = Callable[[str | None], str | None]
-OnFallback = Callable[[Deployment, Deployment, GatewayError], Awaitable[None]]
+OnFallback = Callable[[Target, Target, GatewayError], Awaitable[None]]
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Outcome:
     message: AssistantMessage
     finish_reason: str
     usage: Usage
-    deployment: Deployment
+    deployment: Target
     model: str
     fallback_used: bool
     ttft_ms: float | None
@@ -48,7 +48,7 @@ class Outcome:
 class Attempted:
     """What was tried, kept for the error path (which deployment failed last)."""
 
-    deployment: Deployment | None = None
+    deployment: Target | None = None
     emitter: ChunkEmitter | None = None
 
 
@@ -60,6 +60,7 @@ def retryable(err: GatewayError) -> bool:
 
 async def execute(
     plan: ExecutionPlanned,
+    targets: list[Target],
     http: HttpTransport,
     secret: SecretLookup,
     emitter: ChunkEmitter | None,
@@ -70,9 +71,9 @@ async def execute(
     until one answers. Once a chunk has gone out, no other attempt is made: the caller
     already holds part of this answer."""
     last: GatewayError | None = None
-    for i, dep in enumerate(plan.deployments):
+    for i, dep in enumerate(targets):
         if i > 0 and last is not None:
-            await on_fallback(plan.deployments[i - 1], dep, last)
+            await on_fallback(targets[i - 1], dep, last)
         attempted.deployment = dep
         for _ in range(plan.retries + 1):
             try:
@@ -90,17 +91,17 @@ async def execute(
 
 
 async def _complete_once(
-    plan: ExecutionPlanned, dep: Deployment, http: HttpTransport, key: str | None, fallback: bool
+    plan: ExecutionPlanned, dep: Target, http: HttpTransport, key: str | None, fallback: bool
 ) -> Outcome:
     t0 = time.perf_counter()
-    done = await adapter_for(dep.provider_kind).complete(http, plan.request, dep, key)
+    done = await adapter_for(dep.kind, "chat").complete(http, plan.request, dep, key)
     ms = (time.perf_counter() - t0) * 1000
     return Outcome(done.message, done.finish_reason, done.usage, dep, done.model or dep.upstream_model, fallback, ms, ms)
 
 
 async def _stream_once(
     plan: ExecutionPlanned,
-    dep: Deployment,
+    dep: Target,
     http: HttpTransport,
     key: str | None,
     emitter: ChunkEmitter,
@@ -112,7 +113,7 @@ async def _stream_once(
     tools: dict[int, ToolCallDelta] = {}
     finish, usage, model = "stop", None, None
     emitter.set_source(dep.provider, dep.upstream_model)
-    stream = adapter_for(dep.provider_kind).stream(http, plan.request, dep, key)
+    stream = adapter_for(dep.kind, "chat").stream(http, plan.request, dep, key)
     first_deadline = plan.ttft_ms / 1000 if plan.ttft_ms else None
     try:
         while True:
@@ -167,18 +168,20 @@ async def _stream_once(
     )
 
 
-def cost_usd(usage: Usage, dep: Deployment) -> float:
-    """Catalog price x reported tokens (cached input at its own price when the catalog has one)."""
+def cost_usd(usage: Usage, dep: Target) -> float:
+    """Catalog price x reported usage: tokens per million (cached input at its own price when
+    the catalog has one), plus each unit at its ``per_unit`` price (units without one are free)."""
     p = dep.price
     cached_price = p.cached_input_per_mtok if p.cached_input_per_mtok is not None else p.input_per_mtok
     uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
-    return round(
-        (uncached * p.input_per_mtok + usage.cached_tokens * cached_price + usage.completion_tokens * p.output_per_mtok)
-        / 1_000_000,
-        10,
-    )
+    tokens = (
+        uncached * p.input_per_mtok + usage.cached_tokens * cached_price + usage.completion_tokens * p.output_per_mtok
+    ) / 1_000_000
+    units = sum(n * p.per_unit.get(unit, 0.0) for unit, n in usage.units.items()) if usage.units else 0.0
+    return round(tokens + units, 10)
 
 
 def chunk_template(plan: ExecutionPlanned) -> ChunkEmitted:
+    """The chunk events' common fields (``seq`` and the rest are set per chunk)."""
     req = plan.request
     return ChunkEmitted(request_id=req.request_id, tenant_id=req.tenant_id, user_id=req.user_id, seq=0)

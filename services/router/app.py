@@ -9,29 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
 import pydantic
 from aiokafka.structs import ConsumerRecord
+from pydantic import TypeAdapter
 
-from services.contracts.errors import GatewayError, ValidationError
-from services.contracts.events import (
-    AuditRecorded,
-    ChatRequested,
-    ErrorInfo,
-    ReplyTo,
-    ResultProduced,
-)
+from services.contracts.errors import GatewayError
+from services.contracts.events import AnyRequest, ModelsListRequested, RequestBase
 from services.runtime.config import GatewayConfig, load_config
-from services.runtime.kafka import Consumer, DeadLetters, Publisher, validation_reason
-from services.runtime.replies import result_target
+from services.runtime.kafka import Consumer, DeadLetters, Publisher
+from services.runtime.replies import answer_invalid, reject
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
 
+from .discovery import answer_models
 from .handlers import plan
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-router"
+REQUEST = TypeAdapter(AnyRequest)
 
 
 class Router:
@@ -40,11 +36,12 @@ class Router:
         self.config = config
         self.topics = topics
         self.publisher = Publisher(settings.bootstrap_servers, client_id=f"router-{settings.instance_id}")
-        self.consumer: Consumer[ChatRequested] = Consumer(
+        self.consumer: Consumer[RequestBase] = Consumer(
             bootstrap_servers=settings.bootstrap_servers,
             topics=[topics.requests.name],
             group_id=settings.topic_prefix + GROUP,
-            model=ChatRequested,
+            model=REQUEST,
+            model_name="request",
             handler=self.handle,
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, "router"),
             on_invalid=self.reject_invalid,
@@ -61,58 +58,26 @@ class Router:
         await self.consumer.aclose()
         await self.publisher.aclose()
 
-    async def handle(self, req: ChatRequested, record: ConsumerRecord) -> None:
+    async def handle(self, req: RequestBase, record: ConsumerRecord) -> None:
         try:
-            execution = plan(req, self.config, raw_size=len(record.value or b""))
+            if isinstance(req, ModelsListRequested):
+                await answer_models(self.publisher, self.topics, self.config, req)
+                return
+            execution = plan(req, self.config, raw_size=len(record.value or b""))  # type: ignore[arg-type]
         except GatewayError as err:
             await self.reject(req, err)
             return
         fut = await self.publisher.publish(self.topics.exec.name, execution, key=req.request_id)
         await fut
 
-    async def reject(self, req: ChatRequested, err: GatewayError) -> None:
-        topic, partition = result_target(req, self.topics)
-        result = ResultProduced(
-            request_id=req.request_id,
-            tenant_id=req.tenant_id,
-            user_id=req.user_id,
-            status="error",
-            alias=req.model,
-            error=ErrorInfo(code=err.code, message=err.message, param=err.param, retryable=err.retryable),  # type: ignore[arg-type]
-        )
-        audit = AuditRecorded(
-            request_id=req.request_id,
-            tenant_id=req.tenant_id,
-            user_id=req.user_id,
-            action="blocked",
-            actor="router",
-            alias=req.model,
-            client_id=req.client_id,
-            error_code=err.code,  # type: ignore[arg-type]
-            reason=err.message,
-        )
-        futs = [
-            await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
-            await self.publisher.publish(self.topics.audit.name, audit, key=req.tenant_id),
-        ]
-        await asyncio.gather(*futs)
+    async def reject(self, req: RequestBase, err: GatewayError) -> None:
+        await reject(self.publisher, self.topics, req, err, "router")
 
     async def reject_invalid(self, record: ConsumerRecord, exc: pydantic.ValidationError) -> None:
         """A request that fails validation is already in the DLQ; if it says who asked and where
-        to answer, the caller also gets a ``validation_error`` naming the problem."""
-        try:
-            doc = orjson.loads(record.value or b"")
-            request_id, tenant_id = doc["request_id"], doc["tenant_id"]
-            reply_to = ReplyTo.model_validate(doc["reply_to"]) if doc.get("reply_to") else None
-            if not (isinstance(request_id, str) and isinstance(tenant_id, str)):
-                return
-        except (orjson.JSONDecodeError, KeyError, TypeError, pydantic.ValidationError):
-            return
-        stub = ChatRequested.model_construct(
-            request_id=request_id, tenant_id=tenant_id, user_id=doc.get("user_id"),
-            model=str(doc.get("model")), reply_to=reply_to, client_id=doc.get("client_id"),
-        )
-        await self.reject(stub, ValidationError(f"invalid request: {validation_reason(exc)}"))
+        to answer, the caller also hears why (``capability_not_supported`` for an operation
+        nobody here knows, else ``validation_error`` naming the problem)."""
+        await answer_invalid(self.publisher, self.topics, record, exc, actor="router")
 
 
 async def serve(settings: Settings) -> None:

@@ -16,26 +16,37 @@ from services.contracts.errors import (
     ModelNotFound,
     ValidationError,
 )
-from services.contracts.events import ChatRequested, Deployment, ExecutionPlanned
+from services.contracts.events import ChatRequested, Deployment, EmbedRequested, ExecutionPlanned, RequestBase
 from services.runtime.config import GatewayConfig, ModelConfig
 
+Executable = ChatRequested | EmbedRequested
 
-def plan(
-    req: ChatRequested, config: GatewayConfig, *, raw_size: int | None = None, rng: random.Random | None = None
-) -> ExecutionPlanned:
-    """``raw_size`` (bytes of the event) lets the prompt-size check skip small requests."""
-    tenant = config.tenants.get(req.tenant_id)
-    if tenant is None:
+
+def admit(req: RequestBase, config: GatewayConfig) -> None:
+    """Checks every operation passes: a configured tenant, the client id policy."""
+    if req.tenant_id not in config.tenants:
         raise ModelNotApproved(f"tenant {req.tenant_id!r} is not configured, so it may use no model")
     if config.policies.require_client_id and not req.client_id:
         raise ValidationError("client_id is required by policy", param="client_id")
+
+
+def plan(
+    req: Executable, config: GatewayConfig, *, raw_size: int | None = None, rng: random.Random | None = None
+) -> ExecutionPlanned:
+    """``raw_size`` (bytes of the event) lets the prompt-size check skip small requests."""
+    admit(req, config)
+    if req.stream and req.operation != "chat":
+        raise ValidationError(f"operation {req.operation!r} does not stream", param="stream")
     if raw_size is None or raw_size > config.policies.max_prompt_bytes:
         _check_prompt_size(req, config.policies.max_prompt_bytes)
 
     deployments: list[Deployment] = []
     for alias in [req.model, *req.fallbacks]:
         model = _resolve(alias, req, config)
-        _check_capabilities(alias, model, req)
+        if isinstance(req, ChatRequested):
+            _check_capabilities(alias, model, req)
+        else:
+            _check_embed(alias, model, req)
         deployments += _ordered(alias, model, config, rng or random)
 
     d = config.defaults
@@ -52,7 +63,7 @@ def plan(
     )
 
 
-def _resolve(alias: str, req: ChatRequested, config: GatewayConfig) -> ModelConfig:
+def _resolve(alias: str, req: Executable, config: GatewayConfig) -> ModelConfig:
     model = config.models.get(alias)
     if model is None:
         tenant = config.tenants[req.tenant_id]
@@ -98,10 +109,18 @@ def _check_capabilities(alias: str, model: ModelConfig, req: ChatRequested) -> N
             )
 
 
-def _check_prompt_size(req: ChatRequested, limit: int) -> None:
-    size = len(orjson.dumps([m.model_dump(exclude_none=True) for m in req.messages]))
+def _check_embed(alias: str, model: ModelConfig, req: EmbedRequested) -> None:
+    if "embeddings" not in model.capabilities:
+        raise CapabilityNotSupported(f"model {alias!r} does not support embeddings (capability 'embeddings')")
+
+
+def _check_prompt_size(req: Executable, limit: int) -> None:
+    if isinstance(req, ChatRequested):
+        what, size = "messages", len(orjson.dumps([m.model_dump(exclude_none=True) for m in req.messages]))
+    else:
+        what, size = "input", sum(len(t.encode()) for t in req.input)
     if size > limit:
-        raise ValidationError(f"messages are {size} bytes, over the {limit}-byte prompt limit", param="messages")
+        raise ValidationError(f"{what} is {size} bytes, over the {limit}-byte prompt limit", param=what)
 
 
 def _ordered(alias: str, model: ModelConfig, config: GatewayConfig, rng: random.Random) -> list[Deployment]:
@@ -110,18 +129,4 @@ def _ordered(alias: str, model: ModelConfig, config: GatewayConfig, rng: random.
     if len(deps) > 1:
         first = rng.choices(range(len(deps)), weights=[d.weight for d in deps])[0]
         deps.insert(0, deps.pop(first))
-    out = []
-    for d in deps:
-        p = config.providers[d.provider]
-        out.append(
-            Deployment(
-                alias=alias,
-                provider=d.provider,
-                provider_kind=p.kind,
-                base_url=p.base_url,
-                upstream_model=d.model,
-                api_key_env=p.api_key_env,
-                price=d.price,
-            )
-        )
-    return out
+    return [Deployment(alias=alias, provider=d.provider, upstream_model=d.model) for d in deps]

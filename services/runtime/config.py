@@ -25,6 +25,12 @@ Capability = Literal[
 ]
 
 
+#: The capability a model needs for each operation it serves.
+OPERATION_CAPABILITY: dict[str, Capability] = {"chat": "chat", "embed": "embeddings"}
+
+Routing = Literal["weighted", "cheapest", "fastest"]
+
+
 class ConfigError(ValueError):
     """The configuration file is invalid; the message names the key and the problem."""
 
@@ -45,6 +51,10 @@ class DeploymentConfig(Strict):
     model: str = Field(description="Upstream model name")
     price: Price = Field(default_factory=Price)
     weight: float = Field(default=1.0, gt=0)
+    capabilities: list[Capability] | None = Field(
+        default=None, description="This deployment's, when they differ from the alias's"
+    )
+    max_batch_inputs: int = Field(default=2048, gt=0, description="Most inputs one embeddings call may carry")
 
 
 class ModelConfig(Strict):
@@ -53,6 +63,13 @@ class ModelConfig(Strict):
     context_window: int = Field(default=8192, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
     description: str | None = None
+    routing: Routing = "weighted"
+
+    def operations(self) -> list[str]:
+        return [op for op, cap in OPERATION_CAPABILITY.items() if cap in self.capabilities]
+
+    def deployment_capabilities(self, d: DeploymentConfig) -> set[str]:
+        return set(d.capabilities if d.capabilities is not None else self.capabilities)
 
 
 class ApiKey(Strict):
@@ -80,6 +97,9 @@ class Defaults(Strict):
     ttft_ms: int | None = Field(default=None, gt=0)
     total_ms: int = Field(default=600_000, gt=0)
     chunk_window_ms: int = Field(default=20, ge=0, le=1000)
+    embed_batch_window_ms: float = Field(
+        default=5, ge=0, le=1000, description="Embeddings micro-batching window (0: no batching)"
+    )
 
 
 class GatewayConfig(Strict):
@@ -103,6 +123,13 @@ class GatewayConfig(Strict):
                 if a != "*" and a not in self.models:
                     raise ValueError(f"tenants.{name}.allowed_models: unknown model {a!r}")
         return self
+
+    def deployment(self, alias: str, provider: str, upstream_model: str) -> DeploymentConfig | None:
+        """The configured deployment of ``alias`` on ``provider`` serving ``upstream_model``."""
+        model = self.models.get(alias)
+        if model is None:
+            return None
+        return next((d for d in model.deployments if d.provider == provider and d.model == upstream_model), None)
 
     def key_index(self) -> dict[str, tuple[str, str]]:
         """sha256(api key) -> (tenant, user)."""

@@ -17,14 +17,14 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pydantic
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from . import fetching, telemetry, wire
 from .codec import encode
@@ -32,6 +32,12 @@ from .codec import encode
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class DeadLetter(Exception):
+    """Raised by a handler for a record that decodes but must not be processed (e.g. a plan
+    naming a provider this service does not know): the record goes to the DLQ with this
+    message as its reason, and the consumer goes on."""
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 fetching.install()  # see services.runtime.fetching
 wire.install()  # see services.runtime.wire
@@ -176,8 +182,9 @@ class Consumer(Generic[M]):
         bootstrap_servers: str,
         topics: Iterable[str],
         group_id: str,
-        model: type[M],
+        model: type[M] | TypeAdapter[Any],
         handler: Handler[M],
+        model_name: str | None = None,
         dead_letters: DeadLetters,
         on_invalid: InvalidHandler | None = None,
         max_in_flight: int = 512,
@@ -187,7 +194,8 @@ class Consumer(Generic[M]):
         client_id: str = "llmgw",
     ):
         self.topics = list(topics)
-        self._model = model
+        self._decode = model.validate_json if isinstance(model, TypeAdapter) else model.model_validate_json
+        self._model_name = model_name or getattr(model, "__name__", "event")
         self._handler = handler
         self._dlq = dead_letters
         self._on_invalid = on_invalid
@@ -264,15 +272,17 @@ class Consumer(Generic[M]):
         """True once the record is handled or dead-lettered; False leaves it uncommitted."""
         try:
             try:
-                event = self._model.model_validate_json(record.value or b"")
+                event = self._decode(record.value or b"")
             except pydantic.ValidationError as exc:
-                await self._dlq.send(record, f"{self._model.__name__}: {validation_reason(exc)}")
+                await self._dlq.send(record, f"{self._model_name}: {validation_reason(exc)}")
                 if self._on_invalid is not None:
                     await self._on_invalid(record, exc)
                 return True
             try:
                 with telemetry.consuming(record.topic, record.headers):
                     await self._handler(event, record)
+            except DeadLetter as exc:
+                await self._dlq.send(record, str(exc))
             except Exception as exc:  # a bug or an unexpected failure: park the record, go on
                 log.exception("handler failed for %s[%d]@%d", record.topic, record.partition, record.offset)
                 await self._dlq.send(record, f"handler error: {type(exc).__name__}: {exc}")

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 import orjson
 
 from services.contracts.errors import ProviderError, ValidationError
-from services.contracts.events import ChatRequested, Deployment, ToolCall
+from services.contracts.events import ChatRequested, ToolCall
 
+from ..targets import Target
 from .base import Completion, StreamDelta, StreamParser, map_http_errors, upstream_error
 from .transport import HttpTransport
 
@@ -146,7 +147,7 @@ def sse_field(line: str) -> tuple[str, str] | None:
 class WireMapping(Protocol):
     """The pure half of an adapter, which ``complete_via`` / ``stream_via`` drive."""
 
-    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]: ...
+    def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]: ...
 
     def from_wire(self, body: dict[str, Any]) -> Completion: ...
 
@@ -157,7 +158,7 @@ async def complete_via(
     adapter: WireMapping,
     http: HttpTransport,
     req: ChatRequested,
-    deployment: Deployment,
+    deployment: Target,
     url: str,
     hdrs: Mapping[str, str],
 ) -> Completion:
@@ -172,7 +173,7 @@ def stream_via(
     adapter: WireMapping,
     http: HttpTransport,
     req: ChatRequested,
-    deployment: Deployment,
+    deployment: Target,
     url: str,
     hdrs: Mapping[str, str],
 ) -> AsyncGenerator[StreamDelta, None]:
@@ -186,16 +187,16 @@ class PostsJSON:
     """``complete`` and ``stream`` for an adapter that POSTs JSON to one endpoint; the adapter
     supplies ``endpoint(deployment, api_key) -> (url, headers)`` and the pure mapping."""
 
-    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+    def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
         raise NotImplementedError
 
     async def complete(
-        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
+        self, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
     ) -> Completion:
         return await complete_via(self, http, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
 
     def stream(
-        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
+        self, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
     ) -> AsyncGenerator[StreamDelta, None]:
         """An async generator: nothing is sent until it is iterated."""
         return stream_via(self, http, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]

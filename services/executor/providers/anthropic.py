@@ -17,7 +17,6 @@ from services.contracts.errors import ProviderError
 from services.contracts.events import (
     AssistantMessage,
     ChatRequested,
-    Deployment,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -25,6 +24,7 @@ from services.contracts.events import (
     Usage,
 )
 
+from ..targets import Target
 from ._http import PostsJSON, headers, loads_line, sse_field, tool_arguments
 from .base import Completion, StreamDelta
 
@@ -264,7 +264,7 @@ class AnthropicAdapter(PostsJSON):
 
     kind = "anthropic"
 
-    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]:
+    def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]:
         """``params.extra`` keys go first so typed params (when set), ``model``, ``messages``,
         ``system`` and ``stream`` win. OpenAI's ``parallel_tool_calls: false`` becomes
         ``tool_choice.disable_parallel_tool_use``; seed, penalties and ``response_format``
@@ -321,7 +321,7 @@ class AnthropicAdapter(PostsJSON):
     def stream_parser(self, provider: str = "anthropic") -> AnthropicStreamParser:
         return AnthropicStreamParser(provider)
 
-    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+    def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
         auth = {"x-api-key": api_key} if api_key else {}
         url = f"{deployment.base_url.rstrip('/')}/v1/messages"
         return url, headers({**auth, "anthropic-version": API_VERSION})

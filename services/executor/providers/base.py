@@ -1,6 +1,7 @@
-"""The provider adapter role and the normalised shapes adapters produce.
+"""The provider adapter roles, one Protocol per capability, and the normalised shapes they produce.
 
-An adapter is pure mapping plus two I/O methods (STYLE 4): ``to_wire`` builds the
+A provider implements only the capabilities it offers; the registry is keyed by
+(provider kind, operation). A chat adapter is pure mapping plus two I/O methods (STYLE 4): ``to_wire`` builds the
 upstream body, ``from_wire`` reads a whole response, a ``StreamParser`` turns stream
 lines into ``StreamDelta``s; only ``complete`` and ``stream`` touch HTTP, through an
 ``HttpTransport``. No ``aiohttp`` or ``httpx`` error escapes an adapter:
@@ -19,8 +20,9 @@ import aiohttp.http
 import httpx
 
 from services.contracts.errors import ProviderError, ProviderTimeout
-from services.contracts.events import AssistantMessage, ChatRequested, Deployment, ToolCallDelta, Usage
+from services.contracts.events import AssistantMessage, ChatRequested, ToolCallDelta, Usage
 
+from ..targets import Target
 from .h1 import UpstreamConnectionError
 from .transport import HttpTransport
 
@@ -57,21 +59,23 @@ class StreamParser(Protocol):
         ...
 
 
-class ProviderAdapter(Protocol):
+class ChatAdapter(Protocol):
+    """Operation ``chat``."""
+
     kind: str
 
-    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]: ...
+    def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]: ...
 
     def from_wire(self, body: dict[str, Any]) -> Completion: ...
 
     def stream_parser(self) -> StreamParser: ...
 
     async def complete(
-        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
+        self, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
     ) -> Completion: ...
 
     def stream(
-        self, http: HttpTransport, req: ChatRequested, deployment: Deployment, api_key: str | None
+        self, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
     ) -> AsyncGenerator[StreamDelta, None]: ...
 
 

@@ -17,7 +17,6 @@ from services.contracts.errors import CapabilityNotSupported, ProviderError
 from services.contracts.events import (
     AssistantMessage,
     ChatRequested,
-    Deployment,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -25,6 +24,7 @@ from services.contracts.events import (
     Usage,
 )
 
+from ..targets import Target
 from ._http import PostsJSON, bearer, headers, loads_line, tool_arguments
 from .base import Completion, StreamDelta
 
@@ -171,7 +171,7 @@ class OllamaAdapter(PostsJSON):
 
     kind = "ollama"
 
-    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]:
+    def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]:
         """Typed params (when set) win over the same keys in ``extra``; ``model``,
         ``messages`` and ``stream`` are always the gateway's. ``tool_choice`` has no Ollama
         equivalent and is dropped."""
@@ -206,5 +206,5 @@ class OllamaAdapter(PostsJSON):
     def stream_parser(self, provider: str = "ollama") -> OllamaStreamParser:
         return OllamaStreamParser(provider)
 
-    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+    def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
         return f"{deployment.base_url.rstrip('/')}/api/chat", headers(bearer(api_key))

@@ -14,13 +14,13 @@ from services.contracts.errors import ProviderError
 from services.contracts.events import (
     AssistantMessage,
     ChatRequested,
-    Deployment,
     ToolCall,
     ToolCallDelta,
     ToolCallFunction,
     Usage,
 )
 
+from ..targets import Target
 from ._http import PostsJSON, bearer, headers, loads_line, sse_field
 from .base import Completion, StreamDelta
 
@@ -152,7 +152,7 @@ class OpenAIAdapter(PostsJSON):
 
     kind = "openai"
 
-    def to_wire(self, req: ChatRequested, deployment: Deployment, *, stream: bool) -> dict[str, Any]:
+    def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]:
         """``params.extra`` keys go first so typed params (when set), ``model``, ``messages``
         and ``stream`` win over them; ``stream_options`` from extra is kept and merged."""
         params = req.params
@@ -198,5 +198,5 @@ class OpenAIAdapter(PostsJSON):
     def stream_parser(self, provider: str = "openai") -> OpenAIStreamParser:
         return OpenAIStreamParser(provider)
 
-    def endpoint(self, deployment: Deployment, api_key: str | None) -> tuple[str, dict[str, str]]:
+    def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
         return f"{deployment.base_url.rstrip('/')}/chat/completions", headers(bearer(api_key))

@@ -1,26 +1,47 @@
-"""Provider kind -> adapter. Adding a provider is one line here (STYLE 3).
+"""(provider kind, operation) -> adapter. Adding a provider or a capability is one line here (STYLE 3).
 
-Adapters are stateless, so one instance per kind serves every request.
+Adapters are stateless, so one instance per (kind, operation) serves every request.
+Asking for an operation a provider kind does not offer is ``capability_not_supported``,
+raised before any HTTP.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from services.contracts.errors import CapabilityNotSupported
+
 from .anthropic import AnthropicAdapter
-from .base import ProviderAdapter
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
 
-ADAPTERS: dict[str, ProviderAdapter] = {
-    "openai": OpenAIAdapter(),
-    "anthropic": AnthropicAdapter(),
-    "ollama": OllamaAdapter(),
+ADAPTERS: dict[tuple[str, str], Any] = {
+    ("openai", "chat"): OpenAIAdapter(),
+    ("anthropic", "chat"): AnthropicAdapter(),
+    ("ollama", "chat"): OllamaAdapter(),
 }
 
+KINDS: frozenset[str] = frozenset(kind for kind, _ in ADAPTERS)
 
-def adapter_for(kind: str) -> ProviderAdapter:
-    """The adapter for a provider kind; ``LookupError`` for a kind with none (a config bug:
-    the config schema only admits registered kinds)."""
+
+def adapter_for(kind: str, operation: str = "chat") -> Any:
+    """The adapter of ``kind`` for ``operation``: ``CapabilityNotSupported`` when that kind
+    does not offer it (``LookupError`` for a kind with no adapter at all, a config bug)."""
     try:
-        return ADAPTERS[kind]
+        return ADAPTERS[(kind, operation)]
     except KeyError:
-        raise LookupError(f"no provider adapter for kind {kind!r} (known: {', '.join(ADAPTERS)})") from None
+        if kind not in KINDS:
+            raise LookupError(f"no provider adapter for kind {kind!r} (known: {', '.join(sorted(KINDS))})") from None
+        offered = sorted(op for k, op in ADAPTERS if k == kind)
+        raise CapabilityNotSupported(
+            f"provider kind {kind!r} does not offer operation {operation!r} (it offers: {', '.join(offered)})"
+        ) from None
+
+
+def supports(kind: str, operation: str) -> bool:
+    return (kind, operation) in ADAPTERS
+
+
+def adapters(operation: str) -> dict[str, Any]:
+    """kind -> adapter, for every kind that offers ``operation`` (conformance suites run over these)."""
+    return {kind: a for (kind, op), a in ADAPTERS.items() if op == operation}

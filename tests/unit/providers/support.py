@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import orjson
 
-from services.contracts.events import ChatParams, ChatRequested, Deployment, Message
+from services.contracts.events import ChatParams, ChatRequested, Message
 from services.executor.providers.base import StreamDelta, StreamParser
+from services.executor.targets import Target
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -30,11 +31,11 @@ def chat(*messages: dict[str, Any], **params: Any) -> ChatRequested:
 
 def deployment(
     kind: str, base_url: str, upstream_model: str = "m-1", provider: str | None = None
-) -> Deployment:
-    return Deployment(
+) -> Target:
+    return Target(
         alias="alias",
         provider=provider or f"{kind}-main",
-        provider_kind=kind,
+        kind=kind,
         base_url=base_url,
         upstream_model=upstream_model,
     )

@@ -11,24 +11,25 @@ from types import ModuleType
 import httpx
 import pytest
 
-from services.contracts.errors import ProviderError, ProviderTimeout
-from services.contracts.events import Deployment
-from services.executor.providers.base import ProviderAdapter
-from services.executor.providers.registry import ADAPTERS, adapter_for
+from services.contracts.errors import CapabilityNotSupported, ProviderError, ProviderTimeout
+from services.executor.providers.base import ChatAdapter
+from services.executor.providers.registry import adapter_for, adapters
+from services.executor.targets import Target
 
 from .fixtures import FIXTURES, TEXT
 from .support import LONG_LINE, answer, chat, collect, deployment, feed_all, joined, raising, streamed
 from .upstreams import Upstream
 
+ADAPTERS = adapters("chat")
 KINDS = sorted(ADAPTERS)
 KEY = "sk-test-123"
 
 
 @dataclass
 class Case:
-    adapter: ProviderAdapter
+    adapter: ChatAdapter
     fx: ModuleType
-    deployment: Deployment
+    deployment: Target
     url: str  # where the adapter must send requests
 
 
@@ -65,12 +66,17 @@ def test_registry_and_fixtures_cover_the_same_kinds() -> None:
     assert set(FIXTURES) == set(ADAPTERS), "every registered adapter needs conformance fixtures"
     for kind, adapter in ADAPTERS.items():
         assert adapter.kind == kind
-        assert adapter_for(kind) is adapter
+        assert adapter_for(kind, "chat") is adapter
 
 
 def test_unknown_kind_is_a_lookup_error() -> None:
     with pytest.raises(LookupError, match="nope"):
-        adapter_for("nope")
+        adapter_for("nope", "chat")
+
+
+def test_an_operation_a_kind_lacks_is_capability_not_supported() -> None:
+    with pytest.raises(CapabilityNotSupported, match="'anthropic' does not offer operation 'video.generate'"):
+        adapter_for("anthropic", "video.generate")
 
 
 async def test_complete_text(case: Case, upstream: Upstream) -> None:

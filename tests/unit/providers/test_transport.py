@@ -12,12 +12,14 @@ import pytest
 
 from services.contracts.errors import ProviderError, ProviderTimeout
 from services.executor.providers.h1 import H1Transport, UpstreamConnectionError
-from services.executor.providers.registry import ADAPTERS
+from services.executor.providers.registry import adapters
 from services.executor.providers.transport import AiohttpTransport, HttpxTransport, split_lines
 
 from .fixtures import FIXTURES, TEXT
 from .support import answer, chat, collect, deployment, joined, raising, streamed
 from .upstreams import LIVE_TRANSPORTS, LiveUpstream, Upstream
+
+ADAPTERS = adapters("chat")
 
 #: What each real transport's refused connection is, underneath the ``ProviderError``.
 REFUSED = {AiohttpTransport: aiohttp.ClientConnectorError, H1Transport: UpstreamConnectionError}
