@@ -56,6 +56,17 @@ def raise_for(result: ResultProduced) -> ResultProduced:
     return result
 
 
+def _undecodable(request_id: str, tenant_id: str, exc: Exception) -> ResultProduced:
+    """The answer a caller gets for a reply this SDK cannot read (e.g. an operation's output
+    from a newer gateway): an ``internal_error`` naming the problem, not a wait until timeout."""
+    return ResultProduced(
+        request_id=request_id,
+        tenant_id=tenant_id,
+        status="error",
+        error={"code": "internal_error", "message": f"reply to {request_id} could not be read by this SDK: {exc}"},
+    )
+
+
 class GatewayClient:
     """``async with GatewayClient(bootstrap_servers=..., tenant_id=..., user_id=...) as gw``.
 
@@ -136,6 +147,7 @@ class GatewayClient:
                         q.put_nowait(decode_any(r.value or b""))
                     except Exception as exc:  # a bad reply must not stop replies to everyone else
                         log.error("undecodable reply at %s@%d: %s", r.topic, r.offset, exc)
+                        q.put_nowait(_undecodable(r.key.decode(), self.tenant_id, exc))
 
     # --- requests ------------------------------------------------------------------------
 
