@@ -1,20 +1,38 @@
 """Anthropic wire format: ``POST /v1/messages`` (and the Anthropic shape of ``GET /v1/models``).
 
-A message answers ``tokens`` words in one ``text`` block, or, when ``tools`` are
-offered, ``tool_choice.type`` is not ``"none"`` and either the scenario has
-``tool=1`` or ``tool_choice.type`` is ``"any"``/``"tool"``, one ``tool_use`` block.
-``max_tokens`` is required (400 ``invalid_request_error`` otherwise) and cuts the
-answer with ``stop_reason: "max_tokens"`` when below ``tokens``.
+A message answers ``tokens`` words in one ``text`` block, JSON, or ``tool_use`` blocks.
+``max_tokens`` is required (400 ``invalid_request_error`` otherwise) and cuts text and JSON
+answers with ``stop_reason: "max_tokens"`` when below their token count.
+
+Tool use (:func:`plan_tool_uses`, counts as in :mod:`.tools`): custom tools (``type``
+absent or ``"custom"``, with ``input_schema``) are called; server tools are not.
+``tool_choice`` ``{"type": "none"}`` gives text, ``auto`` (default) the scenario's
+``tool``/``tools``, ``any`` / ``{"type": "tool", "name"}`` at least one call (``tool``: only
+to that tool, which must be offered); ``disable_parallel_tool_use: true`` at most one.
+The answer is one ``{"type": "tool_use", "id": "toolu_...", "name", "input": {...}}`` block
+per call, ``stop_reason: "tool_use"``, ``output_tokens`` = the input pieces of all calls.
+Structured output through a forced tool (``tool_choice: {"type": "tool", "name": X}``)
+thus answers a ``tool_use`` of X whose input conforms to X's ``input_schema``
+(``schema_violation=1``: breaks it). Like the real API, a ``tool_result`` whose
+``tool_use_id`` is not a ``tool_use`` of the message right before it, or a ``tool_use``
+whose result is missing from the next message, is 400 ``invalid_request_error``. A
+request whose last message carries tool results gets text unless ``tool_choice`` forces
+a tool.
+
+Native structured output (``output_config: {"format": {"type": "json_schema", "schema"}}``,
+or the beta's top-level ``output_format``) answers one text block with the JSON of
+:func:`~.schemas.example` of the schema (``schema_violation=1``: :func:`~.schemas.violation`).
 
 Usage: the prompt size is ``count_prompt_tokens(messages, system)``; of it
 ``cache_read_input_tokens = min(cached, prompt)`` and ``input_tokens`` is the
 rest (Anthropic's ``input_tokens`` excludes cache reads).
 
 Streams are SSE ``event: <type>\\ndata: <json>\\n\\n`` in the real order:
-``message_start`` (empty content, ``output_tokens: 1``), ``content_block_start``,
-``ping``, one ``content_block_delta`` per token (``text_delta``; tool calls send
-``input_json_delta`` pieces), ``content_block_stop``, ``message_delta``
-(``stop_reason`` and final ``output_tokens``), ``message_stop``.
+``message_start`` (empty content, ``output_tokens: 1``), then per content block *i*
+(indices 0, 1, ... in order) ``content_block_start`` (``tool_use`` blocks open with
+``input: {}``), after the first one ``ping``, one ``content_block_delta`` per piece
+(``text_delta``, or ``input_json_delta`` with ``partial_json``) and ``content_block_stop``;
+then ``message_delta`` (``stop_reason`` and final ``output_tokens``), ``message_stop``.
 
 Errors are ``{"type": "error", "error": {"type", "message"}}``.
 """
@@ -28,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import text
+from . import text, tools
 from .common import (
     GONE,
     BadRequest,
@@ -70,19 +88,102 @@ def error(status: int, message: str | None = None, headers: dict[str, str] | Non
     return json_response(body, status, {"request-id": request_id, **(headers or {})})
 
 
-def pick_tool(body: dict[str, Any], scenario: Scenario) -> tuple[str, dict[str, Any]] | None:
-    """(tool name, input) when this request gets a ``tool_use`` answer."""
-    tools = body.get("tools")
-    if not tools or not isinstance(tools, list):
-        return None
-    choice = body.get("tool_choice") or {}
-    kind = choice.get("type", "auto") if isinstance(choice, dict) else "auto"
-    if kind == "none" or not (scenario.tool or kind in ("any", "tool")):
-        return None
-    wanted = choice.get("name") if kind == "tool" else None
-    named = [t for t in tools if isinstance(t, dict)]
-    tool = next((t for t in named if t.get("name") == wanted), named[0] if named else {})
-    return tool.get("name", "tool"), text.tool_arguments(tool.get("input_schema"))
+_CHOICE_TYPES = ("auto", "any", "tool", "none")
+
+
+def check_tool_results(messages: list[Any]) -> bool:
+    """Anthropic's rules for tool results; True when the last message is a user turn holding one.
+
+    Every ``tool_result`` block must name (``tool_use_id``) a ``tool_use`` block of the message
+    right before it (an assistant turn), and every ``tool_use`` of an assistant turn followed by
+    another message must get its ``tool_result`` in that next message.
+    """
+    open_ids: list[Any] = []
+    owner = -1
+    last_has_result = False
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else ()
+        role = message.get("role")
+        seen: list[Any] = []
+        if role == "user":
+            for j, block in enumerate(blocks):
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    tool_use_id = block.get("tool_use_id")
+                    if tool_use_id not in open_ids:
+                        raise BadRequest(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` "
+                                         f"blocks: {tool_use_id}. Each `tool_result` block must have a corresponding "
+                                         "`tool_use` block in the previous message.")
+                    seen.append(tool_use_id)
+        last_has_result = bool(seen)
+        missing = [str(x) for x in open_ids if x not in seen]
+        if missing:
+            raise BadRequest(f"messages.{owner}: `tool_use` ids were found without `tool_result` blocks "
+                             f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
+                             "corresponding `tool_result` block in the next message.")
+        open_ids = []
+        if role == "assistant":
+            open_ids = [b.get("id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
+            owner = i
+    return last_has_result
+
+
+def plan_tool_uses(body: dict[str, Any], scenario: Scenario, after_tool_result: bool) -> list[tools.Call]:
+    """The ``tool_use`` blocks this request gets (``tools``, ``tool_choice``, scenario)."""
+    offered = body.get("tools")
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, dict):
+        raise BadRequest("tool_choice: Input should be a valid dictionary")
+    choice = choice or {}
+    kind = choice.get("type", "auto")
+    if kind not in _CHOICE_TYPES:
+        raise BadRequest(f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the expected "
+                         "tags: 'auto', 'any', 'tool', 'none'")
+    if not offered:
+        return []
+    if not isinstance(offered, list):
+        raise BadRequest("tools: Input should be a valid list")
+    custom = []
+    for i, tool in enumerate(offered):
+        if not isinstance(tool, dict):
+            raise BadRequest(f"tools.{i}: Input should be a valid dictionary")
+        if tool.get("type", "custom") != "custom":
+            continue  # server / built-in tools: offered, never called by the emulator
+        name, schema = tool.get("name"), tool.get("input_schema")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"tools.{i}.custom.name: Field required")
+        if not isinstance(schema, dict):
+            raise BadRequest(f"tools.{i}.custom.input_schema: Field required")
+        custom.append((name, schema))
+    if kind == "none":
+        return []
+    if kind == "tool":
+        wanted = choice.get("name")
+        custom = [t for t in custom if t[0] == wanted]
+        if not custom:
+            raise BadRequest(f"tool_choice: tool '{wanted}' was not found in the provided tools")
+    count = tools.call_count(scenario, forced=kind in ("any", "tool"),
+                             single=choice.get("disable_parallel_tool_use") is True,
+                             after_tool_result=after_tool_result)
+    return tools.make_calls(custom, count, scenario)
+
+
+def output_schema(body: dict[str, Any]) -> tuple[bool, Any]:
+    """``(True, schema)`` for native structured output (``output_config.format``, or the beta's
+    ``output_format``: ``{"type": "json_schema", "schema": ...}``), else ``(False, None)``."""
+    config = body.get("output_config")
+    fmt, where = (config.get("format"), "output_config.format") if isinstance(config, dict) else (None, "")
+    if fmt is None:
+        fmt, where = body.get("output_format"), "output_format"
+    if fmt is None:
+        return False, None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise BadRequest(f"{where}.type: Input should be 'json_schema'")
+    if not isinstance(fmt.get("schema"), dict):
+        raise BadRequest(f"{where}.schema: Field required")
+    return True, fmt["schema"]
 
 
 def _validate(body: dict[str, Any]) -> tuple[str, list[Any], int]:
@@ -119,6 +220,9 @@ async def messages(request: Request) -> Response:
         body = await read_json(request)
         model, msgs, max_tokens = _validate(body)
         name, scenario = resolve(model, scenario_spec(request, body))
+        after_tool_result = check_tool_results(msgs)
+        calls = plan_tool_uses(body, scenario, after_tool_result)
+        structured, schema = output_schema(body)
     except BadRequest as exc:
         return error(400, exc.message)
     except ScenarioError as exc:
@@ -132,46 +236,75 @@ async def messages(request: Request) -> Response:
 
     prompt = text.count_prompt_tokens(msgs, body.get("system"))
     cached = min(scenario.cached, prompt)
-    call = pick_tool(body, scenario)
-    if call is not None:
-        pieces = text.argument_pieces(text.arguments_json(call[1]))
+    if calls:
         stop_reason = "tool_use"
-        block: dict[str, Any] = {"type": "tool_use", "id": text.new_id("toolu_"), "name": call[0], "input": call[1]}
+        blocks: list[dict[str, Any]] = [{"type": "tool_use", "id": text.new_id("toolu_"), "name": call.name,
+                                         "input": call.arguments} for call in calls]
+        pieces = [call.pieces for call in calls]
     else:
-        count, stop_reason = scenario.tokens, "end_turn"
-        if max_tokens < count:
-            count, stop_reason = max_tokens, "max_tokens"
-        pieces = text.completion_pieces(count)
-        block = {"type": "text", "text": "".join(pieces)}
+        stop_reason = "end_turn"
+        if structured:
+            answer = text.argument_pieces(tools.json_answer(schema, scenario))
+        else:
+            answer = text.completion_pieces(scenario.tokens)
+        if max_tokens < len(answer):
+            answer, stop_reason = answer[:max_tokens], "max_tokens"
+        blocks = [{"type": "text", "text": "".join(answer)}]
+        pieces = [answer]
+    output_tokens = sum(map(len, pieces))
     usage = {"input_tokens": prompt - cached, "cache_creation_input_tokens": 0,
-             "cache_read_input_tokens": cached, "output_tokens": len(pieces), "service_tier": "standard"}
+             "cache_read_input_tokens": cached, "output_tokens": output_tokens, "service_tier": "standard"}
     message = {"id": text.new_id("msg_"), "type": "message", "role": "assistant", "model": name,
-               "content": [block], "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
+               "content": blocks, "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
     headers = {"request-id": text.new_id("req_")}
     if stream:
         return _stream(message, pieces, scenario, headers)
-    await generation_delay(scenario, len(pieces))
+    await generation_delay(scenario, output_tokens)
     return json_response(message, headers=headers)
 
 
-def _stream(message: dict[str, Any], pieces: list[str], scenario: Scenario, headers: dict[str, str]) -> Stream:
-    block = message["content"][0]
+def _delta_prefix(index: int, kind: str) -> bytes:
+    if index == 0:
+        return _TEXT_DELTA if kind == "text" else _JSON_DELTA
+    head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":' + str(index).encode()
+    if kind == "text":
+        return head + b',"delta":{"type":"text_delta","text":'
+    return head + b',"delta":{"type":"input_json_delta","partial_json":'
+
+
+def _block_start(index: int, block: dict[str, Any]) -> bytes:
+    opened = {**block, "input": {}} if block["type"] == "tool_use" else {"type": "text", "text": ""}
+    return _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened})
+
+
+def _block_stop(index: int) -> bytes:
+    return _BLOCK_STOP if index == 0 else _event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def _stream(message: dict[str, Any], pieces: list[list[str]], scenario: Scenario, headers: dict[str, str]) -> Stream:
+    """Blocks are indexed 0..n-1; each is start, deltas (one body write per piece), stop; a
+    block's stop and the next one's start go out with that next block's first delta."""
+    blocks = message["content"]
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-    if block["type"] == "tool_use":
-        opened = {**block, "input": {}}
-        prefix = _JSON_DELTA
-    else:
-        opened = {"type": "text", "text": ""}
-        prefix = _TEXT_DELTA
     head = [
         _event("message_start", {"type": "message_start", "message": start}),
-        _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": opened}),
+        _block_start(0, blocks[0]),
         _PING,
     ]
-    body = [prefix + orjson.dumps(piece) + _DELTA_END for piece in pieces]
+    body: list[bytes] = []
+    for index, (block, block_pieces) in enumerate(zip(blocks, pieces, strict=True)):
+        prefix = _delta_prefix(index, "text" if block["type"] == "text" else "json")
+        events = [prefix + orjson.dumps(piece) + _DELTA_END for piece in block_pieces]
+        if index:
+            opening = _block_stop(index - 1) + _block_start(index, block)
+            if events:
+                events[0] = opening + events[0]
+            else:
+                events = [opening]
+        body.extend(events)
     tail = [
-        _BLOCK_STOP,
+        _block_stop(len(blocks) - 1),
         _event("message_delta", {"type": "message_delta",
                                  "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
                                  "usage": {"output_tokens": usage["output_tokens"]}}),

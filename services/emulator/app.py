@@ -3,6 +3,20 @@
 ``GET /v1/models`` is shared by OpenAI and Anthropic; requests carrying an
 ``anthropic-version`` header (every Anthropic SDK sends one) get Anthropic's shape.
 ``fail_first`` counters live in ``app.state.fail_counts`` (per app instance).
+
+Emulator-only routes (under ``/_emulator/``, a prefix no provider uses):
+
+``GET /_emulator/calls[?kind=embeddings]``
+    The calls this app instance (in practice: this emulator process) received, oldest
+    first, at most the last :data:`~.common.CALLS_KEPT` (10 000). Only embeddings calls are
+    recorded (``kind`` may be omitted; another kind is a 400): ``/v1/embeddings``,
+    ``/api/embed`` and the legacy ``/api/embeddings``, each once its body and scenario parsed,
+    as ``{"kind": "embeddings", "path", "model" (without the scenario), "inputs": [...]
+    (as sent: strings, or token arrays for OpenAI), "time" (unix seconds), "status"}``;
+    ``status`` is the HTTP status answered (also for scenario failures), ``null`` while
+    in flight or for dropped / hung requests. Chat calls are not recorded (benchmarks).
+``DELETE /_emulator/calls[?kind=embeddings]``
+    Forget the recorded calls; answers ``{"deleted": N}``.
 """
 
 from __future__ import annotations
@@ -13,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import anthropic_api, ollama_api, openai_api
-from .common import EmulatorApp, json_response
+from .common import CALL_KINDS, EmulatorApp, json_response, new_call_log
 
 
 async def healthz(request: Request) -> Response:
@@ -33,10 +47,39 @@ async def get_model(request: Request) -> Response:
     return json_response(openai_api.model_body(model_id))
 
 
+def _kind(request: Request) -> tuple[str | None, Response | None]:
+    kind = request.query_params.get("kind")
+    if kind is not None and kind not in CALL_KINDS:
+        return None, json_response({"error": f"unknown call kind {kind!r} (known: {', '.join(CALL_KINDS)})"}, 400)
+    return kind, None
+
+
+async def list_calls(request: Request) -> Response:
+    kind, refused = _kind(request)
+    if refused is not None:
+        return refused
+    log = request.app.state.calls
+    return json_response([entry for entry in log if kind is None or entry["kind"] == kind])
+
+
+async def clear_calls(request: Request) -> Response:
+    kind, refused = _kind(request)
+    if refused is not None:
+        return refused
+    log = request.app.state.calls
+    kept = [entry for entry in log if kind is not None and entry["kind"] != kind]
+    deleted = len(log) - len(kept)
+    log.clear()
+    log.extend(kept)
+    return json_response({"deleted": deleted})
+
+
 def create_app() -> Starlette:
-    """A fresh emulator app (own ``fail_first`` counters)."""
+    """A fresh emulator app (own ``fail_first`` counters and call log)."""
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/_emulator/calls", list_calls, methods=["GET"]),
+        Route("/_emulator/calls", clear_calls, methods=["DELETE"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         *openai_api.routes(),
@@ -45,4 +88,5 @@ def create_app() -> Starlette:
     ]
     app = EmulatorApp(routes=routes)
     app.state.fail_counts = {}
+    app.state.calls = new_call_log()
     return app

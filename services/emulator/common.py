@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 import orjson
@@ -154,6 +155,42 @@ async def read_json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body
+
+
+CALLS_KEPT = 10_000
+"""How many recorded calls ``/_emulator/calls`` keeps (the oldest go first)."""
+
+CALL_KINDS = ("embeddings",)
+
+
+def new_call_log() -> deque[dict[str, Any]]:
+    return deque(maxlen=CALLS_KEPT)
+
+
+def record_call(request: Request, kind: str, model: str, inputs: list[Any]) -> dict[str, Any]:
+    """Log one provider call (``/_emulator/calls``); the caller sets ``status`` once it answers."""
+    entry = {"kind": kind, "path": request.scope["path"], "model": model, "inputs": inputs,
+             "time": time.time(), "status": None}
+    log = getattr(request.app.state, "calls", None)
+    if log is not None:
+        log.append(entry)
+    return entry
+
+
+def answered(entry: dict[str, Any], response: Response) -> Response:
+    """Note ``response``'s status in a :func:`record_call` entry (None for drops and hangs)."""
+    entry["status"] = getattr(response, "status_code", None)
+    return response
+
+
+def refused_input(inputs: list[str], scenario: Scenario) -> int | None:
+    """Index of the first input equal to the scenario's ``fail_input``, if any."""
+    if scenario.fail_input is None:
+        return None
+    try:
+        return inputs.index(scenario.fail_input)
+    except ValueError:
+        return None
 
 
 BODY_FIELD = "emulator_scenario"

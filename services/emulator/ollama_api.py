@@ -5,10 +5,25 @@
 ``{"model", "created_at", "message": {"role": "assistant", "content": piece}, "done": false}``
 per token, then a ``done: true`` line with ``done_reason`` and the counts/durations
 (``prompt_eval_count`` = :func:`~services.emulator.text.count_prompt_tokens` of
-``messages``, ``eval_count`` = tokens). ``options.num_predict`` below ``tokens``
-cuts the answer with ``done_reason: "length"``. With ``tool=1`` and ``tools`` the
-answer is one message with ``tool_calls: [{"function": {"name", "arguments": {...}}}]``
-(``eval_count`` = the tool-argument piece count, as for the other formats).
+``messages``, ``eval_count`` = tokens). ``options.num_predict`` below the answer's token
+count cuts it with ``done_reason: "length"``.
+
+Tools: with ``tools`` and the scenario's ``tool=1`` / ``tools=N`` (Ollama has no
+``tool_choice``; counts as in :mod:`.tools`, so a last ``role: "tool"`` message gets text)
+the message has ``content: ""`` and ``tool_calls: [{"function": {"index", "name",
+"arguments": {...}}}, ...]`` as Ollama sends them: whole calls, no ``id``, and ``index``
+omitted for the first call (Go ``omitempty``). Streaming sends one line per call, then the
+``done`` line. ``eval_count`` = the tool-argument piece count, as for the other formats.
+
+``format``: ``"json"`` answers ``{"answer": "<tokens words>"}``, a JSON schema answers the
+JSON of :func:`~.schemas.example` of it (``schema_violation=1``: :func:`~.schemas.violation`),
+streamed as content pieces; any other value is a 400.
+
+``/api/embed``: ``input`` is a string or a list of strings; no input (absent, ``""`` or
+``[]``) answers ``{"model", "embeddings": []}`` as Ollama does; else ``{"model",
+"embeddings": [[...], ...], "total_duration", "load_duration", "prompt_eval_count"}``.
+More than ``max_inputs`` (default 512) inputs, or one equal to ``fail_input``, is a 400.
+Each call (and each legacy ``/api/embeddings`` call) is logged for ``GET /_emulator/calls``.
 Durations are nanoseconds; ``eval_duration`` is never 0 so clients can divide by it.
 
 Errors are ``{"error": "..."}``.
@@ -24,21 +39,24 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import text
+from . import text, tools
 from .common import (
     GONE,
     BadRequest,
     Drop,
     Silent,
     Stream,
+    answered,
     generation_delay,
     json_response,
     preflight,
     read_json,
+    record_call,
+    refused_input,
     retry_headers,
     scenario_spec,
 )
-from .openai_api import EMBEDDING_DIMS, pick_tool
+from .openai_api import EMBEDDING_DIMS, offered_functions
 from .scenario import Scenario, ScenarioError, resolve
 
 VERSION = "0.9.0"
@@ -66,8 +84,8 @@ def _created_at() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
 
 
-async def _begin(request: Request, body_check: Any) -> tuple[dict[str, Any], str, Scenario] | Response:
-    """Parse, validate and resolve the scenario; run the preflight. A Response means "answer with this"."""
+async def _parse(request: Request, body_check: Any) -> tuple[dict[str, Any], str, Scenario] | Response:
+    """Parse, validate and resolve the scenario. A Response means "answer with this"."""
     try:
         body = await read_json(request)
         model = body.get("model")
@@ -77,45 +95,77 @@ async def _begin(request: Request, body_check: Any) -> tuple[dict[str, Any], str
         name, scenario = resolve(model, scenario_spec(request, body))
     except (BadRequest, ScenarioError) as exc:
         return error(400, str(exc))
-    outcome = await preflight(request, scenario)
-    if outcome is not None:
-        return Silent() if outcome == GONE else error(outcome, headers=retry_headers(scenario))
     return body, name, scenario
 
 
+async def _preflight(request: Request, scenario: Scenario) -> Response | None:
+    outcome = await preflight(request, scenario)
+    if outcome is not None:
+        return Silent() if outcome == GONE else error(outcome, headers=retry_headers(scenario))
+    return None
+
+
 def _check_chat(body: dict[str, Any]) -> None:
-    if not isinstance(body.get("messages", []), list):
+    messages = body.get("messages", [])
+    if not isinstance(messages, list):
         raise BadRequest("messages must be an array")
+    if body.get("tools") is not None:
+        offered_functions(body["tools"])
+    fmt = body.get("format")
+    if fmt not in (None, "", "json") and not isinstance(fmt, dict):
+        raise BadRequest('invalid format: expected "json" or a JSON schema')
+
+
+def _tool_call(index: int, call: tools.Call) -> dict[str, Any]:
+    """Ollama's ``api.ToolCall``: no id; ``function.index`` is ``omitempty`` (absent for the first call)."""
+    function: dict[str, Any] = {"index": index} if index else {}
+    function["name"] = call.name
+    function["arguments"] = call.arguments
+    return {"function": function}
 
 
 async def chat(request: Request) -> Response:
     started = time.perf_counter_ns()
-    begun = await _begin(request, _check_chat)
+    begun = await _parse(request, _check_chat)
     if isinstance(begun, Response):
         return begun
     body, name, scenario = begun
+    refused = await _preflight(request, scenario)
+    if refused is not None:
+        return refused
     stream = body.get("stream", True) is not False
     if scenario.disconnect_after is not None and not stream:
         return Drop()
 
-    prompt = text.count_prompt_tokens(body.get("messages"))
-    call = pick_tool(body, scenario)
-    if call is not None:
-        count = len(text.argument_pieces(text.arguments_json(call[1])))
-        pieces, reason = [""], "stop"
+    messages = body.get("messages") or []
+    prompt = text.count_prompt_tokens(messages)
+    calls: list[tools.Call] = []
+    if body.get("tools"):
+        last = messages[-1] if messages else None
+        after_tool_result = isinstance(last, dict) and last.get("role") == "tool"
+        count = tools.call_count(scenario, after_tool_result=after_tool_result)
+        calls = tools.make_calls(offered_functions(body["tools"]), count, scenario)
+    reason = "stop"
+    if calls:
+        count = sum(len(call.pieces) for call in calls)
+        pieces = [""]
     else:
-        count, reason = scenario.tokens, "stop"
+        fmt = body.get("format")
+        if fmt == "json" or isinstance(fmt, dict):
+            pieces = text.argument_pieces(tools.json_answer(fmt if isinstance(fmt, dict) else None, scenario))
+        else:
+            pieces = text.completion_pieces(scenario.tokens)
         options = body.get("options")
         limit = options.get("num_predict") if isinstance(options, dict) else None
-        if isinstance(limit, int) and 0 < limit < count:
-            count, reason = limit, "length"
-        pieces = text.completion_pieces(count)
+        if isinstance(limit, int) and 0 < limit < len(pieces):
+            pieces, reason = pieces[:limit], "length"
+        count = len(pieces)
     created = _created_at()
     eval_ns = max(int(scenario.chunk_delay_ms * 1e6) * count, MIN_TOKEN_NS * max(count, 1))
     stats = {"load_duration": LOAD_NS, "prompt_eval_count": prompt,
              "prompt_eval_duration": max(int(scenario.ttfb_ms * 1e6), MIN_TOKEN_NS),
              "eval_count": count, "eval_duration": eval_ns}
-    tool_calls = None if call is None else [{"function": {"name": call[0], "arguments": call[1]}}]
+    tool_calls = [_tool_call(i, call) for i, call in enumerate(calls)]
 
     if not stream:
         await generation_delay(scenario, count)
@@ -126,9 +176,10 @@ async def chat(request: Request) -> Response:
                               "done_reason": reason, "total_duration": time.perf_counter_ns() - started,
                               **stats})
 
-    if tool_calls:
-        lines = [orjson.dumps({"model": name, "created_at": created, "done": False,
-                               "message": {"role": "assistant", "content": "", "tool_calls": tool_calls}}) + b"\n"]
+    if tool_calls:  # each call arrives whole, one line per call (Ollama's streaming tool parser)
+        lines = [orjson.dumps({"model": name, "created_at": created,
+                               "message": {"role": "assistant", "content": "", "tool_calls": [call]},
+                               "done": False}) + b"\n" for call in tool_calls]
     else:
         head = orjson.dumps({"model": name, "created_at": created, "message": {"role": "assistant", "content": ""}})
         prefix = head[: -len(b'""}}')]
@@ -139,10 +190,16 @@ async def chat(request: Request) -> Response:
     return Stream([], lines, [final], scenario, "application/x-ndjson")
 
 
+MAX_EMBED_INPUTS = 512
+
+
 def _embed_inputs(value: Any) -> list[str]:
+    """Like Ollama: a string (empty: none), a list of strings (may be empty) or nothing."""
+    if value is None:
+        return []
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     raise BadRequest("invalid input type")
 
@@ -156,13 +213,30 @@ def _check_embed(body: dict[str, Any]) -> None:
 
 async def embed(request: Request) -> Response:
     started = time.perf_counter_ns()
-    begun = await _begin(request, _check_embed)
+    begun = await _parse(request, _check_embed)
     if isinstance(begun, Response):
         return begun
     body, name, scenario = begun
+    inputs = _embed_inputs(body.get("input"))
+    entry = record_call(request, "embeddings", name, list(inputs))
+    return answered(entry, await _embed(request, body, name, scenario, inputs, started))
+
+
+async def _embed(request: Request, body: dict[str, Any], name: str, scenario: Scenario, inputs: list[str],
+                 started: int) -> Response:
+    refused = await _preflight(request, scenario)
+    if refused is not None:
+        return refused
     if scenario.disconnect_after is not None:
         return Drop()
-    inputs = _embed_inputs(body["input"])
+    if not inputs:  # Ollama answers an empty input (it only loads the model) without durations
+        return json_response({"model": name, "embeddings": []})
+    limit = scenario.max_inputs or MAX_EMBED_INPUTS
+    if len(inputs) > limit:
+        return error(400, f"too many inputs: {len(inputs)} exceeds the maximum of {limit} inputs per request")
+    bad = refused_input(inputs, scenario)
+    if bad is not None:
+        return error(400, f"input[{bad}]: the emulator refuses this input (scenario fail_input)")
     dims = body.get("dimensions") or EMBEDDING_DIMS
     vectors = [text.embedding(item, dims) for item in inputs]
     return json_response({"model": name, "embeddings": vectors, "total_duration": time.perf_counter_ns() - started,
@@ -176,13 +250,24 @@ def _check_legacy_embed(body: dict[str, Any]) -> None:
 
 async def embeddings(request: Request) -> Response:
     """Legacy ``/api/embeddings``: ``{"prompt"}`` -> ``{"embedding": [...]}``."""
-    begun = await _begin(request, _check_legacy_embed)
+    begun = await _parse(request, _check_legacy_embed)
     if isinstance(begun, Response):
         return begun
-    body, _, scenario = begun
+    body, name, scenario = begun
+    prompt = body.get("prompt", "")
+    entry = record_call(request, "embeddings", name, [prompt])
+    return answered(entry, await _legacy_embed(request, scenario, prompt))
+
+
+async def _legacy_embed(request: Request, scenario: Scenario, prompt: str) -> Response:
+    refused = await _preflight(request, scenario)
+    if refused is not None:
+        return refused
     if scenario.disconnect_after is not None:
         return Drop()
-    return json_response({"embedding": text.embedding(body.get("prompt", ""), EMBEDDING_DIMS)})
+    if refused_input([prompt], scenario) is not None:
+        return error(400, "input[0]: the emulator refuses this input (scenario fail_input)")
+    return json_response({"embedding": text.embedding(prompt, EMBEDDING_DIMS)})
 
 
 async def tags(request: Request) -> Response:

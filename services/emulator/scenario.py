@@ -20,8 +20,24 @@ Keys (unknown keys are an error naming the key):
 ``disconnect_after`` stream N content chunks then drop the connection (non-streaming: drop at once)
 ``hang``             1 = accept the request and never answer until the client goes away
 ``cached``           report N cached prompt tokens (capped at the prompt size)
-``tool``             1 = answer with a tool call when the request offers tools
+``tool``             1 = answer with a tool call when the request offers tools (same as ``tools=1``)
+``tools``            N = answer with N tool calls in one message (parallel tool calls), the i-th
+                     to the i-th offered tool, cycling; 0..1024 (default 0; ``tool=1`` counts as 1).
+                     ``tool_choice`` still rules: ``none`` gives text, a forced choice gives at
+                     least one call, ``parallel_tool_calls: false`` / ``disable_parallel_tool_use``
+                     at most one; a request whose last message is a tool result gets text unless
+                     ``tool_choice`` forces a tool (see :mod:`.tools`)
+``schema_violation`` 1 = generated JSON (structured-output answers, tool arguments) is still valid
+                     JSON but breaks the requested schema: a required property is dropped and/or a
+                     property has the wrong type (see :func:`.schemas.violation`)
 ``retry_after_ms``   add ``retry-after-ms`` / ``retry-after`` headers to error responses
+``max_inputs``       embeddings: most inputs one request may carry (default: the provider's,
+                     2048 for OpenAI, 512 for Ollama); more is the provider's 400 error
+``fail_input``       embeddings: a request with an input exactly equal to this text (after the
+                     scenario's whitespace stripping; token arrays compare as their ids joined by
+                     spaces) is refused with the provider's 400 error naming the first such index.
+                     The text cannot hold ``,``; use the model name or the ``emulator_scenario``
+                     body field for non-latin-1 text (the header is read as latin-1)
 
 Everything here is pure; :func:`resolve` is memoised because benchmarks send the
 same few model/header strings over and over.
@@ -34,6 +50,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 HEADER = "x-emulator-scenario"
+
+MAX_TOOL_CALLS = 1024
 
 _SPLIT = re.compile(r"@(?=[A-Za-z_][A-Za-z0-9_]*=)")
 
@@ -55,6 +73,15 @@ class Scenario:
     cached: int = 0
     tool: bool = False
     retry_after_ms: int | None = None
+    tools: int = 0
+    schema_violation: bool = False
+    max_inputs: int | None = None
+    fail_input: str | None = None
+
+    @property
+    def tool_calls(self) -> int:
+        """Tool calls the scenario asks for (``tools=N``, or 1 for ``tool=1``)."""
+        return max(self.tools, 1 if self.tool else 0)
 
     def fail_status(self) -> int:
         """Status used by ``fail_first`` failures."""
@@ -101,6 +128,20 @@ def _text(key: str, raw: str) -> str:
     return raw
 
 
+def _tool_count(key: str, raw: str) -> int:
+    value = _non_negative_int(key, raw)
+    if value > MAX_TOOL_CALLS:
+        raise ScenarioError(f"emulator scenario key '{key}' must be <= {MAX_TOOL_CALLS}, got {raw!r}")
+    return value
+
+
+def _positive_int(key: str, raw: str) -> int:
+    value = _non_negative_int(key, raw)
+    if value < 1:
+        raise ScenarioError(f"emulator scenario key '{key}' must be >= 1, got {raw!r}")
+    return value
+
+
 _CONVERTERS = {
     "ttfb_ms": _non_negative_float,
     "chunk_delay_ms": _non_negative_float,
@@ -113,6 +154,10 @@ _CONVERTERS = {
     "cached": _non_negative_int,
     "tool": _flag,
     "retry_after_ms": _non_negative_int,
+    "tools": _tool_count,
+    "schema_violation": _flag,
+    "max_inputs": _positive_int,
+    "fail_input": _text,
 }
 
 KEYS = frozenset(_CONVERTERS)

@@ -6,8 +6,9 @@
 * Prompt tokens (:func:`count_prompt_tokens`) are the whitespace-separated words of
   all text content plus 3 per message (and 3 + words for a separate system prompt).
 * Tool calls get arguments derived from the tool's JSON schema
-  (:func:`tool_arguments`), serialised compactly and streamed in
+  (:func:`tool_arguments`, :mod:`.schemas`), serialised compactly and streamed in
   :data:`ARG_PIECE` character pieces; their completion tokens are the piece count.
+  Structured-output (JSON) answers are cut and counted the same way.
 * Embeddings are unit vectors derived from SHAKE-128 of the input text.
 """
 
@@ -24,6 +25,8 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from . import schemas
 
 PER_MESSAGE = 3
 ARG_PIECE = 8
@@ -84,27 +87,9 @@ def count_prompt_tokens(messages: Iterable[Any] | None, system: Any = None) -> i
     return total
 
 
-def _example(schema: Any) -> Any:
-    """A deterministic value that satisfies a (simple) JSON schema."""
-    if not isinstance(schema, dict):
-        return "tok0"
-    if "enum" in schema and schema["enum"]:
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or (kind is None and "properties" in schema):
-        return {name: _example(sub) for name, sub in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        return [_example(schema["items"])] if isinstance(schema.get("items"), dict) else []
-    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "tok0")
-
-
-def tool_arguments(parameters: Any) -> dict[str, Any]:
-    """Tool-call arguments for a tool whose parameter schema is ``parameters``."""
-    value = _example(parameters) if isinstance(parameters, dict) else {}
+def tool_arguments(parameters: Any, seed: int = 0) -> dict[str, Any]:
+    """Tool-call arguments for a tool whose parameter schema is ``parameters`` (see :mod:`.schemas`)."""
+    value = schemas.example(parameters, seed) if isinstance(parameters, dict) else {}
     return value if isinstance(value, dict) else {}
 
 
