@@ -52,6 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     ch.add_argument("--user", default="cli")
     ch.add_argument("--timeout", type=float, default=60)
 
+    em = sub.add_parser("embed", help="embed one or more texts through Kafka (one vector per text)")
+    em.add_argument("texts", nargs="+")
+    em.add_argument("--model", default="demo-embed")
+    em.add_argument("--dimensions", type=int, default=None)
+    em.add_argument("--tenant", default="demo")
+    em.add_argument("--user", default="cli")
+    em.add_argument("--timeout", type=float, default=60)
+
+    md = sub.add_parser("models", help="the models a tenant may use, through Kafka (models.list)")
+    md.add_argument("--capability", default=None)
+    md.add_argument("--operation", default=None)
+    md.add_argument("--provider", default=None)
+    md.add_argument("--tenant", default="demo")
+    md.add_argument("--json", action="store_true")
+    md.add_argument("--timeout", type=float, default=60)
+
     args = p.parse_args(argv)
     settings = Settings.from_env()
     try:
@@ -191,9 +207,53 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def _over_kafka(settings: Settings, tenant: str, user: str, timeout: float, call) -> int:  # type: ignore[no-untyped-def]
+    """Run ``call(gw)`` with a client of ``tenant``; a gateway error prints its code, exit 1."""
+    from services.client import GatewayClient
+    from services.contracts.errors import GatewayError
+
+    async def go() -> int:
+        async with GatewayClient(settings.bootstrap_servers, tenant, user, timeout_s=timeout,
+                                 topics_path=settings.topics_path, topic_prefix=settings.topic_prefix) as gw:
+            try:
+                await call(gw)
+            except GatewayError as exc:
+                print(f"llmgw: {exc.code}: {exc.message}", file=sys.stderr)
+                return 1
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
+    async def call(gw) -> None:  # type: ignore[no-untyped-def]
+        r = await gw.embed(model=args.model, input=args.texts, dimensions=args.dimensions)
+        for text, item in zip(args.texts, r.output.data, strict=True):
+            head = ", ".join(f"{v:.4f}" for v in item.embedding[:4])
+            print(f"{text!r}: [{head}, ...] ({len(item.embedding)} dims)")
+        print(f"[{r.provider}/{r.model}; usage {r.usage.model_dump() if r.usage else None}]")
+
+    return _over_kafka(settings, args.tenant, args.user, args.timeout, call)
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    async def call(gw) -> None:  # type: ignore[no-untyped-def]
+        models = await gw.list_models(capability=args.capability,
+                                      **{k: v for k in ("operation", "provider") if (v := getattr(args, k))})
+        if args.json:
+            print(json.dumps([m.model_dump(mode="json") for m in models], indent=2))
+            return
+        for m in models:
+            usable = "usable" if m.usable else "UNUSABLE"
+            print(f"{m.id:<20} {','.join(m.operations):<12} {usable:<8} {','.join(m.capabilities)}")
+
+    return _over_kafka(settings, args.tenant, "cli", args.timeout, call)
+
+
 COMMANDS = {
     "up": cmd_up, "down": cmd_down, "status": cmd_status, "restart": cmd_restart, "stop": cmd_stop, "run": cmd_run,
-    "topics": cmd_topics, "schemas": cmd_schemas, "config": cmd_config, "chat": cmd_chat,
+    "topics": cmd_topics, "schemas": cmd_schemas, "config": cmd_config, "chat": cmd_chat, "embed": cmd_embed,
+    "models": cmd_models,
 }
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.runtime.config import load_config
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -108,3 +110,23 @@ def test_stop_one_router_the_other_takes_over_then_restart(stack, stack_settings
 def test_stop_unknown_component_is_named(stack, stack_settings):
     res = llmgw(stack_settings, "stop", "router-9")
     assert res.returncode == 1 and "no component 'router-9'" in res.stderr
+
+
+def test_embed_command_prints_one_vector_per_text(stack, stack_settings):
+    res = llmgw(stack_settings, "embed", "first text", "second text", "--model", "demo-embed", "--dimensions", "8")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("'first text': [") and lines[0].endswith("(8 dims)")
+    assert lines[1].startswith("'second text': [")
+    assert "emulator-openai/text-embedding-emu" in lines[2]
+
+
+def test_models_command_filters_by_capability_and_tenant(stack, stack_settings):
+    res = llmgw(stack_settings, "models", "--capability", "embeddings", "--json")
+    assert res.returncode == 0, res.stderr
+    ids = {m["id"] for m in json.loads(res.stdout)}
+    assert {"demo-embed", "demo-embed-ollama"} <= ids and "demo-openai" not in ids
+    res = llmgw(stack_settings, "models", "--tenant", "restricted")
+    assert res.returncode == 0, res.stderr
+    allowed = load_config(ROOT / "config" / "demo.yaml", env={}).tenants["restricted"].allowed_models
+    assert [line.split()[0] for line in res.stdout.splitlines()] == sorted(allowed)
