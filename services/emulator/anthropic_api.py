@@ -92,32 +92,38 @@ _CHOICE_TYPES = ("auto", "any", "tool", "none")
 
 
 def check_tool_results(messages: list[Any]) -> bool:
-    """Anthropic's rules for tool results; True when the last message is a user turn holding one.
+    """Anthropic's rules for tool results; True when the last turn is a user turn holding one.
 
-    Every ``tool_result`` block must name (``tool_use_id``) a ``tool_use`` block of the message
-    right before it (an assistant turn), and every ``tool_use`` of an assistant turn followed by
-    another message must get its ``tool_result`` in that next message.
+    Consecutive messages of one role form one turn (the API combines them). Every
+    ``tool_result`` block must name (``tool_use_id``) a ``tool_use`` block of the turn right
+    before it (an assistant turn), and every ``tool_use`` of an assistant turn followed by
+    another turn must get its ``tool_result`` in that next turn. Errors name the original
+    ``messages.<i>.content.<j>`` positions.
     """
-    open_ids: list[Any] = []
-    owner = -1
-    last_has_result = False
+    turns: list[tuple[Any, int, list[tuple[int, int, dict[str, Any]]]]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             continue
-        content = message.get("content")
-        blocks = content if isinstance(content, list) else ()
-        role = message.get("role")
-        seen: list[Any] = []
+        role, content = message.get("role"), message.get("content")
+        blocks = [(i, j, b) for j, b in enumerate(content) if isinstance(b, dict)] if isinstance(content, list) else []
+        if turns and turns[-1][0] == role:
+            turns[-1][2].extend(blocks)
+        else:
+            turns.append((role, i, blocks))
+    open_ids: list[Any] = []
+    owner = -1
+    seen: list[Any] = []
+    for role, first, blocks in turns:
+        seen = []
         if role == "user":
-            for j, block in enumerate(blocks):
-                if isinstance(block, dict) and block.get("type") == "tool_result":
+            for i, j, block in blocks:
+                if block.get("type") == "tool_result":
                     tool_use_id = block.get("tool_use_id")
                     if tool_use_id not in open_ids:
                         raise BadRequest(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` "
                                          f"blocks: {tool_use_id}. Each `tool_result` block must have a corresponding "
                                          "`tool_use` block in the previous message.")
                     seen.append(tool_use_id)
-        last_has_result = bool(seen)
         missing = [str(x) for x in open_ids if x not in seen]
         if missing:
             raise BadRequest(f"messages.{owner}: `tool_use` ids were found without `tool_result` blocks "
@@ -125,9 +131,10 @@ def check_tool_results(messages: list[Any]) -> bool:
                              "corresponding `tool_result` block in the next message.")
         open_ids = []
         if role == "assistant":
-            open_ids = [b.get("id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
-            owner = i
-    return last_has_result
+            uses = [(i, b.get("id")) for i, _, b in blocks if b.get("type") == "tool_use"]
+            open_ids = [tool_use_id for _, tool_use_id in uses]
+            owner = uses[0][0] if uses else first
+    return bool(seen)
 
 
 def plan_tool_uses(body: dict[str, Any], scenario: Scenario, after_tool_result: bool) -> list[tools.Call]:

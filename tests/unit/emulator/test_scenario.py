@@ -68,3 +68,22 @@ def test_bad_values(spec):
 def test_parse_pairs_skips_empty_items_and_strips():
     assert parse_pairs(" tokens = 3 ,, key=a b ") == {"tokens": "3", "key": "a b"}
     assert parse_pairs("") == {}
+
+
+def test_tool_structured_and_embedding_keys():
+    _, scenario = resolve("m@tools=3,schema_violation=1,max_inputs=7,fail_input=bad text=x")
+    assert (scenario.tools, scenario.schema_violation, scenario.max_inputs) == (3, True, 7)
+    assert scenario.fail_input == "bad text=x"
+    assert scenario.tool_calls == 3
+    assert resolve("m@tool=1")[1].tool_calls == 1
+    assert resolve("m@tool=1,tools=4")[1].tool_calls == 4
+    assert resolve("m")[1].tool_calls == 0
+    defaults = resolve("m")[1]
+    assert (defaults.max_inputs, defaults.fail_input, defaults.schema_violation) == (None, None, False)
+
+
+@pytest.mark.parametrize("spec", ["tools=-1", "tools=1025", "tools=two", "max_inputs=0", "max_inputs=x",
+                                  "schema_violation=maybe"])
+def test_bad_values_of_new_keys(spec):
+    with pytest.raises(ScenarioError, match=f"'{spec.split('=')[0]}'"):
+        resolve("m", spec)

@@ -356,3 +356,18 @@ def test_ollama_tool_result_gets_text(http):
 def test_ollama_no_tools_no_calls(http):
     r = http.post("/api/chat", json={"model": "llama-emu@tools=2", "messages": MESSAGES, "stream": False}).json()
     assert "tool_calls" not in r["message"] and r["message"]["content"] == completion_text(8)
+
+
+def test_anthropic_consecutive_user_turns_combine(claude):
+    """The API combines consecutive same-role messages, so results may be split across them."""
+    history = _anthropic_round_trip(claude)
+    first, second = history[-1]["content"]
+    split = [*history[:-1], {"role": "user", "content": [first]}, {"role": "user", "content": [second]}]
+    m = claude.messages.create(model="claude-emu@tools=2,tokens=2", max_tokens=100, messages=split,
+                               tools=ANTHROPIC_TOOLS)
+    assert m.stop_reason == "end_turn" and m.content[0].text == completion_text(2)
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model="claude-emu", max_tokens=100, messages=[*history[:-1],
+                               {"role": "user", "content": [first]}, {"role": "assistant", "content": "x"},
+                               {"role": "user", "content": [second]}], tools=ANTHROPIC_TOOLS)
+    assert "messages.1: `tool_use` ids were found without `tool_result` blocks" in info.value.message
