@@ -210,11 +210,18 @@ class GatewayClient:
         return await self.result(req, timeout)
 
     async def list_models(self, capability: str | None = None, **kw: Any) -> list[ModelInfo]:
-        """The models this client's tenant may use, with capabilities, limits, prices and whether
-        each deployment is usable now; filters: ``capability``, ``operation``, ``provider``, ``model``."""
+        """The models this client's tenant may use, sorted by alias, with capabilities, limits,
+        per-unit prices and whether each deployment is usable now (the router's view).
+
+        Filters: ``capability`` (``"embeddings"``, ``"tools"``, ...), ``operation`` (``"embed"``),
+        ``provider`` (a provider name or kind), ``model`` (one alias: ``ModelNotFound`` when the
+        tenant cannot see it). Other keywords: ``timeout_s`` and the request envelope's."""
         timeout = kw.pop("timeout_s", self.timeout_s)
         filters = {k: kw.pop(k) for k in ("operation", "provider", "model") if k in kw}
-        req = ModelsListRequested(**self._common(kw), filter=ModelFilter(capability=capability, **filters))
+        common = self._common(kw)
+        if kw:
+            raise TypeError(f"list_models() got unexpected keyword arguments: {', '.join(sorted(kw))}")
+        req = ModelsListRequested(**common, filter=ModelFilter(capability=capability, **filters))
         result = await self.result(req, timeout)
         assert result.output is not None and result.output.kind == "models"
         return result.output.models

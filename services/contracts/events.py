@@ -265,6 +265,11 @@ class ChunkEmitted(Envelope):
     provider: str | None = None
     ttft_ms: float | None = Field(default=None, description="First chunk only: the provider's time to first token")
     error: ErrorInfo | None = Field(default=None, description="Final chunk only: the request failed after streaming")
+    fallback: str | None = Field(
+        default=None,
+        description="First chunk only, when a deployment other than the first planned one answers:"
+        " '<first planned> -> <answering>', each as alias/provider (the edge's x-llmgw-fallback header)",
+    )
 
 
 class AssistantMessage(Model):

@@ -20,7 +20,6 @@ from services.runtime.logs import configure
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 
-from .api.models import Catalog
 from .asgi import (
     ClientGone,
     Receive,
@@ -49,7 +48,7 @@ class EdgeApp:
     def __init__(self, settings: EdgeSettings, config: GatewayConfig, *, pipeline: Pipeline | None = None,
                  routes: list[Route] | None = None, created: int = 0):
         self.settings = settings
-        self.edge = Edge(settings, config, KeyIndex(config), Catalog(config, created))
+        self.edge = Edge(settings, config, KeyIndex(config), created=created)
         self._pipeline = pipeline
         self._router = Router(routes if routes is not None else ROUTES)
         self._limit = settings.max_body_bytes

@@ -1,4 +1,4 @@
-"""What every route handler gets: settings, configuration, keys, catalog, the pipeline."""
+"""What every route handler gets: settings, configuration, keys, the pipeline."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from services.contracts.errors import InternalError
 from services.runtime.config import GatewayConfig
 
-from .api.models import Catalog
 from .auth import KeyIndex
 from .pipeline import Pipeline
 from .settings import EdgeSettings
@@ -18,8 +17,9 @@ class Edge:
     settings: EdgeSettings
     config: GatewayConfig
     keys: KeyIndex
-    catalog: Catalog
     pipeline: Pipeline | None = None
+    #: ``created`` of the model objects of ``/v1/models`` (the configuration file's mtime)
+    created: int = 0
 
     @property
     def gw(self) -> Pipeline:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from services.contracts.errors import GatewayError
 
-from .api import chat, models, native
+from .api import chat, embeddings, models, native
 from .asgi import Request, Response, Route
 from .context import Edge
 from .errors import HTTPError, openai_error
@@ -37,6 +37,7 @@ ROUTES: list[Route] = [
     Route("GET", "/readyz", readyz, openai_errors, auth=False),
     # OpenAI-compatible API
     Route("POST", "/v1/chat/completions", chat.create_chat_completion, openai_errors, body=True),
+    Route("POST", "/v1/embeddings", embeddings.create_embeddings, openai_errors, body=True),
     Route("GET", "/v1/models", models.list_models, openai_errors),
     Route("GET", "/v1/models/{model}", models.retrieve_model, openai_errors),
     # native API

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from services.client import GatewayClient
-from services.contracts.events import ChatRequested, ChunkEmitted, ResultProduced
+from services.contracts.events import ChatRequested, ChunkEmitted, ModelInfo, ResultProduced
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
 
@@ -31,6 +31,11 @@ class Pipeline(Protocol):
     def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]: ...
 
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None: ...
+
+    async def models(self, caller: Caller, model: str | None, timeout: float) -> list[ModelInfo]:
+        """The caller's tenant's models (``model``: that alias only, else ``ModelNotFound``),
+        answered by the router to a ``models.list`` request."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -64,3 +69,7 @@ class EdgeClient(GatewayClient):
                 **kw: Any) -> ChatRequested:
         return self.build_request(model, messages, stream=stream, tenant_id=caller.tenant_id,
                                   user_id=caller.user_id, **kw)
+
+    async def models(self, caller: Caller, model: str | None, timeout: float) -> list[ModelInfo]:
+        return await self.list_models(tenant_id=caller.tenant_id, user_id=caller.user_id, timeout_s=timeout,
+                                      **({"model": model} if model is not None else {}))

@@ -61,6 +61,8 @@ class SseEncoder(Protocol):
 
 
 ErrorBody = Callable[[GatewayError], tuple[int, bytes]]
+#: More response headers from the first event (beside the encoder's ``first_headers``).
+FirstHeaders = Callable[[Any], Headers]
 
 
 class SseResponse:
@@ -74,8 +76,10 @@ class SseResponse:
         buffer_limit: int,
         error_body: ErrorBody,
         headers: Headers | None = None,
+        more_first_headers: FirstHeaders | None = None,
     ):
         self.headers: Headers = [*SSE_HEADERS, *(headers or ())]
+        self._more_first = more_first_headers
         self._n_own = len(SSE_HEADERS)
         self._events = events
         self._encoder = encoder
@@ -123,6 +127,8 @@ class SseResponse:
                 data = self._encoder.encode(event)
                 if self._first is None:
                     self._first = self._encoder.first_headers(event, (time.perf_counter() - self._started) * 1000)
+                    if self._more_first is not None:
+                        self._first = [*self._first, *self._more_first(event)]
                 if data:
                     self._buf.append(data)
                     self._size += len(data)

@@ -46,6 +46,7 @@ from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
 
 from .chunker import ChunkEmitter
+from .embed import EmbedRunner, Requests
 from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute
 from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
@@ -85,6 +86,12 @@ class Executor:
         self._cancelled: OrderedDict[str, str] = OrderedDict()
         self._control = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=cid, enable_auto_commit=False)
         self._control_task: asyncio.Task[None] | None = None
+        self.embed = EmbedRunner(
+            publisher=self.publisher, topics=topics, http=self.http, secret=settings.secret,
+            window_ms=self.config.defaults.embed_batch_window_ms, audit=self._audit,
+            started=lambda plan: _StartedAudit(self, plan),
+            requests=Requests(self._running, self._finished, self._cancelled, _remember),  # type: ignore[arg-type]
+        )
 
     async def start(self) -> None:
         await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
@@ -107,6 +114,7 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._control_task
         await self._control.stop()
+        await self.embed.aclose()
         await self.publisher.aclose()
         await self.http.aclose()
 
@@ -148,6 +156,8 @@ class Executor:
         targets = self.targets.resolve(plan)  # DeadLetter: the plan names what we do not have
         if req.operation == "chat":
             await self._chat(plan, targets)
+        elif req.operation == "embed":
+            await self.embed.run(plan, targets)
         else:  # the plan's type admits only executable operations
             raise DeadLetter(f"operation {req.operation!r} has no runner in this executor")
 

@@ -4,6 +4,12 @@ A plan names deployments only (alias, provider, upstream model). The provider's 
 credential variable and timeout, the price and the batch limit all come from the
 configuration this process loaded; a plan naming anything it does not have is not run
 (``DeadLetter``), so nothing written to ``llm.exec`` can choose where a secret is sent.
+
+Deployments (alias -> upstream model, price, batch limit) come from the Model Registry the
+configuration names (``services/runtime/model_registry.py``): the file's ``models``, or an
+HTTP registry's catalog, so a model only that registry knows can run. Providers (URL,
+credential variable) only ever come from the file. A model added to an HTTP registry is
+known here from this process's next read of it (at most ``cache_ttl_s`` later).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass, field
 from services.contracts.events import Deployment, ExecutionPlanned, Price
 from services.runtime.config import GatewayConfig
 from services.runtime.kafka import DeadLetter
+from services.runtime.model_registry import ModelRegistry, model_registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +43,23 @@ class Target:
 
 
 class Targets:
-    """Resolves plan deployments against one configuration (memoised: the set is finite)."""
+    """Resolves plan deployments against the configuration's providers and the Model
+    Registry's catalog (default: the one the configuration names). Memoised (the set is
+    finite); the memo is dropped whenever the registry's catalog changes."""
 
-    def __init__(self, config: GatewayConfig):
+    def __init__(self, config: GatewayConfig, registry: ModelRegistry | None = None):
         self.config = config
+        self.registry = registry if registry is not None else model_registry(config)
+        self._catalog = self.registry.catalog()
         self._known: dict[tuple[str, str, str], Target] = {}
 
     def resolve(self, plan: ExecutionPlanned) -> list[Target]:
         return [self.one(d) for d in plan.deployments]
 
     def one(self, d: Deployment) -> Target:
+        catalog = self.registry.catalog()
+        if catalog is not self._catalog:
+            self._catalog, self._known = catalog, {}
         key = (d.alias, d.provider, d.upstream_model)
         target = self._known.get(key)
         if target is None:
@@ -56,7 +70,10 @@ class Targets:
         provider = self.config.providers.get(d.provider)
         if provider is None:
             raise DeadLetter(f"plan names provider {d.provider!r}, which this executor's configuration does not have")
-        dep = self.config.deployment(d.alias, d.provider, d.upstream_model)
+        model = self._catalog.get(d.alias)
+        dep = None if model is None else next(
+            (x for x in model.deployments if x.provider == d.provider and x.model == d.upstream_model), None
+        )
         if dep is None:
             raise DeadLetter(
                 f"plan names deployment {d.alias}/{d.provider}/{d.upstream_model}, which this executor's"

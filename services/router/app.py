@@ -1,7 +1,11 @@
 """Router service: ``llm.requests`` -> ``llm.exec`` (or a rejection to the caller).
 
-State: none beyond the configuration (rate limits and budgets arrive with their
-issue and are rebuilt from ``llm.usage``, co-partitioned with ``llm.requests``).
+State: the model catalog (the Model Registry's: the configuration's ``models``, or an HTTP
+registry's, re-read every ``cache_ttl_s``) and per-deployment routing statistics (moving
+averages of time to first token, recent failures: ``stats.py``), rebuilt at start from the
+last hour of ``llm.usage`` and ``llm.audit`` before the first request is read (``feed.py``).
+Rate limits and budgets arrive with their issue and are rebuilt from ``llm.usage``,
+co-partitioned with ``llm.requests``.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from services.contracts.errors import GatewayError
 from services.contracts.events import AnyRequest, ModelsListRequested, RequestBase
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.kafka import Consumer, DeadLetters, Publisher
+from services.runtime.model_registry import model_registry
 from services.runtime.replies import answer_invalid, reject
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
 
 from .discovery import answer_models
+from .feed import StatsFeed
 from .handlers import plan
+from .stats import Key, RoutingStats, deployment_key
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-router"
@@ -36,6 +43,10 @@ class Router:
         self.config = config
         self.topics = topics
         self.publisher = Publisher(settings.bootstrap_servers, client_id=f"router-{settings.instance_id}")
+        self.models = model_registry(config)
+        self.stats = RoutingStats()
+        self.feed = StatsFeed(settings.bootstrap_servers, [topics.usage.name, topics.audit.name], self.stats,
+                              self._deployment, client_id=f"router-{settings.instance_id}-stats")
         self.consumer: Consumer[RequestBase] = Consumer(
             bootstrap_servers=settings.bootstrap_servers,
             topics=[topics.requests.name],
@@ -52,18 +63,26 @@ class Router:
     async def start(self) -> None:
         await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
         await self.publisher.start()
+        await self.feed.start()  # the statistics are rebuilt before the first request is planned
         await self.consumer.start()
 
     async def aclose(self) -> None:
         await self.consumer.aclose()
+        await self.feed.aclose()
         await self.publisher.aclose()
+        await self.models.aclose()
+
+    def _deployment(self, alias: str, provider: str, model: str | None) -> Key | None:
+        return deployment_key(self.models.catalog(), alias, provider, model)
 
     async def handle(self, req: RequestBase, record: ConsumerRecord) -> None:
         try:
             if isinstance(req, ModelsListRequested):
-                await answer_models(self.publisher, self.topics, self.config, req)
+                await answer_models(self.publisher, self.topics, self.config, req, self.stats.health,
+                                    self.models.catalog())
                 return
-            execution = plan(req, self.config, raw_size=len(record.value or b""))  # type: ignore[arg-type]
+            execution = plan(req, self.config, raw_size=len(record.value or b""),  # type: ignore[arg-type]
+                             catalog=self.models.catalog(), stats=self.stats)
         except GatewayError as err:
             await self.reject(req, err)
             return

@@ -1,12 +1,19 @@
-"""Routing decisions: pure functions of a request and the configuration.
+"""Routing decisions: pure functions of a request, the configuration, the model catalog
+(the Model Registry's) and the router's deployment statistics.
 
 ``plan`` either returns the execution plan or raises the ``GatewayError`` that
 names what was wrong; it does no I/O, so every rejection is tested without a broker.
+
+Every alias of the request (the model, then its ``fallbacks`` in order) contributes the
+deployments that have every capability the request needs, in its routing's order
+(``routing.py``); an alias with none is skipped. Only when no alias has one is the request
+refused, with ``capability_not_supported`` naming the requested model and what it lacks.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 
 import orjson
 
@@ -17,7 +24,11 @@ from services.contracts.errors import (
     ValidationError,
 )
 from services.contracts.events import ChatRequested, Deployment, EmbedRequested, ExecutionPlanned, RequestBase
+from services.runtime.catalog import capabilities
 from services.runtime.config import GatewayConfig, ModelConfig
+
+from .routing import capable, order
+from .stats import RoutingStats
 
 Executable = ChatRequested | EmbedRequested
 
@@ -31,23 +42,34 @@ def admit(req: RequestBase, config: GatewayConfig) -> None:
 
 
 def plan(
-    req: Executable, config: GatewayConfig, *, raw_size: int | None = None, rng: random.Random | None = None
+    req: Executable,
+    config: GatewayConfig,
+    *,
+    raw_size: int | None = None,
+    rng: random.Random | None = None,
+    catalog: Mapping[str, ModelConfig] | None = None,
+    stats: RoutingStats | None = None,
 ) -> ExecutionPlanned:
-    """``raw_size`` (bytes of the event) lets the prompt-size check skip small requests."""
+    """``raw_size`` (bytes of the event) lets the prompt-size check skip small requests.
+    ``catalog``: the models (default: the file's); ``stats``: what orders ``fastest`` aliases
+    and puts unusable deployments last (none: every deployment usable and unmeasured)."""
     admit(req, config)
     if req.stream and req.operation != "chat":
         raise ValidationError(f"operation {req.operation!r} does not stream", param="stream")
     if raw_size is None or raw_size > config.policies.max_prompt_bytes:
         _check_prompt_size(req, config.policies.max_prompt_bytes)
 
+    models = config.models if catalog is None else catalog
+    needed = needed_capabilities(req)
     deployments: list[Deployment] = []
     for alias in [req.model, *req.fallbacks]:
-        model = _resolve(alias, req, config)
+        model = _resolve(alias, req, config, models)
         if isinstance(req, ChatRequested):
-            _check_capabilities(alias, model, req)
-        else:
-            _check_embed(alias, model, req)
-        deployments += _ordered(alias, model, config, rng or random)
+            _check_output_limit(alias, model, req)
+        deployments += _ordered(alias, model, needed, req.stream, stats, rng)
+    if not deployments:
+        raise _unsupported(req.model, models[req.model], needed)
+
 
     d = config.defaults
     return ExecutionPlanned(
@@ -63,11 +85,11 @@ def plan(
     )
 
 
-def _resolve(alias: str, req: Executable, config: GatewayConfig) -> ModelConfig:
-    model = config.models.get(alias)
+def _resolve(alias: str, req: Executable, config: GatewayConfig, models: Mapping[str, ModelConfig]) -> ModelConfig:
+    model = models.get(alias)
     if model is None:
         tenant = config.tenants[req.tenant_id]
-        usable = sorted(a for a in config.models if tenant.allows(a) and a not in config.policies.disabled_models)
+        usable = sorted(a for a in models if tenant.allows(a) and a not in config.policies.disabled_models)
         raise ModelNotFound(f"model {alias!r} does not exist; available: {', '.join(usable) or 'none'}", param="model")
     if alias in config.policies.disabled_models:
         raise ModelNotApproved(f"model {alias!r} is disabled by policy", param="model")
@@ -76,42 +98,50 @@ def _resolve(alias: str, req: Executable, config: GatewayConfig) -> ModelConfig:
     return model
 
 
-def _check_capabilities(alias: str, model: ModelConfig, req: ChatRequested) -> None:
-    caps = set(model.capabilities)
-
-    def need(cap: str, what: str) -> None:
-        if cap not in caps:
-            raise CapabilityNotSupported(f"model {alias!r} does not support {what} (capability {cap!r})")
-
-    need("chat", "chat")
+def needed_capabilities(req: Executable) -> dict[str, str]:
+    """The capabilities serving ``req`` takes, each with what needs it (for error messages),
+    in the order they are checked."""
+    if isinstance(req, EmbedRequested):
+        return {"embeddings": "embeddings"}
+    need = {"chat": "chat"}
     if req.stream:
-        need("stream", "streaming")
+        need["stream"] = "streaming"
     if req.params.tools:
-        need("tools", "tools")
+        need["tools"] = "tools"
     rf = req.params.response_format or {}
     if rf.get("type") == "json_schema":
-        need("json_schema", "structured output (response_format json_schema)")
+        need["json_schema"] = "structured output (response_format json_schema)"
     for m in req.messages:
         if isinstance(m.content, list):
             for part in m.content:
                 kind = part.get("type")
                 if kind in ("image_url", "image"):
-                    need("vision", "image input")
+                    need["vision"] = "image input"
                 elif kind in ("input_audio",):
-                    need("audio_in", "audio input")
+                    need["audio_in"] = "audio input"
                 elif kind in ("file", "document"):
-                    need("documents", "document input")
+                    need["documents"] = "document input"
+    return need
+
+
+def _unsupported(alias: str, model: ModelConfig, needed: dict[str, str]) -> CapabilityNotSupported:
+    """The refusal when no alias of the request can serve it: what the requested model lacks."""
+    have = set(capabilities(model))
+    for cap, what in needed.items():
+        if cap not in have:
+            return CapabilityNotSupported(f"model {alias!r} does not support {what} (capability {cap!r})")
+    return CapabilityNotSupported(
+        f"model {alias!r} has no deployment with every capability the request needs ({', '.join(needed)})"
+    )
+
+
+def _check_output_limit(alias: str, model: ModelConfig, req: ChatRequested) -> None:
     for field in ("max_tokens", "max_completion_tokens"):
         mt = req.params.max_tokens if field == "max_tokens" else req.params.extra.get(field)
         if isinstance(mt, int) and mt > model.max_output_tokens:
             raise ValidationError(
                 f"{field}={mt} exceeds model {alias!r} output limit of {model.max_output_tokens}", param=field
             )
-
-
-def _check_embed(alias: str, model: ModelConfig, req: EmbedRequested) -> None:
-    if "embeddings" not in model.capabilities:
-        raise CapabilityNotSupported(f"model {alias!r} does not support embeddings (capability 'embeddings')")
 
 
 def _check_prompt_size(req: Executable, limit: int) -> None:
@@ -123,10 +153,14 @@ def _check_prompt_size(req: Executable, limit: int) -> None:
         raise ValidationError(f"{what} is {size} bytes, over the {limit}-byte prompt limit", param=what)
 
 
-def _ordered(alias: str, model: ModelConfig, config: GatewayConfig, rng: random.Random) -> list[Deployment]:
-    """The alias's deployments, the first drawn by weight, the rest as fallbacks in order."""
-    deps = list(model.deployments)
-    if len(deps) > 1:
-        first = rng.choices(range(len(deps)), weights=[d.weight for d in deps])[0]
-        deps.insert(0, deps.pop(first))
+def _ordered(
+    alias: str,
+    model: ModelConfig,
+    needed: dict[str, str],
+    streamed: bool,
+    stats: RoutingStats | None,
+    rng: random.Random | None,
+) -> list[Deployment]:
+    """The alias's deployments that can serve the request, in its routing's order."""
+    deps = order(alias, model, capable(model, needed), stats, streamed=streamed, rng=rng)
     return [Deployment(alias=alias, provider=d.provider, upstream_model=d.model) for d in deps]

@@ -102,12 +102,23 @@ class Defaults(Strict):
     )
 
 
+class ModelRegistryConfig(Strict):
+    """Where the model catalog comes from when it is not this file's ``models``
+    (``services/runtime/model_registry.py``): ``GET {url}/models`` answering
+    ``{"models": {alias: <a models entry of this file>}}``, read again every ``cache_ttl_s``.
+    This file's ``models`` serve until the registry first answers."""
+
+    url: str
+    cache_ttl_s: float = Field(default=60.0, gt=0, description="How long one read of the registry is used")
+
+
 class GatewayConfig(Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     policies: Policies = Field(default_factory=Policies)
     defaults: Defaults = Field(default_factory=Defaults)
+    model_registry: ModelRegistryConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -120,7 +131,7 @@ class GatewayConfig(Strict):
                     )
         for name, t in self.tenants.items():
             for a in t.allowed_models:
-                if a != "*" and a not in self.models:
+                if a != "*" and a not in self.models and self.model_registry is None:  # else: the registry's
                     raise ValueError(f"tenants.{name}.allowed_models: unknown model {a!r}")
         return self
 

@@ -282,6 +282,22 @@ def _error_body(err: GatewayError) -> tuple[int, bytes]:
     return openai_error(err)
 
 
+FALLBACK = b"x-llmgw-fallback"
+
+
+def fallback_header(result: ResultProduced) -> Headers:
+    """``x-llmgw-fallback: <first planned> -> <answering>`` (alias/provider) when a deployment
+    other than the first planned one answered; no header otherwise."""
+    if not result.fallback_used or not result.fallback_from:
+        return []
+    return [(FALLBACK, f"{result.fallback_from} -> {result.alias}/{result.provider}".encode())]
+
+
+def stream_fallback_header(chunk: ChunkEmitted) -> Headers:
+    """The same for a stream, from its first chunk (the fallback happens before any chunk)."""
+    return [(FALLBACK, chunk.fallback.encode())] if chunk.fallback else []
+
+
 async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResponse:
     call = parse_chat(req.json())
     event = build_event(edge, req, call)
@@ -293,9 +309,9 @@ async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResp
             edge.gw.stream(event, timeout),
             ChunkEncoder(event.request_id, call.model, created, call.include_usage),
             started=req.started, keepalive_s=s.keepalive_s, buffer_limit=s.stream_buffer_bytes,
-            error_body=_error_body,
+            error_body=_error_body, more_first_headers=stream_fallback_header,
         )
     result = await req.until_disconnect(edge.gw.result(event, timeout))
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
     body = orjson.dumps(completion_json(result, call.model, created))
-    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0))])
+    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *fallback_header(result)])

@@ -1,10 +1,14 @@
 """``GET /v1/models`` and ``GET /v1/models/{model}``: the catalog as OpenAI model objects.
 
-A tenant sees only the models it may use (``allowed_models``, minus models disabled by
-policy). Beyond OpenAI's fields each object carries the gateway's: ``capabilities``,
-``context_window``, ``max_output_tokens``, ``description`` and ``pricing`` (USD per
-million tokens, from the model's first deployment). The answers depend only on the
-configuration, so they are serialised once at start.
+Both send a ``models.list`` request through the pipeline (the second filtered to one alias),
+so they answer exactly what ``GatewayClient.list_models`` gets over Kafka: the router's
+answer from its Model Registry, for the caller's tenant only (``allowed_models``, minus models
+disabled by policy), with ``usable`` as the router sees it. Beyond OpenAI's fields (``id``,
+``object: "model"``, ``created``, ``owned_by``) each object carries the gateway's:
+``description``, ``operations``, ``capabilities``, ``context_window``,
+``max_output_tokens``, ``routing``, ``usable``, ``pricing`` (the first deployment's: USD per
+million tokens, ``per_unit`` for other units) and ``deployments`` (provider, upstream model,
+pricing, usable, ``ttft_ms_avg``).
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from services.contracts.errors import ModelNotFound
-from services.runtime.config import GatewayConfig, ModelConfig
+from services.contracts.events import ModelInfo, Price
 
 from ..asgi import Request, Response
 
@@ -22,65 +25,53 @@ if TYPE_CHECKING:
     from ..context import Edge
 
 OWNER = "llmgw"
+#: How long a catalog request may take before the caller gets ``gateway_timeout``.
+TIMEOUT_S = 30.0
 
 
-def model_object(alias: str, model: ModelConfig, created: int) -> dict[str, Any]:
-    price = model.deployments[0].price
+def pricing(price: Price) -> dict[str, Any]:
     return {
-        "id": alias,
-        "object": "model",
-        "created": created,
-        "owned_by": OWNER,
-        "description": model.description,
-        "capabilities": list(model.capabilities),
-        "context_window": model.context_window,
-        "max_output_tokens": model.max_output_tokens,
-        "pricing": {
-            "currency": "USD",
-            "unit": "1M tokens",
-            "input_per_mtok": price.input_per_mtok,
-            "output_per_mtok": price.output_per_mtok,
-            "cached_input_per_mtok": price.cached_input_per_mtok,
-        },
+        "currency": "USD",
+        "unit": "1M tokens",
+        "input_per_mtok": price.input_per_mtok,
+        "output_per_mtok": price.output_per_mtok,
+        "cached_input_per_mtok": price.cached_input_per_mtok,
+        "per_unit": dict(price.per_unit),
     }
 
 
-def visible_models(config: GatewayConfig, tenant_id: str) -> list[str]:
-    """Aliases the tenant may use, sorted."""
-    tenant = config.tenants.get(tenant_id)
-    if tenant is None:
-        return []
-    disabled = set(config.policies.disabled_models)
-    return sorted(a for a in config.models if a not in disabled and tenant.allows(a))
-
-
-class Catalog:
-    """Pre-serialised model lists and model objects per tenant."""
-
-    def __init__(self, config: GatewayConfig, created: int = 0):
-        self._lists: dict[str, bytes] = {}
-        self._models: dict[str, dict[str, bytes]] = {}
-        objects = {alias: model_object(alias, m, created) for alias, m in config.models.items()}
-        for tenant in config.tenants:
-            aliases = visible_models(config, tenant)
-            self._lists[tenant] = orjson.dumps({"object": "list", "data": [objects[a] for a in aliases]})
-            self._models[tenant] = {a: orjson.dumps(objects[a]) for a in aliases}
-
-    def list_body(self, tenant_id: str) -> bytes:
-        return self._lists.get(tenant_id, b'{"object":"list","data":[]}')
-
-    def model_body(self, tenant_id: str, alias: str) -> bytes:
-        body = self._models.get(tenant_id, {}).get(alias)
-        if body is None:
-            raise ModelNotFound(f"model {alias!r} does not exist or is not available to you", param="model")
-        return body
+def model_object(m: ModelInfo, created: int) -> dict[str, Any]:
+    """One ``ModelInfo`` as an OpenAI model object with the gateway's fields."""
+    return {
+        "id": m.id,
+        "object": "model",
+        "created": created,
+        "owned_by": OWNER,
+        "description": m.description,
+        "operations": list(m.operations),
+        "capabilities": list(m.capabilities),
+        "context_window": m.context_window,
+        "max_output_tokens": m.max_output_tokens,
+        "routing": m.routing,
+        "usable": m.usable,
+        "pricing": pricing(m.price),
+        "deployments": [
+            {"provider": d.provider, "model": d.model, "pricing": pricing(d.price), "usable": d.usable,
+             "ttft_ms_avg": d.ttft_ms_avg}
+            for d in m.deployments
+        ],
+    }
 
 
 async def list_models(edge: Edge, req: Request) -> Response:
     assert req.caller is not None
-    return Response(200, edge.catalog.list_body(req.caller.tenant_id))
+    models = await req.until_disconnect(edge.gw.models(req.caller, None, TIMEOUT_S))
+    body = {"object": "list", "data": [model_object(m, edge.created) for m in models]}
+    return Response(200, orjson.dumps(body))
 
 
 async def retrieve_model(edge: Edge, req: Request) -> Response:
+    """One model; ``model_not_found`` (404) when the tenant cannot see it (the router's answer)."""
     assert req.caller is not None
-    return Response(200, edge.catalog.model_body(req.caller.tenant_id, req.params["model"]))
+    models = await req.until_disconnect(edge.gw.models(req.caller, req.params["model"], TIMEOUT_S))
+    return Response(200, orjson.dumps(model_object(models[0], edge.created)))

@@ -1,9 +1,11 @@
 """``POST /v1/chat``: the native endpoint of the gateway's prototype spec.
 
 Request ``{client_id, model, messages, metadata: {request_id}}`` (plus any sampling
-field of ``/v1/chat/completions``); answer ``{id, model, provider, usage, message}`` or
+field of ``/v1/chat/completions``); answer ``{id, model, provider, fallback_used, usage, message}`` or
 ``{error: {type, message}}`` with the code's HTTP status (see ``errors.native_error``).
 ``metadata.request_id``, when given, is the request id (it wins over ``x-request-id``).
+``fallback_used`` is true when a deployment other than the first planned one answered
+(``model`` and ``provider`` then name the one that did).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def native_json(result: ResultProduced, model: str) -> dict[str, Any]:
         "id": result.request_id,
         "model": result.alias or model,
         "provider": result.provider,
+        "fallback_used": result.fallback_used,
         "usage": {
             "prompt_tokens": u.prompt_tokens if u else 0,
             "completion_tokens": u.completion_tokens if u else 0,

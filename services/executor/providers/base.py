@@ -20,9 +20,10 @@ import aiohttp.http
 import httpx
 
 from services.contracts.errors import ProviderError, ProviderTimeout
-from services.contracts.events import AssistantMessage, ChatRequested, ToolCallDelta, Usage
+from services.contracts.events import AssistantMessage, ChatRequested, EmbedRequested, ToolCallDelta, Usage
 
 from ..targets import Target
+from ._embeddings import Embeddings
 from .h1 import UpstreamConnectionError
 from .transport import HttpTransport
 
@@ -77,6 +78,23 @@ class ChatAdapter(Protocol):
     def stream(
         self, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
     ) -> AsyncGenerator[StreamDelta, None]: ...
+
+
+class EmbeddingsAdapter(Protocol):
+    """Operation ``embed``: ``to_wire`` builds the upstream body for all of ``req.input`` (the
+    executor may have merged several requests' inputs into one), ``from_wire`` reads the answer
+    into one vector per input, in input order and in ``req.encoding_format``; only ``embed``
+    touches HTTP."""
+
+    kind: str
+
+    def to_wire(self, req: EmbedRequested, deployment: Target) -> dict[str, Any]: ...
+
+    def from_wire(self, body: dict[str, Any], req: EmbedRequested) -> Embeddings: ...
+
+    async def embed(
+        self, http: HttpTransport, req: EmbedRequested, deployment: Target, api_key: str | None
+    ) -> Embeddings: ...
 
 
 @contextlib.contextmanager

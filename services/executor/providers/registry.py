@@ -13,12 +13,16 @@ from services.contracts.errors import CapabilityNotSupported
 
 from .anthropic import AnthropicAdapter
 from .ollama import OllamaAdapter
+from .ollama_embeddings import OllamaEmbeddingsAdapter
 from .openai import OpenAIAdapter
+from .openai_embeddings import OpenAIEmbeddingsAdapter
 
 ADAPTERS: dict[tuple[str, str], Any] = {
     ("openai", "chat"): OpenAIAdapter(),
     ("anthropic", "chat"): AnthropicAdapter(),
     ("ollama", "chat"): OllamaAdapter(),
+    ("openai", "embed"): OpenAIEmbeddingsAdapter(),
+    ("ollama", "embed"): OllamaEmbeddingsAdapter(),
 }
 
 KINDS: frozenset[str] = frozenset(kind for kind, _ in ADAPTERS)

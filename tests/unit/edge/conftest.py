@@ -20,12 +20,17 @@ from services.contracts.events import (
     ChunkEmitted,
     Delta,
     Latency,
+    ModelFilter,
+    ModelInfo,
+    ModelsListRequested,
     ResultProduced,
     Usage,
+    new_id,
 )
 from services.edge.app import EdgeApp, create_app
 from services.edge.pipeline import EdgeClient
 from services.edge.settings import EdgeSettings
+from services.router.discovery import models_result
 from services.runtime.config import load_config
 from services.runtime.settings import Settings
 
@@ -67,6 +72,7 @@ class FakePipeline:
     reply_to: Any = None
     requests: list[ChatRequested] = dataclasses.field(default_factory=list)
     cancels: list[str] = dataclasses.field(default_factory=list)
+    model_lists: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
     closed: bool = False
 
     build_request = GatewayClient.build_request
@@ -100,6 +106,15 @@ class FakePipeline:
 
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
         self.cancels.append(request_id)
+
+    async def models(self, caller: Any, model: str | None, timeout: float) -> list[ModelInfo]:
+        """The router's own answer to ``models.list`` on the demo configuration."""
+        self.model_lists.append((caller.tenant_id, model))
+        req = ModelsListRequested(request_id=new_id(), tenant_id=caller.tenant_id, user_id=caller.user_id,
+                                  filter=ModelFilter(model=model))
+        out = models_result(load_config(ROOT / "config" / "demo.yaml", env={}), req).output
+        assert out is not None and out.kind == "models"
+        return out.models
 
     async def aclose(self) -> None:
         self.closed = True

@@ -118,11 +118,11 @@ async def test_unknown_route_and_method(http):
     assert r.status_code == 405 and r.headers["allow"] == "POST"
 
 
-async def test_models_list_only_the_tenants_models(http):
+async def test_models_list_only_the_tenants_models(http, demo_config, pipeline):
     r = await http.get("/v1/models", headers=AUTH)
     check("ListModelsResponse", r.json())
     ids = [m["id"] for m in r.json()["data"]]
-    assert ids == ["demo-anthropic", "demo-ollama", "demo-openai", "mock-gpt"]
+    assert ids == sorted(demo_config.models) and "demo-routed" in ids  # tenant demo may use every model
     openai_model = next(m for m in r.json()["data"] if m["id"] == "demo-openai")
     assert openai_model["context_window"] == 128000 and openai_model["max_output_tokens"] == 16384
     assert "json_schema" in openai_model["capabilities"]
@@ -130,12 +130,16 @@ async def test_models_list_only_the_tenants_models(http):
 
     restricted = {"authorization": f"Bearer {RESTRICTED_KEY}"}
     r = await http.get("/v1/models", headers=restricted)
-    assert [m["id"] for m in r.json()["data"]] == ["demo-openai"]
+    allowed = sorted(demo_config.tenants["restricted"].allowed_models)
+    assert [m["id"] for m in r.json()["data"]] == allowed and "demo-anthropic" not in allowed
     r = await http.get("/v1/models/demo-anthropic", headers=restricted)
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     r = await http.get("/v1/models/demo-openai", headers=restricted)
     assert r.status_code == 200
     check("Model", r.json())
+    # every answer came from a models.list request for the caller's tenant
+    assert pipeline.model_lists == [("demo", None), ("restricted", None), ("restricted", "demo-anthropic"),
+                                    ("restricted", "demo-openai")]
 
 
 async def test_native_chat(http, pipeline):
@@ -144,7 +148,7 @@ async def test_native_chat(http, pipeline):
     r = await http.post("/v1/chat", json=body, headers={**AUTH, "x-request-id": "ignored-1"})
     assert r.status_code == 200
     assert r.json() == {
-        "id": "native-1", "model": "demo-openai", "provider": "emulator-openai",
+        "id": "native-1", "model": "demo-openai", "provider": "emulator-openai", "fallback_used": False,
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         "message": {"role": "assistant", "content": "hello there"},
     }

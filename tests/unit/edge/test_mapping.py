@@ -216,7 +216,7 @@ def test_overhead_header_subtracts_provider_ttft_when_reported():
 def test_result_to_native_answer():
     body = native_json(result(request_id="abc-1"), "demo-openai")
     assert body == {
-        "id": "abc-1", "model": "demo-openai", "provider": "emulator-openai",
+        "id": "abc-1", "model": "demo-openai", "provider": "emulator-openai", "fallback_used": False,
         "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
         "message": {"role": "assistant", "content": "hello"},
     }

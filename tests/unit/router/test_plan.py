@@ -6,7 +6,7 @@ import pytest
 from services.contracts.errors import CapabilityNotSupported, ModelNotApproved, ModelNotFound, ValidationError
 from services.contracts.events import ChatRequested
 from services.router.handlers import plan
-from services.runtime.config import load_config
+from services.runtime.config import ModelConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -58,15 +58,17 @@ def test_unknown_tenant(config):
 
 
 def test_capabilities(config):
+    plain = {"deployments": [{"provider": "emulator-ollama", "model": "m"}], "capabilities": ["chat", "stream"]}
+    cfg = config.model_copy(update={"models": {**config.models, "plain": ModelConfig.model_validate(plain)}})
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    with pytest.raises(CapabilityNotSupported, match="'demo-ollama' does not support tools"):
-        plan(req(model="demo-ollama", params={"tools": tools}), config)
+    with pytest.raises(CapabilityNotSupported, match="'plain' does not support tools"):
+        plan(req(model="plain", params={"tools": tools}), cfg)
     image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
     with pytest.raises(CapabilityNotSupported, match="image input"):
-        plan(req(model="demo-ollama", messages=[{"role": "user", "content": image}]), config)
-    plan(req(model="demo-openai", messages=[{"role": "user", "content": image}]), config)
+        plan(req(model="plain", messages=[{"role": "user", "content": image}]), cfg)
+    plan(req(model="demo-openai", messages=[{"role": "user", "content": image}]), cfg)
     with pytest.raises(CapabilityNotSupported, match="structured output"):
-        plan(req(model="demo-anthropic", params={"response_format": {"type": "json_schema", "json_schema": {}}}), config)
+        plan(req(model="plain", params={"response_format": {"type": "json_schema", "json_schema": {}}}), cfg)
 
 
 def test_max_tokens_over_model_limit(config):
@@ -97,5 +99,7 @@ def test_max_completion_tokens_is_checked_too(config):
 
 
 def test_model_not_found_lists_only_what_the_tenant_may_use(config):
-    with pytest.raises(ModelNotFound, match="available: demo-openai$"):
+    allowed = ", ".join(sorted(config.tenants["restricted"].allowed_models))
+    assert "demo-anthropic" not in allowed
+    with pytest.raises(ModelNotFound, match=f"available: {allowed}$"):
         plan(req(tenant_id="restricted", model="gpt-9"), config)

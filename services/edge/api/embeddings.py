@@ -1,0 +1,147 @@
+"""``POST /v1/embeddings``: OpenAI embeddings over the event pipeline.
+
+The body becomes one ``EmbedRequested`` event; the answer is its ``ResultProduced`` as
+OpenAI's ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}],
+"model", "usage": {"prompt_tokens", "total_tokens"}}``, ``embedding`` being floats, or a
+base64 string (little-endian float32) with ``encoding_format: "base64"`` (the official
+SDKs ask for base64 by default and decode it themselves).
+
+Checked here (a 400 naming the field): ``model`` a non-empty string; ``input`` a non-empty
+string or a non-empty list of non-empty strings. Token arrays (lists of integers) are
+refused with a 400: token ids belong to one provider's tokenizer, and an alias may be
+served by deployments with different ones (or by Ollama, which takes text only).
+``dimensions`` a positive integer; ``encoding_format`` ``float`` or ``base64``. ``user`` and
+every other field the gateway does not model reach the provider unchanged; gateway fields
+``fallbacks``, ``metadata``, ``client_id``, ``total_ms`` as on chat completions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pydantic
+
+from services.contracts.errors import ValidationError
+from services.contracts.events import EmbedRequested, ResultProduced
+
+from ..asgi import Request, Response, ms_header
+from .chat import OVERHEAD, invalid
+
+if TYPE_CHECKING:
+    from ..context import Edge
+
+#: Gateway fields accepted in the body.
+GATEWAY = frozenset({"fallbacks", "metadata", "client_id", "total_ms"})
+#: Handled here, never forwarded as extra.
+OWN = frozenset({"model", "input", "dimensions", "encoding_format"})
+#: Ignored: identity comes from the API key only.
+IGNORED = frozenset({"tenant_id", "user_id"})
+
+
+@dataclass
+class EmbedCall:
+    """A checked embeddings body, ready for ``Pipeline.embed_request``."""
+
+    model: str
+    input: list[str]
+    dimensions: int | None = None
+    encoding_format: str = "float"
+    fields: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _bad(param: str, message: str) -> ValidationError:
+    return ValidationError(f"{param}: {message}", param=param)
+
+
+def _inputs(value: Any) -> list[str]:
+    if isinstance(value, str):
+        if not value:
+            raise _bad("input", "must not be an empty string")
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise _bad("input", "required, a string or a non-empty list of strings")
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            if not item:
+                raise _bad(f"input[{i}]", "must not be an empty string")
+            continue
+        if isinstance(item, int) or (isinstance(item, list) and all(isinstance(t, int) for t in item)):
+            raise _bad("input", "token arrays are not supported; send the text (a string or a list of strings)")
+        raise _bad(f"input[{i}]", f"must be a string, got {type(item).__name__}")
+    return value
+
+
+def parse_embeddings(body: dict[str, Any]) -> EmbedCall:
+    """Check an OpenAI embeddings body; ``ValidationError`` names the bad field."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "required, a non-empty string")
+    if "input" not in body:
+        raise _bad("input", "required, a string or a non-empty list of strings")
+    inputs = _inputs(body["input"])
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (type(dimensions) is not int or dimensions <= 0):
+        raise _bad("dimensions", f"must be a positive integer, got {dimensions!r}")
+    encoding = body.get("encoding_format")
+    if encoding is None:
+        encoding = "float"
+    elif encoding not in ("float", "base64"):
+        raise _bad("encoding_format", f"must be 'float' or 'base64', got {encoding!r}")
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for k, v in body.items():
+        if k in GATEWAY:
+            if v is not None:
+                fields[k] = v
+        elif k not in OWN and k not in IGNORED:
+            extra[k] = v
+    total_ms = fields.get("total_ms")
+    if total_ms is not None and (type(total_ms) is not int or total_ms <= 0):
+        raise _bad("total_ms", f"must be a positive integer, got {total_ms!r}")
+    fb = fields.get("fallbacks")
+    if fb is not None and not (isinstance(fb, list) and all(isinstance(a, str) for a in fb)):
+        raise _bad("fallbacks", "must be a list of model names")
+    if "metadata" in fields and not isinstance(fields["metadata"], dict):
+        raise _bad("metadata", "must be an object")
+    if "client_id" in fields and not isinstance(fields["client_id"], str):
+        raise _bad("client_id", "must be a string")
+    return EmbedCall(model, inputs, dimensions, encoding, fields, extra)
+
+
+def build_event(edge: Edge, req: Request, call: EmbedCall) -> EmbedRequested:
+    assert req.caller is not None
+    try:
+        return edge.gw.embed_request(
+            req.caller, call.model, call.input, dimensions=call.dimensions, encoding_format=call.encoding_format,
+            request_id=req.request_id, extra=call.extra, **call.fields,
+        )
+    except pydantic.ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def embeddings_json(result: ResultProduced, model: str) -> dict[str, Any]:
+    """A successful result as OpenAI's embeddings list (``model`` is the alias asked for)."""
+    out = result.output
+    data = out.data if out is not None and out.kind == "embeddings" else []
+    u = result.usage
+    prompt = u.prompt_tokens if u else 0
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": e.index, "embedding": e.embedding} for e in data],
+        "model": result.alias or model,
+        "usage": {"prompt_tokens": prompt, "total_tokens": (u.total_tokens or prompt) if u else 0},
+    }
+
+
+async def create_embeddings(edge: Edge, req: Request) -> Response:
+    call = parse_embeddings(req.json())
+    event = build_event(edge, req, call)
+    timeout = edge.timeout_for(call.fields.get("total_ms"))
+    result = await req.until_disconnect(edge.gw.result(event, timeout))  # type: ignore[arg-type]
+    overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
+    body = orjson.dumps(embeddings_json(result, call.model))
+    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0))])
