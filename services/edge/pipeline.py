@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from services.client import GatewayClient
-from services.contracts.events import ChatRequested, ChunkEmitted, ModelInfo, ResultProduced
+from services.contracts.events import ChatRequested, ChunkEmitted, EmbedRequested, ModelInfo, ResultProduced
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
 
@@ -25,6 +25,9 @@ class Pipeline(Protocol):
 
     def request(self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool,
                 **kw: Any) -> ChatRequested: ...
+
+    def embed_request(self, caller: Caller, model: str, input: str | list[str], *, dimensions: int | None = None,
+                      encoding_format: str = "float", **kw: Any) -> EmbedRequested: ...
 
     async def result(self, req: ChatRequested, timeout: float) -> ResultProduced: ...
 
@@ -69,6 +72,11 @@ class EdgeClient(GatewayClient):
                 **kw: Any) -> ChatRequested:
         return self.build_request(model, messages, stream=stream, tenant_id=caller.tenant_id,
                                   user_id=caller.user_id, **kw)
+
+    def embed_request(self, caller: Caller, model: str, input: str | list[str], *, dimensions: int | None = None,
+                      encoding_format: str = "float", **kw: Any) -> EmbedRequested:
+        return self.build_embed(model, input, dimensions=dimensions, encoding_format=encoding_format,
+                                tenant_id=caller.tenant_id, user_id=caller.user_id, **kw)
 
     async def models(self, caller: Caller, model: str | None, timeout: float) -> list[ModelInfo]:
         return await self.list_models(tenant_id=caller.tenant_id, user_id=caller.user_id, timeout_s=timeout,
