@@ -24,6 +24,7 @@ from services.contracts.events import (
     ChatRequested,
     ChunkEmitted,
     EmbedRequested,
+    ErrorInfo,
     ModelFilter,
     ModelInfo,
     ModelsListRequested,
@@ -46,13 +47,19 @@ _COMMON = ("metadata", "request_id", "client_id", "user_id", "tenant_id")
 _END = object()
 
 
+def error_from(e: ErrorInfo, request_id: str) -> GatewayError:
+    """The gateway error an event carries, with its details (``upstream_status`` among them)."""
+    err = GatewayError.from_wire(
+        e.code, e.message, param=e.param, details={"upstream_status": e.upstream_status, **e.details}
+    )
+    err.request_id = request_id  # type: ignore[attr-defined]
+    return err
+
+
 def raise_for(result: ResultProduced) -> ResultProduced:
     if result.status == "error":
-        e = result.error
-        assert e is not None
-        err = GatewayError.from_wire(e.code, e.message, param=e.param, details={"upstream_status": e.upstream_status})
-        err.request_id = result.request_id  # type: ignore[attr-defined]
-        raise err
+        assert result.error is not None
+        raise error_from(result.error, result.request_id)
     return result
 
 
@@ -277,6 +284,8 @@ class GatewayClient:
             yield chunk
 
     async def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]:
+        """Chunks in ``seq`` order. A stream that fails after it began (the final chunk carries
+        ``error``, finish reason ``error``) yields that chunk, then raises its error."""
         finished = False
         try:
             async with asyncio.timeout(timeout):
@@ -284,9 +293,12 @@ class GatewayClient:
                 while True:
                     event = await q.get()
                     if isinstance(event, ChunkEmitted):
-                        yield event
                         if event.final:
                             finished = True
+                        yield event
+                        if event.final:
+                            if event.error is not None:
+                                raise error_from(event.error, req.request_id)
                             return
                     elif isinstance(event, ResultProduced):
                         finished = True

@@ -2,7 +2,9 @@
 
 * OpenAI routes answer ``{"error": {"message", "type", "param", "code"}}`` with the
   class's ``http_status``, ``openai_type`` as ``type`` and the gateway code as ``code``,
-  which is what OpenAI SDKs turn into their exception classes.
+  which is what OpenAI SDKs turn into their exception classes; an error with details
+  (a structured-output violation's ``violations`` and ``raw``) adds ``details``, which the
+  OpenAI SDK exposes as ``err.body["details"]``.
 * The native ``/v1/chat`` answers ``{"error": {"type", "message"}}``: ``type`` is the
   gateway code, except ``rate_limited`` which is ``rate_limit_exceeded`` and names the
   client id (the prototype spec's wording).
@@ -34,8 +36,15 @@ class HTTPError(Exception):
         self.headers = headers or []
 
 
+#: Error details that are transport bookkeeping, not for callers.
+PRIVATE_DETAILS = frozenset({"upstream_status"})
+
+
 def openai_body(err: GatewayError) -> dict[str, Any]:
-    return {"error": {"message": err.message, "type": err.openai_type, "param": err.param, "code": err.code}}
+    body: dict[str, Any] = {"message": err.message, "type": err.openai_type, "param": err.param, "code": err.code}
+    if err.details and (details := {k: v for k, v in err.details.items() if k not in PRIVATE_DETAILS}):
+        body["details"] = details
+    return {"error": body}
 
 
 def openai_error(err: GatewayError | HTTPError) -> tuple[int, bytes]:

@@ -31,7 +31,6 @@ from services.contracts.errors import Cancelled, GatewayError, InternalError, Pr
 from services.contracts.events import (
     AuditRecorded,
     CancelRequested,
-    ErrorInfo,
     ExecutionPlanned,
     Latency,
     ResultProduced,
@@ -47,7 +46,7 @@ from services.runtime.topics import Topics, apply_topics
 
 from .chunker import ChunkEmitter
 from .embed import EmbedRunner, Requests
-from .handlers import Attempted, Outcome, chunk_template, cost_usd, execute
+from .handlers import Attempted, Outcome, chunk_template, cost_usd, error_info, execute
 from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
 from .targets import Target, Targets
@@ -231,7 +230,10 @@ class Executor:
         ids = {"request_id": req.request_id, "tenant_id": req.tenant_id, "user_id": req.user_id,
                "operation": req.operation}
         dep = outcome.deployment if outcome else attempted.deployment or targets[0]
-        if outcome is not None:
+        if outcome is not None and outcome.error is not None:
+            error = outcome.error  # the provider answered, the answer was refused: billed, then failed
+        if error is None:
+            assert outcome is not None
             result = ResultProduced(
                 **ids,
                 status="ok",
@@ -246,27 +248,26 @@ class Executor:
                 latency=Latency(ttft_ms=outcome.ttft_ms, total_ms=total_ms, provider_ms=outcome.provider_ms),
                 streamed=req.stream,
             )
-            usage = outcome.usage
         else:
-            assert error is not None
             result = ResultProduced(
                 **ids,
                 status="error",
                 alias=dep.alias,
                 provider=dep.provider,
-                model=dep.upstream_model,
-                error=ErrorInfo(
-                    code=error.code,  # type: ignore[arg-type]
-                    message=error.message,
-                    retryable=error.retryable,
-                    param=error.param,
-                    upstream_status=error.details.get("upstream_status"),
+                model=outcome.model if outcome else dep.upstream_model,
+                error=error_info(error),
+                fallback_used=outcome.fallback_used if outcome else False,
+                fallback_from=targets[0].label if outcome and outcome.fallback_used else None,
+                usage=outcome.usage if outcome else None,
+                latency=Latency(
+                    ttft_ms=outcome.ttft_ms if outcome else None,
+                    total_ms=total_ms,
+                    provider_ms=outcome.provider_ms if outcome else None,
                 ),
-                latency=Latency(total_ms=total_ms),
                 streamed=req.stream,
             )
-            usage = None
-        status = "ok" if outcome else ("cancelled" if isinstance(error, Cancelled) else "error")
+        usage = outcome.usage if outcome else None
+        status = "ok" if error is None else ("cancelled" if isinstance(error, Cancelled) else "error")
         record = UsageRecorded(
             **ids,
             status=status,  # type: ignore[arg-type]
@@ -288,7 +289,7 @@ class Executor:
             units=usage.units if usage else {},
         )
         topic, partition = result_target(req, self.topics)
-        action = "completed" if outcome else ("cancelled" if status == "cancelled" else "failed")
+        action = "completed" if error is None else ("cancelled" if status == "cancelled" else "failed")
         return [
             await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
             await self.publisher.publish(self.topics.usage.name, record, key=req.tenant_id),

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from services.contracts.events import ChunkEmitted, Delta, ToolCallDelta, Usage, new_id
+from services.contracts.events import ChunkEmitted, Delta, ErrorInfo, ToolCallDelta, Usage, new_id
 
 Send = Callable[[ChunkEmitted], Awaitable["asyncio.Future[object]"]]
 
@@ -71,7 +71,14 @@ class ChunkEmitter:
         self._timer = None
         self._flushing = asyncio.ensure_future(self._flush())
 
-    async def _flush(self, *, final: bool = False, finish_reason: str | None = None, usage: Usage | None = None) -> None:
+    async def _flush(
+        self,
+        *,
+        final: bool = False,
+        finish_reason: str | None = None,
+        usage: Usage | None = None,
+        error: ErrorInfo | None = None,
+    ) -> None:
         async with self._lock:
             if not (self._text or self._tools or final):
                 return
@@ -85,21 +92,23 @@ class ChunkEmitter:
                 tool_calls=[self._tools[i] for i in sorted(self._tools)] if self._tools else None,
             )
             self._text, self._tools = [], {}
-            chunk = self._template.model_copy(
-                update={"event_id": new_id(), "occurred_at": datetime.fromtimestamp(now, UTC), "seq": self.seq, "delta": delta, "final": final, "finish_reason": finish_reason, "usage": usage}
-            )
+            update = {"event_id": new_id(), "occurred_at": datetime.fromtimestamp(now, UTC), "seq": self.seq, "delta": delta, "final": final, "finish_reason": finish_reason, "usage": usage}
+            if error is not None:
+                update["error"] = error
+            chunk = self._template.model_copy(update=update)
             if self.seq > 0:
                 chunk.model = chunk.provider = chunk.ttft_ms = None
             self.seq += 1
             self._last_sent = now
             self.acks.append(await self._send(chunk))
 
-    async def finish(self, finish_reason: str, usage: Usage | None) -> None:
-        """Send what is buffered with the terminal chunk (finish reason and usage)."""
+    async def finish(self, finish_reason: str, usage: Usage | None, *, error: ErrorInfo | None = None) -> None:
+        """Send what is buffered with the terminal chunk (finish reason and usage; ``error``
+        when the answer failed after streaming, with finish reason ``error``)."""
         self.cancel_timer()
         if self._flushing is not None:
             await self._flushing
-        await self._flush(final=True, finish_reason=finish_reason, usage=usage)
+        await self._flush(final=True, finish_reason=finish_reason, usage=usage, error=error)
 
     def cancel_timer(self) -> None:
         if self._timer is not None:

@@ -15,6 +15,7 @@ from services.contracts.errors import GatewayError, ProviderError, ProviderTimeo
 from services.contracts.events import (
     AssistantMessage,
     ChunkEmitted,
+    ErrorInfo,
     ExecutionPlanned,
     ToolCall,
     ToolCallDelta,
@@ -25,6 +26,7 @@ from services.contracts.events import (
 from .chunker import ChunkEmitter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
+from .structured import CHECKED_FINISH, OutputContract, contract_for
 from .targets import Target
 
 SecretLookup = Callable[[str | None], str | None]
@@ -33,6 +35,10 @@ OnFallback = Callable[[Target, Target, GatewayError], Awaitable[None]]
 
 @dataclass
 class Outcome:
+    """A provider answered. ``error`` is set when the answer itself is refused (structured
+    output that breaks its schema): the call happened and its usage is billed, but the
+    caller gets the error, not the message."""
+
     message: AssistantMessage
     finish_reason: str
     usage: Usage
@@ -42,6 +48,7 @@ class Outcome:
     ttft_ms: float | None
     provider_ms: float
     chunks: int = 0
+    error: GatewayError | None = None
 
 
 @dataclass
@@ -69,7 +76,9 @@ async def execute(
 ) -> Outcome:
     """Try each deployment in order (with ``plan.retries`` retries of retryable failures)
     until one answers. Once a chunk has gone out, no other attempt is made: the caller
-    already holds part of this answer."""
+    already holds part of this answer. An answer that breaks the request's structured-output
+    contract is final (an ``Outcome`` with ``error``): it is neither retried nor a fallback."""
+    contract = contract_for(plan.request.params.response_format) if plan.request.params.response_format else None
     last: GatewayError | None = None
     for i, dep in enumerate(targets):
         if i > 0 and last is not None:
@@ -78,8 +87,8 @@ async def execute(
         for _ in range(plan.retries + 1):
             try:
                 if emitter is not None:
-                    return await _stream_once(plan, dep, http, secret(dep.api_key_env), emitter, i > 0)
-                return await _complete_once(plan, dep, http, secret(dep.api_key_env), i > 0)
+                    return await _stream_once(plan, dep, http, secret(dep.api_key_env), emitter, i > 0, contract)
+                return await _complete_once(plan, dep, http, secret(dep.api_key_env), i > 0, contract)
             except GatewayError as err:
                 last = err
                 if emitter is not None and emitter.sent_any:
@@ -90,13 +99,29 @@ async def execute(
     raise last
 
 
+def _checked(contract: OutputContract | None, message: AssistantMessage, finish: str) -> GatewayError | None:
+    """The contract's verdict on a text answer (tool-call answers have no text to check)."""
+    if contract is None or finish not in CHECKED_FINISH or message.tool_calls:
+        return None
+    return contract.violation(message.content, finish)
+
+
 async def _complete_once(
-    plan: ExecutionPlanned, dep: Target, http: HttpTransport, key: str | None, fallback: bool
+    plan: ExecutionPlanned,
+    dep: Target,
+    http: HttpTransport,
+    key: str | None,
+    fallback: bool,
+    contract: OutputContract | None = None,
 ) -> Outcome:
     t0 = time.perf_counter()
     done = await adapter_for(dep.kind, "chat").complete(http, plan.request, dep, key)
     ms = (time.perf_counter() - t0) * 1000
-    return Outcome(done.message, done.finish_reason, done.usage, dep, done.model or dep.upstream_model, fallback, ms, ms)
+    error = _checked(contract, done.message, done.finish_reason)
+    return Outcome(
+        done.message, done.finish_reason, done.usage, dep, done.model or dep.upstream_model, fallback, ms, ms,
+        error=error,
+    )
 
 
 async def _stream_once(
@@ -106,7 +131,10 @@ async def _stream_once(
     key: str | None,
     emitter: ChunkEmitter,
     fallback: bool,
+    contract: OutputContract | None = None,
 ) -> Outcome:
+    """The assembled answer is checked against ``contract`` before the terminal chunk, which
+    then carries the error (``finish_reason: error``) instead of the provider's finish."""
     t0 = time.perf_counter()
     ttft: float | None = None
     text: list[str] = []
@@ -146,7 +174,6 @@ async def _stream_once(
         emitter.cancel_timer()
         await stream.aclose()
     usage = usage or Usage()
-    await emitter.finish(finish, usage)
     message = AssistantMessage(
         content="".join(text) if text or not tools else None,
         tool_calls=[
@@ -155,6 +182,11 @@ async def _stream_once(
         ]
         or None,
     )
+    error = _checked(contract, message, finish)
+    if error is None:
+        await emitter.finish(finish, usage)
+    else:
+        await emitter.finish("error", usage, error=error_info(error))
     return Outcome(
         message,
         finish,
@@ -165,6 +197,21 @@ async def _stream_once(
         ttft,
         (time.perf_counter() - t0) * 1000,
         chunks=emitter.seq,
+        error=error,
+    )
+
+
+def error_info(err: GatewayError) -> ErrorInfo:
+    """An error as events carry it: ``upstream_status`` has its own field, other details
+    (structured-output violations, the provider's error type) stay in ``details``."""
+    details = err.details
+    return ErrorInfo(
+        code=err.code,  # type: ignore[arg-type]
+        message=err.message,
+        retryable=err.retryable,
+        param=err.param,
+        upstream_status=details.get("upstream_status"),
+        details={k: v for k, v in details.items() if k != "upstream_status"} if details else {},
     )
 
 

@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import TypeAdapter
 
 from services.contracts.errors import GatewayError
-from services.contracts.events import AnyRequest, ModelsListRequested, RequestBase
+from services.contracts.events import AnyRequest, ChatRequested, ModelsListRequested, RequestBase
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.kafka import Consumer, DeadLetters, Publisher
 from services.runtime.model_registry import model_registry
@@ -26,11 +26,13 @@ from services.runtime.replies import answer_invalid, reject
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
+from services.runtime.types import type_registry
 
 from .discovery import answer_models
 from .feed import StatsFeed
 from .handlers import plan
 from .stats import Key, RoutingStats, deployment_key
+from .tools import registry_schemas
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-router"
@@ -43,6 +45,7 @@ class Router:
         self.config = config
         self.topics = topics
         self.publisher = Publisher(settings.bootstrap_servers, client_id=f"router-{settings.instance_id}")
+        self.types = type_registry(config.types, settings.config_path.parent)
         self.models = model_registry(config)
         self.stats = RoutingStats()
         self.feed = StatsFeed(settings.bootstrap_servers, [topics.usage.name, topics.audit.name], self.stats,
@@ -70,6 +73,7 @@ class Router:
         await self.consumer.aclose()
         await self.feed.aclose()
         await self.publisher.aclose()
+        await self.types.aclose()
         await self.models.aclose()
 
     def _deployment(self, alias: str, provider: str, model: str | None) -> Key | None:
@@ -81,7 +85,10 @@ class Router:
                 await answer_models(self.publisher, self.topics, self.config, req, self.stats.health,
                                     self.models.catalog())
                 return
-            execution = plan(req, self.config, raw_size=len(record.value or b""),  # type: ignore[arg-type]
+            schemas = None
+            if isinstance(req, ChatRequested) and req.params.tools:
+                schemas = await registry_schemas(req.params.tools, self.types)
+            execution = plan(req, self.config, raw_size=len(record.value or b""), tool_schemas=schemas,  # type: ignore[arg-type]
                              catalog=self.models.catalog(), stats=self.stats)
         except GatewayError as err:
             await self.reject(req, err)

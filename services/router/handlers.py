@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -29,6 +30,7 @@ from services.runtime.config import GatewayConfig, ModelConfig
 
 from .routing import capable, order
 from .stats import RoutingStats
+from .tools import with_tools
 
 Executable = ChatRequested | EmbedRequested
 
@@ -47,10 +49,13 @@ def plan(
     *,
     raw_size: int | None = None,
     rng: random.Random | None = None,
+    tool_schemas: Mapping[str, dict[str, Any]] | None = None,
     catalog: Mapping[str, ModelConfig] | None = None,
     stats: RoutingStats | None = None,
 ) -> ExecutionPlanned:
     """``raw_size`` (bytes of the event) lets the prompt-size check skip small requests.
+    ``tool_schemas``: the Type Registry's schemas of the request's ``gts_ref`` tools
+    (``tools.registry_schemas``); the plan carries the tools in the unified function format.
     ``catalog``: the models (default: the file's); ``stats``: what orders ``fastest`` aliases
     and puts unusable deployments last (none: every deployment usable and unmeasured)."""
     admit(req, config)
@@ -70,6 +75,8 @@ def plan(
     if not deployments:
         raise _unsupported(req.model, models[req.model], needed)
 
+    if isinstance(req, ChatRequested) and req.params.tools:
+        req = with_tools(req, tool_schemas or {})
 
     d = config.defaults
     return ExecutionPlanned(

@@ -102,6 +102,24 @@ class Defaults(Strict):
     )
 
 
+class TypesConfig(Strict):
+    """Where ``gts_ref`` tools are looked up (``services/runtime/types.py``): ``dir``, a directory
+    of ``<gts id>.json`` schema files (a relative path is relative to the configuration file's
+    directory), or ``url``, an HTTP registry (``GET {url}/entities/{gts id}``); not both.
+    Neither: no registry, every reference is unknown."""
+
+    dir: str | None = None
+    url: str | None = None
+    cache_ttl_s: float = Field(default=300.0, ge=0, description="How long an HTTP registry's answers are kept")
+    timeout_s: float = Field(default=5.0, gt=0, description="HTTP registry request timeout")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TypesConfig:
+        if self.dir and self.url:
+            raise ValueError("set dir or url, not both")
+        return self
+
+
 class ModelRegistryConfig(Strict):
     """Where the model catalog comes from when it is not this file's ``models``
     (``services/runtime/model_registry.py``): ``GET {url}/models`` answering
@@ -118,6 +136,7 @@ class GatewayConfig(Strict):
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     policies: Policies = Field(default_factory=Policies)
     defaults: Defaults = Field(default_factory=Defaults)
+    types: TypesConfig = Field(default_factory=TypesConfig)
     model_registry: ModelRegistryConfig | None = None
 
     @model_validator(mode="after")

@@ -203,6 +203,15 @@ def completion_json(result: ResultProduced, model: str, created: int) -> dict[st
     }
 
 
+def chunk_error(chunk: ChunkEmitted) -> GatewayError:
+    """The gateway error a failed final chunk carries."""
+    e = chunk.error
+    assert e is not None
+    return GatewayError.from_wire(
+        e.code, e.message, param=e.param, details={"upstream_status": e.upstream_status, **e.details}
+    )
+
+
 def tool_call_delta_json(tc: ToolCallDelta) -> dict[str, Any]:
     out: dict[str, Any] = {"index": tc.index}
     fn: dict[str, Any] = {}
@@ -222,6 +231,9 @@ class ChunkEncoder:
     One chunk event becomes a content chunk (when its delta has anything), and the final
     one also a ``finish_reason`` chunk and, with ``include_usage``, a ``choices: []``
     usage chunk; with ``include_usage`` every other chunk has ``usage: null`` (as OpenAI).
+    A final chunk that carries an error (the answer failed after streaming, e.g. structured
+    output that breaks its schema) ends the stream with an OpenAI error event instead: no
+    finish chunk, no usage chunk, no ``[DONE]``.
     """
 
     def __init__(self, request_id: str, model: str, created: int, include_usage: bool):
@@ -229,6 +241,7 @@ class ChunkEncoder:
         self.model = model
         self.created = created
         self.include_usage = include_usage
+        self.failed = False
 
     def _chunk(self, choices: list[dict[str, Any]], usage: Any = None) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -253,6 +266,10 @@ class ChunkEncoder:
         if delta:
             out.append(self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]))
         if chunk.final:
+            if chunk.error is not None:
+                self.failed = True
+                out.append(openai_body(chunk_error(chunk)))
+                return out
             out.append(self._chunk([{"index": 0, "delta": {}, "logprobs": None,
                                      "finish_reason": finish_reason(chunk.finish_reason)}]))
             if self.include_usage:
@@ -263,9 +280,13 @@ class ChunkEncoder:
         return b"".join(b"data: " + orjson.dumps(o) + b"\n\n" for o in self.objects(chunk))
 
     def end(self) -> bytes:
-        return b"data: [DONE]\n\n"
+        return b"" if self.failed else b"data: [DONE]\n\n"
 
     def error(self, err: GatewayError) -> bytes:
+        """The error event ending the stream (nothing when a failed final chunk already sent it)."""
+        if self.failed:
+            return b""
+        self.failed = True
         return b"data: " + orjson.dumps(openai_body(err)) + b"\n\n"
 
     def first_headers(self, chunk: ChunkEmitted, elapsed_ms: float) -> Headers:

@@ -145,13 +145,15 @@ def sse_field(line: str) -> tuple[str, str] | None:
 
 
 class WireMapping(Protocol):
-    """The pure half of an adapter, which ``complete_via`` / ``stream_via`` drive."""
+    """The pure half of an adapter, which ``complete_via`` / ``stream_via`` drive. ``req`` is
+    the request being answered, for mappings whose reading depends on it (Anthropic reads a
+    structured answer out of the tool it forced)."""
 
     def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]: ...
 
-    def from_wire(self, body: dict[str, Any]) -> Completion: ...
+    def from_wire(self, body: dict[str, Any], req: ChatRequested | None = None) -> Completion: ...
 
-    def stream_parser(self, provider: str = ...) -> StreamParser: ...
+    def stream_parser(self, provider: str = ..., req: ChatRequested | None = None) -> StreamParser: ...
 
 
 async def complete_via(
@@ -164,7 +166,7 @@ async def complete_via(
 ) -> Completion:
     """One whole answer; ``model`` falls back to the deployment's when the body has none."""
     body = adapter.to_wire(req, deployment, stream=False)
-    completion = await post_json(http, deployment.provider, url, hdrs, body, adapter.from_wire)
+    completion = await post_json(http, deployment.provider, url, hdrs, body, lambda data: adapter.from_wire(data, req))
     completion.model = completion.model or deployment.upstream_model
     return completion
 
@@ -179,7 +181,7 @@ def stream_via(
 ) -> AsyncGenerator[StreamDelta, None]:
     """An async generator of deltas: the body is built now, nothing is sent until iterated."""
     body = adapter.to_wire(req, deployment, stream=True)
-    parser = adapter.stream_parser(deployment.provider)
+    parser = adapter.stream_parser(deployment.provider, req)
     return stream_deltas(http, deployment.provider, url, hdrs, body, parser)
 
 

@@ -2,20 +2,35 @@
 
 ``to_wire`` translates the OpenAI-shaped request: system/developer messages become the
 top-level ``system`` string, tool calls and tool results become ``tool_use`` /
-``tool_result`` blocks, image parts become image blocks, and ``max_tokens`` (required by
-Anthropic) defaults to ``DEFAULT_MAX_TOKENS``. Prompt tokens reported back include cache
-reads and cache writes; ``cached_tokens`` is the cache reads alone.
+``tool_result`` blocks (``tool_call_id`` is ``tool_use_id``), image parts become image blocks,
+and ``max_tokens`` (required by Anthropic) defaults to ``DEFAULT_MAX_TOKENS``. Prompt tokens
+reported back include cache reads and cache writes; ``cached_tokens`` is the cache reads alone.
+
+Tools: function tools become ``{name, description, input_schema}``; ``tool_choice`` ``auto``
+/ ``required`` / ``none`` / a named function become ``auto`` / ``any`` / ``none`` /
+``{"type": "tool", "name"}``; ``parallel_tool_calls: false`` becomes
+``disable_parallel_tool_use``. ``tool_use`` ids are kept as the tool calls' ids.
+
+Structured output (``response_format`` ``json_schema`` / ``json_object``) goes through a
+forced tool whose input is the answer (:func:`answer_tool`: named after ``json_schema.name``,
+else ``json_answer``; its ``input_schema`` is the schema, whose root must be an object).
+Reading the answer back, that tool's input is the message's text content (the JSON), with
+finish reason ``stop``; streamed, its ``input_json_delta`` pieces are content deltas. When
+the request also has tools, the answer tool is one more of them and the model must call
+one (``any``, unless the caller chose otherwise).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
-from services.contracts.errors import ProviderError
+from services.contracts.errors import CapabilityNotSupported, ProviderError, ValidationError
 from services.contracts.events import (
     AssistantMessage,
+    ChatParams,
     ChatRequested,
     Message,
     ToolCall,
@@ -30,6 +45,9 @@ from .base import Completion, StreamDelta
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
+#: The forced tool of a structured-output request whose json_schema has no usable name.
+ANSWER_TOOL = "json_answer"
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _FINISH = {
     "end_turn": "stop",
@@ -168,6 +186,65 @@ def tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
     return choice
 
 
+def answer_tool(req: ChatRequested) -> dict[str, Any] | None:
+    """The tool that carries a structured answer (None when the request wants text)."""
+    rf = req.params.response_format
+    if not rf:
+        return None
+    kind = rf.get("type")
+    if kind == "json_object":
+        return {"name": ANSWER_TOOL, "description": "Give your answer as a JSON object.",
+                "input_schema": {"type": "object"}}
+    if kind != "json_schema":
+        return None
+    spec = rf.get("json_schema") or {}
+    schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {"type": "object"}
+    if schema.get("type") != "object":
+        raise CapabilityNotSupported(
+            "anthropic structured output needs a response_format schema whose root is an object",
+            param="response_format",
+        )
+    name = spec.get("name")
+    tool: dict[str, Any] = {
+        "name": name if isinstance(name, str) and _TOOL_NAME.fullmatch(name) else ANSWER_TOOL,
+        "description": spec.get("description") or "Give your answer, as this tool's input.",
+        "input_schema": schema,
+    }
+    return tool
+
+
+def answer_tool_name(req: ChatRequested | None) -> str | None:
+    """The name of ``req``'s answer tool, if it has one (cheap when it has no response_format)."""
+    if req is None or not req.params.response_format:
+        return None
+    tool = answer_tool(req)
+    return tool["name"] if tool else None
+
+
+def _tools(params: ChatParams, parallel: Any, answer: dict[str, Any] | None) -> dict[str, Any]:
+    """The body's ``tools`` and ``tool_choice``."""
+    out: dict[str, Any] = {}
+    tools = [tool(t) for t in params.tools or ()]
+    if params.tool_choice is not None:
+        out["tool_choice"] = tool_choice(params.tool_choice)
+    if answer is not None:
+        if any(t.get("name") == answer["name"] for t in tools):
+            raise ValidationError(
+                f"a tool is named {answer['name']!r}, the name of the structured-output answer", param="tools"
+            )
+        if not tools:  # one answer: forced, and once
+            out["tool_choice"] = {"type": "tool", "name": answer["name"], "disable_parallel_tool_use": True}
+        else:
+            out.setdefault("tool_choice", {"type": "any"})
+        tools.append(answer)
+    if tools:
+        out["tools"] = tools
+        choice = out.get("tool_choice", {"type": "auto"})
+        if parallel is False and choice.get("type") != "none":
+            out["tool_choice"] = {**choice, "disable_parallel_tool_use": True}
+    return out
+
+
 # --- stream -----------------------------------------------------------------------
 
 
@@ -175,10 +252,13 @@ class AnthropicStreamParser:
     """Reads the Messages SSE sequence (message_start, content_block_*, message_delta,
     message_stop, ping, error). Tool-call indexes are the tool's ordinal among tool calls,
     not the content-block index. The final delta, with finish reason and usage, is emitted
-    at ``message_stop``; ``close()`` before it raises ``ProviderError``."""
+    at ``message_stop``; ``close()`` before it raises ``ProviderError``. The input of the
+    ``answer_tool`` (structured output) streams as content, and finishes with ``stop``."""
 
-    def __init__(self, provider: str = "anthropic") -> None:
+    def __init__(self, provider: str = "anthropic", answer_tool: str | None = None) -> None:
         self._provider = provider
+        self._answer_tool = answer_tool
+        self._answer_block: int | None = None  # content-block index of the answer tool's first call
         self._event: str | None = None
         self._model: str | None = None
         self._usage: dict[str, Any] = {}
@@ -210,11 +290,10 @@ class AnthropicStreamParser:
             self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
         elif kind == "message_stop":
             self._done = True
-            return [
-                StreamDelta(
-                    finish_reason=finish_reason(self._stop), usage=usage_from(self._usage), model=self._model
-                )
-            ]
+            finish = finish_reason(self._stop)
+            if self._answer_block is not None and not self._tools and finish == "tool_calls":
+                finish = "stop"
+            return [StreamDelta(finish_reason=finish, usage=usage_from(self._usage), model=self._model)]
         elif kind == "error":
             raise self._error(data.get("error") or {})
         return []
@@ -228,6 +307,10 @@ class AnthropicStreamParser:
 
     def _block_start(self, data: dict[str, Any]) -> list[StreamDelta]:
         block = data.get("content_block") or {}
+        if block.get("type") == "tool_use" and self._answer_tool is not None and block.get("name") == self._answer_tool:
+            if self._answer_block is None:  # the first answer is the answer; a repeat is dropped
+                self._answer_block = data.get("index", 0)
+            return []
         if block.get("type") == "tool_use":
             ordinal = self._tools[data.get("index", 0)] = len(self._tools)
             call = ToolCallDelta(index=ordinal, id=block.get("id"), name=block.get("name"))
@@ -242,6 +325,8 @@ class AnthropicStreamParser:
         if kind == "text_delta" and delta.get("text"):
             return [StreamDelta(content=delta["text"], model=self._model)]
         if kind == "input_json_delta" and delta.get("partial_json"):
+            if self._answer_block is not None and data.get("index", 0) == self._answer_block:
+                return [StreamDelta(content=delta["partial_json"], model=self._model)]
             ordinal = self._tools.get(data.get("index", 0))
             if ordinal is not None:
                 call = ToolCallDelta(index=ordinal, arguments=delta["partial_json"])
@@ -267,8 +352,8 @@ class AnthropicAdapter(PostsJSON):
     def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]:
         """``params.extra`` keys go first so typed params (when set), ``model``, ``messages``,
         ``system`` and ``stream`` win. OpenAI's ``parallel_tool_calls: false`` becomes
-        ``tool_choice.disable_parallel_tool_use``; seed, penalties and ``response_format``
-        have no Anthropic equivalent and are dropped."""
+        ``tool_choice.disable_parallel_tool_use``; ``response_format`` becomes the forced
+        answer tool; seed and penalties have no Anthropic equivalent and are dropped."""
         params = req.params
         body: dict[str, Any] = dict(params.extra)
         parallel = body.pop("parallel_tool_calls", None)
@@ -280,15 +365,9 @@ class AnthropicAdapter(PostsJSON):
             body["top_p"] = params.top_p
         if params.stop:
             body["stop_sequences"] = params.stop
-        if params.tools:
-            body["tools"] = [tool(t) for t in params.tools]
-        if params.tool_choice is not None:
-            body["tool_choice"] = tool_choice(params.tool_choice)
-        if parallel is False and body.get("tools"):
-            body["tool_choice"] = {
-                **body.get("tool_choice", {"type": "auto"}),
-                "disable_parallel_tool_use": True,
-            }
+        answer = answer_tool(req) if params.response_format else None
+        if params.tools or params.tool_choice is not None or answer is not None:
+            body.update(_tools(params, parallel, answer))
         body["model"] = deployment.upstream_model
         body["messages"] = messages
         if system:
@@ -298,28 +377,38 @@ class AnthropicAdapter(PostsJSON):
             body["stream"] = True
         return body
 
-    def from_wire(self, body: dict[str, Any]) -> Completion:
+    def from_wire(self, body: dict[str, Any], req: ChatRequested | None = None) -> Completion:
+        """With ``req``'s answer tool (structured output), that tool's input is the text answer."""
+        answer_name = answer_tool_name(req)
         texts: list[str] = []
+        answer: str | None = None
         calls: list[ToolCall] = []
         for block in body["content"]:
             if block.get("type") == "text":
                 texts.append(block["text"])
             elif block.get("type") == "tool_use":
                 arguments = orjson.dumps(block.get("input") or {}).decode()
+                if answer_name is not None and block["name"] == answer_name:
+                    answer = arguments if answer is None else answer  # the first answer counts
+                    continue
                 calls.append(
                     ToolCall(
                         id=block["id"], function=ToolCallFunction(name=block["name"], arguments=arguments)
                     )
                 )
+        finish = finish_reason(body.get("stop_reason"))
+        if answer is not None and not calls and finish == "tool_calls":
+            finish = "stop"
+        content = answer if answer is not None else ("".join(texts) if texts else None)
         return Completion(
-            message=AssistantMessage(content="".join(texts) if texts else None, tool_calls=calls or None),
-            finish_reason=finish_reason(body.get("stop_reason")),
+            message=AssistantMessage(content=content, tool_calls=calls or None),
+            finish_reason=finish,
             usage=usage_from(body.get("usage") or {}),
             model=body.get("model") or "",
         )
 
-    def stream_parser(self, provider: str = "anthropic") -> AnthropicStreamParser:
-        return AnthropicStreamParser(provider)
+    def stream_parser(self, provider: str = "anthropic", req: ChatRequested | None = None) -> AnthropicStreamParser:
+        return AnthropicStreamParser(provider, answer_tool_name(req))
 
     def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
         auth = {"x-api-key": api_key} if api_key else {}

@@ -2,13 +2,20 @@
 
 ``stream`` is always set explicitly because Ollama streams by default. Sampling params go in
 ``options`` (``max_tokens`` is ``num_predict``); ``params.extra`` keys go at the top level,
-except ``extra["options"]``, which is merged into ``options``. Ollama has no tool-call ids:
-missing ones are generated so tool results can refer to them.
+except ``extra["options"]``, which is merged into ``options``.
+
+Tools go in the function format (``strict`` dropped). Ollama has no ``tool_choice``:
+``none`` sends no tools, a named function sends that tool alone, ``auto`` and ``required``
+send them all (Ollama cannot be made to call one); ``parallel_tool_calls`` has no
+equivalent and is dropped. Ollama has no tool-call ids either: a missing one is derived
+from the call's index, name and arguments (:func:`call_id`), so the streamed and the whole
+answer name a call alike. A tool result's ``tool_name`` is its message's ``name`` or the
+name of the call its ``tool_call_id`` answers. ``response_format`` becomes ``format``.
 """
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from typing import Any
 
 import orjson
@@ -55,23 +62,53 @@ def usage_from(body: dict[str, Any]) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def _tool_call(raw: dict[str, Any]) -> ToolCall:
+def call_id(index: int, name: str, arguments: str) -> str:
+    """A stable id for a call Ollama sent without one: the same call at the same position
+    always gets the same id (streamed or not)."""
+    digest = hashlib.sha256(f"{index}\x00{name}\x00{arguments}".encode()).hexdigest()
+    return f"call_{digest[:24]}"
+
+
+def _tool_call(raw: dict[str, Any], index: int) -> ToolCall:
+    """A call, ``index`` its position among the answer's calls."""
     fn = raw.get("function") or {}
     arguments = fn.get("arguments")
     if not isinstance(arguments, str):
         arguments = orjson.dumps(arguments or {}).decode()
+    name = fn.get("name", "")
     return ToolCall(
-        id=raw.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-        function=ToolCallFunction(name=fn.get("name", ""), arguments=arguments),
+        id=raw.get("id") or call_id(index, name, arguments),
+        function=ToolCallFunction(name=name, arguments=arguments),
     )
+
+
+def tools_for(tools: list[dict[str, Any]], choice: str | dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The tools to send for ``tool_choice`` (Ollama has none): see the module docstring."""
+    if choice == "none":
+        return []
+    named = None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        named = (choice.get("function") or {}).get("name")
+    out = []
+    for t in tools:
+        fn = t.get("function") if t.get("type") == "function" else None
+        if isinstance(fn, dict):
+            if named is not None and fn.get("name") != named:
+                continue
+            t = {"type": "function", "function": {k: v for k, v in fn.items() if k != "strict"}}
+        elif named is not None:
+            continue
+        out.append(t)
+    return out
 
 
 # --- request translation -----------------------------------------------------------
 
 
-def _message(m: Message) -> dict[str, Any]:
+def _message(m: Message, call_names: dict[str, str]) -> dict[str, Any]:
     """Ollama messages hold text plus a list of base64 ``images``; only inline (data:) images
-    can be sent, as Ollama does not fetch URLs."""
+    can be sent, as Ollama does not fetch URLs. ``call_names``: tool-call id -> function name,
+    of the calls made earlier in the conversation."""
     out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
     if isinstance(m.content, list):
         texts: list[str] = []
@@ -96,8 +133,20 @@ def _message(m: Message) -> dict[str, Any]:
         out["tool_calls"] = [
             {"function": {"name": tc.function.name, "arguments": tool_arguments(tc)}} for tc in m.tool_calls
         ]
-    if m.role == "tool" and m.name:
-        out["tool_name"] = m.name
+    if m.role == "tool":
+        name = m.name or call_names.get(m.tool_call_id or "")
+        if name:
+            out["tool_name"] = name
+    return out
+
+
+def to_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    call_names: dict[str, str] = {}
+    out = []
+    for m in messages:
+        out.append(_message(m, call_names))
+        for tc in m.tool_calls or ():
+            call_names[tc.id] = tc.function.name
     return out
 
 
@@ -140,7 +189,7 @@ class OllamaStreamParser:
         if raw_calls:
             calls = []
             for raw in raw_calls:
-                tc = _tool_call(raw)
+                tc = _tool_call(raw, self._tools)
                 calls.append(
                     ToolCallDelta(
                         index=self._tools, id=tc.id, name=tc.function.name, arguments=tc.function.arguments
@@ -173,10 +222,11 @@ class OllamaAdapter(PostsJSON):
 
     def to_wire(self, req: ChatRequested, deployment: Target, *, stream: bool) -> dict[str, Any]:
         """Typed params (when set) win over the same keys in ``extra``; ``model``,
-        ``messages`` and ``stream`` are always the gateway's. ``tool_choice`` has no Ollama
-        equivalent and is dropped."""
+        ``messages`` and ``stream`` are always the gateway's. ``tool_choice`` picks the tools
+        sent (see the module docstring)."""
         params = req.params
         body: dict[str, Any] = dict(params.extra)
+        body.pop("parallel_tool_calls", None)
         options: dict[str, Any] = dict(body.pop("options", None) or {})
         for name, option in OPTION_FIELDS.items():
             value = getattr(params, name)
@@ -184,18 +234,18 @@ class OllamaAdapter(PostsJSON):
                 options[option] = value
         if options:
             body["options"] = options
-        if params.tools:
-            body["tools"] = params.tools
+        if params.tools and (tools := tools_for(params.tools, params.tool_choice)):
+            body["tools"] = tools
         if params.response_format and (fmt := _format(params.response_format)) is not None:
             body["format"] = fmt
         body["model"] = deployment.upstream_model
-        body["messages"] = [_message(m) for m in req.messages]
+        body["messages"] = to_messages(req.messages)
         body["stream"] = stream
         return body
 
-    def from_wire(self, body: dict[str, Any]) -> Completion:
+    def from_wire(self, body: dict[str, Any], req: ChatRequested | None = None) -> Completion:
         message = body["message"]
-        calls = [_tool_call(raw) for raw in message.get("tool_calls") or ()] or None
+        calls = [_tool_call(raw, i) for i, raw in enumerate(message.get("tool_calls") or ())] or None
         return Completion(
             message=AssistantMessage(content=message.get("content") or None, tool_calls=calls),
             finish_reason=finish_reason(body.get("done_reason"), bool(calls)),
@@ -203,7 +253,7 @@ class OllamaAdapter(PostsJSON):
             model=body.get("model") or "",
         )
 
-    def stream_parser(self, provider: str = "ollama") -> OllamaStreamParser:
+    def stream_parser(self, provider: str = "ollama", req: ChatRequested | None = None) -> OllamaStreamParser:
         return OllamaStreamParser(provider)
 
     def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:

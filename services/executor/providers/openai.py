@@ -2,6 +2,9 @@
 
 The gateway's own request shape is OpenAI's, so ``to_wire`` is nearly the identity: messages
 pass through, set params are copied, and every ``params.extra`` key reaches the provider.
+Tools (already in the unified function format, see ``services/router/tools.py``),
+``tool_choice``, ``parallel_tool_calls`` and ``response_format`` (``json_schema``,
+``json_object``) are OpenAI's own fields and go as they are; tool-call ids are the provider's.
 Streams always ask for usage (``stream_options.include_usage``): tokens are counted by the
 provider, never estimated.
 """
@@ -171,7 +174,7 @@ class OpenAIAdapter(PostsJSON):
             body.pop("stream_options", None)
         return body
 
-    def from_wire(self, body: dict[str, Any]) -> Completion:
+    def from_wire(self, body: dict[str, Any], req: ChatRequested | None = None) -> Completion:
         choice = body["choices"][0]
         msg = choice["message"]
         raw_calls = msg.get("tool_calls")
@@ -195,7 +198,7 @@ class OpenAIAdapter(PostsJSON):
             model=body.get("model") or "",
         )
 
-    def stream_parser(self, provider: str = "openai") -> OpenAIStreamParser:
+    def stream_parser(self, provider: str = "openai", req: ChatRequested | None = None) -> OpenAIStreamParser:
         return OpenAIStreamParser(provider)
 
     def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
