@@ -64,8 +64,8 @@ async def test_rejections_reach_the_caller_with_a_reason(gw, restricted_gw):
     with pytest.raises(ModelNotApproved, match="tenant 'restricted' is not approved for model 'demo-anthropic'"):
         await restricted_gw.chat(model="demo-anthropic", messages=MSGS)
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    with pytest.raises(CapabilityNotSupported, match="'demo-ollama' does not support tools"):
-        await gw.chat(model="demo-ollama", messages=MSGS, tools=tools)
+    with pytest.raises(CapabilityNotSupported, match="'mock-gpt' does not support tools"):
+        await gw.chat(model="mock-gpt", messages=MSGS, tools=tools)
     with pytest.raises(ValidationError, match="max_tokens=100000 exceeds"):
         await gw.chat(model="demo-openai", messages=MSGS, max_tokens=100000)
 

@@ -40,8 +40,9 @@ async def test_native_chat(http):
         "client_id": "billing-svc", "model": "demo-anthropic", "messages": MSGS, "metadata": {"request_id": rid}})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"id", "model", "provider", "usage", "message"}
+    assert set(body) == {"id", "model", "provider", "usage", "message", "fallback_used"}
     assert (body["id"], body["model"], body["provider"]) == (rid, "demo-anthropic", "emulator-anthropic")
+    assert body["fallback_used"] is False
     assert body["message"]["role"] == "assistant" and body["message"]["content"]
     u = body["usage"]
     assert u["completion_tokens"] == 8 and u["total_tokens"] == u["prompt_tokens"] + 8

@@ -8,6 +8,8 @@ import openai
 import orjson
 import pytest
 
+from services.runtime.config import load_config
+from services.runtime.settings import ROOT
 from tests.unit.edge.openai_spec import check
 
 DEMO_KEY = "sk-llmgw-demo"
@@ -204,6 +206,7 @@ def test_models_list_and_retrieve(client, edge_url):
         client.models.retrieve("gpt-nonexistent")
 
     restricted = openai.OpenAI(api_key=RESTRICTED_KEY, base_url=f"{edge_url}/v1", max_retries=0)
-    assert [m.id for m in restricted.models.list()] == ["demo-openai"]
+    allowed = load_config(ROOT / "config" / "demo.yaml", env={}).tenants["restricted"].allowed_models
+    assert [m.id for m in restricted.models.list()] == sorted(allowed) and "demo-anthropic" not in allowed
     with pytest.raises(openai.NotFoundError):
         restricted.models.retrieve("demo-anthropic")
