@@ -35,6 +35,10 @@ class ChunkEmitter:
         """Provider and model named on the first chunk."""
         self._template.provider, self._template.model = provider, model
 
+    def set_fallback(self, fallback: str) -> None:
+        """``'<first planned> -> <answering>'``, named on the first chunk when a fallback answers."""
+        self._template.fallback = fallback
+
     def first_token(self, ttft_ms: float) -> None:
         """The provider's time to first token, named on the first chunk."""
         self._template.ttft_ms = ttft_ms
@@ -97,7 +101,7 @@ class ChunkEmitter:
                 update["error"] = error
             chunk = self._template.model_copy(update=update)
             if self.seq > 0:
-                chunk.model = chunk.provider = chunk.ttft_ms = None
+                chunk.model = chunk.provider = chunk.ttft_ms = chunk.fallback = None
             self.seq += 1
             self._last_sent = now
             self.acks.append(await self._send(chunk))

@@ -84,6 +84,8 @@ async def execute(
         if i > 0 and last is not None:
             await on_fallback(targets[i - 1], dep, last)
         attempted.deployment = dep
+        if emitter is not None and i > 0:
+            emitter.set_fallback(f"{targets[0].label} -> {dep.label}")
         for _ in range(plan.retries + 1):
             try:
                 if emitter is not None:

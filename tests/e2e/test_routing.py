@@ -62,6 +62,20 @@ async def test_fallback_reaches_http_callers(edge_url):
             True, "demo-anthropic", "emulator-anthropic")
 
 
+async def test_a_streams_fallback_is_in_its_first_headers(edge_url):
+    body = {"model": "demo-openai", "messages": MSGS, "fallbacks": ["demo-anthropic"], "stream": True}
+    async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
+        async with http.stream("POST", "/v1/chat/completions", headers=AUTH, json=body) as r:
+            assert r.status_code == 200 and "x-llmgw-fallback" not in r.headers
+            await r.aread()
+        failing = {**body, "emulator_scenario": f"fail_first=1,status=500,key={new_id()}"}
+        async with http.stream("POST", "/v1/chat/completions", headers=AUTH, json=failing) as r:
+            assert r.status_code == 200
+            assert r.headers["x-llmgw-fallback"] == "demo-openai/emulator-openai -> demo-anthropic/emulator-anthropic"
+            text = (await r.aread()).decode()
+        assert text.rstrip().endswith("data: [DONE]") and '"content":"tok0' in text.replace(" ", "")
+
+
 # --- fastest, rebuilt after a restart ----------------------------------------------------------
 
 
