@@ -210,3 +210,13 @@ async def test_a_batch_over_the_providers_limit_is_split_back(gw, emulator_url):
             assert all(len(c["inputs"]) > 2 for c in seen if c["status"] == 400)
             return
     pytest.fail(f"no burst of {BURSTS} merged three requests into one call")
+
+
+async def test_an_embeddings_fallback_reaches_http_callers(edge_url):
+    body = {"model": "demo-embed", "input": "fall back", "fallbacks": ["demo-embed-ollama"],
+            "emulator_scenario": f"fail_first=1,status=500,key={new_id()}"}
+    async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
+        r = await http.post("/v1/embeddings", headers={"authorization": "Bearer sk-llmgw-demo"}, json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llmgw-fallback"] == "demo-embed/emulator-openai -> demo-embed-ollama/emulator-ollama"
+    assert r.json()["model"] == "demo-embed-ollama" and len(r.json()["data"]) == 1  # the alias that answered

@@ -28,7 +28,7 @@ from services.contracts.errors import ValidationError
 from services.contracts.events import EmbedRequested, ResultProduced
 
 from ..asgi import Request, Response, ms_header
-from .chat import OVERHEAD, invalid
+from .chat import OVERHEAD, fallback_header, invalid
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -144,4 +144,4 @@ async def create_embeddings(edge: Edge, req: Request) -> Response:
     result = await req.until_disconnect(edge.gw.result(event, timeout))  # type: ignore[arg-type]
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
     body = orjson.dumps(embeddings_json(result, call.model))
-    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0))])
+    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *fallback_header(result)])
