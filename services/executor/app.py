@@ -27,7 +27,7 @@ import pydantic
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderTimeout
+from services.contracts.errors import Cancelled, GatewayError
 from services.contracts.events import (
     AuditRecorded,
     CancelRequested,
@@ -46,7 +46,7 @@ from services.runtime.topics import Topics, apply_topics
 
 from .chunker import ChunkEmitter
 from .embed import EmbedRunner, Requests
-from .handlers import Attempted, Outcome, chunk_template, cost_usd, error_info, execute
+from .handlers import Attempted, Outcome, chunk_template, cost_usd, error_info, execute, settle
 from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
 from .targets import Target, Targets
@@ -188,23 +188,8 @@ class Executor:
         if rid in self._cancelled:
             run.cancel(self._cancelled.pop(rid))
         started = _StartedAudit(self, plan)
-        outcome: Outcome | None = None
-        error: GatewayError | None = None
         try:
-            async with asyncio.timeout(plan.total_ms / 1000 if plan.total_ms else None):
-                outcome = await run
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                started.discard()  # this process is stopping: the plan runs again elsewhere
-                raise
-            error = Cancelled(f"request {rid} was cancelled")
-        except TimeoutError:
-            error = ProviderTimeout(f"request exceeded total_ms={plan.total_ms}")
-        except GatewayError as err:
-            error = err
-        except Exception as exc:  # an adapter bug must still answer the caller
-            log.exception("execution of %s failed", rid)
-            error = InternalError(f"executor failed: {type(exc).__name__}: {exc}")
+            outcome, error = await settle(run, rid, plan.total_ms, started.discard)
         finally:
             self._running.pop(rid, None)
             if emitter is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderTimeout
+from services.contracts.errors import Cancelled, GatewayError
 from services.contracts.events import (
     Embedding,
     EmbeddingsOutput,
@@ -37,7 +37,7 @@ from services.runtime.replies import result_target
 from services.runtime.topics import Topics
 
 from .batcher import EmbedBatcher, Share
-from .handlers import SecretLookup, cost_usd, retryable
+from .handlers import SecretLookup, cost_usd, retryable, settle
 from .providers._embeddings import Embeddings
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
@@ -120,23 +120,8 @@ class EmbedRunner:
         if rid in book.cancelled:
             run.cancel(book.cancelled.pop(rid))
         started = self.started(plan)
-        outcome: EmbedOutcome | None = None
-        error: GatewayError | None = None
         try:
-            async with asyncio.timeout(plan.total_ms / 1000 if plan.total_ms else None):
-                outcome = await run
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                started.discard()  # this process is stopping: the plan runs again elsewhere
-                raise
-            error = Cancelled(f"request {rid} was cancelled")
-        except TimeoutError:
-            error = ProviderTimeout(f"request exceeded total_ms={plan.total_ms}")
-        except GatewayError as err:
-            error = err
-        except Exception as exc:  # an adapter bug must still answer the caller
-            log.exception("execution of %s failed", rid)
-            error = InternalError(f"executor failed: {type(exc).__name__}: {exc}")
+            outcome, error = await settle(run, rid, plan.total_ms, started.discard)
         finally:
             book.running.pop(rid, None)
         total_ms = (time.perf_counter() - t0) * 1000

@@ -7,11 +7,13 @@ result, usage and audit events is the app's job.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from services.contracts.errors import GatewayError, ProviderError, ProviderTimeout
+from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderError, ProviderTimeout
 from services.contracts.events import (
     AssistantMessage,
     ChunkEmitted,
@@ -29,6 +31,8 @@ from .providers.transport import HttpTransport
 from .structured import CHECKED_FINISH, OutputContract, contract_for
 from .targets import Target
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 SecretLookup = Callable[[str | None], str | None]
 OnFallback = Callable[[Target, Target, GatewayError], Awaitable[None]]
 
@@ -57,6 +61,31 @@ class Attempted:
 
     deployment: Target | None = None
     emitter: ChunkEmitter | None = None
+
+
+async def settle(
+    run: asyncio.Task[T], request_id: str, total_ms: int | None, stopping: Callable[[], None]
+) -> tuple[T | None, GatewayError | None]:
+    """Await a request's run under its total deadline: ``(outcome, None)`` or ``(None, error)``.
+    A cancel of the run (the caller's) is ``Cancelled``, the deadline ``ProviderTimeout``, a
+    ``GatewayError`` itself, anything else (an adapter bug) ``InternalError``. When the awaiting
+    task is itself being cancelled (this process is stopping), ``stopping()`` runs and the
+    cancellation goes on: the plan runs again elsewhere."""
+    try:
+        async with asyncio.timeout(total_ms / 1000 if total_ms else None):
+            return await run, None
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            stopping()
+            raise
+        return None, Cancelled(f"request {request_id} was cancelled")
+    except TimeoutError:
+        return None, ProviderTimeout(f"request exceeded total_ms={total_ms}")
+    except GatewayError as err:
+        return None, err
+    except Exception as exc:  # an adapter bug must still answer the caller
+        log.exception("execution of %s failed", request_id)
+        return None, InternalError(f"executor failed: {type(exc).__name__}: {exc}")
 
 
 def retryable(err: GatewayError) -> bool:

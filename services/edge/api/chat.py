@@ -96,6 +96,12 @@ def split_fields(body: dict[str, Any], *, skip: frozenset[str] = OWN) -> tuple[d
         fields["stop"] = [stop]
     for name in ("ttft_ms", "total_ms", "max_completion_tokens"):
         _positive_int(body, name)
+    check_gateway_fields(fields)
+    return fields, extra
+
+
+def check_gateway_fields(fields: dict[str, Any]) -> None:
+    """The gateway extensions every model route accepts: ``fallbacks``, ``metadata``, ``client_id``."""
     fb = fields.get("fallbacks")
     if fb is not None and not (isinstance(fb, list) and all(isinstance(a, str) for a in fb)):
         raise _bad("fallbacks", "must be a list of model names")
@@ -103,7 +109,6 @@ def split_fields(body: dict[str, Any], *, skip: frozenset[str] = OWN) -> tuple[d
         raise _bad("metadata", "must be an object")
     if "client_id" in fields and not isinstance(fields["client_id"], str):
         raise _bad("client_id", "must be a string")
-    return fields, extra
 
 
 def check_messages(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:

@@ -28,7 +28,7 @@ from services.contracts.errors import ValidationError
 from services.contracts.events import EmbedRequested, ResultProduced
 
 from ..asgi import Request, Response, ms_header
-from .chat import OVERHEAD, fallback_header, invalid
+from .chat import OVERHEAD, check_gateway_fields, fallback_header, invalid
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -102,13 +102,7 @@ def parse_embeddings(body: dict[str, Any]) -> EmbedCall:
     total_ms = fields.get("total_ms")
     if total_ms is not None and (type(total_ms) is not int or total_ms <= 0):
         raise _bad("total_ms", f"must be a positive integer, got {total_ms!r}")
-    fb = fields.get("fallbacks")
-    if fb is not None and not (isinstance(fb, list) and all(isinstance(a, str) for a in fb)):
-        raise _bad("fallbacks", "must be a list of model names")
-    if "metadata" in fields and not isinstance(fields["metadata"], dict):
-        raise _bad("metadata", "must be an object")
-    if "client_id" in fields and not isinstance(fields["client_id"], str):
-        raise _bad("client_id", "must be a string")
+    check_gateway_fields(fields)
     return EmbedCall(model, inputs, dimensions, encoding, fields, extra)
 
 

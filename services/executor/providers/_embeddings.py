@@ -84,3 +84,4 @@ def vectors_of(items: list[Any], inputs: int, what: str) -> list[Any]:
         got = len(items) if isinstance(items, list) else type(items).__name__
         raise ValueError(f"{what}: expected {inputs} vectors, got {got}")
     return items
+

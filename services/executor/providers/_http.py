@@ -13,9 +13,10 @@ from typing import Any, Protocol
 import orjson
 
 from services.contracts.errors import ProviderError, ValidationError
-from services.contracts.events import ChatRequested, ToolCall
+from services.contracts.events import ChatRequested, EmbedRequested, ToolCall
 
 from ..targets import Target
+from ._embeddings import Embeddings
 from .base import Completion, StreamDelta, StreamParser, map_http_errors, upstream_error
 from .transport import HttpTransport
 
@@ -202,3 +203,28 @@ class PostsJSON:
     ) -> AsyncGenerator[StreamDelta, None]:
         """An async generator: nothing is sent until it is iterated."""
         return stream_via(self, http, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
+
+
+class PostsEmbeddings:
+    """``embed`` for an adapter that POSTs one JSON body per call; the adapter supplies
+    ``endpoint(deployment, api_key) -> (url, headers)``, ``to_wire`` and ``from_wire``."""
+
+    def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
+        raise NotImplementedError
+
+    def to_wire(self, req: EmbedRequested, deployment: Target) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def from_wire(self, body: dict[str, Any], req: EmbedRequested) -> Embeddings:
+        raise NotImplementedError
+
+    async def embed(
+        self, http: HttpTransport, req: EmbedRequested, deployment: Target, api_key: str | None
+    ) -> Embeddings:
+        url, hdrs = self.endpoint(deployment, api_key)
+        done: Embeddings = await post_json(  # type: ignore[assignment]
+            http, deployment.provider, url, hdrs, self.to_wire(req, deployment),
+            lambda body: self.from_wire(body, req),  # type: ignore[arg-type,return-value]
+        )
+        done.model = done.model or deployment.upstream_model
+        return done

@@ -17,11 +17,10 @@ from services.contracts.events import EmbedRequested
 
 from ..targets import Target
 from ._embeddings import Embeddings, embed_usage, encoded, fitted, vectors_of
-from ._http import bearer, headers, post_json
-from .transport import HttpTransport
+from ._http import PostsEmbeddings, bearer, headers
 
 
-class OllamaEmbeddingsAdapter:
+class OllamaEmbeddingsAdapter(PostsEmbeddings):
     kind = "ollama"
 
     def to_wire(self, req: EmbedRequested, deployment: Target) -> dict[str, Any]:
@@ -47,14 +46,3 @@ class OllamaEmbeddingsAdapter:
 
     def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
         return f"{deployment.base_url.rstrip('/')}/api/embed", headers(bearer(api_key))
-
-    async def embed(
-        self, http: HttpTransport, req: EmbedRequested, deployment: Target, api_key: str | None
-    ) -> Embeddings:
-        url, hdrs = self.endpoint(deployment, api_key)
-        done: Embeddings = await post_json(  # type: ignore[assignment]
-            http, deployment.provider, url, hdrs, self.to_wire(req, deployment),
-            lambda body: self.from_wire(body, req),  # type: ignore[arg-type,return-value]
-        )
-        done.model = done.model or deployment.upstream_model
-        return done
