@@ -13,7 +13,7 @@ import time
 from services.runtime.config import ConfigError, load_config
 from services.runtime.settings import Settings
 
-SERVICES = ("router", "executor", "edge", "emulator")
+SERVICES = ("router", "executor", "edge", "emulator", "usage-sink", "audit-sink")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     md.add_argument("--tenant", default="demo")
     md.add_argument("--json", action="store_true")
     md.add_argument("--timeout", type=float, default=60)
+
+    us = sub.add_parser("usage", help="the usage ledger on S3")
+    us_sub = us.add_subparsers(dest="action", required=True)
+    ur = us_sub.add_parser("report", help="requests, tokens and cost of one tenant, from S3")
+    ur.add_argument("--tenant", required=True)
+    ur.add_argument("--since", default="24h", help="a duration back from now (30m, 24h, 7d) or an ISO date")
+    ur.add_argument("--by", choices=["model", "user", "key", "day"], default=None,
+                    help="key: the caller's client_id (usage records carry no API key name)")
+    ur.add_argument("--json", action="store_true")
+
+    au = sub.add_parser("audit", help="the audit ledger on S3")
+    au_sub = au.add_subparsers(dest="action", required=True)
+    av = au_sub.add_parser("verify", help="check every hash chain; non-zero naming the first bad record")
+    av.add_argument("--tenant", default=None, help="count this tenant's records (every chain is checked)")
 
     args = p.parse_args(argv)
     settings = Settings.from_env()
@@ -143,8 +157,9 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    sys.argv = [f"services.{args.service}"]
-    runpy.run_module(f"services.{args.service}", run_name="__main__")
+    module = f"services.{args.service.replace('-', '_')}"
+    sys.argv = [module]
+    runpy.run_module(module, run_name="__main__")
     return 0
 
 
@@ -250,10 +265,51 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return _over_kafka(settings, args.tenant, "cli", args.timeout, call)
 
 
+def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from services.runtime.s3 import S3ObjectStore
+    from services.usage_sink.report import parse_since, usage_report
+
+    now = datetime.now(UTC)
+    try:
+        since = parse_since(args.since, now)
+    except ValueError as exc:
+        print(f"llmgw: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        async with S3ObjectStore(settings.usage_bucket, endpoint_url=settings.s3_url, create_bucket=False) as store:
+            report = await usage_report(store, args.tenant, since=since, until=now, by=args.by)
+        print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from services.audit_sink.verify import verify
+    from services.runtime.s3 import S3ObjectStore
+
+    async def go() -> int:
+        async with S3ObjectStore(settings.audit_bucket, endpoint_url=settings.s3_url, create_bucket=False) as store:
+            result = await verify(store, args.tenant)
+        for finding in result.findings:
+            print(f"llmgw: audit {finding.kind}: {finding.message}", file=sys.stderr)
+        if not result.ok:
+            return 1
+        whose = f" of tenant {args.tenant}" if args.tenant else ""
+        print(f"llmgw: verified {result.records} audit records{whose} "
+              f"({result.total} in {result.chains} chains): intact")
+        return 0
+
+    return asyncio.run(go())
+
+
 COMMANDS = {
     "up": cmd_up, "down": cmd_down, "status": cmd_status, "restart": cmd_restart, "stop": cmd_stop, "run": cmd_run,
     "topics": cmd_topics, "schemas": cmd_schemas, "config": cmd_config, "chat": cmd_chat, "embed": cmd_embed,
-    "models": cmd_models,
+    "models": cmd_models, "usage": cmd_usage, "audit": cmd_audit,
 }
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from services.runtime.topics import Topics, apply_topics
 
 from . import infra
 
+INFRA = ("kafka", "s3", "emulator")  # started and waited for before the services
+
 
 @dataclass
 class Component:
@@ -75,12 +77,16 @@ class Stack:
             "LLMGW_TOPIC_PREFIX": s.topic_prefix,
             "LLMGW_EMULATOR_URL": emu,
             "LLMGW_S3_ENDPOINT": f"http://127.0.0.1:{s.s3_port}",
+            "LLMGW_USAGE_BUCKET": s.usage_bucket,
+            "LLMGW_AUDIT_BUCKET": s.audit_bucket,
             "LLMGW_LOG_LEVEL": s.log_level,
         }
         for i in range(routers):
             comps.append(Component(f"router-{i}", [py, "-m", "services.router"], dict(env), health="ready"))
         for i in range(executors):
             comps.append(Component(f"executor-{i}", [py, "-m", "services.executor"], dict(env), health="ready"))
+        for sink in ("usage-sink", "audit-sink"):
+            comps.append(Component(sink, [py, "-m", f"services.{sink.replace('-', '_')}"], dict(env), health="ready"))
         if edge:
             url = f"http://{s.edge_host}:{s.edge_port}"
             edge_env = env | {"LLMGW_EDGE_HOST": s.edge_host, "LLMGW_EDGE_PORT": str(s.edge_port),
@@ -102,16 +108,16 @@ class Stack:
         comps = self.plan(routers, executors, edge)
         started: list[Component] = []
         try:
+            applied = False
             for c in comps:
-                if c.name in ("router-0",):  # services check their topics at start
+                if not applied and c.name not in INFRA:  # services check their topics at start
                     asyncio.run(apply_topics(self.settings.bootstrap_servers, self._topics()))
+                    applied = True
                 self._start(c)
                 started.append(c)
                 self.save(started)
-                if c.name in ("kafka", "s3", "emulator"):
+                if c.name in INFRA:
                     self._wait(c, timeout)
-            if not any(c.name.startswith("router") for c in comps):
-                asyncio.run(apply_topics(self.settings.bootstrap_servers, self._topics()))
             for c in started:
                 self._wait(c, timeout)
         except BaseException:

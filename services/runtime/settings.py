@@ -16,6 +16,9 @@ class Settings:
     """Built once at start and passed down.
 
     ``LLMGW_TOPIC_PREFIX`` prefixes every topic name (tests use a fresh prefix per run).
+    ``s3_endpoint`` (``LLMGW_S3_ENDPOINT``) is where the usage and audit ledgers are written,
+    by default the local S3 that ``llmgw up`` starts on ``s3_port``; ``usage_bucket`` and
+    ``audit_bucket`` (``LLMGW_USAGE_BUCKET``, ``LLMGW_AUDIT_BUCKET``) are created when missing.
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -35,6 +38,9 @@ class Settings:
     external_kafka: bool = False
     provider_trust_env: bool = False
     otel_console: bool = False
+    s3_endpoint: str | None = None
+    usage_bucket: str = "llmgw-usage"
+    audit_bucket: str = "llmgw-audit"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -70,7 +76,16 @@ class Settings:
             kw["provider_trust_env"] = True
         if v := e.get("LLMGW_EDGE_HOST"):
             kw["edge_host"] = v
+        for name, key in (("s3_endpoint", "LLMGW_S3_ENDPOINT"), ("usage_bucket", "LLMGW_USAGE_BUCKET"),
+                          ("audit_bucket", "LLMGW_AUDIT_BUCKET")):
+            if v := e.get(key):
+                kw[name] = v
         return cls(**kw)  # type: ignore[arg-type]
+
+    @property
+    def s3_url(self) -> str:
+        """The S3 endpoint the ledgers use: ``LLMGW_S3_ENDPOINT``, else the local one."""
+        return self.s3_endpoint or f"http://127.0.0.1:{self.s3_port}"
 
     def secret(self, env_name: str | None) -> str | None:
         """A provider secret, by the env var name the config refers to."""

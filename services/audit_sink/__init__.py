@@ -1,0 +1,1 @@
+"""Audit sink: ``llm.audit`` -> append-only, hash-chained objects on S3 (``ledger``, ``chain``)."""

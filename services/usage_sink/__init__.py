@@ -1,0 +1,1 @@
+"""Usage sink: ``llm.usage`` -> newline-delimited JSON on S3, effectively once (``ledger``)."""

@@ -1,0 +1,15 @@
+"""The usage sink's one handler: hand the record to the Usage plugin and wait until it is stored.
+
+Returning is the acknowledgement: the Consumer commits the offset only after this returns
+(STYLE 14: sinks commit after the write)."""
+
+from __future__ import annotations
+
+from aiokafka.structs import ConsumerRecord
+
+from services.contracts.events import UsageRecorded
+from services.runtime.plugins import Position, UsagePlugin
+
+
+async def record_usage(plugin: UsagePlugin, usage: UsageRecorded, record: ConsumerRecord) -> None:
+    await plugin.record(usage, Position(record.topic, record.partition, record.offset))
