@@ -348,6 +348,15 @@ class ResultProduced(Envelope):
 # --- usage, audit ------------------------------------------------------------------
 
 
+class FailedAttempt(Model):
+    """A deployment tried before the one that answered (its failure made the executor fall back)."""
+
+    alias: str
+    provider: str
+    model: str
+    error_code: ErrorCode
+
+
 class UsageRecorded(Envelope):
     """One per executed request. Topic ``llm.usage``, key tenant_id (co-partitioned with requests)."""
 
@@ -370,6 +379,9 @@ class UsageRecorded(Envelope):
     streamed: bool = False
     fallback_used: bool = False
     units: dict[str, float] = Field(default_factory=dict, description="Usage beyond tokens, see Usage.units")
+    failed_attempts: list[FailedAttempt] | None = Field(
+        default=None, description="Deployments that failed before this one answered (or before the request failed)"
+    )
 
 
 AuditAction = Literal[

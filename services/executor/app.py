@@ -176,6 +176,7 @@ class Executor:
         attempted = Attempted(emitter=emitter)
 
         async def on_fallback(failed: Target, nxt: Target, err: GatewayError) -> None:
+            attempted.failed(failed, err)
             acks.append(await started.published())
             acks.append(
                 await self._audit(plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.label}")
@@ -272,6 +273,7 @@ class Executor:
             streamed=req.stream,
             fallback_used=outcome.fallback_used if outcome else False,
             units=usage.units if usage else {},
+            failed_attempts=attempted.failures or None,
         )
         topic, partition = result_target(req, self.topics)
         action = "completed" if error is None else ("cancelled" if status == "cancelled" else "failed")

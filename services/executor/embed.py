@@ -28,6 +28,7 @@ from services.contracts.events import (
     EmbedRequested,
     ErrorInfo,
     ExecutionPlanned,
+    FailedAttempt,
     Latency,
     ResultProduced,
     UsageRecorded,
@@ -108,8 +109,11 @@ class EmbedRunner:
         t0 = time.perf_counter()
         acks: list[Ack] = []
         attempted: list[Target] = []
+        failures: list[FailedAttempt] = []
 
         async def on_fallback(failed: Target, nxt: Target, err: GatewayError) -> None:
+            failures.append(FailedAttempt(alias=failed.alias, provider=failed.provider,
+                                          model=failed.upstream_model, error_code=err.code))  # type: ignore[arg-type]
             acks.append(await started.published())
             acks.append(await self.audit(plan, "fallback_triggered", failed, err,
                                          reason=f"{err.message}; next: {nxt.label}"))
@@ -126,7 +130,7 @@ class EmbedRunner:
             book.running.pop(rid, None)
         total_ms = (time.perf_counter() - t0) * 1000
         dep = outcome.deployment if outcome else (attempted[-1] if attempted else targets[0])
-        acks += await self._publish(plan, req, targets, dep, outcome, error, total_ms, started)
+        acks += await self._publish(plan, req, targets, dep, outcome, error, total_ms, started, failures)
         await asyncio.gather(*acks)
         book.remember(book.finished, rid, None)
 
@@ -153,7 +157,7 @@ class EmbedRunner:
 
     async def _publish(self, plan: ExecutionPlanned, req: EmbedRequested, targets: list[Target], dep: Target,
                        outcome: EmbedOutcome | None, error: GatewayError | None, total_ms: float,
-                       started: StartedAudit) -> list[Ack]:
+                       started: StartedAudit, failures: list[FailedAttempt]) -> list[Ack]:
         ids = {"request_id": req.request_id, "tenant_id": req.tenant_id, "user_id": req.user_id,
                "operation": "embed"}
         if outcome is not None:
@@ -205,6 +209,7 @@ class EmbedRunner:
             error_code=error.code if error else None,  # type: ignore[arg-type]
             fallback_used=outcome.fallback_used if outcome else False,
             units=usage.units if usage else {},
+            failed_attempts=failures or None,
         )
         topic, partition = result_target(req, self.topics)
         action = "completed" if outcome else ("cancelled" if status == "cancelled" else "failed")

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderError, ProviderTimeout
@@ -19,6 +19,7 @@ from services.contracts.events import (
     ChunkEmitted,
     ErrorInfo,
     ExecutionPlanned,
+    FailedAttempt,
     ToolCall,
     ToolCallDelta,
     ToolCallFunction,
@@ -61,6 +62,12 @@ class Attempted:
 
     deployment: Target | None = None
     emitter: ChunkEmitter | None = None
+    #: Deployments that failed before the next one was tried (named in the usage event).
+    failures: list[FailedAttempt] = field(default_factory=list)
+
+    def failed(self, target: Target, err: GatewayError) -> None:
+        self.failures.append(FailedAttempt(alias=target.alias, provider=target.provider,
+                                           model=target.upstream_model, error_code=err.code))  # type: ignore[arg-type]
 
 
 async def settle(

@@ -48,7 +48,7 @@ class Router:
         self.types = type_registry(config.types, settings.config_path.parent)
         self.models = model_registry(config)
         self.stats = RoutingStats()
-        self.feed = StatsFeed(settings.bootstrap_servers, [topics.usage.name, topics.audit.name], self.stats,
+        self.feed = StatsFeed(settings.bootstrap_servers, [topics.usage.name], self.stats,
                               self._deployment, client_id=f"router-{settings.instance_id}-stats")
         self.consumer: Consumer[RequestBase] = Consumer(
             bootstrap_servers=settings.bootstrap_servers,

@@ -6,9 +6,10 @@ A deployment is ``(alias, provider, upstream model)``. What counts, per record:
   last): ``status: ok`` is a success with its times; ``status: error`` with ``error_code``
   ``provider_error`` or ``provider_timeout`` is a failure; anything else (cancelled, a
   gateway-side error such as a structured-output violation) says nothing about the deployment.
-* ``llm.audit`` ``fallback_triggered`` (a deployment failed and the next one was tried: the
-  only trace of a failed first attempt when a later deployment answers): a failure of the
-  deployment it names, with the same error codes.
+  Each entry of its ``failed_attempts`` (a deployment that failed before the next one was
+  tried) is a failure of the deployment it names, with the same error codes.
+* ``llm.audit`` ``fallback_triggered`` says the same; the router's feed reads only
+  ``llm.usage`` (one record per request instead of four), but such records still count here.
 
 Moving averages are exponentially weighted (``ALPHA`` per observation), two per deployment,
 because they measure different things: ``ttft_ms``, the time to first token of streamed
@@ -112,6 +113,8 @@ class RoutingStats:
         if key is None:
             return False
         at = timestamp_ms / 1000
+        if not is_audit and e.get("failed_attempts"):
+            self._earlier_failures(e["failed_attempts"], at, resolve)
         if is_audit or e.get("status") == "error":
             if e.get("error_code") not in FAILURES:
                 return False
@@ -126,6 +129,16 @@ class RoutingStats:
             return False
         self.observed += 1
         return True
+
+    def _earlier_failures(self, attempts: object, at: float, resolve: Resolve) -> None:
+        """A usage record's ``failed_attempts``: deployments that failed before the one that
+        answered, each a failure of its own."""
+        for a in attempts if isinstance(attempts, list) else ():
+            if isinstance(a, dict) and a.get("error_code") in FAILURES and isinstance(a.get("alias"), str) \
+                    and isinstance(a.get("provider"), str):
+                key = resolve(a["alias"], a["provider"], a.get("model"))
+                if key is not None:
+                    self.failure(key, at)
 
     def rebuild(self, records: Iterable[tuple[int, bytes]], resolve: Resolve) -> int:
         """Replay records (Kafka timestamp in ms, value) in timestamp order, as they happened
