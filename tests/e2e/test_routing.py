@@ -41,6 +41,18 @@ async def test_cheapest_answers_from_the_cheaper_deployment(gw, stack_settings):
     assert (r.alias, r.provider, r.model, r.fallback_used) == ("demo-routed", "emulator-openai", "gpt-emu-mini", False)
     u = UsageRecorded.model_validate_json(next(x.value for x in recs if r.request_id.encode() in x.value))
     assert (u.alias, u.provider, u.model, u.fallback_used) == ("demo-routed", "emulator-openai", "gpt-emu-mini", False)
+    assert u.failed_attempts is None
+
+
+async def test_the_usage_record_names_the_attempts_that_failed_before_a_fallback(gw, stack_settings):
+    scenario = f"fail_first=1,status=500,key={new_id()}"
+    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+        r = await gw.chat(model="demo-openai", messages=MSGS, fallbacks=["demo-anthropic"], emulator_scenario=scenario)
+        recs = await usage.until(lambda rs: any(r.request_id.encode() in x.value for x in rs))
+    u = UsageRecorded.model_validate_json(next(x.value for x in recs if r.request_id.encode() in x.value))
+    assert (u.alias, u.provider, u.fallback_used) == ("demo-anthropic", "emulator-anthropic", True)
+    assert [(f.alias, f.provider, f.model, f.error_code) for f in u.failed_attempts or ()] == [
+        ("demo-openai", "emulator-openai", "gpt-emu", "provider_error")]
 
 
 async def test_fallback_reaches_http_callers(edge_url):
