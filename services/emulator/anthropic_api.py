@@ -1,6 +1,7 @@
 """Anthropic wire format: ``POST /v1/messages`` (and the Anthropic shape of ``GET /v1/models``).
 
-A message answers ``tokens`` words in one ``text`` block, JSON, or ``tool_use`` blocks.
+A message answers ``tokens`` words (scenario ``echo``: the last user message's text) in one
+``text`` block, JSON, or ``tool_use`` blocks.
 ``max_tokens`` is required (400 ``invalid_request_error`` otherwise) and cuts text and JSON
 answers with ``stop_reason: "max_tokens"`` when below their token count.
 
@@ -253,7 +254,7 @@ async def messages(request: Request) -> Response:
         if structured:
             answer = text.argument_pieces(tools.json_answer(schema, scenario))
         else:
-            answer = text.completion_pieces(scenario.tokens)
+            answer = text.answer_pieces(msgs, echo=scenario.echo, tokens=scenario.tokens)
         if max_tokens < len(answer):
             answer, stop_reason = answer[:max_tokens], "max_tokens"
         blocks = [{"type": "text", "text": "".join(answer)}]

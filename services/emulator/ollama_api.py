@@ -1,7 +1,8 @@
 """Ollama wire format: ``POST /api/chat``, ``POST /api/embed``, ``POST /api/embeddings``,
 ``GET /api/tags``, ``GET /api/version`` and ``GET /`` ("Ollama is running").
 
-``/api/chat`` streams NDJSON **by default** (when ``"stream"`` is absent): one line
+``/api/chat`` answers ``tokens`` words (scenario ``echo``: the last user message) and streams NDJSON
+**by default** (when ``"stream"`` is absent): one line
 ``{"model", "created_at", "message": {"role": "assistant", "content": piece}, "done": false}``
 per token, then a ``done: true`` line with ``done_reason`` and the counts/durations
 (``prompt_eval_count`` = :func:`~services.emulator.text.count_prompt_tokens` of
@@ -154,7 +155,7 @@ async def chat(request: Request) -> Response:
         if fmt == "json" or isinstance(fmt, dict):
             pieces = text.argument_pieces(tools.json_answer(fmt if isinstance(fmt, dict) else None, scenario))
         else:
-            pieces = text.completion_pieces(scenario.tokens)
+            pieces = text.answer_pieces(messages, echo=scenario.echo, tokens=scenario.tokens)
         options = body.get("options")
         limit = options.get("num_predict") if isinstance(options, dict) else None
         if isinstance(limit, int) and 0 < limit < len(pieces):

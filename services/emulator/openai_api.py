@@ -1,6 +1,7 @@
 """OpenAI wire format: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``.
 
-Chat completions answer ``tokens`` words (see :mod:`.text`), tool calls, or JSON.
+Chat completions answer ``tokens`` words (scenario ``echo``: the last user message; see
+:mod:`.text`), tool calls, or JSON.
 ``max_completion_tokens`` / ``max_tokens`` below the answer's token count cut text and
 JSON answers with ``finish_reason: "length"``. ``usage.prompt_tokens`` is
 :func:`~services.emulator.text.count_prompt_tokens` of ``messages``.
@@ -355,7 +356,7 @@ async def chat_completions(request: Request) -> Response:
         if structured:
             pieces = text.argument_pieces(tools.json_answer(schema, scenario))
         else:
-            pieces = text.completion_pieces(scenario.tokens)
+            pieces = text.answer_pieces(messages, echo=scenario.echo, tokens=scenario.tokens)
         if limit is not None and limit < len(pieces):
             pieces, finish = pieces[:limit], "length"
     usage = {

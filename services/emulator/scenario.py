@@ -33,6 +33,11 @@ Keys (unknown keys are an error naming the key):
 ``retry_after_ms``   add ``retry-after-ms`` / ``retry-after`` headers to error responses
 ``max_inputs``       embeddings: most inputs one request may carry (default: the provider's,
                      2048 for OpenAI, 512 for Ollama); more is the provider's 400 error
+``echo``             1 = the text answer is the last user message verbatim (its text parts joined),
+                     one piece per word with its leading whitespace, so a test sees what the
+                     provider received; ``completion_tokens`` is the piece count (a bare ``echo``
+                     item, without ``=1``, means the same). Tool calls and structured output
+                     are answered as without it
 ``fail_input``       embeddings: a request with an input exactly equal to this text (after the
                      scenario's whitespace stripping; token arrays compare as their ids joined by
                      spaces) is refused with the provider's 400 error naming the first such index.
@@ -77,6 +82,7 @@ class Scenario:
     schema_violation: bool = False
     max_inputs: int | None = None
     fail_input: str | None = None
+    echo: bool = False
 
     @property
     def tool_calls(self) -> int:
@@ -158,6 +164,7 @@ _CONVERTERS = {
     "schema_violation": _flag,
     "max_inputs": _positive_int,
     "fail_input": _text,
+    "echo": _flag,
 }
 
 KEYS = frozenset(_CONVERTERS)
@@ -180,7 +187,9 @@ def parse_pairs(spec: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep:
+        if not sep and _CONVERTERS.get(key) is _flag:
+            value = "1"  # a bare flag (``echo``) is set
+        elif not sep:
             raise ScenarioError(f"emulator scenario item {item!r} is not key=value")
         if key not in _CONVERTERS:
             known = ", ".join(sorted(_CONVERTERS))

@@ -10,6 +10,9 @@
   :data:`ARG_PIECE` character pieces; their completion tokens are the piece count.
   Structured-output (JSON) answers are cut and counted the same way.
 * Embeddings are unit vectors derived from SHAKE-128 of the input text.
+* Scenario ``echo``: the answer is the last user message's text (:func:`last_user_text`), cut
+  into one piece per word with its leading whitespace (:func:`echo_pieces`), so joining the
+  pieces gives the text back exactly and ``completion_tokens`` is the word count.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 import struct
 from collections.abc import Iterable
 from functools import lru_cache
@@ -44,6 +48,45 @@ def completion_pieces(n: int) -> list[str]:
 def completion_text(n: int) -> str:
     """The full completion text of ``n`` tokens (``"tok0 tok1 ..."``)."""
     return "".join(completion_pieces(n))
+
+
+_WORD = re.compile(r"\s*\S+")
+
+
+def echo_pieces(text: str) -> list[str]:
+    """``text`` as stream pieces: each word with the whitespace before it; whitespace after the
+    last word joins the last piece. ``"".join(echo_pieces(t)) == t``; no words, no pieces."""
+    pieces = _WORD.findall(text)
+    if pieces:
+        rest = len(text) - sum(map(len, pieces))
+        if rest:
+            pieces[-1] += text[-rest:]
+    return pieces
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: a string, or its text parts/blocks joined (other parts are skipped)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content
+                       if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str))
+    return ""
+
+
+def last_user_text(messages: Iterable[Any] | None) -> str:
+    """The text of the last ``role: "user"`` message (``""`` when there is none), whatever the
+    wire format: OpenAI content parts ``{"type": "text"}``, Anthropic text blocks, Ollama strings."""
+    found = ""
+    for message in messages or ():
+        if isinstance(message, dict) and message.get("role") == "user":
+            found = _text_of(message.get("content"))
+    return found
+
+
+def answer_pieces(messages: Iterable[Any] | None, *, echo: bool, tokens: int) -> list[str]:
+    """The pieces of a text answer: the last user message (``echo``) or ``tokens`` words."""
+    return echo_pieces(last_user_text(messages)) if echo else completion_pieces(tokens)
 
 
 def count_words(text: Any) -> int:
