@@ -4,7 +4,8 @@
 ``GatewayClient``, one reply partition) per worker process. Each request: route,
 request id (``x-request-id`` or a new one, echoed), API key, body (size-limited), the
 route's handler; any ``GatewayError`` becomes that route's error body with the code's
-HTTP status. Nothing is logged per request below WARNING.
+HTTP status. Nothing is logged per request below WARNING; the edge's own refusals (401, 413,
+400 before the pipeline) each get an audit record and a request-log line (``rejections.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from services.contracts.errors import GatewayError, InternalError
 from services.contracts.events import new_id
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.logs import configure
+from services.runtime.request_log import RequestLog
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 
@@ -37,6 +39,7 @@ from .context import Edge
 from .errors import HTTPError
 from .handlers import ROUTES, openai_errors
 from .pipeline import EdgeClient, Pipeline
+from .rejections import Audit, Rejections
 from .settings import EdgeSettings
 
 log = logging.getLogger(__name__)
@@ -46,10 +49,11 @@ class EdgeApp:
     """Raw ASGI (``http`` and ``lifespan``)."""
 
     def __init__(self, settings: EdgeSettings, config: GatewayConfig, *, pipeline: Pipeline | None = None,
-                 routes: list[Route] | None = None, created: int = 0):
+                 routes: list[Route] | None = None, created: int = 0, audit: Audit | None = None):
         self.settings = settings
         self.edge = Edge(settings, config, KeyIndex(config), created=created)
         self._pipeline = pipeline
+        self.rejections = Rejections(RequestLog.of(settings.runtime, "edge"), audit)
         self._router = Router(routes if routes is not None else ROUTES)
         self._limit = settings.max_body_bytes
 
@@ -65,6 +69,7 @@ class EdgeApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, time.perf_counter(), {})
         errors = openai_errors
+        route = None
         try:
             route, req.params = self._router.match(scope["method"], scope["path"])
             errors = route.errors
@@ -78,6 +83,8 @@ class EdgeApp:
         except (GatewayError, HTTPError) as err:
             req.request_id = req.request_id or new_id()
             status, body = errors(err, req)
+            if Rejections.own(req, err):
+                await self.rejections.record(req, err, status, route.operation if route else None)  # type: ignore[arg-type]
             # (after a 413 the server reads and discards the rest of the body, keeping the
             # connection: closing it under an unread upload makes clients see a reset, not the 413)
             resp = Response(status, body, err.headers if isinstance(err, HTTPError) else None)
@@ -115,6 +122,7 @@ class EdgeApp:
             client = EdgeClient(self.settings.runtime)
             await client.start()
             self._pipeline = client
+            self.rejections.audit = self.rejections.audit or client.audit
         self.edge.pipeline = self._pipeline
         mark_ready(f"edge {self.settings.runtime.instance_id}")
 
@@ -126,13 +134,14 @@ class EdgeApp:
 
 
 def create_app(settings: Settings | EdgeSettings | None = None, *, config: GatewayConfig | None = None,
-               pipeline: Pipeline | None = None) -> EdgeApp:
+               pipeline: Pipeline | None = None, audit: Audit | None = None) -> EdgeApp:
     """The edge's ASGI app. ``config`` defaults to the file named by the settings; ``pipeline``
-    (tests) replaces the per-process ``EdgeClient`` started at lifespan start-up."""
+    (tests) replaces the per-process ``EdgeClient`` started at lifespan start-up, ``audit`` (tests)
+    what the edge's own rejections are published with (default: that client's ``audit``)."""
     s = EdgeSettings.of(settings if settings is not None else EdgeSettings.from_env())
     path = Path(s.runtime.config_path)
     created = int(path.stat().st_mtime) if config is None and path.exists() else 0
-    return EdgeApp(s, config or load_config(path), pipeline=pipeline, created=created)
+    return EdgeApp(s, config or load_config(path), pipeline=pipeline, created=created, audit=audit)
 
 
 def app_factory() -> EdgeApp:

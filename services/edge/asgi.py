@@ -44,7 +44,7 @@ class Request:
     """One HTTP request: what the route needs, read once."""
 
     __slots__ = ("scope", "receive", "started", "params", "request_id", "caller", "body", "authorization",
-                 "request_id_header", "content_length", "client_id")
+                 "request_id_header", "content_length", "client_id", "dispatched")
 
     def __init__(self, scope: Scope, receive: Receive, started: float, params: dict[str, str]):
         self.scope = scope
@@ -58,6 +58,9 @@ class Request:
         self.request_id_header: bytes | None = None
         self.content_length: bytes | None = None
         self.client_id: str | None = None
+        #: The request went to the pipeline (``until_disconnect`` waits for its answer): an error
+        #: from here on is the pipeline's answer, not one of the edge's own rejections.
+        self.dispatched = False
         for name, value in scope["headers"]:
             if name == b"authorization":
                 self.authorization = value
@@ -72,6 +75,7 @@ class Request:
         No task and no read of the connection per request: the server calls the scope's
         ``DISCONNECT_HOOK`` when the connection is lost, and that cancels this wait. A server
         that does not (e.g. an ASGI test transport) just never cancels it."""
+        self.dispatched = True
         task = asyncio.current_task()
         assert task is not None
         gone = False
@@ -169,7 +173,8 @@ Handler = Callable[[Any, Request], Awaitable[Any]]
 class Route:
     """``path`` is exact, or ends in ``{name}``: that parameter takes the rest of the path
     (model ids may contain ``/``). ``auth``: needs an API key; ``body``: reads the body
-    (up to the size limit); ``errors``: the error body shape of this route."""
+    (up to the size limit); ``errors``: the error body shape of this route; ``operation``: the
+    request operation it serves (named in the audit records of the edge's own rejections)."""
 
     method: str
     path: str
@@ -177,6 +182,7 @@ class Route:
     errors: ErrorFormat
     auth: bool = True
     body: bool = False
+    operation: str | None = None
 
 
 @dataclass

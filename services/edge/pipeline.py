@@ -6,6 +6,7 @@ every request names it in ``reply_to``, and only this process reads it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import zlib
@@ -13,7 +14,14 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from services.client import GatewayClient
-from services.contracts.events import ChatRequested, ChunkEmitted, EmbedRequested, ModelInfo, ResultProduced
+from services.contracts.events import (
+    AuditRecorded,
+    ChatRequested,
+    ChunkEmitted,
+    EmbedRequested,
+    ModelInfo,
+    ResultProduced,
+)
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
 
@@ -77,6 +85,10 @@ class EdgeClient(GatewayClient):
                       encoding_format: str = "float", **kw: Any) -> EmbedRequested:
         return self.build_embed(model, input, dimensions=dimensions, encoding_format=encoding_format,
                                 tenant_id=caller.tenant_id, user_id=caller.user_id, **kw)
+
+    async def audit(self, event: AuditRecorded) -> asyncio.Future[object]:
+        """Publish one audit record (``llm.audit``, key tenant); the future is its ack."""
+        return await self._publisher.publish(self.topics.audit.name, event, key=event.tenant_id)
 
     async def models(self, caller: Caller, model: str | None, timeout: float) -> list[ModelInfo]:
         return await self.list_models(tenant_id=caller.tenant_id, user_id=caller.user_id, timeout_s=timeout,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -27,7 +28,7 @@ import pydantic
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.contracts.errors import Cancelled, GatewayError
+from services.contracts.errors import Cancelled, GatewayError, ResponseBlocked
 from services.contracts.events import (
     AuditRecorded,
     CancelRequested,
@@ -38,8 +39,10 @@ from services.contracts.events import (
     utcnow,
 )
 from services.runtime.config import GatewayConfig, load_config
+from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher
 from services.runtime.replies import answer_invalid, chunk_target, result_target
+from services.runtime.request_log import RequestLog, UsageLogging
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
@@ -47,6 +50,7 @@ from services.runtime.topics import Topics, apply_topics
 from .chunker import ChunkEmitter
 from .embed import EmbedRunner, Requests
 from .handlers import Attempted, Outcome, chunk_template, cost_usd, error_info, execute, settle
+from .hooks import check_answer, response_guard
 from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
 from .targets import Target, Targets
@@ -66,6 +70,9 @@ class Executor:
         self.topics = topics
         self.config = config or load_config(settings.config_path)
         self.targets = Targets(self.config)
+        self.hooks = TenantHooks.from_config(self.config)  # post-response hooks per tenant, built at start
+        self.request_log = RequestLog.of(settings, "executor")
+        self._api_keys: dict[str, str] = {}  # embed requests in flight that name their API key
         self.http: HttpTransport = http or _transport(settings)
         cid = f"executor-{settings.instance_id}"
         self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
@@ -86,7 +93,8 @@ class Executor:
         self._control = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=cid, enable_auto_commit=False)
         self._control_task: asyncio.Task[None] | None = None
         self.embed = EmbedRunner(
-            publisher=self.publisher, topics=topics, http=self.http, secret=settings.secret,
+            publisher=UsageLogging(self.publisher, topics.usage.name, self.request_log, self._api_keys),
+            topics=topics, http=self.http, secret=settings.secret,
             window_ms=self.config.defaults.embed_batch_window_ms, audit=self._audit,
             started=lambda plan: _StartedAudit(self, plan),
             requests=Requests(self._running, self._finished, self._cancelled, _remember),  # type: ignore[arg-type]
@@ -156,7 +164,12 @@ class Executor:
         if req.operation == "chat":
             await self._chat(plan, targets)
         elif req.operation == "embed":
-            await self.embed.run(plan, targets)
+            if key := getattr(req, "api_key", None):
+                self._api_keys[rid] = key
+            try:
+                await self.embed.run(plan, targets)
+            finally:
+                self._api_keys.pop(rid, None)
         else:  # the plan's type admits only executable operations
             raise DeadLetter(f"operation {req.operation!r} has no runner in this executor")
 
@@ -166,13 +179,18 @@ class Executor:
         t0 = time.perf_counter()
         acks: list[asyncio.Future[object]] = []
         emitter = None
+        post = self.hooks.post(req.tenant_id)  # None: the tenant has no post-response hooks
+        check = None
         if req.stream:
             topic, partition = chunk_target(req, self.topics)
 
             async def send(chunk):  # type: ignore[no-untyped-def]
                 return await self.publisher.publish(topic, chunk, key=rid, partition=partition)
 
-            emitter = ChunkEmitter(send, chunk_template(plan), plan.chunk_window_ms)
+            guard = response_guard(post, req) if post is not None else None  # type: ignore[arg-type]
+            emitter = ChunkEmitter(send, chunk_template(plan), plan.chunk_window_ms, guard)
+        elif post is not None:
+            check = functools.partial(check_answer, post, req)
         attempted = Attempted(emitter=emitter)
 
         async def on_fallback(failed: Target, nxt: Target, err: GatewayError) -> None:
@@ -183,7 +201,7 @@ class Executor:
             )
 
         run = asyncio.create_task(
-            execute(plan, targets, self.http, self.settings.secret, emitter, attempted, on_fallback)
+            execute(plan, targets, self.http, self.settings.secret, emitter, attempted, on_fallback, check)
         )
         self._running[rid] = run
         if rid in self._cancelled:
@@ -277,11 +295,15 @@ class Executor:
         )
         topic, partition = result_target(req, self.topics)
         action = "completed" if error is None else ("cancelled" if status == "cancelled" else "failed")
+        reason = None
+        if isinstance(error, ResponseBlocked):  # a post-response hook refused the answer
+            action, reason = "blocked", error.details.get("rule")
+        self.request_log.executed(record, getattr(req, "api_key", None))
         return [
             await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
             await self.publisher.publish(self.topics.usage.name, record, key=req.tenant_id),
             await started.published(),
-            await self._audit(plan, action, dep, error),
+            await self._audit(plan, action, dep, error, reason=reason),
         ]
 
     async def _audit(

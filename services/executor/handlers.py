@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SecretLookup = Callable[[str | None], str | None]
 OnFallback = Callable[[Target, Target, GatewayError], Awaitable[None]]
+#: The tenant's post-response hooks on a whole answer (``hooks.check_answer``), updating it in place.
+CheckAnswer = Callable[["Outcome"], Awaitable[None]]
 
 
 @dataclass
@@ -109,11 +111,14 @@ async def execute(
     emitter: ChunkEmitter | None,
     attempted: Attempted,
     on_fallback: OnFallback,
+    check: CheckAnswer | None = None,
 ) -> Outcome:
     """Try each deployment in order (with ``plan.retries`` retries of retryable failures)
     until one answers. Once a chunk has gone out, no other attempt is made: the caller
     already holds part of this answer. An answer that breaks the request's structured-output
-    contract is final (an ``Outcome`` with ``error``): it is neither retried nor a fallback."""
+    contract, or that a post-response hook blocks (``check`` for a whole answer, the emitter's
+    guard for a stream), is final (an ``Outcome`` with ``error``): neither retried nor a fallback;
+    a hook that fails (``internal_error``) is final too."""
     contract = contract_for(plan.request.params.response_format) if plan.request.params.response_format else None
     last: GatewayError | None = None
     for i, dep in enumerate(targets):
@@ -126,13 +131,17 @@ async def execute(
             try:
                 if emitter is not None:
                     return await _stream_once(plan, dep, http, secret(dep.api_key_env), emitter, i > 0, contract)
-                return await _complete_once(plan, dep, http, secret(dep.api_key_env), i > 0, contract)
+                outcome = await _complete_once(plan, dep, http, secret(dep.api_key_env), i > 0, contract)
             except GatewayError as err:
                 last = err
                 if emitter is not None and emitter.sent_any:
                     raise
                 if not retryable(err):
                     break
+                continue
+            if check is not None and outcome.error is None:
+                await check(outcome)
+            return outcome
     assert last is not None
     raise last
 
@@ -172,7 +181,8 @@ async def _stream_once(
     contract: OutputContract | None = None,
 ) -> Outcome:
     """The assembled answer is checked against ``contract`` before the terminal chunk, which
-    then carries the error (``finish_reason: error``) instead of the provider's finish."""
+    then carries the error (``finish_reason: error``) instead of the provider's finish. When the
+    emitter's guard blocks the answer, reading stops at once and the outcome carries that error."""
     t0 = time.perf_counter()
     ttft: float | None = None
     text: list[str] = []
@@ -208,6 +218,8 @@ async def _stream_once(
             usage = delta.usage or usage
             model = delta.model or model
             await emitter.add(delta.content, delta.tool_calls)
+            if emitter.blocked is not None:
+                break  # the caller's stream has ended: stop the provider's
     finally:
         emitter.cancel_timer()
         await stream.aclose()
@@ -220,10 +232,13 @@ async def _stream_once(
         ]
         or None,
     )
-    error = _checked(contract, message, finish)
+    error = emitter.blocked or _checked(contract, message, finish)
     if error is None:
-        await emitter.finish(finish, usage)
-    else:
+        await emitter.finish(finish, usage)  # the guard sees the end, and may still block
+        error = emitter.blocked
+        if emitter.guarded:  # the answer is what the hooks let through
+            message.content = emitter.shown if emitter.shown or not tools else None
+    elif not emitter.closed:
         await emitter.finish("error", usage, error=error_info(error))
     return Outcome(
         message,

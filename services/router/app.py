@@ -20,9 +20,11 @@ from pydantic import TypeAdapter
 from services.contracts.errors import GatewayError
 from services.contracts.events import AnyRequest, ChatRequested, ModelsListRequested, RequestBase
 from services.runtime.config import GatewayConfig, load_config
+from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Consumer, DeadLetters, Publisher
 from services.runtime.model_registry import model_registry
 from services.runtime.replies import answer_invalid, reject
+from services.runtime.request_log import RequestLog
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
@@ -30,7 +32,8 @@ from services.runtime.types import type_registry
 
 from .discovery import answer_models
 from .feed import StatsFeed
-from .handlers import plan
+from .handlers import admit, plan
+from .hooks import pre_call
 from .stats import Key, RoutingStats, deployment_key
 from .tools import registry_schemas
 
@@ -48,6 +51,8 @@ class Router:
         self.types = type_registry(config.types, settings.config_path.parent)
         self.models = model_registry(config)
         self.stats = RoutingStats()
+        self.hooks = TenantHooks.from_config(config)  # every tenant's hooks, built (and checked) at start
+        self.request_log = RequestLog.of(settings, "router")
         self.feed = StatsFeed(settings.bootstrap_servers, [topics.usage.name], self.stats,
                               self._deployment, client_id=f"router-{settings.instance_id}-stats")
         self.consumer: Consumer[RequestBase] = Consumer(
@@ -84,12 +89,21 @@ class Router:
             if isinstance(req, ModelsListRequested):
                 await answer_models(self.publisher, self.topics, self.config, req, self.stats.health,
                                     self.models.catalog())
+                self.request_log.outcome(request_id=req.request_id, tenant=req.tenant_id, user=req.user_id,
+                                         client_id=req.client_id, operation=req.operation, status="ok")
                 return
+            # policies, then the tenant's pre-call hooks, before planning (the hooks' outcomes: .hooks)
+            admit(req, self.config, raw_size=len(record.value or b""))
+            if (chain := self.hooks.pre(req.tenant_id)) is not None:
+                checked = await pre_call(chain, req, self.publisher, self.topics, self.request_log)  # type: ignore[arg-type]
+                if checked is None:
+                    return  # blocked: answered and audited
+                req = checked
             schemas = None
             if isinstance(req, ChatRequested) and req.params.tools:
                 schemas = await registry_schemas(req.params.tools, self.types)
             execution = plan(req, self.config, raw_size=len(record.value or b""), tool_schemas=schemas,  # type: ignore[arg-type]
-                             catalog=self.models.catalog(), stats=self.stats)
+                             catalog=self.models.catalog(), stats=self.stats, admitted=True)
         except GatewayError as err:
             await self.reject(req, err)
             return
@@ -98,6 +112,7 @@ class Router:
 
     async def reject(self, req: RequestBase, err: GatewayError) -> None:
         await reject(self.publisher, self.topics, req, err, "router")
+        self.request_log.rejected(req, err.code)
 
     async def reject_invalid(self, record: ConsumerRecord, exc: pydantic.ValidationError) -> None:
         """A request that fails validation is already in the DLQ; if it says who asked and where

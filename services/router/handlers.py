@@ -4,6 +4,11 @@
 ``plan`` either returns the execution plan or raises the ``GatewayError`` that
 names what was wrong; it does no I/O, so every rejection is tested without a broker.
 
+``admit`` runs first: a configured tenant, then the configuration's ``policies`` as the built-in
+policy hooks (``services/runtime/hooks/policies.py``: client id, prompt size, disabled models),
+whose blocks keep their historical errors. The router runs it, then the tenant's own pre-call
+hooks, then ``plan(..., admitted=True)``; a direct ``plan`` call admits the request itself.
+
 Every alias of the request (the model, then its ``fallbacks`` in order) contributes the
 deployments that have every capability the request needs, in its routing's order
 (``routing.py``); an alias with none is skipped. Only when no alias has one is the request
@@ -16,8 +21,6 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from services.contracts.errors import (
     CapabilityNotSupported,
     ModelNotApproved,
@@ -26,7 +29,14 @@ from services.contracts.errors import (
 )
 from services.contracts.events import ChatRequested, Deployment, EmbedRequested, ExecutionPlanned, RequestBase
 from services.runtime.catalog import capabilities
-from services.runtime.config import GatewayConfig, ModelConfig
+from services.runtime.config import GatewayConfig, ModelConfig, Policies
+from services.runtime.hooks import ALLOW, block_error
+from services.runtime.hooks.policies import (
+    DisabledModelsHook,
+    PolicyHook,
+    PromptSizeHook,
+    RequiredClientIdHook,
+)
 
 from .routing import capable, order
 from .stats import RoutingStats
@@ -35,12 +45,34 @@ from .tools import with_tools
 Executable = ChatRequested | EmbedRequested
 
 
-def admit(req: RequestBase, config: GatewayConfig) -> None:
-    """Checks every operation passes: a configured tenant, the client id policy."""
+def admit(req: RequestBase, config: GatewayConfig, *, raw_size: int | None = None) -> None:
+    """Checks every operation passes: a configured tenant, then the policies (their hooks' errors).
+    ``raw_size`` (bytes of the event) lets the prompt-size check skip small requests."""
     if req.tenant_id not in config.tenants:
         raise ModelNotApproved(f"tenant {req.tenant_id!r} is not configured, so it may use no model")
-    if config.policies.require_client_id and not req.client_id:
-        raise ValidationError("client_id is required by policy", param="client_id")
+    for hook in policy_hooks(config.policies):
+        verdict = hook.check(req, raw_size)
+        if verdict is not ALLOW:
+            raise block_error(verdict, "request")  # type: ignore[arg-type]
+
+
+_policy_hooks: dict[int, tuple[Policies, tuple[PolicyHook, ...]]] = {}
+
+
+def policy_hooks(policies: Policies) -> tuple[PolicyHook, ...]:
+    """The policy hooks the ``policies`` section stands for, in the order they are checked
+    (built once per ``Policies`` object)."""
+    cached = _policy_hooks.get(id(policies))
+    if cached is not None and cached[0] is policies:
+        return cached[1]
+    hooks: list[PolicyHook] = []
+    if policies.require_client_id:
+        hooks.append(RequiredClientIdHook())
+    hooks.append(PromptSizeHook(policies.max_prompt_bytes))
+    if policies.disabled_models:
+        hooks.append(DisabledModelsHook(policies.disabled_models))
+    _policy_hooks[id(policies)] = (policies, tuple(hooks))
+    return tuple(hooks)
 
 
 def plan(
@@ -52,17 +84,18 @@ def plan(
     tool_schemas: Mapping[str, dict[str, Any]] | None = None,
     catalog: Mapping[str, ModelConfig] | None = None,
     stats: RoutingStats | None = None,
+    admitted: bool = False,
 ) -> ExecutionPlanned:
     """``raw_size`` (bytes of the event) lets the prompt-size check skip small requests.
     ``tool_schemas``: the Type Registry's schemas of the request's ``gts_ref`` tools
     (``tools.registry_schemas``); the plan carries the tools in the unified function format.
     ``catalog``: the models (default: the file's); ``stats``: what orders ``fastest`` aliases
-    and puts unusable deployments last (none: every deployment usable and unmeasured)."""
-    admit(req, config)
+    and puts unusable deployments last (none: every deployment usable and unmeasured).
+    ``admitted``: ``admit`` already ran for this request (the router runs it before the hooks)."""
+    if not admitted:
+        admit(req, config, raw_size=raw_size)
     if req.stream and req.operation != "chat":
         raise ValidationError(f"operation {req.operation!r} does not stream", param="stream")
-    if raw_size is None or raw_size > config.policies.max_prompt_bytes:
-        _check_prompt_size(req, config.policies.max_prompt_bytes)
 
     models = config.models if catalog is None else catalog
     needed = needed_capabilities(req)
@@ -98,8 +131,6 @@ def _resolve(alias: str, req: Executable, config: GatewayConfig, models: Mapping
         tenant = config.tenants[req.tenant_id]
         usable = sorted(a for a in models if tenant.allows(a) and a not in config.policies.disabled_models)
         raise ModelNotFound(f"model {alias!r} does not exist; available: {', '.join(usable) or 'none'}", param="model")
-    if alias in config.policies.disabled_models:
-        raise ModelNotApproved(f"model {alias!r} is disabled by policy", param="model")
     if not config.tenants[req.tenant_id].allows(alias):
         raise ModelNotApproved(f"tenant {req.tenant_id!r} is not approved for model {alias!r}", param="model")
     return model
@@ -149,15 +180,6 @@ def _check_output_limit(alias: str, model: ModelConfig, req: ChatRequested) -> N
             raise ValidationError(
                 f"{field}={mt} exceeds model {alias!r} output limit of {model.max_output_tokens}", param=field
             )
-
-
-def _check_prompt_size(req: Executable, limit: int) -> None:
-    if isinstance(req, ChatRequested):
-        what, size = "messages", len(orjson.dumps([m.model_dump(exclude_none=True) for m in req.messages]))
-    else:
-        what, size = "input", sum(len(t.encode()) for t in req.input)
-    if size > limit:
-        raise ValidationError(f"{what} is {size} bytes, over the {limit}-byte prompt limit", param=what)
 
 
 def _ordered(

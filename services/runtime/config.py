@@ -78,9 +78,52 @@ class ApiKey(Strict):
     name: str | None = None
 
 
+# --- hooks and plugins (services/runtime/hooks, services/runtime/entrypoints.py; README "Hooks and plugins") ---
+
+
+class HookSpec(BaseModel):
+    """One entry of a tenant's ``hooks``: ``name`` (a built-in hook or an ``llmgw.hooks`` entry
+    point) and the hook's options beside it (``{name: blocklist, terms: [forbidden-topic]}``);
+    a bare string is a hook without options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, value: object) -> object:
+        return {"name": value} if isinstance(value, str) else value
+
+    def options(self) -> dict[str, object]:
+        return dict(self.model_extra or {})
+
+
+class PluginsConfig(Strict):
+    """A tenant's Usage and Audit plugins by name: ``s3`` (the sinks' ledgers, the default),
+    ``noop``, or an entry point of ``llmgw.usage`` / ``llmgw.audit``."""
+
+    usage: str = "s3"
+    audit: str = "s3"
+
+
+class AuditPolicy(Strict):
+    include_content: bool = Field(default=False, description="Prompt and completion text in audit records")
+
+
+#: Names the Usage / Audit plugin groups resolve without an entry point (implemented by the sinks).
+BUILTIN_PLUGINS = frozenset({"s3", "noop"})
+#: The tenant of audit records about requests no tenant could be known for (an edge 401).
+UNKNOWN_TENANT = "unknown"
+
+
 class TenantConfig(Strict):
     api_keys: list[ApiKey] = Field(default_factory=list)
     allowed_models: list[str] = Field(default_factory=lambda: ["*"])
+    # --- hooks and plugins ---
+    hooks: list[HookSpec] = Field(default_factory=list)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
 
     def allows(self, alias: str) -> bool:
         return "*" in self.allowed_models or alias in self.allowed_models
@@ -152,6 +195,7 @@ class GatewayConfig(Strict):
             for a in t.allowed_models:
                 if a != "*" and a not in self.models and self.model_registry is None:  # else: the registry's
                     raise ValueError(f"tenants.{name}.allowed_models: unknown model {a!r}")
+        _check_plugins(self.tenants)
         return self
 
     def deployment(self, alias: str, provider: str, upstream_model: str) -> DeploymentConfig | None:
@@ -164,6 +208,34 @@ class GatewayConfig(Strict):
     def key_index(self) -> dict[str, tuple[str, str]]:
         """sha256(api key) -> (tenant, user)."""
         return {k.sha256: (t, k.user) for t, tc in self.tenants.items() for k in tc.api_keys}
+
+
+def _check_plugins(tenants: Mapping[str, TenantConfig]) -> None:
+    """Every hook and plugin a tenant names resolves (built in or an installed entry point), and
+    every built-in hook takes its options; entry points are only looked up, not imported."""
+    from .entrypoints import AUDIT, USAGE, PluginError, names
+    from .hooks import build_hook, builtin_hooks, hook_names
+
+    if UNKNOWN_TENANT in tenants:
+        raise ValueError(f"tenants.{UNKNOWN_TENANT}: the name is reserved for audit records of unauthenticated requests")
+    if not any(t.hooks or t.plugins != PluginsConfig() for t in tenants.values()):
+        return
+    hooks, builtins = hook_names(), builtin_hooks()
+    for name, t in tenants.items():
+        for i, spec in enumerate(t.hooks):
+            if spec.name not in hooks:
+                raise ValueError(f"tenants.{name}.hooks.{i}: unknown hook {spec.name!r} (known: {', '.join(sorted(hooks))})")
+            if spec.name in builtins:
+                try:
+                    build_hook(spec)
+                except PluginError as exc:
+                    raise ValueError(f"tenants.{name}.hooks.{i}: {exc}") from None
+        for role, group in (("usage", USAGE), ("audit", AUDIT)):
+            plugin = getattr(t.plugins, role)
+            known = names(group) | BUILTIN_PLUGINS
+            if plugin not in known:
+                raise ValueError(f"tenants.{name}.plugins.{role}: unknown {role} plugin {plugin!r}"
+                                 f" (known: {', '.join(sorted(known))})")
 
 
 def hash_key(api_key: str) -> str:

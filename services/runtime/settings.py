@@ -19,6 +19,8 @@ class Settings:
     ``s3_endpoint`` (``LLMGW_S3_ENDPOINT``) is where the usage and audit ledgers are written,
     by default the local S3 that ``llmgw up`` starts on ``s3_port``; ``usage_bucket`` and
     ``audit_bucket`` (``LLMGW_USAGE_BUCKET``, ``LLMGW_AUDIT_BUCKET``) are created when missing.
+    ``request_log`` (``LLMGW_REQUEST_LOG``, ``0`` turns it off): one JSON line per request outcome
+    on standard output (``services/runtime/request_log.py``).
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -41,6 +43,7 @@ class Settings:
     s3_endpoint: str | None = None
     usage_bucket: str = "llmgw-usage"
     audit_bucket: str = "llmgw-audit"
+    request_log: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -80,6 +83,8 @@ class Settings:
                           ("audit_bucket", "LLMGW_AUDIT_BUCKET")):
             if v := e.get(key):
                 kw[name] = v
+        if e.get("LLMGW_REQUEST_LOG", "").lower() in ("0", "false", "no", "off"):
+            kw["request_log"] = False
         return cls(**kw)  # type: ignore[arg-type]
 
     @property

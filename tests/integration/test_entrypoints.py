@@ -1,0 +1,227 @@
+"""A third-party plugin, loaded by entry point: a throw-away distribution (its own ``pyproject.toml``
+declaring ``llmgw.hooks``, ``llmgw.usage`` and ``llmgw.audit`` entry points) is pip-installed into a
+temporary directory (``--no-deps``, offline: the package brings its own tiny PEP 517 backend), put
+on ``sys.path``, and the gateway finds it by name: the configuration validates, the loader checks
+each object against its role, and a router on the real broker runs the hook on a tenant's requests
+(a modification reaches ``llm.exec``, a block answers ``request_blocked`` naming the rule).
+Everything is removed afterwards."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.client import GatewayClient
+from services.contracts.errors import RequestBlocked
+from services.router.app import Router
+from services.runtime import entrypoints
+from services.runtime.config import ConfigError, load_config
+from services.runtime.entrypoints import AUDIT, HOOKS, USAGE, PluginError
+from services.runtime.hooks import Hook, Modify, TenantHooks
+from services.runtime.plugins import AuditPlugin, UsagePlugin
+from services.runtime.settings import Settings
+from services.runtime.topics import Topics, apply_topics
+from tests.e2e.helpers import TopicTail
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PLUGIN = '''
+"""An organisation's own gateway plugins (a throw-away test package)."""
+from services.runtime.hooks import ALLOW, Block, Hook, Modify
+from services.runtime.plugins import NO_OPINION
+
+
+class ShoutHook(Hook):
+    def __init__(self, stop: str = "stop-word"):
+        self.stop = stop
+
+    async def pre_call(self, request):
+        if any(self.stop in (m.content or "") for m in request.messages):
+            return Block("acme-stop", "the request holds the stop word")
+        messages = [m.model_copy(update={"content": m.content.upper()}) for m in request.messages]
+        return Modify(request.model_copy(update={"messages": messages}))
+
+
+class Billing:
+    def __init__(self, **options):
+        self.options = options
+
+    async def record(self, usage, position):
+        pass
+
+    async def check_budget(self, request, *, max_cost_usd):
+        return NO_OPINION
+
+    async def report_usage(self, usage):
+        pass
+
+    async def aclose(self):
+        pass
+
+
+class Archive:
+    async def record(self, audit, position):
+        pass
+
+    async def aclose(self):
+        pass
+
+
+class HalfAHook:
+    async def pre_call(self, request):
+        return ALLOW
+'''
+
+BACKEND = '''
+"""A minimal PEP 517 backend: the wheel of one module and its entry points (no setuptools, no network)."""
+import base64, hashlib, pathlib, zipfile
+
+NAME, VERSION, MODULE = "{name}", "0.1", "{module}"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    here = pathlib.Path(__file__).parent
+    info = f"{{NAME}}-{{VERSION}}.dist-info"
+    files = {{
+        f"{{MODULE}}.py": (here / f"{{MODULE}}.py").read_bytes(),
+        f"{{info}}/METADATA": f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n".encode(),
+        f"{{info}}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+        f"{{info}}/entry_points.txt": (here / "entry_points.txt").read_bytes(),
+    }}
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{{path}},sha256={{digest}},{{len(data)}}")
+    record.append(f"{{info}}/RECORD,,")
+    files[f"{{info}}/RECORD"] = ("\\n".join(record) + "\\n").encode()
+    wheel = f"{{NAME}}-{{VERSION}}-py3-none-any.whl"
+    with zipfile.ZipFile(pathlib.Path(wheel_directory) / wheel, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return wheel
+'''
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Build and pip-install the package; yields its module name. Afterwards the directory leaves
+    ``sys.path`` and is deleted, and the module is forgotten."""
+    tag = uuid.uuid4().hex[:8]
+    module, name = f"acme_llmgw_{tag}", f"acme_llmgw_plugins_{tag}"
+    src = tmp_path_factory.mktemp("acme-src")
+    (src / f"{module}.py").write_text(PLUGIN)
+    (src / "_backend.py").write_text(BACKEND.format(name=name, module=module))
+    (src / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [build-system]
+        requires = []
+        build-backend = "_backend"
+        backend-path = ["."]
+
+        [project]
+        name = "{name}"
+        version = "0.1"
+        """))
+    (src / "entry_points.txt").write_text(textwrap.dedent(f"""
+        [llmgw.hooks]
+        acme_shout = {module}:ShoutHook
+        acme_half = {module}:HalfAHook
+        acme_missing = {module}_gone:Nothing
+
+        [llmgw.usage]
+        acme_billing = {module}:Billing
+
+        [llmgw.audit]
+        acme_archive = {module}:Archive
+        """))
+    site = tmp_path_factory.mktemp("acme-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(src)], check=True, timeout=120)
+    assert "acme_shout" not in entrypoints.names(HOOKS)  # not before it is on the path
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    try:
+        yield module
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop(module, None)
+        importlib.invalidate_caches()
+        assert "acme_shout" not in entrypoints.names(HOOKS)
+
+
+CONFIG = """
+providers:
+  p: {kind: openai, base_url: "http://p.invalid/v1"}
+models:
+  m: {deployments: [{provider: p, model: x}]}
+tenants:
+  acme:
+    hooks:
+      - {name: acme_shout, stop: halt-now}
+    plugins: {usage: acme_billing, audit: acme_archive}
+"""
+
+
+def test_the_loader_finds_builds_and_checks_entry_points(installed: str, tmp_path: Path) -> None:
+    assert {"acme_shout", "acme_half", "acme_missing"} <= entrypoints.names(HOOKS)
+    hook = entrypoints.create(HOOKS, "acme_shout", Hook, None, stop="x")
+    assert type(hook).__module__ == installed and hook.stop == "x"  # type: ignore[attr-defined]
+    billing = entrypoints.create(USAGE, "acme_billing", UsagePlugin, None, region="eu")
+    assert billing.options == {"region": "eu"}  # type: ignore[attr-defined]
+    entrypoints.create(AUDIT, "acme_archive", AuditPlugin)
+    with pytest.raises(PluginError, match="'acme_half' is not a Hook: it lacks post_response"):
+        entrypoints.create(HOOKS, "acme_half", Hook)
+    with pytest.raises(PluginError, match=r"'acme_missing' \(.*_gone:Nothing\) could not be loaded: ModuleNotFoundError"):
+        entrypoints.create(HOOKS, "acme_missing", Hook)
+    with pytest.raises(PluginError, match="acme_shout.*unexpected keyword argument 'colour'"):
+        entrypoints.create(HOOKS, "acme_shout", Hook, None, colour="red")
+    with pytest.raises(PluginError, match="no llmgw.usage plugin named 'acme_shout'"):
+        entrypoints.create(USAGE, "acme_shout", UsagePlugin)
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(CONFIG)
+    config = load_config(path, env={})
+    (name, built), = TenantHooks.from_config(config).pre("acme").pre  # type: ignore[union-attr]
+    assert name == "acme_shout" and type(built).__name__ == "ShoutHook"
+    path.write_text(CONFIG.replace("acme_shout, stop: halt-now", "acme_half"))
+    with pytest.raises(ConfigError, match=r"tenants\.acme\.hooks\.0: .*is not a Hook"):
+        TenantHooks.from_config(load_config(path, env={}))  # names check at load, the role at start
+
+
+async def test_a_router_runs_the_installed_hook(installed: str, tmp_path: Path, kafka_bootstrap: str,
+                                                topic_prefix: str) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(CONFIG)
+    config = load_config(path, env={})
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path,
+                        request_log=False)
+    topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
+    await apply_topics(kafka_bootstrap, topics)
+    router = Router(settings, config, topics)
+    await router.start()
+    try:
+        async with TopicTail(kafka_bootstrap, topics.exec.name) as plans, \
+                GatewayClient(kafka_bootstrap, "acme", "u1", topic_prefix=topic_prefix, timeout_s=30) as gw:
+            with pytest.raises(RequestBlocked) as blocked:
+                await gw.chat(model="m", messages=[{"role": "user", "content": "please halt-now"}])
+            assert blocked.value.details["rule"] == "acme-stop"
+            assert "rule 'acme-stop'" in blocked.value.message
+            sent = gw.build_request("m", [{"role": "user", "content": "quiet words"}], stream=False)
+            await gw.send(sent)
+            recs = await plans.until(lambda rs: any(sent.request_id.encode() in r.value for r in rs))
+        plan = next(orjson.loads(r.value) for r in recs if sent.request_id.encode() in r.value)
+        assert plan["request"]["messages"][0]["content"] == "QUIET WORDS"
+        assert isinstance(await router.hooks.pre("acme").pre[0][1].pre_call(sent), Modify)  # type: ignore[union-attr]
+    finally:
+        await router.aclose()
