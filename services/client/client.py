@@ -42,8 +42,9 @@ from services.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
 _PARAMS = set(ChatParams.model_fields) - {"extra"}
-#: Request fields every operation takes as keyword arguments.
-_COMMON = ("metadata", "request_id", "client_id", "user_id", "tenant_id")
+#: Request fields every operation takes as keyword arguments (``api_key``: the name of the key a
+#: caller is counted under for per-key limits and budgets; SDK callers are trusted services).
+_COMMON = ("metadata", "request_id", "client_id", "user_id", "tenant_id", "api_key")
 _END = object()
 
 
@@ -57,9 +58,14 @@ def error_from(e: ErrorInfo, request_id: str) -> GatewayError:
 
 
 def raise_for(result: ResultProduced) -> ResultProduced:
+    """The result, or its error raised; the error's ``details["ratelimit"]`` has the rate-limit
+    numbers of the result when it carries them (the edge's ``x-ratelimit-*`` headers)."""
     if result.status == "error":
         assert result.error is not None
-        raise error_from(result.error, result.request_id)
+        err = error_from(result.error, result.request_id)
+        if result.ratelimit is not None and "ratelimit" not in err.details:
+            err.details["ratelimit"] = result.ratelimit.model_dump(exclude_none=True)
+        raise err
     return result
 
 
@@ -162,8 +168,8 @@ class GatewayClient:
         """Known sampling fields become ``params``; any other keyword goes to ``params.extra``
         and reaches providers unchanged."""
         params = {k: kw.pop(k) for k in list(kw) if k in _PARAMS}
-        fields = {k: kw.pop(k) for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id", "tenant_id")
-                  if k in kw}
+        fields = {k: kw.pop(k) for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id", "tenant_id",
+                                         "api_key") if k in kw}
         timeouts = Timeouts(ttft_ms=kw.pop("ttft_ms", None), total_ms=kw.pop("total_ms", None))
         params["extra"] = kw.pop("extra", {}) | kw
         return ChatRequested(

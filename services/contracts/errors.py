@@ -60,12 +60,18 @@ class CapabilityNotSupported(GatewayError):
 
 
 class BudgetExceeded(GatewayError):
+    """402, not 429: retrying will not help before the period ends or the budget grows.
+    ``details``: ``budget_usd``, ``remaining_usd``, ``max_cost_usd``, ``period``, ``scope``."""
+
     code = "budget_exceeded"
-    http_status = 429
+    http_status = 402
     openai_type = "insufficient_quota"
 
 
 class RateLimited(GatewayError):
+    """``details``: ``retry_after_s`` (when this request would fit), ``scope``, ``ratelimit``
+    (the binding numbers, for the ``x-ratelimit-*`` headers)."""
+
     code = "rate_limited"
     http_status = 429
     retryable = True

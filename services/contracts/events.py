@@ -111,6 +111,11 @@ class RequestBase(Envelope):
     client_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     stream: bool = Field(default=False, description="Answer in chunks; only chat streams, others reject it")
+    api_key: str | None = Field(
+        default=None,
+        description="The name of the API key the caller authenticated with (set by the edge; never the key"
+        " or its hash); per-key rate limits and budgets count under it",
+    )
 
 
 class ModelRequest(RequestBase):
@@ -200,6 +205,19 @@ class Deployment(Model):
     upstream_model: str
 
 
+class RateLimitInfo(Model):
+    """The binding rate-limit scope of each dimension at admission (the one with the least
+    remaining), as the ``x-ratelimit-*`` headers report it. A dimension without a limit is
+    absent. ``reset_*_s``: seconds until the oldest request in that scope's window leaves it."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
 class ExecutionPlanned(Envelope):
     """The router accepted a request. Topic ``llm.exec``, key request_id."""
 
@@ -211,6 +229,9 @@ class ExecutionPlanned(Envelope):
     ttft_ms: int | None = None
     total_ms: int | None = None
     accepted_at: datetime = Field(default_factory=utcnow)
+    ratelimit: RateLimitInfo | None = Field(
+        default=None, description="Governed tenants only: the rate-limit numbers at admission, for the answer's headers"
+    )
 
 
 # --- chunks and results ----------------------------------------------------------
@@ -269,6 +290,9 @@ class ChunkEmitted(Envelope):
         default=None,
         description="First chunk only, when a deployment other than the first planned one answers:"
         " '<first planned> -> <answering>', each as alias/provider (the edge's x-llmgw-fallback header)",
+    )
+    ratelimit: RateLimitInfo | None = Field(
+        default=None, description="First chunk only: the plan's rate-limit numbers (the edge's x-ratelimit-* headers)"
     )
 
 
@@ -343,6 +367,9 @@ class ResultProduced(Envelope):
     usage: Usage | None = None
     latency: Latency = Field(default_factory=Latency)
     streamed: bool = False
+    ratelimit: RateLimitInfo | None = Field(
+        default=None, description="The plan's rate-limit numbers (the edge's x-ratelimit-* headers)"
+    )
 
 
 # --- usage, audit ------------------------------------------------------------------
@@ -411,6 +438,51 @@ class AuditRecorded(Envelope):
     reason: str | None = None
 
 
+# --- governance ledger (the router's own topics) ---------------------------------------
+
+
+class AdmissionRecorded(Envelope):
+    """The router admitted a request of a governed tenant and reserved its tokens and cost.
+    Topic ``llm.admissions``, key tenant_id (co-partitioned with requests). ``occurred_at`` is
+    the admission time: the request counts in its scopes' windows for 60 s from it."""
+
+    type: Literal["llm.admission.v1"] = "llm.admission.v1"
+    api_key: str | None = None
+    client_id: str | None = None
+    tokens: int = Field(ge=0, description="Tokens reserved (prompt bound + output maximum or estimate)")
+    cost_usd: float = Field(ge=0, description="Maximum cost reserved against budgets")
+    until: datetime = Field(description="When the reservation lapses if no usage settles it")
+
+
+#: One ledger entry: request_id, admitted at (epoch s), user, api key, client id, tokens, USD,
+#: settled, reservation lapses at (epoch s). Tokens and USD are the reservation until settled,
+#: then what the usage reported.
+LedgerEntry = tuple[str, float, str | None, str | None, str | None, int, float, bool, float]
+
+
+class LedgerSnapshot(Model):
+    """A governed tenant's ledger as its router held it: state, not an event (so no request id).
+    Topic ``llm.ledger`` (compacted, key tenant_id, co-partitioned with requests): the last
+    snapshot of a tenant is what the next owner starts from, replaying ``llm.admissions`` from
+    ``admissions_offset`` and ``llm.usage`` from ``usage_offset`` (the first offsets it does
+    not cover) of the same partition."""
+
+    type: Literal["llm.ledger.v1"] = "llm.ledger.v1"
+    event_id: str = Field(default_factory=new_id)
+    tenant_id: str
+    partition: int = Field(ge=0)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    admissions_offset: int = Field(ge=0)
+    usage_offset: int = Field(ge=0)
+    entries: list[LedgerEntry] = Field(
+        default_factory=list, description="Requests still in the window or not yet settled"
+    )
+    spent: list[tuple[str, str, float]] = Field(
+        default_factory=list, description="(scope, period, settled USD): scope 'tenant', 'user:<id>' or"
+        " 'key:<name>'; period 'day:YYYY-MM-DD' or 'month:YYYY-MM'"
+    )
+
+
 # --- control --------------------------------------------------------------------------
 
 
@@ -428,7 +500,8 @@ AnyEvent = Annotated[
     | ResultProduced
     | UsageRecorded
     | AuditRecorded
-    | CancelRequested,
+    | CancelRequested
+    | AdmissionRecorded,
     Field(discriminator="type"),
 ]
 
@@ -443,8 +516,9 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         UsageRecorded,
         AuditRecorded,
         CancelRequested,
+        AdmissionRecorded,
     )
 }
 
 #: type string -> what the event's JSON Schema is generated from.
-EVENT_SCHEMAS: dict[str, Any] = {**EVENT_MODELS, "llm.request.v1": AnyRequest}
+EVENT_SCHEMAS: dict[str, Any] = {**EVENT_MODELS, "llm.request.v1": AnyRequest, "llm.ledger.v1": LedgerSnapshot}

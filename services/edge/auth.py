@@ -16,8 +16,12 @@ from services.runtime.config import GatewayConfig
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """Who a key belongs to; ``key``: the key's configured ``name`` (never the key or its hash),
+    carried on the request event as ``api_key`` for per-key limits and budgets."""
+
     tenant_id: str
     user_id: str
+    key: str | None = None
 
 
 def bearer_token(authorization: bytes | None) -> bytes | None:
@@ -35,7 +39,8 @@ class KeyIndex:
     """sha256(key) -> ``Caller``, built once from the configuration."""
 
     def __init__(self, config: GatewayConfig):
-        self._callers = {h: Caller(tenant, user) for h, (tenant, user) in config.key_index().items()}
+        self._callers = {k.sha256: Caller(tenant, k.user, k.name)
+                         for tenant, tc in config.tenants.items() for k in tc.api_keys}
 
     def authenticate(self, authorization: bytes | None) -> Caller:
         """The caller for this header, or ``AuthenticationError`` (401)."""

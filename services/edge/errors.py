@@ -10,15 +10,22 @@
   client id (the prototype spec's wording).
 
 The README's error table is :func:`error_table` (a test compares the two).
+
+Rate-limit headers (README "Rate limits and budgets"): ``ratelimit_headers`` turns the numbers
+the router admitted a request with (``RateLimitInfo``: on the result, the first chunk, or a
+rejection's ``details.ratelimit``) into ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``;
+``error_headers`` adds ``Retry-After`` and ``retry-after-ms`` to a ``rate_limited`` answer.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 
 from services.contracts.errors import ERRORS, GatewayError
+from services.contracts.events import RateLimitInfo
 
 #: Native error ``type`` where it is not the gateway code itself.
 NATIVE_TYPES = {"rate_limited": "rate_limit_exceeded"}
@@ -36,8 +43,44 @@ class HTTPError(Exception):
         self.headers = headers or []
 
 
-#: Error details that are transport bookkeeping, not for callers.
-PRIVATE_DETAILS = frozenset({"upstream_status"})
+#: Error details that are transport bookkeeping, not for callers (``ratelimit`` goes out as headers).
+PRIVATE_DETAILS = frozenset({"upstream_status", "ratelimit"})
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def _duration(seconds: float) -> bytes:
+    return b"%.3fs" % seconds if seconds % 1 else b"%ds" % seconds
+
+
+def ratelimit_headers(info: RateLimitInfo | dict[str, Any] | None) -> Headers:
+    """``x-ratelimit-*`` for the binding scope of each limited dimension (none without limits)."""
+    if info is None:
+        return []
+    if isinstance(info, dict):
+        info = RateLimitInfo.model_validate(info)
+    out: Headers = []
+    for dim in ("requests", "tokens"):
+        limit = getattr(info, f"limit_{dim}")
+        if limit is None:
+            continue
+        out += [
+            (b"x-ratelimit-limit-" + dim.encode(), str(limit).encode()),
+            (b"x-ratelimit-remaining-" + dim.encode(), str(getattr(info, f"remaining_{dim}") or 0).encode()),
+            (b"x-ratelimit-reset-" + dim.encode(), _duration(getattr(info, f"reset_{dim}_s") or 0.0)),
+        ]
+    return out
+
+
+def error_headers(err: GatewayError) -> Headers:
+    """Headers of an error answer: the rate-limit numbers it carries and, for ``rate_limited``,
+    ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms``."""
+    out = ratelimit_headers(err.details.get("ratelimit")) if err.details else []
+    retry = err.details.get("retry_after_s") if err.details else None
+    if err.code == "rate_limited" and isinstance(retry, int | float):
+        out += [(b"retry-after", str(max(math.ceil(retry), 1)).encode()),
+                (b"retry-after-ms", str(max(math.ceil(retry * 1000), 1)).encode())]
+    return out
 
 
 def openai_body(err: GatewayError) -> dict[str, Any]:

@@ -63,6 +63,8 @@ class SseEncoder(Protocol):
 ErrorBody = Callable[[GatewayError], tuple[int, bytes]]
 #: More response headers from the first event (beside the encoder's ``first_headers``).
 FirstHeaders = Callable[[Any], Headers]
+#: Headers of an error answered before the status line (``Retry-After`` of a rate limit, ...).
+ErrorHeaders = Callable[[GatewayError], Headers]
 
 
 class SseResponse:
@@ -77,9 +79,11 @@ class SseResponse:
         error_body: ErrorBody,
         headers: Headers | None = None,
         more_first_headers: FirstHeaders | None = None,
+        error_headers: ErrorHeaders | None = None,
     ):
         self.headers: Headers = [*SSE_HEADERS, *(headers or ())]
         self._more_first = more_first_headers
+        self._error_headers = error_headers
         self._n_own = len(SSE_HEADERS)
         self._events = events
         self._encoder = encoder
@@ -200,7 +204,7 @@ class SseResponse:
             self._sent_head = True
             status, body = self._error_body(err)
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                       *self.headers[self._n_own:]]
+                       *self.headers[self._n_own:], *(self._error_headers(err) if self._error_headers else ())]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         else:

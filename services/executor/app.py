@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from datetime import datetime
+from typing import Any
 
 import pydantic
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -34,6 +35,7 @@ from services.contracts.events import (
     CancelRequested,
     ExecutionPlanned,
     Latency,
+    RateLimitInfo,
     ResultProduced,
     UsageRecorded,
     utcnow,
@@ -73,6 +75,7 @@ class Executor:
         self.hooks = TenantHooks.from_config(self.config)  # post-response hooks per tenant, built at start
         self.request_log = RequestLog.of(settings, "executor")
         self._api_keys: dict[str, str] = {}  # embed requests in flight that name their API key
+        self._ratelimits: dict[str, RateLimitInfo] = {}  # embed plans in flight with rate-limit numbers
         self.http: HttpTransport = http or _transport(settings)
         cid = f"executor-{settings.instance_id}"
         self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
@@ -93,7 +96,8 @@ class Executor:
         self._control = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=cid, enable_auto_commit=False)
         self._control_task: asyncio.Task[None] | None = None
         self.embed = EmbedRunner(
-            publisher=UsageLogging(self.publisher, topics.usage.name, self.request_log, self._api_keys),
+            publisher=UsageLogging(_RateLimited(self.publisher, self._ratelimits),  # type: ignore[arg-type]
+                                   topics.usage.name, self.request_log, self._api_keys),
             topics=topics, http=self.http, secret=settings.secret,
             window_ms=self.config.defaults.embed_batch_window_ms, audit=self._audit,
             started=lambda plan: _StartedAudit(self, plan),
@@ -166,10 +170,13 @@ class Executor:
         elif req.operation == "embed":
             if key := getattr(req, "api_key", None):
                 self._api_keys[rid] = key
+            if plan.ratelimit is not None:
+                self._ratelimits[rid] = plan.ratelimit
             try:
                 await self.embed.run(plan, targets)
             finally:
                 self._api_keys.pop(rid, None)
+                self._ratelimits.pop(rid, None)
         else:  # the plan's type admits only executable operations
             raise DeadLetter(f"operation {req.operation!r} has no runner in this executor")
 
@@ -188,7 +195,9 @@ class Executor:
                 return await self.publisher.publish(topic, chunk, key=rid, partition=partition)
 
             guard = response_guard(post, req) if post is not None else None  # type: ignore[arg-type]
-            emitter = ChunkEmitter(send, chunk_template(plan), plan.chunk_window_ms, guard)
+            template = chunk_template(plan)
+            template.ratelimit = plan.ratelimit  # on the first chunk: the edge's response head
+            emitter = ChunkEmitter(send, template, plan.chunk_window_ms, guard)
         elif post is not None:
             check = functools.partial(check_answer, post, req)
         attempted = Attempted(emitter=emitter)
@@ -251,6 +260,7 @@ class Executor:
                 usage=outcome.usage,
                 latency=Latency(ttft_ms=outcome.ttft_ms, total_ms=total_ms, provider_ms=outcome.provider_ms),
                 streamed=req.stream,
+                ratelimit=plan.ratelimit,
             )
         else:
             result = ResultProduced(
@@ -269,6 +279,7 @@ class Executor:
                     provider_ms=outcome.provider_ms if outcome else None,
                 ),
                 streamed=req.stream,
+                ratelimit=plan.ratelimit,
             )
         usage = outcome.usage if outcome else None
         status = "ok" if error is None else ("cancelled" if isinstance(error, Cancelled) else "error")
@@ -382,6 +393,19 @@ class _StartedAudit:
 
     def discard(self) -> None:
         self._timer.cancel()
+
+
+class _RateLimited:
+    """The embeddings runner's publisher: the result of a plan with rate-limit numbers carries
+    them (``ResultProduced.ratelimit``), as chat results do."""
+
+    def __init__(self, publisher: Publisher, ratelimits: dict[str, RateLimitInfo]):
+        self._publisher, self._ratelimits = publisher, ratelimits
+
+    async def publish(self, topic: str, event: Any, **kw: Any) -> asyncio.Future[object]:
+        if isinstance(event, ResultProduced) and event.ratelimit is None:
+            event.ratelimit = self._ratelimits.get(event.request_id)
+        return await self._publisher.publish(topic, event, **kw)
 
 
 def _transport(settings: Settings) -> HttpTransport:

@@ -128,7 +128,7 @@ class ChunkEmitter:
                 update["error"] = error
             chunk = self._template.model_copy(update=update)
             if self.seq > 0:
-                chunk.model = chunk.provider = chunk.ttft_ms = chunk.fallback = None
+                chunk.model = chunk.provider = chunk.ttft_ms = chunk.fallback = chunk.ratelimit = None
             self.seq += 1
             self._last_sent = now
             self.closed = final

@@ -25,6 +25,7 @@ from services.contracts.events import (
     ToolCallFunction,
     Usage,
 )
+from services.runtime.pricing import cost_usd  # noqa: F401  (the executor's price function, re-exported)
 
 from .chunker import ChunkEmitter
 from .providers.registry import adapter_for
@@ -266,19 +267,6 @@ def error_info(err: GatewayError) -> ErrorInfo:
         upstream_status=details.get("upstream_status"),
         details={k: v for k, v in details.items() if k != "upstream_status"} if details else {},
     )
-
-
-def cost_usd(usage: Usage, dep: Target) -> float:
-    """Catalog price x reported usage: tokens per million (cached input at its own price when
-    the catalog has one), plus each unit at its ``per_unit`` price (units without one are free)."""
-    p = dep.price
-    cached_price = p.cached_input_per_mtok if p.cached_input_per_mtok is not None else p.input_per_mtok
-    uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
-    tokens = (
-        uncached * p.input_per_mtok + usage.cached_tokens * cached_price + usage.completion_tokens * p.output_per_mtok
-    ) / 1_000_000
-    units = sum(n * p.per_unit.get(unit, 0.0) for unit, n in usage.units.items()) if usage.units else 0.0
-    return round(tokens + units, 10)
 
 
 def chunk_template(plan: ExecutionPlanned) -> ChunkEmitted:

@@ -4,8 +4,11 @@ State: the model catalog (the Model Registry's: the configuration's ``models``, 
 registry's, re-read every ``cache_ttl_s``) and per-deployment routing statistics (moving
 averages of time to first token, recent failures: ``stats.py``), rebuilt at start from the
 last hour of ``llm.usage`` and ``llm.audit`` before the first request is read (``feed.py``).
-Rate limits and budgets arrive with their issue and are rebuilt from ``llm.usage``,
-co-partitioned with ``llm.requests``.
+Rate limits and budgets of governed tenants (``admission.py``): the router's group reads
+``llm.requests`` and ``llm.usage`` with the range assignor, so the instance owning a tenant's
+requests also sees its usage; the ledger of each owned partition is rebuilt from
+``llm.ledger``, ``llm.admissions`` and ``llm.usage`` before its requests are admitted
+(``keeper.py``). With no governed tenant, the router reads ``llm.requests`` alone.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from services.contracts.errors import GatewayError
 from services.contracts.events import AnyRequest, ChatRequested, ModelsListRequested, RequestBase
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
-from services.runtime.kafka import Consumer, DeadLetters, Publisher
+from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.model_registry import model_registry
 from services.runtime.replies import answer_invalid, reject
 from services.runtime.request_log import RequestLog
@@ -30,10 +33,12 @@ from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
 from services.runtime.types import type_registry
 
+from .admission import Governor
 from .discovery import answer_models
 from .feed import StatsFeed
 from .handlers import admit, plan
 from .hooks import pre_call
+from .keeper import LedgerKeeper
 from .stats import Key, RoutingStats, deployment_key
 from .tools import registry_schemas
 
@@ -55,27 +60,41 @@ class Router:
         self.request_log = RequestLog.of(settings, "router")
         self.feed = StatsFeed(settings.bootstrap_servers, [topics.usage.name], self.stats,
                               self._deployment, client_id=f"router-{settings.instance_id}-stats")
+        # rate limits and budgets: a ledger per owned partition holding a governed tenant
+        self.governor = Governor(config, self.models.catalog)
+        self.keeper: LedgerKeeper | None = None
+        subscriptions = {topics.requests.name: Subscription.of(REQUEST, self.handle, name="request",
+                                                               on_invalid=self.reject_invalid)}
+        if self.governor.tenants:
+            self.keeper = LedgerKeeper(settings.bootstrap_servers, topics, self.governor, self.publisher,
+                                       client_id=f"router-{settings.instance_id}-ledger")
+            subscriptions[topics.usage.name] = self.keeper.subscription()
         self.consumer: Consumer[RequestBase] = Consumer(
             bootstrap_servers=settings.bootstrap_servers,
-            topics=[topics.requests.name],
+            subscriptions=subscriptions,
             group_id=settings.topic_prefix + GROUP,
-            model=REQUEST,
-            model_name="request",
-            handler=self.handle,
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, "router"),
-            on_invalid=self.reject_invalid,
+            on_assigned=self.keeper.on_assigned if self.keeper else None,
+            on_revoked=self.keeper.on_revoked if self.keeper else None,
             max_in_flight=settings.max_in_flight,
+            assignor="range",  # partition i of llm.requests and of llm.usage on one instance
             client_id=f"router-{settings.instance_id}",
         )
+        if self.keeper is not None:
+            self.keeper.attach(self.consumer)
 
     async def start(self) -> None:
         await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
         await self.publisher.start()
         await self.feed.start()  # the statistics are rebuilt before the first request is planned
+        if self.keeper is not None:
+            self.keeper.start()
         await self.consumer.start()
 
     async def aclose(self) -> None:
         await self.consumer.aclose()
+        if self.keeper is not None:
+            await self.keeper.aclose()
         await self.feed.aclose()
         await self.publisher.aclose()
         await self.types.aclose()
@@ -104,11 +123,18 @@ class Router:
                 schemas = await registry_schemas(req.params.tools, self.types)
             execution = plan(req, self.config, raw_size=len(record.value or b""), tool_schemas=schemas,  # type: ignore[arg-type]
                              catalog=self.models.catalog(), stats=self.stats, admitted=True)
+            # admission (rate limits, budgets): after the plan, which prices the reservation
+            grant = self.keeper.admit(execution.request, execution, record.partition) if self.keeper else None
         except GatewayError as err:
             await self.reject(req, err)
             return
-        fut = await self.publisher.publish(self.topics.exec.name, execution, key=req.request_id)
-        await fut
+        if grant is not None:
+            execution.ratelimit = grant.ratelimit
+        # the plan and the admission record are enqueued back to back: one produce request
+        futs = [await self.publisher.publish(self.topics.exec.name, execution, key=req.request_id)]
+        if grant is not None and (adm := await self.keeper.write(grant, record.partition)) is not None:  # type: ignore[union-attr]
+            futs.append(adm)
+        await asyncio.gather(*futs)
 
     async def reject(self, req: RequestBase, err: GatewayError) -> None:
         await reject(self.publisher, self.topics, req, err, "router")

@@ -78,6 +78,45 @@ class ApiKey(Strict):
     name: str | None = None
 
 
+# --- rate limits and budgets (services/router/admission.py; README "Rate limits and budgets") ---
+
+
+class Rate(Strict):
+    """Limits of one scope over a sliding minute; ``None``: no limit in that dimension."""
+
+    requests_per_min: int | None = Field(default=None, ge=0)
+    tokens_per_min: int | None = Field(default=None, ge=0)
+
+    @property
+    def limited(self) -> bool:
+        return self.requests_per_min is not None or self.tokens_per_min is not None
+
+
+class Limits(Rate):
+    """A tenant's rate limits: its own (``requests_per_min``, ``tokens_per_min``), each user's,
+    each API key's (by ``name``) and each ``client_id``'s (``per_*``, with named overrides in
+    ``users`` / ``keys`` / ``clients`` replacing the ``per_*`` default for that one).
+    ``output_tokens``: the output a request without ``max_tokens`` reserves."""
+
+    per_user: Rate | None = None
+    per_key: Rate | None = None
+    per_client: Rate | None = None
+    users: dict[str, Rate] = Field(default_factory=dict)
+    keys: dict[str, Rate] = Field(default_factory=dict)
+    clients: dict[str, Rate] = Field(default_factory=dict)
+    output_tokens: int = Field(default=256, ge=0, description="Reserved output when a request sets no max_tokens")
+
+
+class Budget(Strict):
+    """``usd`` per calendar ``period`` (UTC) for the tenant, or for each of its users or keys
+    (``per``), with ``overrides`` (user or key name -> USD) replacing ``usd`` for that one."""
+
+    period: Literal["day", "month"]
+    usd: float = Field(ge=0)
+    per: Literal["tenant", "user", "key"] = "tenant"
+    overrides: dict[str, float] = Field(default_factory=dict)
+
+
 # --- hooks and plugins (services/runtime/hooks, services/runtime/entrypoints.py; README "Hooks and plugins") ---
 
 
@@ -124,9 +163,28 @@ class TenantConfig(Strict):
     hooks: list[HookSpec] = Field(default_factory=list)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
+    # --- rate limits and budgets ---
+    limits: Limits | None = None
+    budgets: list[Budget] = Field(default_factory=list)
 
     def allows(self, alias: str) -> bool:
         return "*" in self.allowed_models or alias in self.allowed_models
+
+    @property
+    def governed(self) -> bool:
+        """Whether the router keeps a ledger for this tenant (it has limits or budgets)."""
+        return bool(self.budgets) or self.limits is not None
+
+    @model_validator(mode="after")
+    def _key_names(self) -> TenantConfig:
+        names = {k.name for k in self.api_keys if k.name}
+        refs = list((self.limits.keys if self.limits else {}).keys())
+        refs += [n for b in self.budgets if b.per == "key" for n in b.overrides]
+        unknown = sorted(set(refs) - names)
+        if unknown:
+            raise ValueError(f"limits/budgets name API keys this tenant does not have: {', '.join(unknown)}"
+                             f" (key names: {', '.join(sorted(names)) or 'none'})")
+        return self
 
 
 class Policies(Strict):

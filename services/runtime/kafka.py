@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -162,17 +162,47 @@ class _PartitionProgress:
 
 Handler = Callable[[M, ConsumerRecord], Awaitable[None]]
 InvalidHandler = Callable[[ConsumerRecord, pydantic.ValidationError], Awaitable[None]]
+Assigned = Callable[[set[TopicPartition]], None]
+Revoked = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """How one topic's records are read, when one consumer group reads topics with different
+    event types. ``decode`` turns a record's bytes into the handler's event (raising
+    ``pydantic.ValidationError`` for bad bytes: the record is dead-lettered). ``inline`` handlers are awaited in the fetch loop, one record at a time in partition order
+    and without an in-flight slot: for cheap in-memory work (a ledger's settlement); the others
+    run as tasks, up to the consumer's ``max_in_flight`` at once."""
+
+    decode: Callable[[bytes], Any]
+    handler: Handler[Any]
+    name: str = "event"
+    on_invalid: InvalidHandler | None = None
+    inline: bool = False
+
+    @classmethod
+    def of(cls, model: type[BaseModel] | TypeAdapter[Any], handler: Handler[Any], *, name: str | None = None,
+           on_invalid: InvalidHandler | None = None) -> Subscription:
+        decode = model.validate_json if isinstance(model, TypeAdapter) else model.model_validate_json
+        return cls(decode, handler, name or getattr(model, "__name__", "event"), on_invalid)
 
 
 class Consumer(Generic[M]):
     """Consume ``topics`` in group ``group_id``: decode each record as ``model``, run
-    ``handler`` for it (up to ``max_in_flight`` at once), commit what finished.
+    ``handler`` for it (up to ``max_in_flight`` at once), commit what finished. Or, for topics
+    with different event types, ``subscriptions`` (topic -> ``Subscription``) in their place.
 
     * A record that does not decode goes to the DLQ with the reason, then ``on_invalid``
       (e.g. to tell the caller) runs. A handler that raises also dead-letters its record.
       Neither stops the consumer.
-    * On a rebalance, revoked partitions get up to ``revoke_grace_s`` for their handlers to
-      finish, then their finished offsets are committed.
+    * At ``max_in_flight`` the consumer's partitions are paused (records already fetched wait
+      in order) and resumed as handlers finish: the fetch loop never blocks, so a saturated
+      service keeps polling and stays in its group past ``max.poll.interval.ms``. Inline
+      subscriptions are never paused for this.
+    * ``on_assigned`` runs (synchronously) as partitions are assigned, before any of their
+      records is handled; it may ``hold`` some (paused until ``release``, e.g. while state is
+      rebuilt) and ``seek`` them. ``on_revoked`` runs once revoked partitions' handlers had up
+      to ``revoke_grace_s`` to finish and their finished offsets were committed.
     * ``assignor="range"`` co-partitions topics consumed together (same key, same count).
     """
 
@@ -180,26 +210,36 @@ class Consumer(Generic[M]):
         self,
         *,
         bootstrap_servers: str,
-        topics: Iterable[str],
         group_id: str,
-        model: type[M] | TypeAdapter[Any],
-        handler: Handler[M],
-        model_name: str | None = None,
         dead_letters: DeadLetters,
+        topics: Iterable[str] = (),
+        model: type[M] | TypeAdapter[Any] | None = None,
+        handler: Handler[M] | None = None,
+        model_name: str | None = None,
         on_invalid: InvalidHandler | None = None,
+        subscriptions: Mapping[str, Subscription] | None = None,
+        on_assigned: Assigned | None = None,
+        on_revoked: Revoked | None = None,
         max_in_flight: int = 512,
         assignor: str = "roundrobin",
         auto_offset_reset: str = "earliest",
         revoke_grace_s: float = 5.0,
         client_id: str = "llmgw",
     ):
-        self.topics = list(topics)
-        self._decode = model.validate_json if isinstance(model, TypeAdapter) else model.model_validate_json
-        self._model_name = model_name or getattr(model, "__name__", "event")
-        self._handler = handler
+        if subscriptions is None:
+            assert model is not None and handler is not None, "give model and handler, or subscriptions"
+            sub = Subscription.of(model, handler, name=model_name, on_invalid=on_invalid)  # type: ignore[arg-type]
+            subscriptions = {t: sub for t in topics}
+        self._subs = dict(subscriptions)
+        self.topics = list(self._subs)
         self._dlq = dead_letters
-        self._on_invalid = on_invalid
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._backlog: deque[tuple[TopicPartition, ConsumerRecord]] = deque()
+        self._saturated = False
+        self._held: set[TopicPartition] = set()
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
         self._progress: dict[TopicPartition, _PartitionProgress] = {}
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -231,7 +271,8 @@ class Consumer(Generic[M]):
         self._commit_task = asyncio.create_task(self._commit_loop(), name="commit")
 
     async def aclose(self) -> None:
-        """Stop fetching, let in-flight handlers finish, commit, leave the group."""
+        """Stop fetching, let in-flight handlers finish, commit, ``on_revoked`` for every
+        partition, leave the group."""
         for t in (self._run_task, self._commit_task):
             if t:
                 t.cancel()
@@ -242,45 +283,99 @@ class Consumer(Generic[M]):
             await asyncio.wait(inflight, timeout=self._revoke_grace_s)
         with contextlib.suppress(Exception):
             await self._commit()
+        if self._on_revoked is not None:  # leaving the group gives every partition up (aiokafka says nothing)
+            try:
+                await self._on_revoked(self.assignment())
+            except Exception:
+                log.exception("on_revoked failed while closing")
         await self._consumer.stop()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
 
+    def hold(self, tps: Iterable[TopicPartition]) -> None:
+        """Pause ``tps`` until ``release``: none of their records is handled meanwhile."""
+        self._held.update(tps)
+        self._apply_pauses()
+
+    def release(self, tps: Iterable[TopicPartition]) -> None:
+        self._held.difference_update(tps)
+        self._apply_pauses()
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """The next record of ``tp`` to fetch (an assigned partition)."""
+        self._consumer.seek(tp, offset)
+
+    def _apply_pauses(self) -> None:
+        """Paused: held partitions, and while saturated every partition of a task subscription."""
+        assigned = self._consumer.assignment()
+        want = {tp for tp in assigned
+                if tp in self._held or (self._saturated and not self._subs[tp.topic].inline)}
+        paused = self._consumer.paused()
+        if want - paused:
+            self._consumer.pause(*(want - paused))
+        if (paused - want) & assigned:
+            self._consumer.resume(*((paused - want) & assigned))
+
+    def _check_saturation(self) -> None:
+        saturated = bool(self._backlog) or self._in_flight >= self._max_in_flight
+        if saturated != self._saturated:
+            self._saturated = saturated
+            self._apply_pauses()
+
     async def _run(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             for tp, records in batches.items():
+                if tp in self._held:  # fetched just before the hold: read again once released
+                    self._consumer.seek(tp, records[0].offset)
+                    continue
+                sub = self._subs[tp.topic]
                 progress = self._progress.setdefault(tp, _PartitionProgress())
-                tasks = self._tasks.setdefault(tp, set())
                 for record in records:
-                    await self._slots.acquire()
-                    progress.started(record.offset)
-                    task = asyncio.create_task(self._process(tp, record, progress))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    if sub.inline:
+                        progress.started(record.offset)
+                        if await self._dispatch(sub, record):
+                            progress.finished(record.offset)
+                    elif self._backlog or self._in_flight >= self._max_in_flight:
+                        self._backlog.append((tp, record))
+                    else:
+                        self._start(tp, record)
+            self._check_saturation()
+
+    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        progress = self._progress.setdefault(tp, _PartitionProgress())
+        tasks = self._tasks.setdefault(tp, set())
+        self._in_flight += 1
+        progress.started(record.offset)
+        task = asyncio.create_task(self._process(tp, record, progress))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord, progress: _PartitionProgress) -> None:
         try:
-            settled = await self._dispatch(record)
+            settled = await self._dispatch(self._subs[tp.topic], record)
         finally:
-            self._slots.release()
+            self._in_flight -= 1
+            while self._backlog and self._in_flight < self._max_in_flight:
+                self._start(*self._backlog.popleft())
+            self._check_saturation()
         if settled:
             progress.finished(record.offset)
 
-    async def _dispatch(self, record: ConsumerRecord) -> bool:
+    async def _dispatch(self, sub: Subscription, record: ConsumerRecord) -> bool:
         """True once the record is handled or dead-lettered; False leaves it uncommitted."""
         try:
             try:
-                event = self._decode(record.value or b"")
+                event = sub.decode(record.value or b"")
             except pydantic.ValidationError as exc:
-                await self._dlq.send(record, f"{self._model_name}: {validation_reason(exc)}")
-                if self._on_invalid is not None:
-                    await self._on_invalid(record, exc)
+                await self._dlq.send(record, f"{sub.name}: {validation_reason(exc)}")
+                if sub.on_invalid is not None:
+                    await sub.on_invalid(record, exc)
                 return True
             try:
                 with telemetry.consuming(record.topic, record.headers):
-                    await self._handler(event, record)
+                    await sub.handler(event, record)
             except DeadLetter as exc:
                 await self._dlq.send(record, str(exc))
             except Exception as exc:  # a bug or an unexpected failure: park the record, go on
@@ -313,6 +408,7 @@ class Consumer(Generic[M]):
                 self._committed[tp] = om.offset
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        self._backlog = deque((tp, r) for tp, r in self._backlog if tp not in revoked)  # never started
         inflight = [t for tp in revoked for t in self._tasks.get(tp, ())]
         if inflight:
             await asyncio.wait(inflight, timeout=self._revoke_grace_s)
@@ -321,6 +417,22 @@ class Consumer(Generic[M]):
         for tp in revoked:
             self._progress.pop(tp, None)
             self._committed.pop(tp, None)
+        self._held.difference_update(revoked)
+        self._check_saturation()
+        if self._on_revoked is not None:
+            try:
+                await self._on_revoked(revoked)
+            except Exception:
+                log.exception("on_revoked failed for %s", sorted(revoked))
+
+    def _assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._on_assigned is not None:
+            try:
+                self._on_assigned(assigned)
+            except Exception:
+                log.exception("on_assigned failed for %s", sorted(assigned))
+        self._apply_pauses()
+        self.assigned.set()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -331,4 +443,4 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._c._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._c.assigned.set()
+        self._c._assigned(set(assigned))

@@ -37,10 +37,17 @@ def chunk_target(req: RequestBase, topics: Topics) -> tuple[str, int | None]:
     return topics.chunks.name, None
 
 
+#: The audit action of a rejection, by error code (others are ``blocked``).
+REJECTION_ACTIONS = {"rate_limited": "rate_limited", "budget_exceeded": "budget_exceeded"}
+
+
 async def reject(
-    publisher: Publisher, topics: Topics, req: RequestBase, err: GatewayError, actor: str, alias: str | None = None
+    publisher: Publisher, topics: Topics, req: RequestBase, err: GatewayError, actor: str, alias: str | None = None,
+    action: str | None = None,
 ) -> None:
-    """Answer ``req`` with ``err`` and record a ``blocked`` audit event; both acknowledged."""
+    """Answer ``req`` with ``err`` (its ``details`` too) and record an audit event: ``action``,
+    by default ``rate_limited`` / ``budget_exceeded`` for those codes, else ``blocked``; both
+    acknowledged."""
     topic, partition = result_target(req, topics)
     model = alias or getattr(req, "model", None)
     result = ResultProduced(
@@ -50,13 +57,14 @@ async def reject(
         status="error",
         operation=req.operation,
         alias=model,
-        error=ErrorInfo(code=err.code, message=err.message, param=err.param, retryable=err.retryable),  # type: ignore[arg-type]
+        error=ErrorInfo(code=err.code, message=err.message, param=err.param, retryable=err.retryable,  # type: ignore[arg-type]
+                        details=err.details),
     )
     audit = AuditRecorded(
         request_id=req.request_id,
         tenant_id=req.tenant_id,
         user_id=req.user_id,
-        action="blocked",
+        action=action or REJECTION_ACTIONS.get(err.code, "blocked"),  # type: ignore[arg-type]
         operation=req.operation,
         actor=actor,
         alias=model,

@@ -15,6 +15,7 @@ accepted in the body: ``fallbacks``, ``metadata``, ``client_id``, ``ttft_ms``, `
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +33,14 @@ from services.contracts.events import (
 )
 
 from ..asgi import Headers, Request, Response, ms_header
-from ..errors import openai_body, openai_error
+from ..errors import error_headers, openai_body, openai_error, ratelimit_headers
 from ..sse import SseResponse
 
 if TYPE_CHECKING:
     from ..context import Edge
 
 OVERHEAD = b"x-llmgw-overhead-ms"
+ErrorFormat = Callable[[GatewayError], tuple[int, bytes]]
 
 #: OpenAI fields that are ``ChatParams`` fields of the same name.
 PARAMS = frozenset(ChatParams.model_fields) - {"extra"}
@@ -156,12 +158,17 @@ def invalid(exc: pydantic.ValidationError) -> ValidationError:
     return ValidationError(f"{param}: {err['msg']}" + (f" (and {more} more problems)" if more else ""), param=param)
 
 
+def key_of(req: Request) -> dict[str, Any]:
+    """The authenticating key's name for the event's ``api_key`` (nothing for an unnamed key)."""
+    return {"api_key": req.caller.key} if req.caller is not None and req.caller.key else {}
+
+
 def build_event(edge: Edge, req: Request, call: ChatCall) -> ChatRequested:
     assert req.caller is not None
     try:
         return edge.gw.request(
             req.caller, call.model, call.messages, stream=call.stream,
-            request_id=req.request_id, extra=call.extra, **call.fields,
+            request_id=req.request_id, extra=call.extra, **call.fields, **key_of(req),
         )
     except pydantic.ValidationError as exc:
         raise invalid(exc) from None
@@ -324,6 +331,26 @@ def stream_fallback_header(chunk: ChunkEmitted) -> Headers:
     return [(FALLBACK, chunk.fallback.encode())] if chunk.fallback else []
 
 
+def stream_first_headers(chunk: ChunkEmitted) -> Headers:
+    """A stream's head from its first chunk: the fallback, the rate-limit numbers."""
+    return [*stream_fallback_header(chunk), *ratelimit_headers(chunk.ratelimit)]
+
+
+def answer_headers(result: ResultProduced) -> Headers:
+    """A whole answer's gateway headers: the fallback, the rate-limit numbers."""
+    return [*fallback_header(result), *ratelimit_headers(result.ratelimit)]
+
+
+def error_answer(err: GatewayError, errors: ErrorFormat = openai_error) -> Response:
+    """An error that carries headers (rate limits) as the route's error answer; others are
+    raised again for the app's error handling."""
+    headers = error_headers(err)
+    if not headers:
+        raise err
+    status, body = errors(err)
+    return Response(status, body, headers)
+
+
 async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResponse:
     call = parse_chat(req.json())
     event = build_event(edge, req, call)
@@ -335,9 +362,12 @@ async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResp
             edge.gw.stream(event, timeout),
             ChunkEncoder(event.request_id, call.model, created, call.include_usage),
             started=req.started, keepalive_s=s.keepalive_s, buffer_limit=s.stream_buffer_bytes,
-            error_body=_error_body, more_first_headers=stream_fallback_header,
+            error_body=_error_body, more_first_headers=stream_first_headers, error_headers=error_headers,
         )
-    result = await req.until_disconnect(edge.gw.result(event, timeout))
+    try:
+        result = await req.until_disconnect(edge.gw.result(event, timeout))
+    except GatewayError as err:
+        return error_answer(err)
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
     body = orjson.dumps(completion_json(result, call.model, created))
-    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *fallback_header(result)])
+    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *answer_headers(result)])

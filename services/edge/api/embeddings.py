@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pydantic
 
-from services.contracts.errors import ValidationError
+from services.contracts.errors import GatewayError, ValidationError
 from services.contracts.events import EmbedRequested, ResultProduced
 
 from ..asgi import Request, Response, ms_header
-from .chat import OVERHEAD, check_gateway_fields, fallback_header, invalid
+from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -111,7 +111,7 @@ def build_event(edge: Edge, req: Request, call: EmbedCall) -> EmbedRequested:
     try:
         return edge.gw.embed_request(
             req.caller, call.model, call.input, dimensions=call.dimensions, encoding_format=call.encoding_format,
-            request_id=req.request_id, extra=call.extra, **call.fields,
+            request_id=req.request_id, extra=call.extra, **call.fields, **key_of(req),
         )
     except pydantic.ValidationError as exc:
         raise invalid(exc) from None
@@ -135,7 +135,10 @@ async def create_embeddings(edge: Edge, req: Request) -> Response:
     call = parse_embeddings(req.json())
     event = build_event(edge, req, call)
     timeout = edge.timeout_for(call.fields.get("total_ms"))
-    result = await req.until_disconnect(edge.gw.result(event, timeout))  # type: ignore[arg-type]
+    try:
+        result = await req.until_disconnect(edge.gw.result(event, timeout))  # type: ignore[arg-type]
+    except GatewayError as err:
+        return error_answer(err)
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
     body = orjson.dumps(embeddings_json(result, call.model))
-    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *fallback_header(result)])
+    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *answer_headers(result)])

@@ -20,7 +20,7 @@ from services.contracts.events import ResultProduced
 
 from ..asgi import Request, Response, checked_request_id, ms_header
 from ..errors import HTTPError, native_error
-from .chat import OVERHEAD, ChatCall, build_event, check_messages, split_fields
+from .chat import OVERHEAD, ChatCall, build_event, check_messages, error_answer, split_fields
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -80,6 +80,9 @@ async def chat(edge: Edge, req: Request) -> Response:
     if request_id is not None:
         req.request_id = request_id
     event = build_event(edge, req, call)
-    result = await req.until_disconnect(edge.gw.result(event, edge.timeout_for(call.total_ms)))
+    try:
+        result = await req.until_disconnect(edge.gw.result(event, edge.timeout_for(call.total_ms)))
+    except GatewayError as err:  # a rate limit answers with Retry-After
+        return error_answer(err, lambda e: native_error(e, req.client_id))
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
     return Response(200, orjson.dumps(native_json(result, call.model)), [ms_header(OVERHEAD, max(overhead, 0.0))])
