@@ -18,6 +18,7 @@ partition's hash chain (``chain``, ``layout``), then the chain's head is replace
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import orjson
@@ -31,6 +32,7 @@ from services.runtime.s3 import ObjectStore, PreconditionFailed
 from .chain import Head, link
 from .layout import chain_name, chain_prefix, head_key, object_key
 
+log = logging.getLogger(__name__)
 Source = tuple[str, int]
 Item = tuple[int, dict]  # (offset, event)
 
@@ -85,8 +87,11 @@ class S3AuditPlugin:
         obj = await self._store.get(head_key(name))
         head, key = Head(), ""
         if obj is not None:
-            h = orjson.loads(obj.body)
-            head, key = Head(int(h["seq"]), str(h["hash"]), int(h["offset"])), str(h["key"])
+            try:
+                h = orjson.loads(obj.body)
+                head, key = Head(int(h["seq"]), str(h["hash"]), int(h["offset"])), str(h["key"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.error("audit chain %s: its head object is not readable; going on from its newest record", name)
         later = await self._store.keys(chain_prefix(name), start_after=key)
         if later:
             last = await self._store.get(later[-1])

@@ -30,7 +30,12 @@ class Verification:
         return not self.findings
 
 
+class UnreadableHead(ValueError):
+    """The chain's head object is not a head (it was changed)."""
+
+
 async def read_chain(store: ObjectStore, name: str, concurrency: int = 16) -> tuple[list[Entry], Head | None]:
+    """The chain's records in storage order and its head (None when there is none yet)."""
     keys = [k for k in await store.keys(chain_prefix(name)) if k.endswith(".ndjson")]
     slots = asyncio.Semaphore(concurrency)
 
@@ -49,15 +54,19 @@ async def read_chain(store: ObjectStore, name: str, concurrency: int = 16) -> tu
         try:
             h = orjson.loads(obj.body)
             head = Head(int(h["seq"]), str(h["hash"]), int(h["offset"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            head = Head(seq=10**18, hash="?", offset=-1)  # an unreadable head: reported as records removed
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise UnreadableHead(f"{name}: its head {head_key(name)} is not readable ({exc})") from exc
     return entries, head
 
 
 async def verify(store: ObjectStore, tenant: str | None = None) -> Verification:
     result = Verification()
     for name in chains(await store.keys(ROOT)):
-        entries, head = await read_chain(store, name)
+        try:
+            entries, head = await read_chain(store, name)
+        except UnreadableHead as exc:
+            result.findings.append(Finding("modified", str(exc)))
+            continue
         result.chains += 1
         result.total += len(entries)
         result.records += len(entries) if tenant is None else sum(

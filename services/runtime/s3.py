@@ -78,7 +78,13 @@ class S3ObjectStore:
         self._context = session.client("s3", endpoint_url=self._endpoint, config=config,
                                        region_name=core.get_config_variable("region") or "us-east-1")
         self._client = await self._context.__aenter__()
-        await self._ensure_bucket()
+        try:
+            await self._ensure_bucket()
+        except BaseException as exc:
+            await self.aclose()
+            if isinstance(exc, Exception) and not isinstance(exc, RuntimeError):
+                raise RuntimeError(f"S3 at {self._endpoint or 'AWS'}, bucket {self.bucket!r}: {exc}") from exc
+            raise
 
     async def aclose(self) -> None:
         if self._context is not None:
@@ -100,7 +106,6 @@ class S3ObjectStore:
             if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                 raise
             if not self._create:
-                await self.aclose()
                 raise RuntimeError(f"no bucket {self.bucket!r} at {self._endpoint or 'S3'}") from exc
         try:
             await self._client.create_bucket(Bucket=self.bucket)

@@ -139,3 +139,15 @@ async def test_verify_names_a_record_modified_removed_or_reordered_in_the_store(
 
     store.objects = dict(pristine)
     assert (await verify(store)).ok
+
+
+async def test_a_changed_head_is_reported_and_does_not_stop_the_sink():
+    store = MemoryObjectStore()
+    await deliver(S3AuditPlugin(store, max_records=100), records(range(3)))
+    store.objects[head_key(CHAIN)] = b"{not a head"
+    f = (await verify(store)).findings
+    assert [x.kind for x in f] == ["modified"] and "head" in f[0].message
+    restarted = S3AuditPlugin(store, max_records=100)
+    await deliver(restarted, records(range(5)))  # goes on from the newest record it finds
+    assert [r["chain"]["offset"] for r in chain(store)] == list(range(5))
+    assert (await verify(store)).ok
