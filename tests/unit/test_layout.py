@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ["router", "executor", "edge", "emulator"]
+SERVICES = ["router", "executor", "edge", "emulator", "usage-sink", "audit-sink"]
 
 
 def test_compose_parses_and_runs_every_service_like_llmgw_up():
@@ -20,7 +20,7 @@ def test_compose_parses_and_runs_every_service_like_llmgw_up():
 
 
 def test_every_service_has_the_same_skeleton():
-    for name in ["router", "executor", "edge"]:
+    for name in ["router", "executor", "edge", "usage_sink", "audit_sink"]:
         for f in ["__init__.py", "__main__.py", "app.py", "handlers.py"]:
             assert (ROOT / "services" / name / f).exists(), f"services/{name}/{f}"
 
