@@ -395,6 +395,7 @@ class UsageRecorded(Envelope):
     model: str | None = None
     conversation_id: str | None = None
     client_id: str | None = None
+    api_key: str | None = Field(default=None, description="The name of the API key the request came with, if any")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0

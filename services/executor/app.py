@@ -291,6 +291,7 @@ class Executor:
             model=result.model,
             conversation_id=req.metadata.get("conversation_id"),
             client_id=req.client_id,
+            api_key=req.api_key,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             cached_tokens=usage.cached_tokens if usage else 0,

@@ -202,6 +202,7 @@ class EmbedRunner:
             model=result.model,
             conversation_id=req.metadata.get("conversation_id"),
             client_id=req.client_id,
+            api_key=req.api_key,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             total_tokens=usage.total_tokens if usage else 0,
             cost_usd=cost_usd(usage, dep) if usage else 0.0,

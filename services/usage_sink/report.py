@@ -3,7 +3,7 @@
 Reads the tenant's ``date=`` directories from the first day of the window to today, only the
 ``hour=`` directories that can hold records of the window, and counts each record whose
 ``occurred_at`` is in ``[since, until)``. Groups: ``model`` (the alias asked for), ``user``,
-``key`` (usage records carry no API key name: the caller's ``client_id`` stands for it), ``day``
+``key`` (the API key's name; for records without one, the caller's ``client_id``), ``day``
 (UTC). Records are counted as stored: the sink stores each once.
 """
 
@@ -92,8 +92,8 @@ def group_key(rec: dict[str, Any], by: str, occurred: datetime) -> str:
         return str(rec.get("alias") or "-")
     if by == "user":
         return str(rec.get("user_id") or "-")
-    if by == "key":
-        return str(rec.get("client_id") or "-")
+    if by == "key":  # records from before usage named the key: the client id stands for it
+        return str(rec.get("api_key") or rec.get("client_id") or "-")
     if by == "day":
         return f"{occurred:%Y-%m-%d}"
     raise ValueError(f"--by must be one of {', '.join(BY)}, got {by!r}")

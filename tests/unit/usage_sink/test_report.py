@@ -89,3 +89,11 @@ async def test_another_tenant_sees_only_its_own(store):
 async def test_unknown_grouping_is_refused(store):
     with pytest.raises(ValueError, match="--by must be one of"):
         await usage_report(store, "demo", since=NOW - timedelta(hours=1), until=NOW, by="colour")
+
+
+def test_by_key_names_the_api_key_and_falls_back_to_the_client_id():
+    from services.usage_sink.report import group_key
+
+    assert group_key({"api_key": "billing key", "client_id": "billing"}, "key", NOW) == "billing key"
+    assert group_key({"client_id": "billing"}, "key", NOW) == "billing"
+    assert group_key({}, "key", NOW) == "-"
