@@ -80,6 +80,16 @@ async def spend(settings) -> tuple[dict[str, float], dict[str, float]]:
     return adm, use
 
 
+async def spend_of(settings, ids: set[str], timeout_s: float = 30.0) -> tuple[dict[str, float], dict[str, float]]:
+    """``spend`` once both topics hold a record of every one of ``ids`` (or at the deadline, as
+    they are): a topic read right after the answers may end at offsets a moment old."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        reserved, settled = await spend(settings)
+        if (ids <= set(reserved) and ids <= set(settled)) or asyncio.get_running_loop().time() > deadline:
+            return reserved, settled
+
+
 async def test_fifty_at_once_never_overshoot_and_a_killed_owners_successor_keeps_the_spend(
         budgeted, edge_url, stack, stack_settings, killed):
     calls = [budgeted.chat(model="demo-openai", messages=MSGS, max_tokens=MAX_TOKENS, emulator_scenario=SCENARIO)
@@ -88,7 +98,7 @@ async def test_fifty_at_once_never_overshoot_and_a_killed_owners_successor_keeps
     ok = [r for r in results if isinstance(r, ResultProduced)]
     refused = [r for r in results if isinstance(r, BudgetExceeded)]
     assert len(ok) + len(refused) == 50, [r for r in results if not isinstance(r, ResultProduced | BudgetExceeded)]
-    reserved, settled = await spend(stack_settings)
+    reserved, settled = await spend_of(stack_settings, {r.request_id for r in ok})
     assert set(reserved) == {r.request_id for r in ok} and set(settled) == set(reserved)
     # exact: every request reserved the same, and all 50 were decided before any settled
     one = next(iter(reserved.values()))

@@ -198,10 +198,11 @@ async def test_a_refused_batch_gives_each_request_its_own_answer(gw, emulator_ur
 
 
 async def test_a_batch_over_the_providers_limit_is_split_back(gw, emulator_url):
-    """``max_inputs=2``: a merged call of three inputs is refused; alone, each request succeeds."""
+    """``max_inputs=2``: a merged call of three or more inputs is refused; alone, each request
+    succeeds. Eight requests a burst, so that a merge of three happens even on a busy machine."""
     tag = new_id()[:12]
     for burst in range(BURSTS):
-        texts = [f"lim-{tag}-{burst}-{i}" for i in range(3)]
+        texts = [f"lim-{tag}-{burst}-{i}" for i in range(8)]
         results = await asyncio.gather(*(gw.embed(model="demo-embed", input=t, emulator_scenario="max_inputs=2")
                                          for t in texts))
         assert [r.output.data[0].embedding for r in results] == [expected(t) for t in texts]
