@@ -1,0 +1,101 @@
+"""What the usage and audit sinks share: one topic read in a group of its own, each record
+handed to the sink's plugin, whose batches are written to S3 before their offsets commit.
+
+A sink is a ``SinkSpec`` (its name, group, topic role, event model, handler and bucket); this
+module runs it. Records that do not parse go to ``llm.dlq`` (the Consumer does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from .kafka import Consumer, DeadLetters, Publisher
+from .s3 import ObjectStore, S3ObjectStore
+from .service import mark_ready
+from .settings import Settings
+from .topics import Topics, apply_topics
+
+
+class SinkPlugin(Protocol):
+    """The part of a Usage / Audit plugin the service drives: its batches close on ``aclose``."""
+
+    async def aclose(self) -> None: ...
+
+
+class BatchSettings(Protocol):
+    runtime: Settings
+    batch_records: int
+    batch_ms: int
+    max_in_flight: int
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str  # e.g. "usage-sink": client ids, the DLQ's consumer header, readiness
+    group: str
+    source: str  # the topic role it reads (topics.yaml)
+    model: type[BaseModel]
+    handler: Callable[[Any, BaseModel, Any], Awaitable[None]]  # (plugin, event, record)
+    bucket: Callable[[Settings], str]
+    plugin: Callable[[ObjectStore, BatchSettings], SinkPlugin]  # the default (S3) plugin
+    settings: Callable[[Settings], BatchSettings]
+
+
+class SinkService:
+    def __init__(self, spec: SinkSpec, settings: BatchSettings, topics: Topics, plugin: SinkPlugin):
+        rt = settings.runtime
+        self.spec = spec
+        self.settings = settings
+        self.topics = topics
+        self.plugin = plugin
+        self.publisher = Publisher(rt.bootstrap_servers, client_id=f"{spec.name}-{rt.instance_id}")
+        self.consumer: Consumer[BaseModel] = Consumer(
+            bootstrap_servers=rt.bootstrap_servers,
+            topics=[getattr(topics, spec.source).name],
+            group_id=rt.topic_prefix + spec.group,
+            model=spec.model,
+            handler=functools.partial(spec.handler, plugin),
+            dead_letters=DeadLetters(self.publisher, topics.dlq.name, spec.name),
+            max_in_flight=settings.max_in_flight,
+            revoke_grace_s=settings.batch_ms / 1000 + 5,
+            client_id=f"{spec.name}-{rt.instance_id}",
+        )
+
+    async def start(self) -> None:
+        await apply_topics(self.settings.runtime.bootstrap_servers, self.topics, create=False,
+                           only=[self.spec.source, "dlq"])
+        await self.publisher.start()
+        await self.consumer.start()
+
+    async def aclose(self) -> None:
+        """Stop reading; open batches are written (for up to a batch window plus 5 s) and their
+        offsets committed; what is still unwritten then is left to the next sink."""
+        await self.consumer.aclose()
+        await self.plugin.aclose()
+        await self.publisher.aclose()
+
+
+async def serve_sink(spec: SinkSpec, settings: Settings, *, store: ObjectStore | None = None) -> None:
+    """Run one sink until cancelled; ``store`` replaces the S3 bucket (tests)."""
+    batch = spec.settings(settings)
+    topics = Topics.load(settings.topics_path, settings.topic_prefix)
+    own_store = store is None
+    if store is None:
+        s3 = S3ObjectStore(spec.bucket(settings), endpoint_url=settings.s3_url)
+        await s3.start()  # creates the bucket when it is missing
+        store = s3
+    sink = SinkService(spec, batch, topics, spec.plugin(store, batch))
+    await sink.start()
+    mark_ready(f"{spec.name} {settings.instance_id}")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sink.aclose()
+        if own_store:
+            await store.aclose()
