@@ -29,7 +29,7 @@ import pydantic
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.contracts.errors import Cancelled, GatewayError, ResponseBlocked
+from services.contracts.errors import GatewayError, ResponseBlocked
 from services.contracts.events import (
     AuditRecorded,
     CancelRequested,
@@ -37,7 +37,6 @@ from services.contracts.events import (
     Latency,
     RateLimitInfo,
     ResultProduced,
-    UsageRecorded,
     utcnow,
 )
 from services.runtime.config import GatewayConfig, load_config
@@ -51,7 +50,7 @@ from services.runtime.topics import Topics, apply_topics
 
 from .chunker import ChunkEmitter
 from .embed import EmbedRunner, Requests
-from .handlers import Attempted, Outcome, chunk_template, cost_usd, error_info, execute, settle
+from .handlers import Attempted, Outcome, chunk_template, error_info, execute, settle, usage_record
 from .hooks import check_answer, response_guard
 from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
@@ -282,29 +281,11 @@ class Executor:
                 ratelimit=plan.ratelimit,
             )
         usage = outcome.usage if outcome else None
-        status = "ok" if error is None else ("cancelled" if isinstance(error, Cancelled) else "error")
-        record = UsageRecorded(
-            **ids,
-            status=status,  # type: ignore[arg-type]
-            alias=dep.alias,
-            provider=dep.provider,
-            model=result.model,
-            conversation_id=req.metadata.get("conversation_id"),
-            client_id=req.client_id,
-            api_key=req.api_key,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            cached_tokens=usage.cached_tokens if usage else 0,
-            total_tokens=usage.total_tokens if usage else 0,
-            cost_usd=cost_usd(usage, dep) if usage else 0.0,
-            ttft_ms=outcome.ttft_ms if outcome else None,
-            total_ms=total_ms,
-            error_code=error.code if error else None,  # type: ignore[arg-type]
-            streamed=req.stream,
-            fallback_used=outcome.fallback_used if outcome else False,
-            units=usage.units if usage else {},
-            failed_attempts=attempted.failures or None,
-        )
+        record = usage_record(ids, req, dep, result.model, usage, error, total_ms,
+                              ttft_ms=outcome.ttft_ms if outcome else None,
+                              fallback_used=outcome.fallback_used if outcome else False,
+                              failures=attempted.failures)
+        status = record.status
         topic, partition = result_target(req, self.topics)
         action = "completed" if error is None else ("cancelled" if status == "cancelled" else "failed")
         reason = None

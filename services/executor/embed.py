@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.contracts.errors import Cancelled, GatewayError
+from services.contracts.errors import GatewayError
 from services.contracts.events import (
     Embedding,
     EmbeddingsOutput,
@@ -31,14 +31,13 @@ from services.contracts.events import (
     FailedAttempt,
     Latency,
     ResultProduced,
-    UsageRecorded,
 )
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
 from services.runtime.topics import Topics
 
 from .batcher import EmbedBatcher, Share
-from .handlers import SecretLookup, cost_usd, retryable, settle
+from .handlers import SecretLookup, retryable, settle, usage_record
 from .providers._embeddings import Embeddings
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
@@ -193,25 +192,9 @@ class EmbedRunner:
                 ),
                 latency=Latency(total_ms=total_ms),
             )
-        status = "ok" if outcome else ("cancelled" if isinstance(error, Cancelled) else "error")
-        record = UsageRecorded(
-            **ids,
-            status=status,  # type: ignore[arg-type]
-            alias=dep.alias,
-            provider=dep.provider,
-            model=result.model,
-            conversation_id=req.metadata.get("conversation_id"),
-            client_id=req.client_id,
-            api_key=req.api_key,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            total_tokens=usage.total_tokens if usage else 0,
-            cost_usd=cost_usd(usage, dep) if usage else 0.0,
-            total_ms=total_ms,
-            error_code=error.code if error else None,  # type: ignore[arg-type]
-            fallback_used=outcome.fallback_used if outcome else False,
-            units=usage.units if usage else {},
-            failed_attempts=failures or None,
-        )
+        record = usage_record(ids, req, dep, result.model, usage, error, total_ms,
+                              fallback_used=outcome.fallback_used if outcome else False, failures=failures)
+        status = record.status
         topic, partition = result_target(req, self.topics)
         action = "completed" if outcome else ("cancelled" if status == "cancelled" else "failed")
         return [

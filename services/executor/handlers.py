@@ -20,12 +20,14 @@ from services.contracts.events import (
     ErrorInfo,
     ExecutionPlanned,
     FailedAttempt,
+    RequestBase,
     ToolCall,
     ToolCallDelta,
     ToolCallFunction,
     Usage,
+    UsageRecorded,
 )
-from services.runtime.pricing import cost_usd  # noqa: F401  (the executor's price function, re-exported)
+from services.runtime.pricing import cost_usd
 
 from .chunker import ChunkEmitter
 from .providers.registry import adapter_for
@@ -266,6 +268,46 @@ def error_info(err: GatewayError) -> ErrorInfo:
         param=err.param,
         upstream_status=details.get("upstream_status"),
         details={k: v for k, v in details.items() if k != "upstream_status"} if details else {},
+    )
+
+
+def usage_record(
+    ids: dict[str, object],
+    req: RequestBase,
+    dep: Target,
+    model: str | None,
+    usage: Usage | None,
+    error: GatewayError | None,
+    total_ms: float,
+    *,
+    ttft_ms: float | None = None,
+    fallback_used: bool = False,
+    failures: list[FailedAttempt] | None = None,
+) -> UsageRecorded:
+    """The ``llm.usage`` event of one executed request (any operation): what ``dep`` reported,
+    priced by the catalog; status ``ok``, ``cancelled`` or ``error``."""
+    status = "ok" if error is None else ("cancelled" if isinstance(error, Cancelled) else "error")
+    return UsageRecorded(
+        **ids,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
+        alias=dep.alias,
+        provider=dep.provider,
+        model=model,
+        conversation_id=req.metadata.get("conversation_id"),
+        client_id=req.client_id,
+        api_key=req.api_key,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        total_tokens=usage.total_tokens if usage else 0,
+        cost_usd=cost_usd(usage, dep) if usage else 0.0,
+        ttft_ms=ttft_ms,
+        total_ms=total_ms,
+        error_code=error.code if error else None,  # type: ignore[arg-type]
+        streamed=req.stream,
+        fallback_used=fallback_used,
+        units=usage.units if usage else {},
+        failed_attempts=failures or None,
     )
 
 
