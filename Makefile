@@ -39,6 +39,7 @@ test-e2e: install
 
 lint: install
 	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
 
 check: lint schemas test-unit   ## format/lint, schema drift, unit tests
 

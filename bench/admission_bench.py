@@ -46,7 +46,7 @@ tenants:
   free: {{}}
   gov:
     api_keys:
-      - {{name: bench key, user: u0, sha256: "{'0' * 64}"}}
+      - {{name: bench key, user: u0, sha256: "{"0" * 64}"}}
     limits:
       requests_per_min: {BIG}
       tokens_per_min: {BIG * 1000}
@@ -62,15 +62,24 @@ MSGS = [{"role": "user", "content": "How do Kafka partitions keep per-key order?
 
 def request(tenant: str, i: int) -> ChatRequested:
     extra = {"api_key": "bench key", "client_id": f"svc-{i % 4}"} if tenant == "gov" else {}
-    return ChatRequested(request_id=f"{tenant}-{uuid.uuid4().hex}", tenant_id=tenant, user_id=f"u{i % 50}",
-                         model="m", messages=MSGS, params={"max_tokens": 64}, **extra)  # type: ignore[arg-type]
+    return ChatRequested(
+        request_id=f"{tenant}-{uuid.uuid4().hex}",
+        tenant_id=tenant,
+        user_id=f"u{i % 50}",
+        model="m",
+        messages=MSGS,
+        params={"max_tokens": 64},
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 class Plans:
     """Reads ``llm.exec`` from its end: the time each request's plan arrived."""
 
     def __init__(self, bootstrap: str, topic: str):
-        self.c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+        self.c = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        )
         self.topic = topic
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.task: asyncio.Task[None] | None = None
@@ -108,7 +117,9 @@ async def one(publisher: Publisher, plans: Plans, topic: str, req: ChatRequested
     return (await asyncio.wait_for(fut, 30)) - t0
 
 
-async def load(publisher: Publisher, plans: Plans, topic: str, n: int, concurrency: int) -> dict[str, list[float]]:
+async def load(
+    publisher: Publisher, plans: Plans, topic: str, n: int, concurrency: int
+) -> dict[str, list[float]]:
     """``n`` requests per tenant, ``concurrency`` at a time, tenants alternating per request."""
     out: dict[str, list[float]] = {"free": [], "gov": []}
     todo = [("free" if i % 2 == 0 else "gov", i) for i in range(2 * n)]
@@ -129,12 +140,22 @@ def pct(xs: list[float], q: float) -> float:
 
 def start_router(bootstrap: str, prefix: str, state: Path) -> subprocess.Popen[bytes]:
     (state / "config.yaml").write_text(CONFIG)
-    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LLMGW_CONFIG": str(state / "config.yaml"),
-                        "LLMGW_TOPIC_PREFIX": prefix, "LLMGW_READY_FILE": str(state / "router.ready"),
-                        "LLMGW_LOG_LEVEL": "WARNING", "LLMGW_INSTANCE_ID": "bench-router"}
+    env = os.environ | {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LLMGW_CONFIG": str(state / "config.yaml"),
+        "LLMGW_TOPIC_PREFIX": prefix,
+        "LLMGW_READY_FILE": str(state / "router.ready"),
+        "LLMGW_LOG_LEVEL": "WARNING",
+        "LLMGW_INSTANCE_ID": "bench-router",
+    }
     with open(state / "router.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "services.router"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=str(ROOT))
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.router"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
 
 
 async def run(bootstrap: str, topics: Topics, state: Path, proc: subprocess.Popen[bytes], n: int) -> None:
@@ -152,7 +173,9 @@ async def run(bootstrap: str, topics: Topics, state: Path, proc: subprocess.Pope
             rows = [(c, await load(publisher, plans, topics.requests.name, n, c)) for c in (1, 16)]
     finally:
         await plans.aclose()
-    print(f"router admission, {n} requests per tenant per concurrency, tenants alternating (ms, request -> plan)")
+    print(
+        f"router admission, {n} requests per tenant per concurrency, tenants alternating (ms, request -> plan)"
+    )
     print()
     print("| c | tenant | p50 | p90 | p99 | added p50 | added p99 |")
     print("|---:|---|---:|---:|---:|---:|---:|")
@@ -161,10 +184,14 @@ async def run(bootstrap: str, topics: Topics, state: Path, proc: subprocess.Pope
         for tenant in ("free", "gov"):
             xs = got[tenant]
             added = f"{pct(xs, 0.5) - f50:+.2f} | {pct(xs, 0.99) - f99:+.2f}" if tenant == "gov" else " | "
-            print(f"| {c} | {tenant} | {pct(xs, 0.5):.2f} | {pct(xs, 0.9):.2f} | {pct(xs, 0.99):.2f} | {added} |")
+            print(
+                f"| {c} | {tenant} | {pct(xs, 0.5):.2f} | {pct(xs, 0.9):.2f} | {pct(xs, 0.99):.2f} | {added} |"
+            )
     print()
-    print(f"(mean per request at c=1: free {statistics.mean(rows[0][1]['free']) * 1000:.2f} ms, "
-          f"gov {statistics.mean(rows[0][1]['gov']) * 1000:.2f} ms)")
+    print(
+        f"(mean per request at c=1: free {statistics.mean(rows[0][1]['free']) * 1000:.2f} ms, "
+        f"gov {statistics.mean(rows[0][1]['gov']) * 1000:.2f} ms)"
+    )
 
 
 async def delete_topics(bootstrap: str, topics: Topics) -> None:

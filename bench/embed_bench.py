@@ -64,8 +64,10 @@ def start(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     write_config(cfg, args.window_ms)
     settings = dataclasses.replace(settings, config_path=cfg)
     stack = Stack(settings)
-    log(f"starting the stack in {settings.state_dir} (topic prefix {settings.topic_prefix}, "
-        f"executors={args.executors}, edge)")
+    log(
+        f"starting the stack in {settings.state_dir} (topic prefix {settings.topic_prefix}, "
+        f"executors={args.executors}, edge)"
+    )
     t0 = time.monotonic()
     stack.up(routers=1, executors=args.executors, edge=True)
     log(f"stack ready in {time.monotonic() - t0:.1f}s")
@@ -117,9 +119,15 @@ def edge(session: aiohttp.ClientSession, edge_url: str) -> Req:
 async def phase(fn: Req, conc: int, seconds: float, cap: int) -> dict[str, Any]:
     run = await closed_loop(fn, conc, seconds, cap, hard_s=30)
     samples = run["samples"]
-    out = {"conc": conc, "ok": len(samples), "errors": run["errors"], "elapsed_s": round(run["elapsed_s"], 3),
-           "rps": round(len(samples) / run["elapsed_s"], 1) if run["elapsed_s"] else None,
-           "lat_ms": summary([s["lat"] for s in samples]), "_lat": [s["lat"] for s in samples]}
+    out = {
+        "conc": conc,
+        "ok": len(samples),
+        "errors": run["errors"],
+        "elapsed_s": round(run["elapsed_s"], 3),
+        "rps": round(len(samples) / run["elapsed_s"], 1) if run["elapsed_s"] else None,
+        "lat_ms": summary([s["lat"] for s in samples]),
+        "_lat": [s["lat"] for s in samples],
+    }
     if samples and "overhead" in samples[0]:
         out["_overhead"] = [s["overhead"] for s in samples if s["overhead"] == s["overhead"]]
     return out
@@ -132,8 +140,13 @@ def merged(phases: list[dict[str, Any]]) -> dict[str, Any]:
     for p in phases:
         for k, v in p["errors"].items():
             errors[k] = errors.get(k, 0) + v
-    out = {"ok": len(lat), "errors": errors, "elapsed_s": round(elapsed, 3),
-           "rps": round(len(lat) / elapsed, 1) if elapsed else None, "lat_ms": summary(lat)}
+    out = {
+        "ok": len(lat),
+        "errors": errors,
+        "elapsed_s": round(elapsed, 3),
+        "rps": round(len(lat) / elapsed, 1) if elapsed else None,
+        "lat_ms": summary(lat),
+    }
     if "_overhead" in phases[0]:
         out["overhead_ms"] = summary([v for p in phases for v in p["_overhead"]])
     for key in ("calls", "requests_seen"):
@@ -174,8 +187,10 @@ async def measure(args: argparse.Namespace, stack: Any, settings: Any, cfg: Path
                 order = [("direct", d), ("edge", e)] if rnd % 2 == 0 else [("edge", e), ("direct", d)]
                 for name, fn in order:
                     sides[name].append(await phase(fn, conc, args.seconds, args.cap))
-                    log(f"(b) c={conc} round {rnd + 1} {name}: {sides[name][-1]['rps']} req/s, "
-                        f"p50 {sides[name][-1]['lat_ms']['p50']} ms")
+                    log(
+                        f"(b) c={conc} round {rnd + 1} {name}: {sides[name][-1]['rps']} req/s, "
+                        f"p50 {sides[name][-1]['lat_ms']['p50']} ms"
+                    )
             through[conc] = sides
 
         # (c) batching on vs off at c=64, modes alternating (each switch restarts the executors)
@@ -201,12 +216,17 @@ async def measure(args: argparse.Namespace, stack: Any, settings: Any, cfg: Path
             p["calls"] = await emulator_calls(session, emulator)
             p["requests_seen"] = p["ok"] + sum(p["errors"].values())
             modes[mode].append(p)
-            log(f"(c) batching {mode}: {p['ok']} requests, {p['calls']} provider calls, "
-                f"p99 {p['lat_ms']['p99']} ms")
+            log(
+                f"(c) batching {mode}: {p['ok']} requests, {p['calls']} provider calls, "
+                f"p99 {p['lat_ms']['p99']} ms"
+            )
         if current != "on":
             set_window(stack, cfg, args.window_ms, args.executors)
-    return {"through": {c: {k: merged(v) for k, v in s.items()} for c, s in through.items()},
-            "batching": {k: merged(v) for k, v in modes.items() if v}, "cpu": cpu}
+    return {
+        "through": {c: {k: merged(v) for k, v in s.items()} for c, s in through.items()},
+        "batching": {k: merged(v) for k, v in modes.items() if v},
+        "cpu": cpu,
+    }
 
 
 def fmt(v: Any, nd: int = 2) -> str:
@@ -214,10 +234,13 @@ def fmt(v: Any, nd: int = 2) -> str:
 
 
 def render(res: dict[str, Any], args: argparse.Namespace) -> str:
-    lines = [f"## (b) Embeddings through the edge ({ALIAS}, one input, batching window {args.window_ms:g} ms)", "",
-             "| c | p50 direct | p50 edge | +p50 | p90 +  | p99 direct | p99 edge | +p99 | req/s direct | req/s edge"
-             " | edge overhead p50 (header) | errors |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"## (b) Embeddings through the edge ({ALIAS}, one input, batching window {args.window_ms:g} ms)",
+        "",
+        "| c | p50 direct | p50 edge | +p50 | p90 +  | p99 direct | p99 edge | +p99 | req/s direct | req/s edge"
+        " | edge overhead p50 (header) | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for conc, s in res["through"].items():
         dl, el = s["direct"]["lat_ms"], s["edge"]["lat_ms"]
 
@@ -226,13 +249,19 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
 
         errors = {**s["direct"]["errors"], **{f"edge:{k}": v for k, v in s["edge"]["errors"].items()}}
         ov = (s["edge"].get("overhead_ms") or {}).get("p50")
-        lines.append(f"| {conc} | {fmt(dl['p50'])} | {fmt(el['p50'])} | {plus('p50')} | {plus('p90')} | "
-                     f"{fmt(dl['p99'])} | {fmt(el['p99'])} | {plus('p99')} | {fmt(s['direct']['rps'], 1)} | "
-                     f"{fmt(s['edge']['rps'], 1)} | {fmt(ov)} | {errors or 'none'} |")
+        lines.append(
+            f"| {conc} | {fmt(dl['p50'])} | {fmt(el['p50'])} | {plus('p50')} | {plus('p90')} | "
+            f"{fmt(dl['p99'])} | {fmt(el['p99'])} | {plus('p99')} | {fmt(s['direct']['rps'], 1)} | "
+            f"{fmt(s['edge']['rps'], 1)} | {fmt(ov)} | {errors or 'none'} |"
+        )
     b = res["batching"]
-    lines += ["", f"## (c) Micro-batching: c={args.batch_conc}, single-input requests of one tenant", "",
-              "| batching | requests | provider calls | calls/request | p50 ms | p99 ms | req/s | executor CPU ms/req |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"## (c) Micro-batching: c={args.batch_conc}, single-input requests of one tenant",
+        "",
+        "| batching | requests | provider calls | calls/request | p50 ms | p99 ms | req/s | executor CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for mode in ("on", "off"):
         if mode not in b:
             continue
@@ -242,34 +271,57 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
         ex = sum(v for k, v in c.get("cpu_s", {}).items() if k.startswith("executor"))
         per = 1000 * ex / c["ok"] if c.get("ok") else None
         label = f"on ({args.window_ms:g} ms)" if mode == "on" else "off (0 ms)"
-        lines.append(f"| {label} | {m['requests_seen']} | {m['calls']} | {fmt(ratio, 3)} | {fmt(m['lat_ms']['p50'])} | "
-                     f"{fmt(m['lat_ms']['p99'])} | {fmt(m['rps'], 1)} | {fmt(per)} |")
+        lines.append(
+            f"| {label} | {m['requests_seen']} | {m['calls']} | {fmt(ratio, 3)} | {fmt(m['lat_ms']['p50'])} | "
+            f"{fmt(m['lat_ms']['p99'])} | {fmt(m['rps'], 1)} | {fmt(per)} |"
+        )
     if "on" in b and "off" in b:
         on, off = b["on"], b["off"]
         ratio = on["calls"] / on["requests_seen"] if on["requests_seen"] else None
-        added = (on["lat_ms"]["p99"] - off["lat_ms"]["p99"]) if on["lat_ms"]["p99"] and off["lat_ms"]["p99"] else None
+        added = (
+            (on["lat_ms"]["p99"] - off["lat_ms"]["p99"])
+            if on["lat_ms"]["p99"] and off["lat_ms"]["p99"]
+            else None
+        )
         limit = args.window_ms + 5
-        lines += ["", "| target | value | limit | met |", "|---|---:|---:|---|",
-                  f"| provider calls per request, batching on | {fmt(ratio, 3)} | 0.125 | "
-                  f"{'yes' if ratio is not None and ratio <= 0.125 else 'NO'} |",
-                  f"| added p99, on - off (ms) | {fmt(added)} | {limit:g} | "
-                  f"{'yes' if added is not None and added <= limit else 'NO'} |"]
+        lines += [
+            "",
+            "| target | value | limit | met |",
+            "|---|---:|---:|---|",
+            f"| provider calls per request, batching on | {fmt(ratio, 3)} | 0.125 | "
+            f"{'yes' if ratio is not None and ratio <= 0.125 else 'NO'} |",
+            f"| added p99, on - off (ms) | {fmt(added)} | {limit:g} | "
+            f"{'yes' if added is not None and added <= limit else 'NO'} |",
+        ]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench.embed_bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.embed_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 s phases, one round, 2 s warm-up")
-    ap.add_argument("--seconds", type=float, default=None, help="length of each measured phase (10; --quick 2)")
-    ap.add_argument("--rounds", type=int, default=None, help="direct/edge pairs per point, on/off pairs for (c) "
-                    "(2; --quick 1)")
-    ap.add_argument("--warmup", type=float, default=None, help="seconds of unmeasured traffic first (10; --quick 2)")
+    ap.add_argument(
+        "--seconds", type=float, default=None, help="length of each measured phase (10; --quick 2)"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="direct/edge pairs per point, on/off pairs for (c) (2; --quick 1)",
+    )
+    ap.add_argument(
+        "--warmup", type=float, default=None, help="seconds of unmeasured traffic first (10; --quick 2)"
+    )
     ap.add_argument("--conc", type=int, nargs="+", default=[1, 64], help="concurrencies of (b)")
     ap.add_argument("--batch-conc", type=int, default=64, help="concurrency of (c)")
     ap.add_argument("--window-ms", type=float, default=5.0, help="embed_batch_window_ms when batching is on")
     ap.add_argument("--executors", type=int, default=1)
-    ap.add_argument("--cap", type=int, default=9000, help="most requests per phase (the emulator keeps 10 000 calls)")
+    ap.add_argument(
+        "--cap", type=int, default=9000, help="most requests per phase (the emulator keeps 10 000 calls)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     for name, full, quick in (("seconds", 10.0, 2.0), ("rounds", 2, 1), ("warmup", 10.0, 2.0)):
@@ -303,8 +355,16 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = args.out or RESULTS / f"embed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                               "results": res, "report": report}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "results": res,
+                "report": report,
+            },
+            indent=1,
+        )
+    )
     print(f"\nResults: {out}")
     return 0
 

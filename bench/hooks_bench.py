@@ -30,11 +30,21 @@ from services.runtime.hooks import TenantHooks
 from services.runtime.hooks.pii import pii_redaction, redact
 from services.runtime.settings import ROOT
 
-WORDS = ("the quarterly report shows revenue grew while costs stayed flat and the team plans to hire two more "
-         "engineers before the launch in spring so please review the attached summary and send comments").split()
+WORDS = (
+    "the quarterly report shows revenue grew while costs stayed flat and the team plans to hire two more "
+    "engineers before the launch in spring so please review the attached summary and send comments"
+).split()
 NUMBERS = ["on 2024-03-15", "for 1,250 units", "order 48213", "version 2.4.1", "at 10:30", "up 12.5%"]
-PII = ["alice.smith@example.com", "+1 415 555 2671", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00",
-       "bob@corp.example.org", "(212) 555-0187", "GB82 WEST 1234 5698 7654 32", "5500 0000 0000 0004"]
+PII = [
+    "alice.smith@example.com",
+    "+1 415 555 2671",
+    "4111 1111 1111 1111",
+    "DE89 3704 0044 0532 0130 00",
+    "bob@corp.example.org",
+    "(212) 555-0187",
+    "GB82 WEST 1234 5698 7654 32",
+    "5500 0000 0000 0004",
+]
 
 
 def prompt(size: int = 4096, seed: int = 7) -> str:
@@ -54,8 +64,12 @@ def prompt(size: int = 4096, seed: int = 7) -> str:
 
 
 def request(text: str) -> ChatRequested:
-    return ChatRequested(request_id="r", tenant_id="guarded", model="demo-openai",
-                         messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": text}])
+    return ChatRequested(
+        request_id="r",
+        tenant_id="guarded",
+        model="demo-openai",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": text}],
+    )
 
 
 def timed(fn: Callable[[], object], runs: int) -> list[float]:
@@ -98,7 +112,11 @@ def main() -> None:
         t = sorted(timed(fn, args.runs))
         p99 = t[min(len(t) - 1, int(len(t) * 0.99))]
         print(f"{name:<22} {statistics.median(t):>10.1f} {p99:>10.1f} {t[-1]:>10.1f}")
-    print(f"\nprompt: {len(text.encode())} bytes, {len(PII)} PII items; redacted ->", redact(text).count("["), "marks")
+    print(
+        f"\nprompt: {len(text.encode())} bytes, {len(PII)} PII items; redacted ->",
+        redact(text).count("["),
+        "marks",
+    )
 
 
 if __name__ == "__main__":

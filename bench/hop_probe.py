@@ -68,9 +68,17 @@ async def ping(bootstrap: str, requests: int, partitions: int) -> None:
     await admin.start()
     await admin.create_topics([NewTopic(a, partitions, 1), NewTopic(b, partitions, 1)])
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.hop_probe", "--echo", a, b, "--partitions", str(partitions),
+        sys.executable,
+        "-m",
+        "bench.hop_probe",
+        "--echo",
+        a,
+        b,
+        "--partitions",
+        str(partitions),
         *(["--aiokafka-fetch"] if not fetching.SESSIONS else []),
-        stdout=asyncio.subprocess.PIPE, env=dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap),
+        stdout=asyncio.subprocess.PIPE,
+        env=dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap),
     )
     producer = _producer(bootstrap)
     try:
@@ -94,9 +102,11 @@ async def ping(bootstrap: str, requests: int, partitions: int) -> None:
         await producer.stop()
         await admin.delete_topics([a, b])
         await admin.close()
-    hop = summary([ms / 2 for ms in rtt[len(rtt) // 5:]])  # the first fifth warms connections and the JIT
+    hop = summary([ms / 2 for ms in rtt[len(rtt) // 5 :]])  # the first fifth warms connections and the JIT
     how = "gateway's fetching" if fetching.SESSIONS else "aiokafka's fetching"
-    print(f"one Kafka hop between two processes ({partitions} partition(s), {how}, {len(rtt) - len(rtt) // 5} round trips):")
+    print(
+        f"one Kafka hop between two processes ({partitions} partition(s), {how}, {len(rtt) - len(rtt) // 5} round trips):"
+    )
     print(f"  p50 {hop['p50']:.2f} ms  p90 {hop['p90']:.2f} ms  p99 {hop['p99']:.2f} ms")
     print(f"  three hops (the edge path's floor before any gateway work): p50 {3 * hop['p50']:.2f} ms")
 
@@ -105,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.hop_probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--partitions", type=int, default=1)
-    ap.add_argument("--aiokafka-fetch", action="store_true", help="aiokafka's own fetching, not the gateway's")
+    ap.add_argument(
+        "--aiokafka-fetch", action="store_true", help="aiokafka's own fetching, not the gateway's"
+    )
     ap.add_argument("--echo", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")

@@ -101,6 +101,7 @@ def warm_up(edge_url: str, api_key: str, seconds: float, conc: int = 8) -> int:
         done = 0
         deadline = time.monotonic() + seconds
         async with httpx.AsyncClient(timeout=30) as http:
+
             async def worker(i: int) -> None:
                 nonlocal done
                 while time.monotonic() < deadline:
@@ -124,21 +125,36 @@ def edge_available() -> bool:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    ap = argparse.ArgumentParser(prog="python -m bench.http_bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.http_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--quick", action="store_true", help="peer-bench smoke run (~30 s of load)")
     ap.add_argument("--label", default="llmgw")
-    ap.add_argument("--also", action="append", default=[], metavar="NAME=URL",
-                    help="another gateway measured in the same run, interleaved (token from env NAME_API_KEY; "
-                         "it must route mock-gpt to the same mock)")
+    ap.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="another gateway measured in the same run, interleaved (token from env NAME_API_KEY; "
+        "it must route mock-gpt to the same mock)",
+    )
     ap.add_argument("--mock-port", type=int, default=18080)
     ap.add_argument("--routers", type=int, default=1)
     ap.add_argument("--executors", type=int, default=1)
     ap.add_argument("--edge-workers", type=int, default=1)
-    ap.add_argument("--edge-url", help="measure an edge that is already running at this URL instead of starting "
-                    "a stack (its CPU then covers the process listening on that port only)")
-    ap.add_argument("--warmup", type=float, default=None,
-                    help="seconds of unmeasured traffic through the edge first (default 10, --quick 5)")
+    ap.add_argument(
+        "--edge-url",
+        help="measure an edge that is already running at this URL instead of starting "
+        "a stack (its CPU then covers the process listening on that port only)",
+    )
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds of unmeasured traffic through the edge first (default 10, --quick 5)",
+    )
     ap.add_argument("--api-key", default=os.environ.get("GATEWAY_API_KEY", DEMO_KEY))
     args, rest = ap.parse_known_args(argv)
     if args.warmup is None:
@@ -157,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("wrk"):
         problems.append("wrk not found: apt-get update && apt-get install -y wrk")
     if not args.edge_url and not edge_available():
-        problems.append("the HTTP edge (python -m services.edge) is not in this checkout yet; "
-                        "pass --edge-url to measure an edge running elsewhere")
+        problems.append(
+            "the HTTP edge (python -m services.edge) is not in this checkout yet; "
+            "pass --edge-url to measure an edge running elsewhere"
+        )
     if problems:
         for p in problems:
             print(f"http_bench: {p}", file=sys.stderr)
@@ -179,14 +197,20 @@ def main(argv: list[str] | None = None) -> int:
         # 1. the mock upstream
         if port_open(args.mock_port):
             if mock_stats(mock_url) is None:
-                raise SystemExit(f"port {args.mock_port} is in use by something that is not the peer-bench mock; "
-                                 "pass --mock-port")
+                raise SystemExit(
+                    f"port {args.mock_port} is in use by something that is not the peer-bench mock; "
+                    "pass --mock-port"
+                )
             log(f"reusing the mock already listening on {mock_url}")
         else:
             mock_log = open(out_prefix.with_name(out_prefix.name + "-mock.log"), "wb")  # noqa: SIM115
-            mock = subprocess.Popen(["node", str(PEER_BENCH / "mock" / "mock_upstream.js"), str(args.mock_port)],
-                                    stdout=mock_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            mock = subprocess.Popen(
+                ["node", str(PEER_BENCH / "mock" / "mock_upstream.js"), str(args.mock_port)],
+                stdout=mock_log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             wait_for(lambda: mock_stats(mock_url) is not None, 20, "mock upstream")
             log(f"mock upstream pid {mock.pid} on {mock_url}")
 
@@ -199,12 +223,32 @@ def main(argv: list[str] | None = None) -> int:
             procs["edge"] = gw_pid
         else:
             env = os.environ | {"LLMGW_MOCK_URL": mock_url}
-            cmd = [sys.executable, "-m", "bench.stackutil", "--edge", "--routers", str(args.routers),
-                   "--executors", str(args.executors), "--edge-workers", str(args.edge_workers)]
-            log("starting the stack (edge, router, executor" + ("" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-                                                               else ", own broker") + ")")
-            holder = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True, start_new_session=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.stackutil",
+                "--edge",
+                "--routers",
+                str(args.routers),
+                "--executors",
+                str(args.executors),
+                "--edge-workers",
+                str(args.edge_workers),
+            ]
+            log(
+                "starting the stack (edge, router, executor"
+                + ("" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else ", own broker")
+                + ")"
+            )
+            holder = subprocess.Popen(
+                cmd,
+                cwd=str(ROOT),
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
             line = holder.stdout.readline() if holder.stdout else ""
             if not line:
                 raise SystemExit("the stack holder exited before reporting (see its output above)")
@@ -217,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             gw_pid = holder.pid
             procs = {n: c["pid"] for n, c in comps.items()}
             if info["external_kafka"]:
-                procs["kafka"] = procstat.pid_listening_on(int(info["bootstrap"].split(",")[0].rsplit(":", 1)[1]))
+                procs["kafka"] = procstat.pid_listening_on(
+                    int(info["bootstrap"].split(",")[0].rsplit(":", 1)[1])
+                )
             log(f"stack ready: edge {edge_url}, state {info['state_dir']}, processes {procs}")
 
         # a broker and services started a moment ago are slow (the broker's JIT): warm them up first
@@ -245,12 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         # 4. the per-process split over the whole run
         split = {
             "note": "CPU seconds of each stack process over the whole peer-bench run (direct and gateway runs; "
-                    "the direct runs leave the gateway idle). peer-bench's own 'gateway CPU ms/req' is per "
-                    "measured window and covers the holder's process tree (every process below except an "
-                    "external broker).",
-            "holder_pid": gw_pid, "stack": info, "processes": procs,
-            "cpu": cpu, "mock_requests": {k: v - (stats0.get("requests") or {}).get(k, 0)
-                                          for k, v in (stats1.get("requests") or {}).items()},
+            "the direct runs leave the gateway idle). peer-bench's own 'gateway CPU ms/req' is per "
+            "measured window and covers the holder's process tree (every process below except an "
+            "external broker).",
+            "holder_pid": gw_pid,
+            "stack": info,
+            "processes": procs,
+            "cpu": cpu,
+            "mock_requests": {
+                k: v - (stats0.get("requests") or {}).get(k, 0)
+                for k, v in (stats1.get("requests") or {}).items()
+            },
             "peer_bench_rc": rc,
         }
         out_prefix.with_name(out_prefix.name + "-stack.json").write_text(json.dumps(split, indent=1))

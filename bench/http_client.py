@@ -27,12 +27,19 @@ from services.executor.providers.h1 import H1Transport
 from services.executor.providers.transport import AiohttpTransport, HttpTransport, HttpxTransport
 
 TRANSPORTS: dict[str, type] = {"h1": H1Transport, "aiohttp": AiohttpTransport, "httpx": HttpxTransport}
-BODY = orjson.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "Say hello in one short line."}]})
+BODY = orjson.dumps(
+    {"model": "mock-gpt", "messages": [{"role": "user", "content": "Say hello in one short line."}]}
+)
 HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
 ANSWER = orjson.dumps(
     {
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "mock-gpt",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "mock-gpt",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
     }
 )
@@ -40,14 +47,21 @@ ANSWER = orjson.dumps(
 
 def _serve(sock: socket.socket) -> None:
     """The child's server: read each request's head and body, answer ``ANSWER``."""
-    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(ANSWER),
+        ANSWER,
+    )
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = next(
-                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
                     0,
                 )
                 await reader.readexactly(length)
@@ -82,7 +96,9 @@ async def measure(name: str, url: str, calls: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--url", help="a server to POST to (default: a local one in a child process)")
     parser.add_argument("--transports", default="h1,aiohttp,httpx")

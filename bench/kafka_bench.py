@@ -115,8 +115,13 @@ def bench_config(base: Path, scenarios: dict[str, str]) -> dict[str, Any]:
             "capabilities": ["chat", "stream"],
             "context_window": 128000,
             "max_output_tokens": 16384,
-            "deployments": [{"provider": provider, "model": upstream_model(scenarios[key]),
-                             "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.60}}],
+            "deployments": [
+                {
+                    "provider": provider,
+                    "model": upstream_model(scenarios[key]),
+                    "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
+                }
+            ],
         }
     return cfg
 
@@ -133,7 +138,9 @@ def check_attached_config(path: Path, scenarios: dict[str, str]) -> None:
         if m is None:
             problems.append(f"alias {alias} is missing")
         elif m.deployments[0].model != want:
-            problems.append(f"alias {alias} routes to {m.deployments[0].model!r}, this run sends {want!r} direct")
+            problems.append(
+                f"alias {alias} routes to {m.deployments[0].model!r}, this run sends {want!r} direct"
+            )
     if problems:
         raise SystemExit(
             f"the attached stack's config {path} does not fit this run: {'; '.join(problems)}.\n"
@@ -170,13 +177,20 @@ def start_stack(args: argparse.Namespace, scenarios: dict[str, str]) -> Target:
     settings = new_settings()
     state = settings.state_dir
     cfg_path = state / "bench-config.yaml"
-    cfg_path.write_text(yaml.safe_dump(bench_config(ROOT / "config" / "demo.yaml", scenarios), sort_keys=False))
+    cfg_path.write_text(
+        yaml.safe_dump(bench_config(ROOT / "config" / "demo.yaml", scenarios), sort_keys=False)
+    )
     settings = dataclasses.replace(settings, config_path=cfg_path)
     stack = Stack(settings)
-    broker = (f"broker {settings.bootstrap_servers}" if settings.external_kafka
-              else f"own broker on :{settings.kafka_port}")
-    log(f"starting the stack in {state} (topic prefix {settings.topic_prefix}, {broker}, "
-        f"routers={args.routers} executors={args.executors} edge={args.edge})")
+    broker = (
+        f"broker {settings.bootstrap_servers}"
+        if settings.external_kafka
+        else f"own broker on :{settings.kafka_port}"
+    )
+    log(
+        f"starting the stack in {state} (topic prefix {settings.topic_prefix}, {broker}, "
+        f"routers={args.routers} executors={args.executors} edge={args.edge})"
+    )
     t0 = time.monotonic()
     try:
         comps = stack.up(routers=args.routers, executors=args.executors, edge=args.edge)
@@ -185,12 +199,20 @@ def start_stack(args: argparse.Namespace, scenarios: dict[str, str]) -> Target:
         raise
     log(f"stack ready in {time.monotonic() - t0:.1f}s")
     procs: dict[str, int | None] = {c.name: c.pid for c in comps}
-    tgt = Target(settings.bootstrap_servers, settings.topic_prefix, f"http://127.0.0.1:{settings.emulator_port}",
-                 procs, stack=stack, state_dir=state)
+    tgt = Target(
+        settings.bootstrap_servers,
+        settings.topic_prefix,
+        f"http://127.0.0.1:{settings.emulator_port}",
+        procs,
+        stack=stack,
+        state_dir=state,
+    )
     if settings.external_kafka:
         procs["kafka"] = procstat.pid_listening_on(settings.kafka_port)
-        tgt.notes.append(f"external broker {settings.bootstrap_servers} (pid {procs['kafka']}): it may serve "
-                         "other clients too; its CPU here includes their load")
+        tgt.notes.append(
+            f"external broker {settings.bootstrap_servers} (pid {procs['kafka']}): it may serve "
+            "other clients too; its CPU here includes their load"
+        )
     return tgt
 
 
@@ -231,8 +253,12 @@ Req = Callable[[int], Awaitable[dict[str, Any]]]  # called with the load worker'
 
 def direct_body(scenario: str, stream: bool) -> bytes:
     """The body the executor sends for the same request (see providers/openai.py to_wire)."""
-    body: dict[str, Any] = {"model": upstream_model(scenario), "messages": MESSAGES, "max_tokens": MAX_TOKENS,
-                            "temperature": 0}
+    body: dict[str, Any] = {
+        "model": upstream_model(scenario),
+        "messages": MESSAGES,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+    }
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -260,7 +286,8 @@ class Direct:
         if c is None:
             c = self._clients[key] = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=512))
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+            )
         return c
 
     def _aiohttp(self) -> Any:
@@ -268,7 +295,8 @@ class Direct:
             import aiohttp
 
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=512), timeout=aiohttp.ClientTimeout(total=self.timeout))
+                connector=aiohttp.TCPConnector(limit=512), timeout=aiohttp.ClientTimeout(total=self.timeout)
+            )
         return self._session
 
     async def post(self, i: int, url: str, body: bytes) -> bytes:
@@ -331,8 +359,12 @@ def make_direct(http: Direct, url: str, scenario: str, stream: bool) -> Req:
         if ttft is None:
             raise ValueError("stream without content")
         gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        return {"lat": (time.perf_counter() - t0) * 1000, "ttft": ttft, "chunks": chunks,
-                "min_gap_arrival": min(gaps) if gaps else None}
+        return {
+            "lat": (time.perf_counter() - t0) * 1000,
+            "ttft": ttft,
+            "chunks": chunks,
+            "min_gap_arrival": min(gaps) if gaps else None,
+        }
 
     return streamed if stream else nonstream
 
@@ -351,15 +383,21 @@ def make_gateway(gw: Any, alias: str, stream: bool, timeout_s: float) -> Req:
         # result created -> handed to the caller = executor -> llm.replies -> client
         result_at = res.occurred_at.timestamp()
         exec_ms = res.latency.total_ms
-        return {"lat": lat, "exec_total": exec_ms, "exec_provider": res.latency.provider_ms,
-                "to_executor": (result_at - req.occurred_at.timestamp()) * 1000 - exec_ms if exec_ms else None,
-                "to_client": (t_back - result_at) * 1000}
+        return {
+            "lat": lat,
+            "exec_total": exec_ms,
+            "exec_provider": res.latency.provider_ms,
+            "to_executor": (result_at - req.occurred_at.timestamp()) * 1000 - exec_ms if exec_ms else None,
+            "to_client": (t_back - result_at) * 1000,
+        }
 
     async def streamed(_: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         ttft = None
         events: list[tuple[float, float, bool]] = []  # (arrival, emitted, final)
-        async for ch in gw.stream_chat(alias, MESSAGES, max_tokens=MAX_TOKENS, temperature=0, timeout_s=timeout_s):
+        async for ch in gw.stream_chat(
+            alias, MESSAGES, max_tokens=MAX_TOKENS, temperature=0, timeout_s=timeout_s
+        ):
             now = time.perf_counter()
             if ttft is None and (ch.delta.content or ch.delta.tool_calls):
                 ttft = (now - t0) * 1000
@@ -369,10 +407,15 @@ def make_gateway(gw: Any, alias: str, stream: bool, timeout_s: float) -> Req:
         nonfinal = [e for e in events if not e[2]]
         emit_gaps = [(b[1] - a[1]) * 1000 for a, b in zip(nonfinal, nonfinal[1:], strict=False)]
         arr_gaps = [(b[0] - a[0]) * 1000 for a, b in zip(nonfinal, nonfinal[1:], strict=False)]
-        return {"lat": (time.perf_counter() - t0) * 1000, "ttft": ttft, "chunks": len(events),
-                "min_gap_emit": min(emit_gaps) if emit_gaps else None, "gaps": len(emit_gaps),
-                "gaps_under_window": sum(g < TARGETS["min_chunk_gap_ms"] - 0.5 for g in emit_gaps),
-                "min_gap_arrival": min(arr_gaps) if arr_gaps else None}
+        return {
+            "lat": (time.perf_counter() - t0) * 1000,
+            "ttft": ttft,
+            "chunks": len(events),
+            "min_gap_emit": min(emit_gaps) if emit_gaps else None,
+            "gaps": len(emit_gaps),
+            "gaps_under_window": sum(g < TARGETS["min_chunk_gap_ms"] - 0.5 for g in emit_gaps),
+            "min_gap_arrival": min(arr_gaps) if arr_gaps else None,
+        }
 
     return streamed if stream else nonstream
 
@@ -410,8 +453,13 @@ async def closed_loop(fn: Req, conc: int, seconds: float, cap: int, hard_s: floa
         await asyncio.gather(*pending, return_exceptions=True)
         errors["hard_cut"] += len(pending)
     elapsed = time.perf_counter() - t0
-    return {"samples": samples, "errors": dict(errors), "started": started, "elapsed_s": elapsed,
-            "hit_cap": started >= cap}
+    return {
+        "samples": samples,
+        "errors": dict(errors),
+        "started": started,
+        "elapsed_s": elapsed,
+        "hit_cap": started >= cap,
+    }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -433,20 +481,31 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if samples and "ttft" in samples[0]:
         out["ttft_ms"] = summary([s["ttft"] for s in samples])
         chunks = [s["chunks"] for s in samples]
-        out["chunks_per_stream"] = {"mean": round(sum(chunks) / len(chunks), 2), "min": min(chunks),
-                                    "max": max(chunks)}
-        out["chunk_gaps"] = {"total": sum(s.get("gaps", 0) for s in samples),
-                             "under_window": sum(s.get("gaps_under_window", 0) for s in samples)}
+        out["chunks_per_stream"] = {
+            "mean": round(sum(chunks) / len(chunks), 2),
+            "min": min(chunks),
+            "max": max(chunks),
+        }
+        out["chunk_gaps"] = {
+            "total": sum(s.get("gaps", 0) for s in samples),
+            "under_window": sum(s.get("gaps_under_window", 0) for s in samples),
+        }
         for k in ("min_gap_emit", "min_gap_arrival"):
             gaps = [s[k] for s in samples if s.get(k) is not None]
             if gaps:
                 out[k + "_ms"] = {"min": round(min(gaps), 3), "p50_of_streams": round(pct(gaps, 50) or 0, 3)}
     if samples and "exec_total" in samples[0]:
         out["hops_ms"] = {
-            "client_to_executor": summary([s["to_executor"] for s in samples if s.get("to_executor") is not None]),
+            "client_to_executor": summary(
+                [s["to_executor"] for s in samples if s.get("to_executor") is not None]
+            ),
             "executor": summary([s["exec_total"] for s in samples if s.get("exec_total") is not None]),
-            "provider_call": summary([s["exec_provider"] for s in samples if s.get("exec_provider") is not None]),
-            "executor_to_client": summary([s["to_client"] for s in samples if s.get("to_client") is not None]),
+            "provider_call": summary(
+                [s["exec_provider"] for s in samples if s.get("exec_provider") is not None]
+            ),
+            "executor_to_client": summary(
+                [s["to_client"] for s in samples if s.get("to_client") is not None]
+            ),
         }
     # CPU: sum over rounds, per request
     cpu: dict[str, float] = {}
@@ -460,8 +519,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["cpu_s"] = {k: round(v, 4) for k, v in cpu.items()}
     out["cpu_wall_s"] = round(wall, 3)
     out["cpu_ms_per_req"] = {k: round(1000 * v / len(samples), 3) for k, v in cpu.items()} if samples else {}
-    busy = [r["cpu"]["machine_busy_pct"] for r in runs if r.get("cpu") and r["cpu"].get("machine_busy_pct") is not None]
-    steal = [r["cpu"]["machine_steal_pct"] for r in runs if r.get("cpu") and r["cpu"].get("machine_steal_pct") is not None]
+    busy = [
+        r["cpu"]["machine_busy_pct"]
+        for r in runs
+        if r.get("cpu") and r["cpu"].get("machine_busy_pct") is not None
+    ]
+    steal = [
+        r["cpu"]["machine_steal_pct"]
+        for r in runs
+        if r.get("cpu") and r["cpu"].get("machine_steal_pct") is not None
+    ]
     out["machine_busy_pct"] = max(busy) if busy else None
     out["machine_steal_pct"] = max(steal) if steal else None
     return out
@@ -526,9 +593,15 @@ async def run(args: argparse.Namespace, tgt: Target, scenarios: dict[str, str]) 
     http = Direct(args.direct_client, args.timeout)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(http.aclose)
-        gw = await stack.enter_async_context(GatewayClient(
-            tgt.bootstrap, tenant_id=args.tenant, user_id="bench", topic_prefix=tgt.topic_prefix,
-            timeout_s=args.timeout))
+        gw = await stack.enter_async_context(
+            GatewayClient(
+                tgt.bootstrap,
+                tenant_id=args.tenant,
+                user_id="bench",
+                topic_prefix=tgt.topic_prefix,
+                timeout_s=args.timeout,
+            )
+        )
         # warm both paths: connections, metadata, partition leaders and, for a broker started a moment
         # ago, the JVM's JIT (a fresh broker costs several times more CPU per request for a minute)
         for stream in (False, True):
@@ -537,15 +610,27 @@ async def run(args: argparse.Namespace, tgt: Target, scenarios: dict[str, str]) 
                 await make_gateway(gw, ALIASES["ns"], stream, args.timeout)(0)
         if args.warmup > 0:
             log(f"warm-up: {args.warmup:g} s of gateway traffic")
-            await closed_loop(make_gateway(gw, ALIASES["ns"], False, args.timeout), 8, args.warmup * 0.7,
-                              args.cap, args.timeout)
-            await closed_loop(make_gateway(gw, ALIASES["stream"], True, args.timeout), 8, args.warmup * 0.3,
-                              args.cap, args.timeout)
+            await closed_loop(
+                make_gateway(gw, ALIASES["ns"], False, args.timeout),
+                8,
+                args.warmup * 0.7,
+                args.cap,
+                args.timeout,
+            )
+            await closed_loop(
+                make_gateway(gw, ALIASES["stream"], True, args.timeout),
+                8,
+                args.warmup * 0.3,
+                args.cap,
+                args.timeout,
+            )
         for i, p in enumerate(plan_points(args)):
             scen = scenarios[p.scenario_key]
             stream = p.kind in ("stream", "chunks")
-            fns = {"direct": make_direct(http, url, scen, stream),
-                   "gateway": make_gateway(gw, ALIASES[p.scenario_key], stream, args.timeout)}
+            fns = {
+                "direct": make_direct(http, url, scen, stream),
+                "gateway": make_gateway(gw, ALIASES[p.scenario_key], stream, args.timeout),
+            }
             rounds = 1 if p.kind == "saturation" else args.rounds
             per_round = p.seconds / rounds
             cap = max(1, args.cap // rounds)
@@ -565,9 +650,17 @@ async def run(args: argparse.Namespace, tgt: Target, scenarios: dict[str, str]) 
                     res["cpu"] = win.stop()
                     res["cpu"]["cpu_s"]["loadgen"] = round(loadgen_cpu() - lg0, 4)
                     runs[side].append(res)
-            point = {"id": p.id, "kind": p.kind, "conc": p.conc, "scenario": scen, "alias": ALIASES[p.scenario_key],
-                     "upstream_model": upstream_model(scen), "calib_ms": calib,
-                     "direct": summarise(runs["direct"]), "gateway": summarise(runs["gateway"])}
+            point = {
+                "id": p.id,
+                "kind": p.kind,
+                "conc": p.conc,
+                "scenario": scen,
+                "alias": ALIASES[p.scenario_key],
+                "upstream_model": upstream_model(scen),
+                "calib_ms": calib,
+                "direct": summarise(runs["direct"]),
+                "gateway": summarise(runs["gateway"]),
+            }
             point["added"] = added(point)
             point["gateway"]["cpu_ms_per_req_net_of_idle"] = net_of_idle(point, gateway_procs(tgt.procs))
             points_out.append(point)
@@ -580,8 +673,10 @@ def added(point: dict[str, Any]) -> dict[str, Any]:
     for key in ("lat_ms", "ttft_ms"):
         d, g = point["direct"].get(key), point["gateway"].get(key)
         if d and g:
-            out[key] = {q: (round(g[q] - d[q], 3) if g.get(q) is not None and d.get(q) is not None else None)
-                        for q in ("p50", "p90", "p99", "mean")}
+            out[key] = {
+                q: (round(g[q] - d[q], 3) if g.get(q) is not None and d.get(q) is not None else None)
+                for q in ("p50", "p90", "p99", "mean")
+            }
     return out
 
 
@@ -609,10 +704,12 @@ def log_point(p: dict[str, Any], tgt: Target) -> None:
     d, g = p["direct"], p["gateway"]
     key = "ttft_ms" if p["kind"] in ("stream", "chunks") else "lat_ms"
     cpu = gateway_cpu(g, gateway_procs(tgt.procs))
-    log(f"{p['id']}: {key[:-3]} p50 {fmt(d[key]['p50'] if d.get(key) else None)} -> "
+    log(
+        f"{p['id']}: {key[:-3]} p50 {fmt(d[key]['p50'] if d.get(key) else None)} -> "
         f"{fmt(g[key]['p50'] if g.get(key) else None)} ms, p99 {fmt(d[key]['p99'] if d.get(key) else None)} -> "
         f"{fmt(g[key]['p99'] if g.get(key) else None)} ms, rps {fmt(d['rps'])} -> {fmt(g['rps'])}, "
-        f"gateway CPU {fmt(cpu)} ms/req, errors {d['n_errors']}/{g['n_errors']}")
+        f"gateway CPU {fmt(cpu)} ms/req, errors {d['n_errors']}/{g['n_errors']}"
+    )
 
 
 # ------------------------------------------------------------------ report
@@ -648,65 +745,94 @@ def render(meta: dict[str, Any], points: list[dict[str, Any]]) -> str:
     gw_names = meta["gateway_processes"]
     others = [n for n in meta["processes"] if n not in gw_names]
     L = [f"# Kafka gateway benchmark ({meta['date']})\n"]
-    L.append(f"- host {meta['host']}, {meta['nproc']} cores; python {meta['python']}; "
-             f"routers={meta['routers']} executors={meta['executors']}; wall {meta['wall_s']} s")
-    L.append(f"- broker {meta['bootstrap']}; topic prefix `{meta['topic_prefix']}`; emulator {meta['emulator']}")
-    L.append(f"- scenarios (emulator): non-streaming `{meta['scenarios']['ns']}`, streaming "
-             f"`{meta['scenarios']['stream']}`, chunk coalescing `{meta['scenarios']['chunks']}`; "
-             f"{meta['rounds']} alternating direct/gateway rounds per point, {meta['seconds']} s per point and side")
+    L.append(
+        f"- host {meta['host']}, {meta['nproc']} cores; python {meta['python']}; "
+        f"routers={meta['routers']} executors={meta['executors']}; wall {meta['wall_s']} s"
+    )
+    L.append(
+        f"- broker {meta['bootstrap']}; topic prefix `{meta['topic_prefix']}`; emulator {meta['emulator']}"
+    )
+    L.append(
+        f"- scenarios (emulator): non-streaming `{meta['scenarios']['ns']}`, streaming "
+        f"`{meta['scenarios']['stream']}`, chunk coalescing `{meta['scenarios']['chunks']}`; "
+        f"{meta['rounds']} alternating direct/gateway rounds per point, {meta['seconds']} s per point and side"
+    )
     for n in meta["notes"]:
         L.append(f"- note: {n}")
     L.append("")
-    L.append(f"Latencies in ms. direct = {meta['direct_client']} straight to the emulator; gateway = "
-             "GatewayClient through Kafka (3 hops); `+` = gateway minus direct at the same percentile.\n")
+    L.append(
+        f"Latencies in ms. direct = {meta['direct_client']} straight to the emulator; gateway = "
+        "GatewayClient through Kafka (3 hops); `+` = gateway minus direct at the same percentile.\n"
+    )
 
     def table(rows: list[dict[str, Any]], key: str, title: str) -> None:
         if not rows:
             return
         L.append(f"## {title}\n")
-        L.append("| point | conc | p50 direct | p50 gw | +p50 | p90 direct | p90 gw | +p90 | p99 direct | p99 gw "
-                 "| +p99 | req/s direct | req/s gw | n direct / gw | errors direct / gw |")
+        L.append(
+            "| point | conc | p50 direct | p50 gw | +p50 | p90 direct | p90 gw | +p90 | p99 direct | p99 gw "
+            "| +p99 | req/s direct | req/s gw | n direct / gw | errors direct / gw |"
+        )
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for p in rows:
             d, g, a = p["direct"].get(key) or {}, p["gateway"].get(key) or {}, p["added"].get(key) or {}
-            L.append(f"| {p['id']} | {p['conc']} | {fmt(d.get('p50'))} | {fmt(g.get('p50'))} | {plus(a.get('p50'))} "
-                     f"| {fmt(d.get('p90'))} | {fmt(g.get('p90'))} | {plus(a.get('p90'))} | {fmt(d.get('p99'))} "
-                     f"| {fmt(g.get('p99'))} | {plus(a.get('p99'))} | {fmt(p['direct']['rps'])} "
-                     f"| {fmt(p['gateway']['rps'])} | {p['direct']['ok']} / {p['gateway']['ok']} "
-                     f"| {errs(p['direct'])} / {errs(p['gateway'])} |")
+            L.append(
+                f"| {p['id']} | {p['conc']} | {fmt(d.get('p50'))} | {fmt(g.get('p50'))} | {plus(a.get('p50'))} "
+                f"| {fmt(d.get('p90'))} | {fmt(g.get('p90'))} | {plus(a.get('p90'))} | {fmt(d.get('p99'))} "
+                f"| {fmt(g.get('p99'))} | {plus(a.get('p99'))} | {fmt(p['direct']['rps'])} "
+                f"| {fmt(p['gateway']['rps'])} | {p['direct']['ok']} / {p['gateway']['ok']} "
+                f"| {errs(p['direct'])} / {errs(p['gateway'])} |"
+            )
         L.append("")
 
-    table([p for p in points if p["kind"] in ("nonstream", "saturation")], "lat_ms",
-          "Non-streaming chat: whole-request latency")
-    table([p for p in points if p["kind"] in ("stream", "chunks")], "ttft_ms",
-          "Streaming chat: time to first token (direct: first SSE content chunk; gateway: first chunk event)")
-    table([p for p in points if p["kind"] in ("stream", "chunks")], "lat_ms",
-          "Streaming chat: time to the end of the stream")
+    table(
+        [p for p in points if p["kind"] in ("nonstream", "saturation")],
+        "lat_ms",
+        "Non-streaming chat: whole-request latency",
+    )
+    table(
+        [p for p in points if p["kind"] in ("stream", "chunks")],
+        "ttft_ms",
+        "Streaming chat: time to first token (direct: first SSE content chunk; gateway: first chunk event)",
+    )
+    table(
+        [p for p in points if p["kind"] in ("stream", "chunks")],
+        "lat_ms",
+        "Streaming chat: time to the end of the stream",
+    )
 
     hops = [p for p in points if p["gateway"].get("hops_ms")]
     if hops:
         L.append("## Where the gateway's time goes (non-streaming, p50 / p90 ms)\n")
-        L.append("From the events' own timestamps: `client -> executor` = request created by the SDK until the "
-                 "executor starts on it (llm.requests, router, llm.exec: two hops); `executor` = executor start "
-                 "to result event (incl. the provider call); `executor -> client` = result event created until "
-                 "the SDK returns it (llm.replies: one hop). Compare `provider call` with the direct p50.\n")
-        L.append("| point | direct p50 | gateway p50 | client -> executor | executor | of which provider call "
-                 "| executor -> client |")
+        L.append(
+            "From the events' own timestamps: `client -> executor` = request created by the SDK until the "
+            "executor starts on it (llm.requests, router, llm.exec: two hops); `executor` = executor start "
+            "to result event (incl. the provider call); `executor -> client` = result event created until "
+            "the SDK returns it (llm.replies: one hop). Compare `provider call` with the direct p50.\n"
+        )
+        L.append(
+            "| point | direct p50 | gateway p50 | client -> executor | executor | of which provider call "
+            "| executor -> client |"
+        )
         L.append("|---|---:|---:|---:|---:|---:|---:|")
         for p in hops:
             h = p["gateway"]["hops_ms"]
             pp = {k: f"{fmt(v.get('p50'))} / {fmt(v.get('p90'))}" for k, v in h.items()}
-            L.append(f"| {p['id']} | {fmt(p['direct']['lat_ms']['p50'])} | {fmt(p['gateway']['lat_ms']['p50'])} "
-                     f"| {pp['client_to_executor']} | {pp['executor']} | {pp['provider_call']} "
-                     f"| {pp['executor_to_client']} |")
+            L.append(
+                f"| {p['id']} | {fmt(p['direct']['lat_ms']['p50'])} | {fmt(p['gateway']['lat_ms']['p50'])} "
+                f"| {pp['client_to_executor']} | {pp['executor']} | {pp['provider_call']} "
+                f"| {pp['executor_to_client']} |"
+            )
         L.append("")
 
     st = [p for p in points if p["kind"] in ("stream", "chunks")]
     if st:
         L.append("## Chunk events\n")
-        L.append("| point | scenario | content chunks/stream direct | chunk events/stream gw (mean, min-max) "
-                 "| min gap between non-final events, emitted (ms) | median per-stream min gap, emitted "
-                 "| min gap, arrival at client | emitted gaps < 19.5 ms / all | target: >= 20 ms |")
+        L.append(
+            "| point | scenario | content chunks/stream direct | chunk events/stream gw (mean, min-max) "
+            "| min gap between non-final events, emitted (ms) | median per-stream min gap, emitted "
+            "| min gap, arrival at client | emitted gaps < 19.5 ms / all | target: >= 20 ms |"
+        )
         L.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
         for p in st:
             d, g = p["direct"], p["gateway"]
@@ -714,26 +840,37 @@ def render(meta: dict[str, Any], points: list[dict[str, Any]]) -> str:
             ge, ga = g.get("min_gap_emit_ms") or {}, g.get("min_gap_arrival_ms") or {}
             gaps = g.get("chunk_gaps") or {}
             ok = None if ge.get("min") is None else ge["min"] >= TARGETS["min_chunk_gap_ms"] - 0.5
-            L.append(f"| {p['id']} | `{p['scenario']}` | {fmt(cd.get('mean'))} | {fmt(cg.get('mean'))} "
-                     f"({cg.get('min')}-{cg.get('max')}) | {fmt(ge.get('min'))} | {fmt(ge.get('p50_of_streams'))} "
-                     f"| {fmt(ga.get('min'))} | {gaps.get('under_window')} / {gaps.get('total')} | {verdict(ok)} |")
+            L.append(
+                f"| {p['id']} | `{p['scenario']}` | {fmt(cd.get('mean'))} | {fmt(cg.get('mean'))} "
+                f"({cg.get('min')}-{cg.get('max')}) | {fmt(ge.get('min'))} | {fmt(ge.get('p50_of_streams'))} "
+                f"| {fmt(ga.get('min'))} | {gaps.get('under_window')} / {gaps.get('total')} | {verdict(ok)} |"
+            )
         L.append("")
-        L.append("Emitted = the chunk events' `occurred_at` (set by the executor when it publishes); arrival = "
-                 "when the client SDK handed them out (a consumer fetch can deliver two at once). "
-                 "The final chunk may follow the previous one sooner: it is not a coalescing window. "
-                 "A systematic problem shows as many short gaps; a lone gap of 18-19.5 ms on a loaded machine is "
-                 "usually the executor being preempted between its window check and stamping `occurred_at`.\n")
+        L.append(
+            "Emitted = the chunk events' `occurred_at` (set by the executor when it publishes); arrival = "
+            "when the client SDK handed them out (a consumer fetch can deliver two at once). "
+            "The final chunk may follow the previous one sooner: it is not a coalescing window. "
+            "A systematic problem shows as many short gaps; a lone gap of 18-19.5 ms on a loaded machine is "
+            "usually the executor being preempted between its window check and stamping `occurred_at`.\n"
+        )
 
     L.append("## CPU per request (ms), gateway phases\n")
-    L.append("CPU seconds (utime+stime, /proc) of each process tree in the measured window (load + a short "
-             "settle) divided by the requests completed in it. `gateway total` = " + " + ".join(gw_names)
-             + "; `net of idle` subtracts what those processes burn with no traffic (their CPU rate during "
-             "the direct phases of the same point, which for a shared broker includes its other clients); "
-             "the emulator and the load generator are not gateway costs (shown for scale; "
-             "`emulator direct` is the emulator's own cost per request without the gateway). The target "
-             "applies to non-streaming requests; a stream's cost is per stream.\n")
-    cols = gw_names + ["gateway total", "net of idle"] + others + [
-        "emulator direct", "loadgen gw", "loadgen direct", "machine busy %", "target <= 4 ms"]
+    L.append(
+        "CPU seconds (utime+stime, /proc) of each process tree in the measured window (load + a short "
+        "settle) divided by the requests completed in it. `gateway total` = "
+        + " + ".join(gw_names)
+        + "; `net of idle` subtracts what those processes burn with no traffic (their CPU rate during "
+        "the direct phases of the same point, which for a shared broker includes its other clients); "
+        "the emulator and the load generator are not gateway costs (shown for scale; "
+        "`emulator direct` is the emulator's own cost per request without the gateway). The target "
+        "applies to non-streaming requests; a stream's cost is per stream.\n"
+    )
+    cols = (
+        gw_names
+        + ["gateway total", "net of idle"]
+        + others
+        + ["emulator direct", "loadgen gw", "loadgen direct", "machine busy %", "target <= 4 ms"]
+    )
     L.append("| point | " + " | ".join(cols) + " |")
     L.append("|---|" + "---:|" * (len(cols) - 1) + "---|")
     for p in points:
@@ -742,10 +879,20 @@ def render(meta: dict[str, Any], points: list[dict[str, Any]]) -> str:
         tot = gateway_cpu(g, gw_names)
         net = g.get("cpu_ms_per_req_net_of_idle") or {}
         net_tot = round(sum(net.values()), 3) if net else None
-        cells = [fmt(per.get(n)) for n in gw_names] + [fmt(tot), fmt(net_tot)] + [fmt(per.get(n)) for n in others]
-        cells += [fmt((d.get("cpu_ms_per_req") or {}).get("emulator")), fmt(per.get("loadgen")),
-                  fmt((d.get("cpu_ms_per_req") or {}).get("loadgen")), fmt(g.get("machine_busy_pct"))]
-        ok = None if tot is None or p["kind"] not in ("nonstream", "saturation") else tot <= TARGETS["cpu_ms_per_req"]
+        cells = (
+            [fmt(per.get(n)) for n in gw_names] + [fmt(tot), fmt(net_tot)] + [fmt(per.get(n)) for n in others]
+        )
+        cells += [
+            fmt((d.get("cpu_ms_per_req") or {}).get("emulator")),
+            fmt(per.get("loadgen")),
+            fmt((d.get("cpu_ms_per_req") or {}).get("loadgen")),
+            fmt(g.get("machine_busy_pct")),
+        ]
+        ok = (
+            None
+            if tot is None or p["kind"] not in ("nonstream", "saturation")
+            else tot <= TARGETS["cpu_ms_per_req"]
+        )
         cells.append(verdict(ok) if ok is not None else "(stream)")
         L.append(f"| {p['id']} | " + " | ".join(cells) + " |")
     L.append("")
@@ -756,10 +903,12 @@ def render(meta: dict[str, Any], points: list[dict[str, Any]]) -> str:
             for n in gw_names:
                 idle.setdefault(n, []).append(1000 * (d.get("cpu_s") or {}).get(n, 0.0) / d["cpu_wall_s"])
     if idle:
-        L.append("- idle cost: CPU of the gateway processes while the direct phases ran (no gateway traffic; a "
-                 "shared broker's other clients included), median ms per second: "
-                 + ", ".join(f"{n} {sorted(v)[len(v) // 2]:.0f}" for n, v in idle.items())
-                 + ". At a low request rate this idle cost is a large part of the CPU per request.\n")
+        L.append(
+            "- idle cost: CPU of the gateway processes while the direct phases ran (no gateway traffic; a "
+            "shared broker's other clients included), median ms per second: "
+            + ", ".join(f"{n} {sorted(v)[len(v) // 2]:.0f}" for n, v in idle.items())
+            + ". At a low request rate this idle cost is a large part of the CPU per request.\n"
+        )
 
     L.append("## Targets\n")
     L.append("| target | measured | verdict |")
@@ -767,29 +916,39 @@ def render(meta: dict[str, Any], points: list[dict[str, Any]]) -> str:
     c1 = next((p for p in points if p["kind"] == "nonstream" and p["conc"] == 1), None)
     if c1:
         a = c1["added"]["lat_ms"]
-        L.append(f"| added p50, non-streaming, c=1 <= {TARGETS['added_p50_c1_ms']:g} ms | {plus(a['p50'])} ms "
-                 f"| {verdict(a['p50'] is not None and a['p50'] <= TARGETS['added_p50_c1_ms'])} |")
-        L.append(f"| added p99, non-streaming, c=1 <= {TARGETS['added_p99_c1_ms']:g} ms | {plus(a['p99'])} ms "
-                 f"| {verdict(a['p99'] is not None and a['p99'] <= TARGETS['added_p99_c1_ms'])} |")
+        L.append(
+            f"| added p50, non-streaming, c=1 <= {TARGETS['added_p50_c1_ms']:g} ms | {plus(a['p50'])} ms "
+            f"| {verdict(a['p50'] is not None and a['p50'] <= TARGETS['added_p50_c1_ms'])} |"
+        )
+        L.append(
+            f"| added p99, non-streaming, c=1 <= {TARGETS['added_p99_c1_ms']:g} ms | {plus(a['p99'])} ms "
+            f"| {verdict(a['p99'] is not None and a['p99'] <= TARGETS['added_p99_c1_ms'])} |"
+        )
     for p in points:
         if p["kind"] in ("nonstream", "saturation"):
             tot = gateway_cpu(p["gateway"], gw_names)
             net = p["gateway"].get("cpu_ms_per_req_net_of_idle") or {}
-            L.append(f"| CPU per request, all gateway processes + broker, {p['id']} <= "
-                     f"{TARGETS['cpu_ms_per_req']:g} ms | {fmt(tot)} ms (net of idle "
-                     f"{fmt(round(sum(net.values()), 3) if net else None)}) "
-                     f"| {verdict(None if tot is None else tot <= TARGETS['cpu_ms_per_req'])} |")
+            L.append(
+                f"| CPU per request, all gateway processes + broker, {p['id']} <= "
+                f"{TARGETS['cpu_ms_per_req']:g} ms | {fmt(tot)} ms (net of idle "
+                f"{fmt(round(sum(net.values()), 3) if net else None)}) "
+                f"| {verdict(None if tot is None else tot <= TARGETS['cpu_ms_per_req'])} |"
+            )
     for p in points:
         if p["kind"] == "chunks":
             g = p["gateway"].get("min_gap_emit_ms") or {}
-            L.append(f"| chunk events <= 1 per 20 ms after the first ({p['scenario']}) | min gap "
-                     f"{fmt(g.get('min'))} ms, {fmt((p['gateway'].get('chunks_per_stream') or {}).get('mean'))} "
-                     f"events/stream | {verdict(None if g.get('min') is None else g['min'] >= 19.5)} |")
+            L.append(
+                f"| chunk events <= 1 per 20 ms after the first ({p['scenario']}) | min gap "
+                f"{fmt(g.get('min'))} ms, {fmt((p['gateway'].get('chunks_per_stream') or {}).get('mean'))} "
+                f"events/stream | {verdict(None if g.get('min') is None else g['min'] >= 19.5)} |"
+            )
     L.append("")
     cal = sorted(p["calib_ms"] for p in points)
     if cal:
-        L.append(f"- machine speed probe (pure-Python loop, ms, lower = faster): min {cal[0]}, max {cal[-1]}"
-                 + (" -- the machine's speed drifted during the run" if cal[-1] > 1.15 * cal[0] else ""))
+        L.append(
+            f"- machine speed probe (pure-Python loop, ms, lower = faster): min {cal[0]}, max {cal[-1]}"
+            + (" -- the machine's speed drifted during the run" if cal[-1] > 1.15 * cal[0] else "")
+        )
     steal = [p[s].get("machine_steal_pct") for p in points for s in ("direct", "gateway")]
     steal = [x for x in steal if x is not None]
     if steal:
@@ -802,17 +961,28 @@ def render(meta: dict[str, Any], points: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench.kafka_bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.kafka_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: ~30 s of load, one round per point")
-    ap.add_argument("--attach", metavar="STATE_DIR", help="measure the stack recorded in STATE_DIR/stack.json "
-                    "(started with LLMGW_CONFIG=bench/config.yaml) instead of starting one")
+    ap.add_argument(
+        "--attach",
+        metavar="STATE_DIR",
+        help="measure the stack recorded in STATE_DIR/stack.json "
+        "(started with LLMGW_CONFIG=bench/config.yaml) instead of starting one",
+    )
     ap.add_argument("--routers", type=int, default=1)
     ap.add_argument("--executors", type=int, default=1)
-    ap.add_argument("--edge", action="store_true", help="also start the HTTP edge (idle here; its CPU is counted)")
+    ap.add_argument(
+        "--edge", action="store_true", help="also start the HTTP edge (idle here; its CPU is counted)"
+    )
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point and side")
     ap.add_argument("--chunk-seconds", type=float, default=6.0, help="seconds of the chunk-coalescing point")
-    ap.add_argument("--sat-seconds", type=float, default=10.0, help="seconds of the saturation point per side")
+    ap.add_argument(
+        "--sat-seconds", type=float, default=10.0, help="seconds of the saturation point per side"
+    )
     ap.add_argument("--sat-conc", type=int, default=64)
     ap.add_argument("--ns-conc", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
     ap.add_argument("--stream-conc", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
@@ -822,17 +992,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, s")
     ap.add_argument("--settle", type=float, default=0.3, help="seconds after a phase still counted for CPU")
     ap.add_argument("--only", help="regex on point ids (nonstream-c1, stream-c16, chunks-c1, saturation-c64)")
-    ap.add_argument("--direct-client", choices=["httpx", "httpx-shared", "aiohttp"], default="httpx",
-                    help="direct baseline client: httpx = one httpx.AsyncClient per load worker (default); "
-                         "httpx-shared = one for all (its pool costs CPU per request that grows with "
-                         "concurrency); aiohttp = one shared session (the cheapest)")
+    ap.add_argument(
+        "--direct-client",
+        choices=["httpx", "httpx-shared", "aiohttp"],
+        default="httpx",
+        help="direct baseline client: httpx = one httpx.AsyncClient per load worker (default); "
+        "httpx-shared = one for all (its pool costs CPU per request that grows with "
+        "concurrency); aiohttp = one shared session (the cheapest)",
+    )
     ap.add_argument("--tenant", default="demo")
     ap.add_argument("--ns-scenario", default=DEFAULT_SCENARIOS["ns"], help="emulator scenario, non-streaming")
-    ap.add_argument("--stream-scenario", default=DEFAULT_SCENARIOS["stream"], help="emulator scenario, streaming")
-    ap.add_argument("--chunk-scenario", default=DEFAULT_SCENARIOS["chunks"], help="emulator scenario, coalescing")
+    ap.add_argument(
+        "--stream-scenario", default=DEFAULT_SCENARIOS["stream"], help="emulator scenario, streaming"
+    )
+    ap.add_argument(
+        "--chunk-scenario", default=DEFAULT_SCENARIOS["chunks"], help="emulator scenario, coalescing"
+    )
     ap.add_argument("--out", help="JSON result path (default bench/results/kafka-<timestamp>.json)")
-    ap.add_argument("--keep", action="store_true", help="leave the stack running at the end (prints its state dir)")
-    ap.add_argument("--write-config", metavar="PATH", help="write the gateway config for these scenarios and exit")
+    ap.add_argument(
+        "--keep", action="store_true", help="leave the stack running at the end (prints its state dir)"
+    )
+    ap.add_argument(
+        "--write-config", metavar="PATH", help="write the gateway config for these scenarios and exit"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.chunk_seconds, args.sat_seconds, args.rounds = 2.0, 2.0, 2.0, 1
@@ -848,8 +1030,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = {"ns": args.ns_scenario, "stream": args.stream_scenario, "chunks": args.chunk_scenario}
     if args.write_config:
-        text = ("# Gateway config for bench.kafka_bench: config/demo.yaml plus one alias per benchmark scenario.\n"
-                "# Generated by `python -m bench.kafka_bench --write-config PATH`.\n")
+        text = (
+            "# Gateway config for bench.kafka_bench: config/demo.yaml plus one alias per benchmark scenario.\n"
+            "# Generated by `python -m bench.kafka_bench --write-config PATH`.\n"
+        )
         text += yaml.safe_dump(bench_config(ROOT / "config" / "demo.yaml", scenarios), sort_keys=False)
         Path(args.write_config).write_text(text)
         print(f"wrote {args.write_config}")
@@ -868,18 +1052,32 @@ def main(argv: list[str] | None = None) -> int:
             tgt.notes.append(f"no pid (CPU not measured) for: {', '.join(missing)}")
         meta: dict[str, Any] = {
             "date": dt.datetime.now().isoformat(timespec="seconds"),
-            "host": platform.node(), "nproc": os.cpu_count(), "python": platform.python_version(),
-            "argv": sys.argv, "bootstrap": tgt.bootstrap, "topic_prefix": tgt.topic_prefix,
-            "emulator": tgt.emulator_url, "state_dir": str(tgt.state_dir),
+            "host": platform.node(),
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "argv": sys.argv,
+            "bootstrap": tgt.bootstrap,
+            "topic_prefix": tgt.topic_prefix,
+            "emulator": tgt.emulator_url,
+            "state_dir": str(tgt.state_dir),
             "routers": args.routers if not args.attach else sum(n.startswith("router") for n in tgt.procs),
-            "executors": args.executors if not args.attach else sum(n.startswith("executor") for n in tgt.procs),
+            "executors": args.executors
+            if not args.attach
+            else sum(n.startswith("executor") for n in tgt.procs),
             "processes": {n: {"pid": p, "cmd": procstat.cmdline(p)[:300]} for n, p in tgt.procs.items()},
             "gateway_processes": gateway_procs(tgt.procs),
-            "scenarios": scenarios, "rounds": args.rounds, "seconds": args.seconds, "targets": TARGETS,
-            "notes": tgt.notes, "quick": args.quick, "direct_client": args.direct_client,
+            "scenarios": scenarios,
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "targets": TARGETS,
+            "notes": tgt.notes,
+            "quick": args.quick,
+            "direct_client": args.direct_client,
         }
         pts = plan_points(args)
-        est = args.warmup + sum(p.seconds * 2 + (2.5 if p.kind != "saturation" else 1.5) * args.rounds for p in pts)
+        est = args.warmup + sum(
+            p.seconds * 2 + (2.5 if p.kind != "saturation" else 1.5) * args.rounds for p in pts
+        )
         log(f"{len(pts)} points, about {est:.0f} s")
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop) if uvloop else asyncio.Runner()
         with runner:
@@ -895,7 +1093,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tgt.stack is not None:
             if args.keep:
-                log(f"stack left running: LLMGW_STATE_DIR={tgt.state_dir} llmgw down  (or kill the pids above)")
+                log(
+                    f"stack left running: LLMGW_STATE_DIR={tgt.state_dir} llmgw down  (or kill the pids above)"
+                )
             else:
                 log("stopping the stack")
                 with contextlib.suppress(Exception):

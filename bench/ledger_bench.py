@@ -38,18 +38,35 @@ TENANT = "bench-tenant"
 CONFIG = {
     "providers": {"p": {"kind": "openai", "base_url": "http://p.invalid/v1"}},
     "models": {"m": {"deployments": [{"provider": "p", "model": "m1"}]}},
-    "tenants": {TENANT: {"budgets": [{"period": "month", "usd": 1e9},
-                                     {"period": "day", "usd": 1e6, "per": "user"}]}},
+    "tenants": {
+        TENANT: {"budgets": [{"period": "month", "usd": 1e9}, {"period": "day", "usd": 1e6, "per": "user"}]}
+    },
 }
 
 
 def usage(i: int) -> bytes:
-    return orjson.dumps({
-        "type": "llm.usage.v1", "event_id": uuid.uuid4().hex, "request_id": f"req-{i:09d}", "tenant_id": TENANT,
-        "user_id": f"user-{i % 1000}", "occurred_at": "2026-12-01T00:00:00Z", "status": "ok", "operation": "chat",
-        "alias": "m", "provider": "p", "model": "m1", "prompt_tokens": 40, "completion_tokens": 80,
-        "total_tokens": 120, "cost_usd": 0.0000123, "ttft_ms": 12.5, "total_ms": 80.1, "streamed": False,
-    })
+    return orjson.dumps(
+        {
+            "type": "llm.usage.v1",
+            "event_id": uuid.uuid4().hex,
+            "request_id": f"req-{i:09d}",
+            "tenant_id": TENANT,
+            "user_id": f"user-{i % 1000}",
+            "occurred_at": "2026-12-01T00:00:00Z",
+            "status": "ok",
+            "operation": "chat",
+            "alias": "m",
+            "provider": "p",
+            "model": "m1",
+            "prompt_tokens": 40,
+            "completion_tokens": 80,
+            "total_tokens": 120,
+            "cost_usd": 0.0000123,
+            "ttft_ms": 12.5,
+            "total_ms": 80.1,
+            "streamed": False,
+        }
+    )
 
 
 async def write(bootstrap: str, topic: str, partition: int, start: int, n: int) -> float:
@@ -102,13 +119,16 @@ async def run(bootstrap: str, records: int, tail: int) -> None:
         print("| rebuild of one partition | usage records read | seconds | records/s |")
         print("|---|---:|---:|---:|")
         print(f"| from zero (no snapshot) | {records:,} | {zero:.2f} | {records / zero:,.0f} |")
-        print(f"| from a snapshot ({snaps} record) + tail | {tail:,} | {snapped:.3f} | {tail / snapped:,.0f} |")
+        print(
+            f"| from a snapshot ({snaps} record) + tail | {tail:,} | {snapped:.3f} | {tail / snapped:,.0f} |"
+        )
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            await admin.delete_topics([t.name for t in topics if t.role in ("requests", "usage", "admissions",
-                                                                             "ledger")])
+            await admin.delete_topics(
+                [t.name for t in topics if t.role in ("requests", "usage", "admissions", "ledger")]
+            )
         finally:
             await admin.close()
 

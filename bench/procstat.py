@@ -20,7 +20,7 @@ def _stat_fields(pid: int) -> list[str] | None:
             s = f.read()
     except OSError:
         return None
-    return s[s.rindex(")") + 2:].split()
+    return s[s.rindex(")") + 2 :].split()
 
 
 def ppid_map() -> dict[int, int]:

@@ -46,21 +46,43 @@ TARGET = 5000.0
 
 
 def record(i: int, tenants: int, now: datetime) -> bytes:
-    return encode(UsageRecorded(
-        event_id=f"e{i}", request_id=f"r{i}", tenant_id=f"tenant{i % tenants}", user_id=f"user{i % 7}",
-        client_id=f"client{i % 3}", status="ok", alias="demo-openai", provider="emulator", model="gpt-emu",
-        prompt_tokens=12, completion_tokens=30, total_tokens=42, cost_usd=0.0000201, ttft_ms=41.5, total_ms=120.0,
-        occurred_at=now - timedelta(milliseconds=i)))
+    return encode(
+        UsageRecorded(
+            event_id=f"e{i}",
+            request_id=f"r{i}",
+            tenant_id=f"tenant{i % tenants}",
+            user_id=f"user{i % 7}",
+            client_id=f"client{i % 3}",
+            status="ok",
+            alias="demo-openai",
+            provider="emulator",
+            model="gpt-emu",
+            prompt_tokens=12,
+            completion_tokens=30,
+            total_tokens=42,
+            cost_usd=0.0000201,
+            ttft_ms=41.5,
+            total_ms=120.0,
+            occurred_at=now - timedelta(milliseconds=i),
+        )
+    )
 
 
 async def publish(bootstrap: str, topic: str, n: int, tenants: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
-                                max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+    )
     await producer.start()
     try:
         now = datetime.now(UTC)
-        acks = [await producer.send(topic, record(i, tenants, now), key=f"tenant{i % tenants}".encode())
-                for i in range(n)]
+        acks = [
+            await producer.send(topic, record(i, tenants, now), key=f"tenant{i % tenants}".encode())
+            for i in range(n)
+        ]
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
@@ -100,15 +122,18 @@ def main() -> int:
     args = ap.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        print("sink_bench: set KAFKA_BOOTSTRAP_SERVERS to a running broker (`llmgw up` starts one on 9092)",
-              file=sys.stderr)
+        print(
+            "sink_bench: set KAFKA_BOOTSTRAP_SERVERS to a running broker (`llmgw up` starts one on 9092)",
+            file=sys.stderr,
+        )
         return 2
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     topics = Topics.load(ROOT / "topics.yaml", prefix)
     state = Path(tempfile.mkdtemp(prefix="sink-bench-"))
     port = infra.free_port()
-    moto = subprocess.Popen(infra.moto_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    moto = subprocess.Popen(
+        infra.moto_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     sink: subprocess.Popen[bytes] | None = None
     url, bucket = f"http://127.0.0.1:{port}", "llmgw-usage"
     try:
@@ -116,18 +141,31 @@ def main() -> int:
         asyncio.run(apply_topics(bootstrap, topics, only=["usage", "dlq"]))
         t0 = time.perf_counter()
         asyncio.run(publish(bootstrap, topics.usage.name, args.records, args.tenants))
-        print(f"published {args.records} usage records of {args.tenants} tenants in {time.perf_counter() - t0:.1f}s")
+        print(
+            f"published {args.records} usage records of {args.tenants} tenants in {time.perf_counter() - t0:.1f}s"
+        )
 
         ready = state / "ready"
-        env = os.environ | {"LLMGW_TOPIC_PREFIX": prefix, "LLMGW_S3_ENDPOINT": url, "LLMGW_USAGE_BUCKET": bucket,
-                            "LLMGW_READY_FILE": str(ready), "LLMGW_LOG_LEVEL": "WARNING"}
+        env = os.environ | {
+            "LLMGW_TOPIC_PREFIX": prefix,
+            "LLMGW_S3_ENDPOINT": url,
+            "LLMGW_USAGE_BUCKET": bucket,
+            "LLMGW_READY_FILE": str(ready),
+            "LLMGW_LOG_LEVEL": "WARNING",
+        }
         if args.batch_records:
             env["LLMGW_USAGE_SINK_BATCH_RECORDS"] = str(args.batch_records)
         if args.batch_ms:
             env["LLMGW_USAGE_SINK_BATCH_MS"] = str(args.batch_ms)
         log = open(state / "sink.log", "wb")
-        sink = subprocess.Popen([sys.executable, "-m", "services.usage_sink"], env=env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        sink = subprocess.Popen(
+            [sys.executable, "-m", "services.usage_sink"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         while not ready.exists():
             if sink.poll() is not None:
                 raise RuntimeError(f"the sink exited: {(state / 'sink.log').read_text()[-2000:]}")
@@ -147,10 +185,14 @@ def main() -> int:
         cpu_moto = (cpu_seconds(moto.pid) or 0.0) - cpu_moto
         objects, records, dupes = asyncio.run(stored(url, bucket))
         rate = args.records / elapsed
-        print(f"usage sink: {args.records} records written to S3 and committed in {elapsed:.2f}s "
-              f"(from ready, group join included): {rate:,.0f} records/s (target >= {TARGET:,.0f}: "
-              f"{'met' if rate >= TARGET else 'NOT met'})")
-        print(f"  CPU: sink {cpu_sink:.2f}s ({1e6 * cpu_sink / args.records:.0f} us/record), moto {cpu_moto:.2f}s")
+        print(
+            f"usage sink: {args.records} records written to S3 and committed in {elapsed:.2f}s "
+            f"(from ready, group join included): {rate:,.0f} records/s (target >= {TARGET:,.0f}: "
+            f"{'met' if rate >= TARGET else 'NOT met'})"
+        )
+        print(
+            f"  CPU: sink {cpu_sink:.2f}s ({1e6 * cpu_sink / args.records:.0f} us/record), moto {cpu_moto:.2f}s"
+        )
         print(f"  bucket: {objects} objects, {records} records, {dupes} duplicates")
         return 0 if records == args.records and dupes == 0 else 1
     finally:

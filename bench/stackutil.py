@@ -22,8 +22,12 @@ from pathlib import Path
 from services.runtime.settings import ROOT, Settings
 
 
-def new_settings(config_path: Path | None = None, state_dir: Path | None = None, log_level: str = "WARNING",
-                 edge_workers: int = 1) -> Settings:
+def new_settings(
+    config_path: Path | None = None,
+    state_dir: Path | None = None,
+    log_level: str = "WARNING",
+    edge_workers: int = 1,
+) -> Settings:
     """Settings for a new stack: the broker from ``KAFKA_BOOTSTRAP_SERVERS`` if set (external),
     else a broker of its own on a free port; every other port free; a unique topic prefix."""
     from services.cli import infra
@@ -92,15 +96,27 @@ def _hold(argv: list[str] | None = None) -> int:
     try:
         comps = stack.up(routers=args.routers, executors=args.executors, edge=args.edge)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which shows the log tail
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "state_dir": str(settings.state_dir)}), flush=True)
+        print(
+            json.dumps({"error": f"{type(exc).__name__}: {exc}", "state_dir": str(settings.state_dir)}),
+            flush=True,
+        )
         stack.down()
         return 1
     try:
-        print(json.dumps({
-            "state_dir": str(settings.state_dir), "bootstrap": settings.bootstrap_servers,
-            "external_kafka": settings.external_kafka, "topic_prefix": settings.topic_prefix,
-            "components": [{"name": c.name, "pid": c.pid, "endpoint": c.endpoint, "log": c.log} for c in comps],
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "state_dir": str(settings.state_dir),
+                    "bootstrap": settings.bootstrap_servers,
+                    "external_kafka": settings.external_kafka,
+                    "topic_prefix": settings.topic_prefix,
+                    "components": [
+                        {"name": c.name, "pid": c.pid, "endpoint": c.endpoint, "log": c.log} for c in comps
+                    ],
+                }
+            ),
+            flush=True,
+        )
         # stop when the parent closes our stdin (or dies) or signals us
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         stop.wait()

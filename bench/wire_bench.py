@@ -25,13 +25,28 @@ from aiokafka.protocol.struct import Struct
 
 from services.runtime import wire
 
-PRODUCE = ProduceRequest_v7(None, -1, 30000, [
-    ("llm.results", [(3, b"r" * 900)]), ("llm.usage", [(1, b"u" * 400)]), ("llm.audit", [(2, b"a" * 300)]),
-])
-FETCH = FetchRequest_v11(-1, 500, 1, 52428800, 0, 12345, 7, [("llm.exec", [(3, -1, 1042, -1, 1048576)])], [], "")
+PRODUCE = ProduceRequest_v7(
+    None,
+    -1,
+    30000,
+    [
+        ("llm.results", [(3, b"r" * 900)]),
+        ("llm.usage", [(1, b"u" * 400)]),
+        ("llm.audit", [(2, b"a" * 300)]),
+    ],
+)
+FETCH = FetchRequest_v11(
+    -1, 500, 1, 52428800, 0, 12345, 7, [("llm.exec", [(3, -1, 1042, -1, 1048576)])], [], ""
+)
 FETCHED = FetchResponse_v11(0, 0, 12345, [("llm.exec", [(3, 0, 1042, 1042, 0, [], -1, b"x" * 1200)])])
-PRODUCED = ProduceResponse_v7([("llm.results", [(3, 0, 100, -1, 0)]), ("llm.usage", [(1, 0, 100, -1, 0)]),
-                               ("llm.audit", [(2, 0, 100, -1, 0)])], 0)
+PRODUCED = ProduceResponse_v7(
+    [
+        ("llm.results", [(3, 0, 100, -1, 0)]),
+        ("llm.usage", [(1, 0, 100, -1, 0)]),
+        ("llm.audit", [(2, 0, 100, -1, 0)]),
+    ],
+    0,
+)
 
 
 def one_hop(fetched: bytes, produced: bytes) -> None:
@@ -78,12 +93,16 @@ def main() -> None:
         use(compiled_encode, compiled_decode)
         results["compiled"].append(per_hop_us(args.rounds, fetched, produced))
     best = {k: min(v) for k, v in results.items()}
-    print(f"one hop's protocol work (produce + fetch requests out, their answers in, with headers), "
-          f"CPU per hop, best of 5 x {args.rounds}:")
+    print(
+        f"one hop's protocol work (produce + fetch requests out, their answers in, with headers), "
+        f"CPU per hop, best of 5 x {args.rounds}:"
+    )
     for name, us in best.items():
         print(f"  {name:9} {us:6.1f} us")
-    print(f"  saved     {best['aiokafka'] - best['compiled']:6.1f} us per hop per service "
-          f"({1 - best['compiled'] / best['aiokafka']:.0%})")
+    print(
+        f"  saved     {best['aiokafka'] - best['compiled']:6.1f} us per hop per service "
+        f"({1 - best['compiled'] / best['aiokafka']:.0%})"
+    )
 
 
 if __name__ == "__main__":

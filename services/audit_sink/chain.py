@@ -49,7 +49,13 @@ class Head:
 def link(head: Head, event: dict[str, Any], *, topic: str, partition: int, offset: int) -> tuple[bytes, Head]:
     """The stored line for ``event`` appended after ``head``, and the chain's new head."""
     record: dict[str, Any] = {
-        "chain": {"topic": topic, "partition": partition, "offset": offset, "seq": head.seq + 1, "prev": head.hash},
+        "chain": {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "seq": head.seq + 1,
+            "prev": head.hash,
+        },
         "event": event,
     }
     record["hash"] = h = digest(record)
@@ -72,8 +78,10 @@ class Entry:
     def describe(self) -> str:
         chain = (self.record or {}).get("chain") or {}
         event = (self.record or {}).get("event") or {}
-        return (f"seq {chain.get('seq')} (offset {chain.get('offset')}, event_id {event.get('event_id')}, "
-                f"tenant {event.get('tenant_id')}) at {self.where}")
+        return (
+            f"seq {chain.get('seq')} (offset {chain.get('offset')}, event_id {event.get('event_id')}, "
+            f"tenant {event.get('tenant_id')}) at {self.where}"
+        )
 
 
 def parse_line(line: bytes, where: str) -> Entry:
@@ -106,26 +114,43 @@ def check(chain: str, entries: list[Entry], head: Head | None) -> Finding | None
         if rec is None or e.seq is None or not isinstance(rec.get("chain", {}).get("prev"), str):
             return Finding("modified", f"{chain}: the record at {e.where} is not an audit record")
         if rec.get("hash") != digest(rec):
-            return Finding("modified", f"{chain}: record {e.describe()} was modified (its hash does not match its content)")
+            return Finding(
+                "modified",
+                f"{chain}: record {e.describe()} was modified (its hash does not match its content)",
+            )
         if e.seq == expected and rec["chain"]["prev"] == prev:
             prev, expected = rec["hash"], expected + 1
             continue
         if rec["chain"]["prev"] == prev:
-            return Finding("modified", f"{chain}: record {e.describe()} was modified (it follows seq {expected - 1} "
-                                       f"but says seq {e.seq})")
+            return Finding(
+                "modified",
+                f"{chain}: record {e.describe()} was modified (it follows seq {expected - 1} "
+                f"but says seq {e.seq})",
+            )
         if e.seq == expected:
             culprit = entries[j - 1] if j else e
-            return Finding("modified", f"{chain}: record {culprit.describe()} was modified (the next record "
-                                       "vouches for another hash)")
+            return Finding(
+                "modified",
+                f"{chain}: record {culprit.describe()} was modified (the next record "
+                "vouches for another hash)",
+            )
         if expected in present:
-            return Finding("reordered", f"{chain}: record {e.describe()} is out of order: seq {expected} belongs here")
+            return Finding(
+                "reordered", f"{chain}: record {e.describe()} is out of order: seq {expected} belongs here"
+            )
         after = f"after {entries[j - 1].describe()}" if j else "at the start of the chain"
         return Finding("removed", f"{chain}: record seq {expected} was removed ({after})")
     if head is not None:
         if head.seq >= expected:
-            return Finding("removed", f"{chain}: records seq {expected}..{head.seq} were removed (the chain's head "
-                                      f"is seq {head.seq}; the last stored record is seq {expected - 1})")
+            return Finding(
+                "removed",
+                f"{chain}: records seq {expected}..{head.seq} were removed (the chain's head "
+                f"is seq {head.seq}; the last stored record is seq {expected - 1})",
+            )
         if head.seq >= 0 and entries[head.seq].record["hash"] != head.hash:  # type: ignore[index]
-            return Finding("modified", f"{chain}: record {entries[head.seq].describe()} was modified (the chain's "
-                                       "head vouches for another hash)")
+            return Finding(
+                "modified",
+                f"{chain}: record {entries[head.seq].describe()} was modified (the chain's "
+                "head vouches for another hash)",
+            )
     return None

@@ -33,9 +33,9 @@ def chains(keys: list[str]) -> list[str]:
     """The chain names that ``keys`` (a listing of ``audit/``) hold objects or heads of."""
     out = set()
     for k in keys:
-        rest = k[len(ROOT):]
+        rest = k[len(ROOT) :]
         if rest.startswith("_heads/") and rest.endswith(".json"):
-            out.add(rest[len("_heads/"):-len(".json")])
+            out.add(rest[len("_heads/") : -len(".json")])
         elif "/" in rest and not rest.startswith("_"):
             out.add(rest.split("/", 1)[0])
     return sorted(out)

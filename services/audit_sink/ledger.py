@@ -42,12 +42,16 @@ class S3AuditPlugin:
         self._store = store
         self._writer = uuid.uuid4().hex
         self._heads: dict[Source, tuple[Head, str]] = {}  # head and the key of the object holding it
-        self._batcher: Batcher[Source, Item] = Batcher(self._write, max_items=max_records, max_wait_s=max_wait_s)
+        self._batcher: Batcher[Source, Item] = Batcher(
+            self._write, max_items=max_records, max_wait_s=max_wait_s
+        )
         self.written = 0
 
     async def record(self, audit: AuditRecorded, position: Position) -> None:
         raw = encode(audit)
-        await self._batcher.add((position.topic, position.partition), (position.offset, orjson.loads(raw)), len(raw))
+        await self._batcher.add(
+            (position.topic, position.partition), (position.offset, orjson.loads(raw)), len(raw)
+        )
 
     def flush(self) -> None:
         self._batcher.flush()
@@ -80,7 +84,9 @@ class S3AuditPlugin:
             return
 
     async def _put_head(self, name: str, head: Head, key: str) -> None:
-        await self._store.put(head_key(name), orjson.dumps(head.as_json() | {"key": key, "writer": self._writer}))
+        await self._store.put(
+            head_key(name), orjson.dumps(head.as_json() | {"key": key, "writer": self._writer})
+        )
 
     async def _rebuild(self, source: Source) -> tuple[Head, str]:
         name = chain_name(*source)
@@ -91,7 +97,9 @@ class S3AuditPlugin:
                 h = orjson.loads(obj.body)
                 head, key = Head(int(h["seq"]), str(h["hash"]), int(h["offset"])), str(h["key"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                log.error("audit chain %s: its head object is not readable; going on from its newest record", name)
+                log.error(
+                    "audit chain %s: its head object is not readable; going on from its newest record", name
+                )
         later = await self._store.keys(chain_prefix(name), start_after=key)
         if later:
             last = await self._store.get(later[-1])

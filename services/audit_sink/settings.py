@@ -31,8 +31,10 @@ class SinkSettings:
     def from_env(cls, runtime: Settings | None = None, env: Mapping[str, str] | None = None) -> SinkSettings:
         e = os.environ if env is None else env
         kw: dict[str, object] = {"runtime": runtime or Settings.from_env(None if env is None else dict(env))}
-        for name, key in (("batch_records", "LLMGW_AUDIT_SINK_BATCH_RECORDS"),
-                          ("batch_ms", "LLMGW_AUDIT_SINK_BATCH_MS")):
+        for name, key in (
+            ("batch_records", "LLMGW_AUDIT_SINK_BATCH_RECORDS"),
+            ("batch_ms", "LLMGW_AUDIT_SINK_BATCH_MS"),
+        ):
             if v := e.get(key):
                 if int(v) <= 0:
                     raise ValueError(f"{key} must be > 0, got {v!r}")

@@ -45,9 +45,12 @@ async def read_chain(store: ObjectStore, name: str, concurrency: int = 16) -> tu
         return obj.body if obj else b""
 
     bodies = await asyncio.gather(*(read(k) for k in keys))
-    entries = [parse_line(line, f"{key}:{n}")
-               for key, body in zip(keys, bodies, strict=True)
-               for n, line in enumerate(body.splitlines(), 1) if line.strip()]
+    entries = [
+        parse_line(line, f"{key}:{n}")
+        for key, body in zip(keys, bodies, strict=True)
+        for n, line in enumerate(body.splitlines(), 1)
+        if line.strip()
+    ]
     obj = await store.get(head_key(name))
     head = None
     if obj is not None:
@@ -69,8 +72,11 @@ async def verify(store: ObjectStore, tenant: str | None = None) -> Verification:
             continue
         result.chains += 1
         result.total += len(entries)
-        result.records += len(entries) if tenant is None else sum(
-            1 for e in entries if ((e.record or {}).get("event") or {}).get("tenant_id") == tenant)
+        result.records += (
+            len(entries)
+            if tenant is None
+            else sum(1 for e in entries if ((e.record or {}).get("event") or {}).get("tenant_id") == tenant)
+        )
         if (finding := check(name, entries, head)) is not None:
             result.findings.append(finding)
     return result

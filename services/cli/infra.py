@@ -38,14 +38,26 @@ def kafka_jars() -> Path:
     if marker.exists():
         return out
     if shutil.which("mvn") is None:
-        raise RuntimeError("Maven (mvn) is needed to resolve the Kafka jars; install it or set KAFKA_BOOTSTRAP_SERVERS")
+        raise RuntimeError(
+            "Maven (mvn) is needed to resolve the Kafka jars; install it or set KAFKA_BOOTSTRAP_SERVERS"
+        )
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-           f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise RuntimeError(f"resolving Kafka jars with Maven failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        raise RuntimeError(
+            f"resolving Kafka jars with Maven failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     marker.write_text(version)
@@ -71,13 +83,17 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None, what: str = "") -> None:
+def wait_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None, what: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what or 'process'} exited with {proc.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"{what or 'process'} exited with {proc.returncode} before listening on {port}"
+            )
         time.sleep(0.1)
     raise TimeoutError(f"{what or 'process'} not listening on {host}:{port} after {timeout:.0f}s")
 
@@ -124,14 +140,22 @@ def kafka_command(state: Path, port: int, controller_port: int) -> tuple[list[st
     if not (data / "meta.properties").exists():
         res = subprocess.run(
             [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if res.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed: {res.stdout}{res.stderr}")
     cmd = [
-        java, "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC",
-        f"-Dlog4j2.configurationFile={LOG4J}", "-Dlog4j.configurationFile=" + str(LOG4J),
-        "-cp", cp, "kafka.Kafka", str(props),
+        java,
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseSerialGC",
+        f"-Dlog4j2.configurationFile={LOG4J}",
+        "-Dlog4j.configurationFile=" + str(LOG4J),
+        "-cp",
+        cp,
+        "kafka.Kafka",
+        str(props),
     ]
     return cmd, {}
 

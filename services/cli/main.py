@@ -73,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ur = us_sub.add_parser("report", help="requests, tokens and cost of one tenant, from S3")
     ur.add_argument("--tenant", required=True)
     ur.add_argument("--since", default="24h", help="a duration back from now (30m, 24h, 7d) or an ISO date")
-    ur.add_argument("--by", choices=["model", "user", "key", "day"], default=None,
-                    help="key: the caller's client_id (usage records carry no API key name)")
+    ur.add_argument(
+        "--by",
+        choices=["model", "user", "key", "day"],
+        default=None,
+        help="key: the caller's client_id (usage records carry no API key name)",
+    )
     ur.add_argument("--json", action="store_true")
 
     au = sub.add_parser("audit", help="the audit ledger on S3")
@@ -136,7 +140,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"components": rows}, indent=2))
     else:
         for r in rows:
-            print(f"{r['name']:<12} {'up' if r['running'] else 'down':<5} healthy={r['healthy']} pid={r['pid']} {r['endpoint'] or ''}")
+            print(
+                f"{r['name']:<12} {'up' if r['running'] else 'down':<5} healthy={r['healthy']} pid={r['pid']} {r['endpoint'] or ''}"
+            )
     return 0 if rows and all(r["running"] for r in rows) else 3
 
 
@@ -200,8 +206,14 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from services.contracts.errors import GatewayError
 
     async def go() -> int:
-        async with GatewayClient(settings.bootstrap_servers, args.tenant, args.user, timeout_s=args.timeout,
-                                 topics_path=settings.topics_path, topic_prefix=settings.topic_prefix) as gw:
+        async with GatewayClient(
+            settings.bootstrap_servers,
+            args.tenant,
+            args.user,
+            timeout_s=args.timeout,
+            topics_path=settings.topics_path,
+            topic_prefix=settings.topic_prefix,
+        ) as gw:
             msgs = [{"role": "user", "content": args.prompt}]
             try:
                 if args.stream:
@@ -209,11 +221,15 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                         if chunk.delta.content:
                             print(chunk.delta.content, end="", flush=True)
                         if chunk.final:
-                            print(f"\n[{chunk.finish_reason}; usage {chunk.usage.model_dump() if chunk.usage else None}]")
+                            print(
+                                f"\n[{chunk.finish_reason}; usage {chunk.usage.model_dump() if chunk.usage else None}]"
+                            )
                 else:
                     r = await gw.chat(model=args.model, messages=msgs)
                     print(r.message.content if r.message else "")
-                    print(f"[{r.finish_reason}; {r.provider}/{r.model}; usage {r.usage.model_dump() if r.usage else None}]")
+                    print(
+                        f"[{r.finish_reason}; {r.provider}/{r.model}; usage {r.usage.model_dump() if r.usage else None}]"
+                    )
             except GatewayError as exc:
                 print(f"llmgw: {exc.code}: {exc.message}", file=sys.stderr)
                 return 1
@@ -228,8 +244,14 @@ def _over_kafka(settings: Settings, tenant: str, user: str, timeout: float, call
     from services.contracts.errors import GatewayError
 
     async def go() -> int:
-        async with GatewayClient(settings.bootstrap_servers, tenant, user, timeout_s=timeout,
-                                 topics_path=settings.topics_path, topic_prefix=settings.topic_prefix) as gw:
+        async with GatewayClient(
+            settings.bootstrap_servers,
+            tenant,
+            user,
+            timeout_s=timeout,
+            topics_path=settings.topics_path,
+            topic_prefix=settings.topic_prefix,
+        ) as gw:
             try:
                 await call(gw)
             except GatewayError as exc:
@@ -253,8 +275,9 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     async def call(gw) -> None:  # type: ignore[no-untyped-def]
-        models = await gw.list_models(capability=args.capability,
-                                      **{k: v for k in ("operation", "provider") if (v := getattr(args, k))})
+        models = await gw.list_models(
+            capability=args.capability, **{k: v for k in ("operation", "provider") if (v := getattr(args, k))}
+        )
         if args.json:
             print(json.dumps([m.model_dump(mode="json") for m in models], indent=2))
             return
@@ -279,7 +302,9 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def go() -> int:
-        async with S3ObjectStore(settings.usage_bucket, endpoint_url=settings.s3_url, create_bucket=False) as store:
+        async with S3ObjectStore(
+            settings.usage_bucket, endpoint_url=settings.s3_url, create_bucket=False
+        ) as store:
             report = await usage_report(store, args.tenant, since=since, until=now, by=args.by)
         print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
         return 0
@@ -292,24 +317,39 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime.s3 import S3ObjectStore
 
     async def go() -> int:
-        async with S3ObjectStore(settings.audit_bucket, endpoint_url=settings.s3_url, create_bucket=False) as store:
+        async with S3ObjectStore(
+            settings.audit_bucket, endpoint_url=settings.s3_url, create_bucket=False
+        ) as store:
             result = await verify(store, args.tenant)
         for finding in result.findings:
             print(f"llmgw: audit {finding.kind}: {finding.message}", file=sys.stderr)
         if not result.ok:
             return 1
         whose = f" of tenant {args.tenant}" if args.tenant else ""
-        print(f"llmgw: verified {result.records} audit records{whose} "
-              f"({result.total} in {result.chains} chains): intact")
+        print(
+            f"llmgw: verified {result.records} audit records{whose} "
+            f"({result.total} in {result.chains} chains): intact"
+        )
         return 0
 
     return asyncio.run(go())
 
 
 COMMANDS = {
-    "up": cmd_up, "down": cmd_down, "status": cmd_status, "restart": cmd_restart, "stop": cmd_stop, "run": cmd_run,
-    "topics": cmd_topics, "schemas": cmd_schemas, "config": cmd_config, "chat": cmd_chat, "embed": cmd_embed,
-    "models": cmd_models, "usage": cmd_usage, "audit": cmd_audit,
+    "up": cmd_up,
+    "down": cmd_down,
+    "status": cmd_status,
+    "restart": cmd_restart,
+    "stop": cmd_stop,
+    "run": cmd_run,
+    "topics": cmd_topics,
+    "schemas": cmd_schemas,
+    "config": cmd_config,
+    "chat": cmd_chat,
+    "embed": cmd_embed,
+    "models": cmd_models,
+    "usage": cmd_usage,
+    "audit": cmd_audit,
 }
 
 if __name__ == "__main__":

@@ -65,11 +65,23 @@ class Stack:
         if not s.external_kafka:
             cmd, _ = infra.kafka_command(self.state, s.kafka_port, infra.free_port())
             comps.append(Component("kafka", cmd, endpoint=s.bootstrap_servers, health=f"tcp:{s.kafka_port}"))
-        comps.append(Component("s3", infra.moto_command(s.s3_port), endpoint=f"http://127.0.0.1:{s.s3_port}",
-                               health=f"tcp:{s.s3_port}"))
+        comps.append(
+            Component(
+                "s3",
+                infra.moto_command(s.s3_port),
+                endpoint=f"http://127.0.0.1:{s.s3_port}",
+                health=f"tcp:{s.s3_port}",
+            )
+        )
         emu = f"http://127.0.0.1:{s.emulator_port}"
-        comps.append(Component("emulator", [py, "-m", "services.emulator", "--port", str(s.emulator_port)],
-                               endpoint=emu, health=f"{emu}/healthz"))
+        comps.append(
+            Component(
+                "emulator",
+                [py, "-m", "services.emulator", "--port", str(s.emulator_port)],
+                endpoint=emu,
+                health=f"{emu}/healthz",
+            )
+        )
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap_servers,
             "LLMGW_CONFIG": str(s.config_path),
@@ -84,21 +96,32 @@ class Stack:
         for i in range(routers):
             comps.append(Component(f"router-{i}", [py, "-m", "services.router"], dict(env), health="ready"))
         for i in range(executors):
-            comps.append(Component(f"executor-{i}", [py, "-m", "services.executor"], dict(env), health="ready"))
+            comps.append(
+                Component(f"executor-{i}", [py, "-m", "services.executor"], dict(env), health="ready")
+            )
         for sink in ("usage-sink", "audit-sink"):
-            comps.append(Component(sink, [py, "-m", f"services.{sink.replace('-', '_')}"], dict(env), health="ready"))
+            comps.append(
+                Component(sink, [py, "-m", f"services.{sink.replace('-', '_')}"], dict(env), health="ready")
+            )
         if edge:
             url = f"http://{s.edge_host}:{s.edge_port}"
-            edge_env = env | {"LLMGW_EDGE_HOST": s.edge_host, "LLMGW_EDGE_PORT": str(s.edge_port),
-                              "LLMGW_EDGE_WORKERS": str(s.edge_workers)}
-            comps.append(Component("edge", [py, "-m", "services.edge"], edge_env, endpoint=url, health=f"{url}/readyz"))
+            edge_env = env | {
+                "LLMGW_EDGE_HOST": s.edge_host,
+                "LLMGW_EDGE_PORT": str(s.edge_port),
+                "LLMGW_EDGE_WORKERS": str(s.edge_workers),
+            }
+            comps.append(
+                Component("edge", [py, "-m", "services.edge"], edge_env, endpoint=url, health=f"{url}/readyz")
+            )
         for c in comps:
             c.env.setdefault("LLMGW_INSTANCE_ID", c.name)
         return comps
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def up(self, routers: int = 1, executors: int = 1, edge: bool = True, timeout: float = 120) -> list[Component]:
+    def up(
+        self, routers: int = 1, executors: int = 1, edge: bool = True, timeout: float = 120
+    ) -> list[Component]:
         running = [c for c in self.load() if _alive(c.pid)]
         if running:
             raise RuntimeError(
@@ -137,8 +160,15 @@ class Stack:
         ready.unlink(missing_ok=True)
         env = os.environ | c.env | {"LLMGW_READY_FILE": str(ready), "PYTHONUNBUFFERED": "1"}
         with open(c.log, "ab") as log:
-            proc = subprocess.Popen(c.cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
+            proc = subprocess.Popen(
+                c.cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=str(Path(__file__).resolve().parents[2]),
+            )
         c.pid = proc.pid
         c.env = {k: v for k, v in c.env.items()}
 
@@ -169,13 +199,28 @@ class Stack:
         out = []
         for c in self.load():
             alive = _alive(c.pid)
-            out.append({
-                "name": c.name, "pid": c.pid, "endpoint": c.endpoint, "log": c.log,
-                "running": alive, "healthy": alive and self._healthy(c),
-            })
+            out.append(
+                {
+                    "name": c.name,
+                    "pid": c.pid,
+                    "endpoint": c.endpoint,
+                    "log": c.log,
+                    "running": alive,
+                    "healthy": alive and self._healthy(c),
+                }
+            )
         if self.settings.external_kafka:
-            out.insert(0, {"name": "kafka", "pid": None, "endpoint": self.settings.bootstrap_servers,
-                           "running": True, "healthy": None, "external": True})
+            out.insert(
+                0,
+                {
+                    "name": "kafka",
+                    "pid": None,
+                    "endpoint": self.settings.bootstrap_servers,
+                    "running": True,
+                    "healthy": None,
+                    "external": True,
+                },
+            )
         return out
 
     def down(self, grace: float = 15) -> list[str]:

@@ -76,7 +76,10 @@ def _undecodable(request_id: str, tenant_id: str, exc: Exception) -> ResultProdu
         request_id=request_id,
         tenant_id=tenant_id,
         status="error",
-        error={"code": "internal_error", "message": f"reply to {request_id} could not be read by this SDK: {exc}"},
+        error={
+            "code": "internal_error",
+            "message": f"reply to {request_id} could not be read by this SDK: {exc}",
+        },
     )
 
 
@@ -164,12 +167,17 @@ class GatewayClient:
 
     # --- requests ------------------------------------------------------------------------
 
-    def build_request(self, model: str, messages: list[dict[str, Any]], *, stream: bool, **kw: Any) -> ChatRequested:
+    def build_request(
+        self, model: str, messages: list[dict[str, Any]], *, stream: bool, **kw: Any
+    ) -> ChatRequested:
         """Known sampling fields become ``params``; any other keyword goes to ``params.extra``
         and reaches providers unchanged."""
         params = {k: kw.pop(k) for k in list(kw) if k in _PARAMS}
-        fields = {k: kw.pop(k) for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id", "tenant_id",
-                                         "api_key") if k in kw}
+        fields = {
+            k: kw.pop(k)
+            for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id", "tenant_id", "api_key")
+            if k in kw
+        }
         timeouts = Timeouts(ttft_ms=kw.pop("ttft_ms", None), total_ms=kw.pop("total_ms", None))
         params["extra"] = kw.pop("extra", {}) | kw
         return ChatRequested(
@@ -199,8 +207,15 @@ class GatewayClient:
             **fields,
         }
 
-    def build_embed(self, model: str, input: str | list[str], *, dimensions: int | None = None,
-                    encoding_format: str = "float", **kw: Any) -> EmbedRequested:
+    def build_embed(
+        self,
+        model: str,
+        input: str | list[str],
+        *,
+        dimensions: int | None = None,
+        encoding_format: str = "float",
+        **kw: Any,
+    ) -> EmbedRequested:
         """Keywords the SDK does not model go to ``extra`` and reach providers unchanged."""
         common = self._common(kw)
         fallbacks = kw.pop("fallbacks", [])
@@ -214,8 +229,14 @@ class GatewayClient:
             extra=kw.pop("extra", {}) | kw,
         )
 
-    async def embed(self, model: str, input: str | list[str], dimensions: int | None = None,
-                    encoding_format: str = "float", **kw: Any) -> ResultProduced:
+    async def embed(
+        self,
+        model: str,
+        input: str | list[str],
+        dimensions: int | None = None,
+        encoding_format: str = "float",
+        **kw: Any,
+    ) -> ResultProduced:
         """Embeddings of ``input`` (one text or many): ``result.output.data[i].embedding`` is the
         vector of ``input[i]`` (floats, or base64 with ``encoding_format="base64"``)."""
         timeout = kw.pop("timeout_s", self.timeout_s)
@@ -282,7 +303,9 @@ class GatewayClient:
                 await self._stop(req.request_id, reason)
             self._forget(req.request_id)
 
-    async def stream_chat(self, model: str, messages: list[dict[str, Any]], **kw: Any) -> AsyncIterator[ChunkEmitted]:
+    async def stream_chat(
+        self, model: str, messages: list[dict[str, Any]], **kw: Any
+    ) -> AsyncIterator[ChunkEmitted]:
         """Chunks in ``seq`` order; the last has ``final`` with finish reason and usage."""
         timeout = kw.pop("timeout_s", self.timeout_s)
         req = self.build_request(model, messages, stream=True, **kw)

@@ -55,7 +55,9 @@ class ReplyTo(Model):
 
 
 class Timeouts(Model):
-    ttft_ms: int | None = Field(default=None, gt=0, description="Time to first token before the attempt fails")
+    ttft_ms: int | None = Field(
+        default=None, gt=0, description="Time to first token before the attempt fails"
+    )
     total_ms: int | None = Field(default=None, gt=0, description="Whole request, all attempts")
 
 
@@ -140,7 +142,9 @@ class EmbedRequested(ModelRequest):
     input: list[str] = Field(min_length=1, description="The texts to embed; a single text is a list of one")
     dimensions: int | None = Field(default=None, gt=0)
     encoding_format: Literal["float", "base64"] = "float"
-    extra: dict[str, Any] = Field(default_factory=dict, description="Provider fields the gateway does not model")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Provider fields the gateway does not model"
+    )
 
 
 class ModelFilter(Model):
@@ -230,7 +234,8 @@ class ExecutionPlanned(Envelope):
     total_ms: int | None = None
     accepted_at: datetime = Field(default_factory=utcnow)
     ratelimit: RateLimitInfo | None = Field(
-        default=None, description="Governed tenants only: the rate-limit numbers at admission, for the answer's headers"
+        default=None,
+        description="Governed tenants only: the rate-limit numbers at admission, for the answer's headers",
     )
 
 
@@ -284,15 +289,20 @@ class ChunkEmitted(Envelope):
     usage: Usage | None = None
     model: str | None = None
     provider: str | None = None
-    ttft_ms: float | None = Field(default=None, description="First chunk only: the provider's time to first token")
-    error: ErrorInfo | None = Field(default=None, description="Final chunk only: the request failed after streaming")
+    ttft_ms: float | None = Field(
+        default=None, description="First chunk only: the provider's time to first token"
+    )
+    error: ErrorInfo | None = Field(
+        default=None, description="Final chunk only: the request failed after streaming"
+    )
     fallback: str | None = Field(
         default=None,
         description="First chunk only, when a deployment other than the first planned one answers:"
         " '<first planned> -> <answering>', each as alias/provider (the edge's x-llmgw-fallback header)",
     )
     ratelimit: RateLimitInfo | None = Field(
-        default=None, description="First chunk only: the plan's rate-limit numbers (the edge's x-ratelimit-* headers)"
+        default=None,
+        description="First chunk only: the plan's rate-limit numbers (the edge's x-ratelimit-* headers)",
     )
 
 
@@ -323,7 +333,9 @@ class DeploymentInfo(Model):
     model: str
     price: Price
     usable: bool = Field(description="False while recent calls to it have failed")
-    ttft_ms_avg: float | None = Field(default=None, description="Moving average of observed time to first token")
+    ttft_ms_avg: float | None = Field(
+        default=None, description="Moving average of observed time to first token"
+    )
 
 
 class ModelInfo(Model):
@@ -363,7 +375,9 @@ class ResultProduced(Envelope):
     provider: str | None = None
     model: str | None = None
     fallback_used: bool = False
-    fallback_from: str | None = Field(default=None, description="The first deployment tried, as alias/provider")
+    fallback_from: str | None = Field(
+        default=None, description="The first deployment tried, as alias/provider"
+    )
     usage: Usage | None = None
     latency: Latency = Field(default_factory=Latency)
     streamed: bool = False
@@ -395,7 +409,9 @@ class UsageRecorded(Envelope):
     model: str | None = None
     conversation_id: str | None = None
     client_id: str | None = None
-    api_key: str | None = Field(default=None, description="The name of the API key the request came with, if any")
+    api_key: str | None = Field(
+        default=None, description="The name of the API key the request came with, if any"
+    )
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -408,7 +424,8 @@ class UsageRecorded(Envelope):
     fallback_used: bool = False
     units: dict[str, float] = Field(default_factory=dict, description="Usage beyond tokens, see Usage.units")
     failed_attempts: list[FailedAttempt] | None = Field(
-        default=None, description="Deployments that failed before this one answered (or before the request failed)"
+        default=None,
+        description="Deployments that failed before this one answered (or before the request failed)",
     )
 
 
@@ -479,8 +496,9 @@ class LedgerSnapshot(Model):
         default_factory=list, description="Requests still in the window or not yet settled"
     )
     spent: list[tuple[str, str, float]] = Field(
-        default_factory=list, description="(scope, period, settled USD): scope 'tenant', 'user:<id>' or"
-        " 'key:<name>'; period 'day:YYYY-MM-DD' or 'month:YYYY-MM'"
+        default_factory=list,
+        description="(scope, period, settled USD): scope 'tenant', 'user:<id>' or"
+        " 'key:<name>'; period 'day:YYYY-MM-DD' or 'month:YYYY-MM'",
     )
 
 
@@ -522,4 +540,8 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
 }
 
 #: type string -> what the event's JSON Schema is generated from.
-EVENT_SCHEMAS: dict[str, Any] = {**EVENT_MODELS, "llm.request.v1": AnyRequest, "llm.ledger.v1": LedgerSnapshot}
+EVENT_SCHEMAS: dict[str, Any] = {
+    **EVENT_MODELS,
+    "llm.request.v1": AnyRequest,
+    "llm.ledger.v1": LedgerSnapshot,
+}

@@ -48,8 +48,16 @@ log = logging.getLogger(__name__)
 class EdgeApp:
     """Raw ASGI (``http`` and ``lifespan``)."""
 
-    def __init__(self, settings: EdgeSettings, config: GatewayConfig, *, pipeline: Pipeline | None = None,
-                 routes: list[Route] | None = None, created: int = 0, audit: Audit | None = None):
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        config: GatewayConfig,
+        *,
+        pipeline: Pipeline | None = None,
+        routes: list[Route] | None = None,
+        created: int = 0,
+        audit: Audit | None = None,
+    ):
         self.settings = settings
         self.edge = Edge(settings, config, KeyIndex(config), created=created)
         self._pipeline = pipeline
@@ -133,8 +141,13 @@ class EdgeApp:
             await pipeline.aclose()
 
 
-def create_app(settings: Settings | EdgeSettings | None = None, *, config: GatewayConfig | None = None,
-               pipeline: Pipeline | None = None, audit: Audit | None = None) -> EdgeApp:
+def create_app(
+    settings: Settings | EdgeSettings | None = None,
+    *,
+    config: GatewayConfig | None = None,
+    pipeline: Pipeline | None = None,
+    audit: Audit | None = None,
+) -> EdgeApp:
     """The edge's ASGI app. ``config`` defaults to the file named by the settings; ``pipeline``
     (tests) replaces the per-process ``EdgeClient`` started at lifespan start-up, ``audit`` (tests)
     what the edge's own rejections are published with (default: that client's ``audit``)."""

@@ -43,8 +43,20 @@ T = TypeVar("T")
 class Request:
     """One HTTP request: what the route needs, read once."""
 
-    __slots__ = ("scope", "receive", "started", "params", "request_id", "caller", "body", "authorization",
-                 "request_id_header", "content_length", "client_id", "dispatched")
+    __slots__ = (
+        "scope",
+        "receive",
+        "started",
+        "params",
+        "request_id",
+        "caller",
+        "body",
+        "authorization",
+        "request_id_header",
+        "content_length",
+        "client_id",
+        "dispatched",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, started: float, params: dict[str, str]):
         self.scope = scope
@@ -144,7 +156,13 @@ class Response:
 
     __slots__ = ("status", "body", "headers")
 
-    def __init__(self, status: int, body: bytes, headers: Headers | None = None, content_type: tuple[bytes, bytes] = JSON):
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        headers: Headers | None = None,
+        content_type: tuple[bytes, bytes] = JSON,
+    ):
         self.status = status
         self.body = body
         self.headers = [content_type, *(headers or ())]
@@ -210,12 +228,15 @@ class Router:
         if methods is None:
             for prefix, name, by_method in self._prefixed:
                 if path.startswith(prefix) and len(path) > len(prefix):
-                    methods, params = by_method, {name: path[len(prefix):]}
+                    methods, params = by_method, {name: path[len(prefix) :]}
                     break
             else:
                 raise HTTPError(404, f"Invalid URL ({method} {path})")
         route = methods.get(method)
         if route is None:
-            raise HTTPError(405, f"Method {method} not allowed for {path}",
-                            headers=[(b"allow", ", ".join(sorted(methods)).encode())])
+            raise HTTPError(
+                405,
+                f"Method {method} not allowed for {path}",
+                headers=[(b"allow", ", ".join(sorted(methods)).encode())],
+            )
         return route, params

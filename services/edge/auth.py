@@ -39,15 +39,19 @@ class KeyIndex:
     """sha256(key) -> ``Caller``, built once from the configuration."""
 
     def __init__(self, config: GatewayConfig):
-        self._callers = {k.sha256: Caller(tenant, k.user, k.name)
-                         for tenant, tc in config.tenants.items() for k in tc.api_keys}
+        self._callers = {
+            k.sha256: Caller(tenant, k.user, k.name)
+            for tenant, tc in config.tenants.items()
+            for k in tc.api_keys
+        }
 
     def authenticate(self, authorization: bytes | None) -> Caller:
         """The caller for this header, or ``AuthenticationError`` (401)."""
         token = bearer_token(authorization)
         if token is None:
             raise AuthenticationError(
-                "missing API key: send it as 'Authorization: Bearer <key>'" if not authorization
+                "missing API key: send it as 'Authorization: Bearer <key>'"
+                if not authorization
                 else "malformed Authorization header: expected 'Bearer <key>'"
             )
         # sha256 of the header's bytes == hash_key(key) (which hashes the key's UTF-8 bytes)

@@ -78,13 +78,20 @@ def error_headers(err: GatewayError) -> Headers:
     out = ratelimit_headers(err.details.get("ratelimit")) if err.details else []
     retry = err.details.get("retry_after_s") if err.details else None
     if err.code == "rate_limited" and isinstance(retry, int | float):
-        out += [(b"retry-after", str(max(math.ceil(retry), 1)).encode()),
-                (b"retry-after-ms", str(max(math.ceil(retry * 1000), 1)).encode())]
+        out += [
+            (b"retry-after", str(max(math.ceil(retry), 1)).encode()),
+            (b"retry-after-ms", str(max(math.ceil(retry * 1000), 1)).encode()),
+        ]
     return out
 
 
 def openai_body(err: GatewayError) -> dict[str, Any]:
-    body: dict[str, Any] = {"message": err.message, "type": err.openai_type, "param": err.param, "code": err.code}
+    body: dict[str, Any] = {
+        "message": err.message,
+        "type": err.openai_type,
+        "param": err.param,
+        "code": err.code,
+    }
     if err.details and (details := {k: v for k, v in err.details.items() if k not in PRIVATE_DETAILS}):
         body["details"] = details
     return {"error": body}
@@ -93,7 +100,9 @@ def openai_body(err: GatewayError) -> dict[str, Any]:
 def openai_error(err: GatewayError | HTTPError) -> tuple[int, bytes]:
     """(HTTP status, OpenAI error body) for an error."""
     if isinstance(err, HTTPError):
-        body = {"error": {"message": err.message, "type": "invalid_request_error", "param": None, "code": None}}
+        body = {
+            "error": {"message": err.message, "type": "invalid_request_error", "param": None, "code": None}
+        }
         return err.status, orjson.dumps(body)
     return err.http_status, orjson.dumps(openai_body(err))
 

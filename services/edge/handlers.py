@@ -36,8 +36,17 @@ ROUTES: list[Route] = [
     Route("GET", "/healthz", healthz, openai_errors, auth=False),
     Route("GET", "/readyz", readyz, openai_errors, auth=False),
     # OpenAI-compatible API
-    Route("POST", "/v1/chat/completions", chat.create_chat_completion, openai_errors, body=True, operation="chat"),
-    Route("POST", "/v1/embeddings", embeddings.create_embeddings, openai_errors, body=True, operation="embed"),
+    Route(
+        "POST",
+        "/v1/chat/completions",
+        chat.create_chat_completion,
+        openai_errors,
+        body=True,
+        operation="chat",
+    ),
+    Route(
+        "POST", "/v1/embeddings", embeddings.create_embeddings, openai_errors, body=True, operation="embed"
+    ),
     Route("GET", "/v1/models", models.list_models, openai_errors, operation="models.list"),
     Route("GET", "/v1/models/{model}", models.retrieve_model, openai_errors, operation="models.list"),
     # native API

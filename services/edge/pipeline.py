@@ -31,11 +31,20 @@ from .auth import Caller
 class Pipeline(Protocol):
     """What the edge needs from the pipeline (tests pass a fake)."""
 
-    def request(self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool,
-                **kw: Any) -> ChatRequested: ...
+    def request(
+        self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool, **kw: Any
+    ) -> ChatRequested: ...
 
-    def embed_request(self, caller: Caller, model: str, input: str | list[str], *, dimensions: int | None = None,
-                      encoding_format: str = "float", **kw: Any) -> EmbedRequested: ...
+    def embed_request(
+        self,
+        caller: Caller,
+        model: str,
+        input: str | list[str],
+        *,
+        dimensions: int | None = None,
+        encoding_format: str = "float",
+        **kw: Any,
+    ) -> EmbedRequested: ...
 
     async def result(self, req: ChatRequested, timeout: float) -> ResultProduced: ...
 
@@ -76,20 +85,41 @@ class EdgeClient(GatewayClient):
             reply_partition=reply_partition(topics.replies.partitions),
         )
 
-    def request(self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool,
-                **kw: Any) -> ChatRequested:
-        return self.build_request(model, messages, stream=stream, tenant_id=caller.tenant_id,
-                                  user_id=caller.user_id, **kw)
+    def request(
+        self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool, **kw: Any
+    ) -> ChatRequested:
+        return self.build_request(
+            model, messages, stream=stream, tenant_id=caller.tenant_id, user_id=caller.user_id, **kw
+        )
 
-    def embed_request(self, caller: Caller, model: str, input: str | list[str], *, dimensions: int | None = None,
-                      encoding_format: str = "float", **kw: Any) -> EmbedRequested:
-        return self.build_embed(model, input, dimensions=dimensions, encoding_format=encoding_format,
-                                tenant_id=caller.tenant_id, user_id=caller.user_id, **kw)
+    def embed_request(
+        self,
+        caller: Caller,
+        model: str,
+        input: str | list[str],
+        *,
+        dimensions: int | None = None,
+        encoding_format: str = "float",
+        **kw: Any,
+    ) -> EmbedRequested:
+        return self.build_embed(
+            model,
+            input,
+            dimensions=dimensions,
+            encoding_format=encoding_format,
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            **kw,
+        )
 
     async def audit(self, event: AuditRecorded) -> asyncio.Future[object]:
         """Publish one audit record (``llm.audit``, key tenant); the future is its ack."""
         return await self._publisher.publish(self.topics.audit.name, event, key=event.tenant_id)
 
     async def models(self, caller: Caller, model: str | None, timeout: float) -> list[ModelInfo]:
-        return await self.list_models(tenant_id=caller.tenant_id, user_id=caller.user_id, timeout_s=timeout,
-                                      **({"model": model} if model is not None else {}))
+        return await self.list_models(
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            timeout_s=timeout,
+            **({"model": model} if model is not None else {}),
+        )

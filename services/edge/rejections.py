@@ -53,8 +53,15 @@ class Rejections:
         user = caller.user_id if caller else None
         key = getattr(caller, "key", None)
         self.request_log.outcome(
-            request_id=req.request_id, tenant=tenant, user=user, api_key=key, client_id=req.client_id,
-            operation=operation, status="error", error=err.code, http_status=status,
+            request_id=req.request_id,
+            tenant=tenant,
+            user=user,
+            api_key=key,
+            client_id=req.client_id,
+            operation=operation,
+            status="error",
+            error=err.code,
+            http_status=status,
             latency_ms=(time.perf_counter() - req.started) * 1000,
         )
         if self.audit is None:
@@ -62,8 +69,14 @@ class Rejections:
         client = req.scope.get("client")
         who = f" (client {client[0]})" if client else ""
         event = AuditRecorded(
-            request_id=req.request_id, tenant_id=tenant, user_id=user, action="blocked", operation=operation,
-            actor="edge", client_id=req.client_id, error_code=err.code,  # type: ignore[arg-type]
+            request_id=req.request_id,
+            tenant_id=tenant,
+            user_id=user,
+            action="blocked",
+            operation=operation,
+            actor="edge",
+            client_id=req.client_id,
+            error_code=err.code,  # type: ignore[arg-type]
             reason=err.message + who,
         )
         try:

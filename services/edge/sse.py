@@ -113,7 +113,9 @@ class SseResponse:
             if not (self._gone or self._finished):
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     async with asyncio.timeout(1.0):
-                        await self._fail(send, InternalError("the gateway is shutting down; retry the request"))
+                        await self._fail(
+                            send, InternalError("the gateway is shutting down; retry the request")
+                        )
             raise
         finally:
             watcher.cancel()
@@ -130,7 +132,9 @@ class SseResponse:
             async for event in events:
                 data = self._encoder.encode(event)
                 if self._first is None:
-                    self._first = self._encoder.first_headers(event, (time.perf_counter() - self._started) * 1000)
+                    self._first = self._encoder.first_headers(
+                        event, (time.perf_counter() - self._started) * 1000
+                    )
                     if self._more_first is not None:
                         self._first = [*self._first, *self._more_first(event)]
                 if data:
@@ -203,8 +207,12 @@ class SseResponse:
         if not self._sent_head:
             self._sent_head = True
             status, body = self._error_body(err)
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                       *self.headers[self._n_own:], *(self._error_headers(err) if self._error_headers else ())]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *self.headers[self._n_own :],
+                *(self._error_headers(err) if self._error_headers else ()),
+            ]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         else:

@@ -15,8 +15,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args(argv)
     # timeout_graceful_shutdown: ``hang=1`` requests would otherwise keep Ctrl-C waiting for their clients.
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=3)
+    uvicorn.run(
+        create_app(),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
 
 
 if __name__ == "__main__":

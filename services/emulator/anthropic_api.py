@@ -69,7 +69,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request (emulated)."),
     401: ("authentication_error", "invalid x-api-key (emulated)"),
     402: ("billing_error", "Billing error (emulated)."),
-    403: ("permission_error", "Your API key does not have permission to use the specified resource (emulated)."),
+    403: (
+        "permission_error",
+        "Your API key does not have permission to use the specified resource (emulated).",
+    ),
     404: ("not_found_error", "Not found (emulated)."),
     413: ("request_too_large", "Request exceeds the maximum allowed number of bytes (emulated)."),
     429: ("rate_limit_error", "Number of request tokens has exceeded your rate limit (emulated)."),
@@ -82,10 +85,15 @@ _ERRORS: dict[int, tuple[str, str]] = {
 def error(status: int, message: str | None = None, headers: dict[str, str] | None = None) -> Response:
     """An Anthropic-shaped error response."""
     kind, default_message = _ERRORS.get(
-        status, ("api_error" if status >= 500 else "invalid_request_error", f"Emulated error (status {status}).")
+        status,
+        ("api_error" if status >= 500 else "invalid_request_error", f"Emulated error (status {status})."),
     )
     request_id = text.new_id("req_")
-    body = {"type": "error", "error": {"type": kind, "message": message or default_message}, "request_id": request_id}
+    body = {
+        "type": "error",
+        "error": {"type": kind, "message": message or default_message},
+        "request_id": request_id,
+    }
     return json_response(body, status, {"request-id": request_id, **(headers or {})})
 
 
@@ -106,7 +114,11 @@ def check_tool_results(messages: list[Any]) -> bool:
         if not isinstance(message, dict):
             continue
         role, content = message.get("role"), message.get("content")
-        blocks = [(i, j, b) for j, b in enumerate(content) if isinstance(b, dict)] if isinstance(content, list) else []
+        blocks = (
+            [(i, j, b) for j, b in enumerate(content) if isinstance(b, dict)]
+            if isinstance(content, list)
+            else []
+        )
         if turns and turns[-1][0] == role:
             turns[-1][2].extend(blocks)
         else:
@@ -121,15 +133,19 @@ def check_tool_results(messages: list[Any]) -> bool:
                 if block.get("type") == "tool_result":
                     tool_use_id = block.get("tool_use_id")
                     if tool_use_id not in open_ids:
-                        raise BadRequest(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` "
-                                         f"blocks: {tool_use_id}. Each `tool_result` block must have a corresponding "
-                                         "`tool_use` block in the previous message.")
+                        raise BadRequest(
+                            f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` "
+                            f"blocks: {tool_use_id}. Each `tool_result` block must have a corresponding "
+                            "`tool_use` block in the previous message."
+                        )
                     seen.append(tool_use_id)
         missing = [str(x) for x in open_ids if x not in seen]
         if missing:
-            raise BadRequest(f"messages.{owner}: `tool_use` ids were found without `tool_result` blocks "
-                             f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
-                             "corresponding `tool_result` block in the next message.")
+            raise BadRequest(
+                f"messages.{owner}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
+                "corresponding `tool_result` block in the next message."
+            )
         open_ids = []
         if role == "assistant":
             uses = [(i, b.get("id")) for i, _, b in blocks if b.get("type") == "tool_use"]
@@ -147,8 +163,10 @@ def plan_tool_uses(body: dict[str, Any], scenario: Scenario, after_tool_result: 
     choice = choice or {}
     kind = choice.get("type", "auto")
     if kind not in _CHOICE_TYPES:
-        raise BadRequest(f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the expected "
-                         "tags: 'auto', 'any', 'tool', 'none'")
+        raise BadRequest(
+            f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the expected "
+            "tags: 'auto', 'any', 'tool', 'none'"
+        )
     if not offered:
         return []
     if not isinstance(offered, list):
@@ -172,9 +190,12 @@ def plan_tool_uses(body: dict[str, Any], scenario: Scenario, after_tool_result: 
         custom = [t for t in custom if t[0] == wanted]
         if not custom:
             raise BadRequest(f"tool_choice: tool '{wanted}' was not found in the provided tools")
-    count = tools.call_count(scenario, forced=kind in ("any", "tool"),
-                             single=choice.get("disable_parallel_tool_use") is True,
-                             after_tool_result=after_tool_result)
+    count = tools.call_count(
+        scenario,
+        forced=kind in ("any", "tool"),
+        single=choice.get("disable_parallel_tool_use") is True,
+        after_tool_result=after_tool_result,
+    )
     return tools.make_calls(custom, count, scenario)
 
 
@@ -215,8 +236,10 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 _TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
-_JSON_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-               b'"delta":{"type":"input_json_delta","partial_json":')
+_JSON_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"input_json_delta","partial_json":'
+)
 _DELTA_END = b"}}\n\n"
 _PING = _event("ping", {"type": "ping"})
 _BLOCK_STOP = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
@@ -246,8 +269,10 @@ async def messages(request: Request) -> Response:
     cached = min(scenario.cached, prompt)
     if calls:
         stop_reason = "tool_use"
-        blocks: list[dict[str, Any]] = [{"type": "tool_use", "id": text.new_id("toolu_"), "name": call.name,
-                                         "input": call.arguments} for call in calls]
+        blocks: list[dict[str, Any]] = [
+            {"type": "tool_use", "id": text.new_id("toolu_"), "name": call.name, "input": call.arguments}
+            for call in calls
+        ]
         pieces = [call.pieces for call in calls]
     else:
         stop_reason = "end_turn"
@@ -260,10 +285,23 @@ async def messages(request: Request) -> Response:
         blocks = [{"type": "text", "text": "".join(answer)}]
         pieces = [answer]
     output_tokens = sum(map(len, pieces))
-    usage = {"input_tokens": prompt - cached, "cache_creation_input_tokens": 0,
-             "cache_read_input_tokens": cached, "output_tokens": output_tokens, "service_tier": "standard"}
-    message = {"id": text.new_id("msg_"), "type": "message", "role": "assistant", "model": name,
-               "content": blocks, "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
+    usage = {
+        "input_tokens": prompt - cached,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+    message = {
+        "id": text.new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": name,
+        "content": blocks,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
     headers = {"request-id": text.new_id("req_")}
     if stream:
         return _stream(message, pieces, scenario, headers)
@@ -282,14 +320,22 @@ def _delta_prefix(index: int, kind: str) -> bytes:
 
 def _block_start(index: int, block: dict[str, Any]) -> bytes:
     opened = {**block, "input": {}} if block["type"] == "tool_use" else {"type": "text", "text": ""}
-    return _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened})
+    return _event(
+        "content_block_start", {"type": "content_block_start", "index": index, "content_block": opened}
+    )
 
 
 def _block_stop(index: int) -> bytes:
-    return _BLOCK_STOP if index == 0 else _event("content_block_stop", {"type": "content_block_stop", "index": index})
+    return (
+        _BLOCK_STOP
+        if index == 0
+        else _event("content_block_stop", {"type": "content_block_stop", "index": index})
+    )
 
 
-def _stream(message: dict[str, Any], pieces: list[list[str]], scenario: Scenario, headers: dict[str, str]) -> Stream:
+def _stream(
+    message: dict[str, Any], pieces: list[list[str]], scenario: Scenario, headers: dict[str, str]
+) -> Stream:
     """Blocks are indexed 0..n-1; each is start, deltas (one body write per piece), stop; a
     block's stop and the next one's start go out with that next block's first delta."""
     blocks = message["content"]
@@ -313,16 +359,23 @@ def _stream(message: dict[str, Any], pieces: list[list[str]], scenario: Scenario
         body.extend(events)
     tail = [
         _block_stop(len(blocks) - 1),
-        _event("message_delta", {"type": "message_delta",
-                                 "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                 "usage": {"output_tokens": usage["output_tokens"]}}),
+        _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        ),
         _MESSAGE_STOP,
     ]
     return Stream(head, body, tail, scenario, "text/event-stream; charset=utf-8", headers)
 
 
 def models_body() -> dict[str, Any]:
-    data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODELS]
+    data = [
+        {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODELS
+    ]
     return {"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]}
 
 

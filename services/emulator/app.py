@@ -50,7 +50,9 @@ async def get_model(request: Request) -> Response:
 def _kind(request: Request) -> tuple[str | None, Response | None]:
     kind = request.query_params.get("kind")
     if kind is not None and kind not in CALL_KINDS:
-        return None, json_response({"error": f"unknown call kind {kind!r} (known: {', '.join(CALL_KINDS)})"}, 400)
+        return None, json_response(
+            {"error": f"unknown call kind {kind!r} (known: {', '.join(CALL_KINDS)})"}, 400
+        )
     return kind, None
 
 

@@ -129,7 +129,10 @@ class JSONBytes(Response):
         self.body = body
         self.status_code = status
         self.background = None
-        self.raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        self.raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         if headers:
             self.raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
 
@@ -169,8 +172,14 @@ def new_call_log() -> deque[dict[str, Any]]:
 
 def record_call(request: Request, kind: str, model: str, inputs: list[Any]) -> dict[str, Any]:
     """Log one provider call (``/_emulator/calls``); the caller sets ``status`` once it answers."""
-    entry = {"kind": kind, "path": request.scope["path"], "model": model, "inputs": inputs,
-             "time": time.time(), "status": None}
+    entry = {
+        "kind": kind,
+        "path": request.scope["path"],
+        "model": model,
+        "inputs": inputs,
+        "time": time.time(),
+        "status": None,
+    }
     log = getattr(request.app.state, "calls", None)
     if log is not None:
         log.append(entry)

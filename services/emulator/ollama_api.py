@@ -76,8 +76,9 @@ _MESSAGES = {
 
 def error(status: int, message: str | None = None, headers: dict[str, str] | None = None) -> Response:
     """An Ollama-shaped error response."""
-    return json_response({"error": message or _MESSAGES.get(status, f"emulated error (status {status})")},
-                         status, headers)
+    return json_response(
+        {"error": message or _MESSAGES.get(status, f"emulated error (status {status})")}, status, headers
+    )
 
 
 def _created_at() -> str:
@@ -163,9 +164,13 @@ async def chat(request: Request) -> Response:
         count = len(pieces)
     created = _created_at()
     eval_ns = max(int(scenario.chunk_delay_ms * 1e6) * count, MIN_TOKEN_NS * max(count, 1))
-    stats = {"load_duration": LOAD_NS, "prompt_eval_count": prompt,
-             "prompt_eval_duration": max(int(scenario.ttfb_ms * 1e6), MIN_TOKEN_NS),
-             "eval_count": count, "eval_duration": eval_ns}
+    stats = {
+        "load_duration": LOAD_NS,
+        "prompt_eval_count": prompt,
+        "prompt_eval_duration": max(int(scenario.ttfb_ms * 1e6), MIN_TOKEN_NS),
+        "eval_count": count,
+        "eval_duration": eval_ns,
+    }
     tool_calls = [_tool_call(i, call) for i, call in enumerate(calls)]
 
     if not stream:
@@ -173,21 +178,52 @@ async def chat(request: Request) -> Response:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces)}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        return json_response({"model": name, "created_at": created, "message": message, "done": True,
-                              "done_reason": reason, "total_duration": time.perf_counter_ns() - started,
-                              **stats})
+        return json_response(
+            {
+                "model": name,
+                "created_at": created,
+                "message": message,
+                "done": True,
+                "done_reason": reason,
+                "total_duration": time.perf_counter_ns() - started,
+                **stats,
+            }
+        )
 
     if tool_calls:  # each call arrives whole, one line per call (Ollama's streaming tool parser)
-        lines = [orjson.dumps({"model": name, "created_at": created,
-                               "message": {"role": "assistant", "content": "", "tool_calls": [call]},
-                               "done": False}) + b"\n" for call in tool_calls]
+        lines = [
+            orjson.dumps(
+                {
+                    "model": name,
+                    "created_at": created,
+                    "message": {"role": "assistant", "content": "", "tool_calls": [call]},
+                    "done": False,
+                }
+            )
+            + b"\n"
+            for call in tool_calls
+        ]
     else:
-        head = orjson.dumps({"model": name, "created_at": created, "message": {"role": "assistant", "content": ""}})
+        head = orjson.dumps(
+            {"model": name, "created_at": created, "message": {"role": "assistant", "content": ""}}
+        )
         prefix = head[: -len(b'""}}')]
         lines = [prefix + orjson.dumps(piece) + b'},"done":false}\n' for piece in pieces]
     total = time.perf_counter_ns() - started + eval_ns
-    final = orjson.dumps({"model": name, "created_at": created, "message": {"role": "assistant", "content": ""},
-                          "done": True, "done_reason": reason, "total_duration": total, **stats}) + b"\n"
+    final = (
+        orjson.dumps(
+            {
+                "model": name,
+                "created_at": created,
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                "done_reason": reason,
+                "total_duration": total,
+                **stats,
+            }
+        )
+        + b"\n"
+    )
     return Stream([], lines, [final], scenario, "application/x-ndjson")
 
 
@@ -223,8 +259,9 @@ async def embed(request: Request) -> Response:
     return answered(entry, await _embed(request, body, name, scenario, inputs, started))
 
 
-async def _embed(request: Request, body: dict[str, Any], name: str, scenario: Scenario, inputs: list[str],
-                 started: int) -> Response:
+async def _embed(
+    request: Request, body: dict[str, Any], name: str, scenario: Scenario, inputs: list[str], started: int
+) -> Response:
     refused = await _preflight(request, scenario)
     if refused is not None:
         return refused
@@ -240,8 +277,15 @@ async def _embed(request: Request, body: dict[str, Any], name: str, scenario: Sc
         return error(400, f"input[{bad}]: the emulator refuses this input (scenario fail_input)")
     dims = body.get("dimensions") or EMBEDDING_DIMS
     vectors = [text.embedding(item, dims) for item in inputs]
-    return json_response({"model": name, "embeddings": vectors, "total_duration": time.perf_counter_ns() - started,
-                          "load_duration": LOAD_NS, "prompt_eval_count": sum(map(text.count_words, inputs))})
+    return json_response(
+        {
+            "model": name,
+            "embeddings": vectors,
+            "total_duration": time.perf_counter_ns() - started,
+            "load_duration": LOAD_NS,
+            "prompt_eval_count": sum(map(text.count_words, inputs)),
+        }
+    )
 
 
 def _check_legacy_embed(body: dict[str, Any]) -> None:
@@ -272,10 +316,24 @@ async def _legacy_embed(request: Request, scenario: Scenario, prompt: str) -> Re
 
 
 async def tags(request: Request) -> Response:
-    models = [{"name": m, "model": m, "modified_at": "2025-01-01T00:00:00Z", "size": 1_000_000,
-               "digest": "0" * 64, "details": {"parent_model": "", "format": "gguf", "family": "llama",
-                                               "families": ["llama"], "parameter_size": "1B",
-                                               "quantization_level": "Q4_K_M"}} for m in MODELS]
+    models = [
+        {
+            "name": m,
+            "model": m,
+            "modified_at": "2025-01-01T00:00:00Z",
+            "size": 1_000_000,
+            "digest": "0" * 64,
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": "llama",
+                "families": ["llama"],
+                "parameter_size": "1B",
+                "quantization_level": "Q4_K_M",
+            },
+        }
+        for m in MODELS
+    ]
     return json_response({"models": models})
 
 

@@ -93,13 +93,31 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
-def error(status: int, message: str | None = None, *, param: str | None = None, code: str | None = None,
-          headers: dict[str, str] | None = None) -> Response:
+def error(
+    status: int,
+    message: str | None = None,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """An OpenAI-shaped error response."""
     kind, default_code, default_message = _ERRORS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Emulated error (status {status}).")
+        status,
+        (
+            "server_error" if status >= 500 else "invalid_request_error",
+            None,
+            f"Emulated error (status {status}).",
+        ),
     )
-    body = {"error": {"message": message or default_message, "type": kind, "param": param, "code": code or default_code}}
+    body = {
+        "error": {
+            "message": message or default_message,
+            "type": kind,
+            "param": param,
+            "code": code or default_code,
+        }
+    }
     return json_response(body, status, headers)
 
 
@@ -126,8 +144,10 @@ def _strict_node(node: Any, context: tuple[str, ...]) -> str | None:
         required = node.get("required") or []
         missing = [name for name in properties if name not in required]
         if missing:
-            return (f"In context={context}, 'required' is required to be supplied and to be an array including "
-                    f"every key in properties. Missing '{missing[0]}'.")
+            return (
+                f"In context={context}, 'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0]}'."
+            )
         for name, sub in properties.items():
             if problem := _strict_node(sub, (*context, "properties", name)):
                 return problem
@@ -169,11 +189,17 @@ def check_tool_messages(messages: list[Any]) -> bool:
         if role == "tool":
             call_id = message.get("tool_call_id")
             if open_ids is None:
-                raise BadRequest("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
-                                 "message with 'tool_calls'.", param=f"messages.[{i}].role")
+                raise BadRequest(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                    "message with 'tool_calls'.",
+                    param=f"messages.[{i}].role",
+                )
             if call_id not in open_ids:
-                raise BadRequest(f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in 'tool_calls' of "
-                                 "previous message.", param=f"messages.[{i}].tool_call_id")
+                raise BadRequest(
+                    f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in 'tool_calls' of "
+                    "previous message.",
+                    param=f"messages.[{i}].tool_call_id",
+                )
             answered.add(call_id)
             continue
         if open_ids is not None:
@@ -192,16 +218,21 @@ def check_tool_messages(messages: list[Any]) -> bool:
 def _all_answered(open_ids: list[Any], answered: set[Any], owner: int) -> None:
     missing = [str(x) for x in open_ids if x not in answered]
     if missing:
-        raise BadRequest("An assistant message with 'tool_calls' must be followed by tool messages responding to "
-                         "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
-                         + ", ".join(missing), param=f"messages.[{owner}].role")
+        raise BadRequest(
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+            "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+            + ", ".join(missing),
+            param=f"messages.[{owner}].role",
+        )
 
 
 def offered_functions(tools_value: Any) -> list[tuple[str, Any]]:
     """(name, parameters) of the ``function`` tools of an OpenAI/Ollama ``tools`` list (400 if malformed)."""
     if not isinstance(tools_value, list):
-        raise BadRequest(f"Invalid type for 'tools': expected an array, but got {type(tools_value).__name__} "
-                         "instead.", param="tools")
+        raise BadRequest(
+            f"Invalid type for 'tools': expected an array, but got {type(tools_value).__name__} instead.",
+            param="tools",
+        )
     functions = []
     for i, tool in enumerate(tools_value):
         if not isinstance(tool, dict):
@@ -211,12 +242,14 @@ def offered_functions(tools_value: Any) -> list[tuple[str, Any]]:
         function = tool.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str) or not name:
-            raise BadRequest(f"Missing required parameter: 'tools[{i}].function.name'.",
-                             param=f"tools[{i}].function.name")
+            raise BadRequest(
+                f"Missing required parameter: 'tools[{i}].function.name'.", param=f"tools[{i}].function.name"
+            )
         parameters = function.get("parameters")
         if function.get("strict") is True and (problem := strict_problem(parameters)):
-            raise BadRequest(f"Invalid schema for function '{name}': {problem}",
-                             param=f"tools[{i}].function.parameters")
+            raise BadRequest(
+                f"Invalid schema for function '{name}': {problem}", param=f"tools[{i}].function.parameters"
+            )
         functions.append((name, parameters))
     return functions
 
@@ -226,42 +259,64 @@ def plan_tool_calls(body: dict[str, Any], scenario: Scenario, after_tool_result:
     offered, choice = body.get("tools"), body.get("tool_choice")
     if offered is None or offered == []:
         if offered == []:
-            raise BadRequest("Invalid 'tools': empty array. Expected an array with minimum length 1, but got an "
-                             "empty array instead.", param="tools")
+            raise BadRequest(
+                "Invalid 'tools': empty array. Expected an array with minimum length 1, but got an "
+                "empty array instead.",
+                param="tools",
+            )
         if choice is not None:
-            raise BadRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
-                             "specified.", param="tool_choice")
+            raise BadRequest(
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+                param="tool_choice",
+            )
         return []
     functions = offered_functions(offered)
     mode = "auto"
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICES:
-            raise BadRequest(f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.",
-                             param="tool_choice")
+            raise BadRequest(
+                f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.",
+                param="tool_choice",
+            )
         mode = choice
     elif isinstance(choice, dict) and choice.get("type") == "function":
         wanted = (choice.get("function") or {}).get("name")
         functions = [f for f in functions if f[0] == wanted]
         if not functions:
-            raise BadRequest(f"Invalid value for 'tool_choice': no function named '{wanted}' was specified in the "
-                             "'tools' parameter.", param="tool_choice")
+            raise BadRequest(
+                f"Invalid value for 'tool_choice': no function named '{wanted}' was specified in the "
+                "'tools' parameter.",
+                param="tool_choice",
+            )
         mode = "required"
     elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         spec = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else {}
-        names = {(t.get("function") or {}).get("name") or t.get("name")
-                 for t in spec.get("tools") or () if isinstance(t, dict)}
+        names = {
+            (t.get("function") or {}).get("name") or t.get("name")
+            for t in spec.get("tools") or ()
+            if isinstance(t, dict)
+        }
         functions = [f for f in functions if f[0] in names]
         mode = spec.get("mode", "auto")
         if mode not in ("auto", "required"):
-            raise BadRequest(f"Invalid value: '{mode}'. Supported values are: 'auto' and 'required'.",
-                             param="tool_choice.allowed_tools.mode")
+            raise BadRequest(
+                f"Invalid value: '{mode}'. Supported values are: 'auto' and 'required'.",
+                param="tool_choice.allowed_tools.mode",
+            )
     elif choice is not None:
-        raise BadRequest("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object naming "
-                         "a function.", param="tool_choice")
+        raise BadRequest(
+            "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object naming "
+            "a function.",
+            param="tool_choice",
+        )
     if mode == "none":
         return []
-    count = tools.call_count(scenario, forced=mode == "required", single=body.get("parallel_tool_calls") is False,
-                             after_tool_result=after_tool_result)
+    count = tools.call_count(
+        scenario,
+        forced=mode == "required",
+        single=body.get("parallel_tool_calls") is False,
+        after_tool_result=after_tool_result,
+    )
     return tools.make_calls(functions, count, scenario)
 
 
@@ -273,7 +328,11 @@ def _mentions_json(messages: list[Any]) -> bool:
                 return True
         elif isinstance(content, list):
             for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str) and "json" in part["text"].lower():
+                if (
+                    isinstance(part, dict)
+                    and isinstance(part.get("text"), str)
+                    and "json" in part["text"].lower()
+                ):
                     return True
     return False
 
@@ -290,24 +349,34 @@ def response_format(body: dict[str, Any], messages: list[Any]) -> tuple[bool, An
         return False, None
     if kind == "json_object":
         if not _mentions_json(messages):
-            raise BadRequest("'messages' must contain the word 'json' in some form, to use 'response_format' of "
-                             "type 'json_object'.", param="messages")
+            raise BadRequest(
+                "'messages' must contain the word 'json' in some form, to use 'response_format' of "
+                "type 'json_object'.",
+                param="messages",
+            )
         return True, None
     if kind != "json_schema":
-        raise BadRequest(f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
-                         param="response_format.type")
+        raise BadRequest(
+            f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
+            param="response_format.type",
+        )
     spec = fmt.get("json_schema")
     if not isinstance(spec, dict):
-        raise BadRequest("Missing required parameter: 'response_format.json_schema'.",
-                         param="response_format.json_schema")
+        raise BadRequest(
+            "Missing required parameter: 'response_format.json_schema'.", param="response_format.json_schema"
+        )
     name = spec.get("name")
     if not isinstance(name, str) or not name:
-        raise BadRequest("Missing required parameter: 'response_format.json_schema.name'.",
-                         param="response_format.json_schema.name")
+        raise BadRequest(
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            param="response_format.json_schema.name",
+        )
     if not _SCHEMA_NAME.fullmatch(name):
-        raise BadRequest("Invalid 'response_format.json_schema.name': string does not match pattern. Expected a "
-                         "string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                         param="response_format.json_schema.name")
+        raise BadRequest(
+            "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a "
+            "string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+            param="response_format.json_schema.name",
+        )
     schema = spec.get("schema")
     if spec.get("strict") is True and (problem := strict_problem(schema)):
         raise BadRequest(f"Invalid schema for response_format '{name}': {problem}", param="response_format")
@@ -364,46 +433,81 @@ async def chat_completions(request: Request) -> Response:
         "completion_tokens": len(pieces),
         "total_tokens": prompt + len(pieces),
         "prompt_tokens_details": {"cached_tokens": min(scenario.cached, prompt), "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
     cid = text.new_id("chatcmpl-")
     headers = {"x-request-id": text.new_id("req_")}
-    tool_calls = [{"id": text.new_id("call_"), "type": "function",
-                   "function": {"name": call.name, "arguments": call.json}} for call in calls]
+    tool_calls = [
+        {
+            "id": text.new_id("call_"),
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.json},
+        }
+        for call in calls
+    ]
     if stream:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return _stream(cid, name, pieces, finish, usage, calls, tool_calls, include_usage, scenario, headers)
 
     await generation_delay(scenario, len(pieces))
-    message: dict[str, Any] = {"role": "assistant", "content": None if calls else "".join(pieces),
-                               "refusal": None, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if calls else "".join(pieces),
+        "refusal": None,
+        "annotations": [],
+    }
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return json_response({
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": name,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": usage,
-        "service_tier": "default",
-        "system_fingerprint": FINGERPRINT,
-    }, headers=headers)
+    return json_response(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": FINGERPRINT,
+        },
+        headers=headers,
+    )
 
 
 _SENTINEL = "\u2063emulator-piece\u2063"
 
 
-def _stream(cid: str, name: str, pieces: list[str], finish: str, usage: dict[str, Any],
-            calls: list[tools.Call], tool_calls: list[dict[str, Any]], include_usage: bool, scenario: Scenario,
-            headers: dict[str, str]) -> Stream:
-    base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                            "model": name, "service_tier": "default", "system_fingerprint": FINGERPRINT}
+def _stream(
+    cid: str,
+    name: str,
+    pieces: list[str],
+    finish: str,
+    usage: dict[str, Any],
+    calls: list[tools.Call],
+    tool_calls: list[dict[str, Any]],
+    include_usage: bool,
+    scenario: Scenario,
+    headers: dict[str, str],
+) -> Stream:
+    base: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": name,
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        data = {
+            **base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
         if include_usage:
             data["usage"] = None
         return b"data: " + orjson.dumps(data) + b"\n\n"
@@ -420,14 +524,20 @@ def _stream(cid: str, name: str, pieces: list[str], finish: str, usage: dict[str
         # argument pieces; a last chunk with an empty delta carries finish_reason.
         def opening(index: int) -> dict[str, Any]:
             call = tool_calls[index]
-            return {"index": index, "id": call["id"], "type": "function",
-                    "function": {"name": call["function"]["name"], "arguments": ""}}
+            return {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
 
         head = [chunk({"role": "assistant", "content": None, "refusal": None, "tool_calls": [opening(0)]})]
         body = []
         for index, call in enumerate(calls):
-            args = [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-                    for piece in call.pieces]
+            args = [
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in call.pieces
+            ]
             if index:
                 args[0] = chunk({"tool_calls": [opening(index)]}) + args[0]
             body.extend(args)
@@ -459,7 +569,9 @@ def _embedding_inputs(value: Any) -> list[tuple[Any, str, int]]:
                 break
         else:
             return out
-    raise BadRequest("'input' must be a string, an array of strings or an array of token arrays.", param="input")
+    raise BadRequest(
+        "'input' must be a string, an array of strings or an array of token arrays.", param="input"
+    )
 
 
 async def embeddings(request: Request) -> Response:
@@ -486,8 +598,14 @@ async def embeddings(request: Request) -> Response:
     return answered(entry, await _embed(request, name, scenario, inputs, dims, encoding))
 
 
-async def _embed(request: Request, name: str, scenario: Scenario, inputs: list[tuple[Any, str, int]],
-                 dims: int, encoding: str) -> Response:
+async def _embed(
+    request: Request,
+    name: str,
+    scenario: Scenario,
+    inputs: list[tuple[Any, str, int]],
+    dims: int,
+    encoding: str,
+) -> Response:
     outcome = await preflight(request, scenario)
     if outcome is not None:
         return Silent() if outcome == GONE else scenario_error(outcome, scenario)
@@ -495,26 +613,41 @@ async def _embed(request: Request, name: str, scenario: Scenario, inputs: list[t
         return Drop()
     limit = scenario.max_inputs or MAX_EMBEDDING_INPUTS
     if len(inputs) > limit:
-        return error(400, f"Too many inputs. The max number of inputs is {limit}. Please split your request into "
-                          f"batches of {limit} inputs or fewer.", param="input")
+        return error(
+            400,
+            f"Too many inputs. The max number of inputs is {limit}. Please split your request into "
+            f"batches of {limit} inputs or fewer.",
+            param="input",
+        )
     refused = refused_input([item for _, item, _ in inputs], scenario)
     if refused is not None:
-        return error(400, f"Invalid 'input[{refused}]': the emulator refuses this input (scenario fail_input).",
-                     param="input")
+        return error(
+            400,
+            f"Invalid 'input[{refused}]': the emulator refuses this input (scenario fail_input).",
+            param="input",
+        )
     data = []
     for index, (_, item, _) in enumerate(inputs):
         vector = text.embedding(item, dims)
         value: Any = text.embedding_base64(vector) if encoding == "base64" else vector
         data.append({"object": "embedding", "index": index, "embedding": value})
     tokens = sum(count for _, _, count in inputs)
-    return json_response({"object": "list", "data": data, "model": name,
-                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
-                         headers={"x-request-id": text.new_id("req_")})
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+        headers={"x-request-id": text.new_id("req_")},
+    )
 
 
 def models_body() -> dict[str, Any]:
-    return {"object": "list",
-            "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "emulator"} for m in MODELS]}
+    return {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "emulator"} for m in MODELS],
+    }
 
 
 def model_body(model_id: str) -> dict[str, Any]:

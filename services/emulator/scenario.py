@@ -117,7 +117,9 @@ def _non_negative_int(key: str, raw: str) -> int:
 def _status(key: str, raw: str) -> int:
     value = _non_negative_int(key, raw)
     if not 400 <= value <= 599:
-        raise ScenarioError(f"emulator scenario key '{key}' must be an HTTP error status 400..599, got {raw!r}")
+        raise ScenarioError(
+            f"emulator scenario key '{key}' must be an HTTP error status 400..599, got {raw!r}"
+        )
     return value
 
 

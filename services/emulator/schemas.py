@@ -174,7 +174,9 @@ def _build(ctx: _Context, schema: Any, depth: int) -> Any:
         branches = schema.get(key)
         if isinstance(branches, list) and branches:
             resolved = [ctx.resolve(b) for b in branches]
-            pick = next((b for b in resolved if not (isinstance(b, dict) and b.get("type") == "null")), resolved[0])
+            pick = next(
+                (b for b in resolved if not (isinstance(b, dict) and b.get("type") == "null")), resolved[0]
+            )
             if isinstance(pick, dict):
                 rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
                 pick = {**rest, **pick}
@@ -257,7 +259,9 @@ def _candidates(schema: Any, good: Any, keep_object: bool) -> list[Any]:
     out: list[Any] = []
     if isinstance(good, dict):
         resolved = _Context(schema, 0).resolve(schema)
-        required = [r for r in (resolved.get("required") or []) if r in good] if isinstance(resolved, dict) else []
+        required = (
+            [r for r in (resolved.get("required") or []) if r in good] if isinstance(resolved, dict) else []
+        )
         if required:
             dropped = {k: v for k, v in good.items() if k != required[0]}
             other = next(iter(dropped), None)
@@ -283,7 +287,9 @@ def violation(schema: Any, seed: int = 0, *, keep_object: bool = False) -> Any:
     good = example(schema, seed)
     candidates = _candidates(schema, good, keep_object)
     try:
-        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
+        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(
+            schema
+        )
         for candidate in candidates:
             if not validator.is_valid(candidate):
                 return candidate

@@ -69,8 +69,11 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p["text"] for p in content
-                       if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str))
+        return "".join(
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str)
+        )
     return ""
 
 

@@ -38,8 +38,9 @@ class Call:
     pieces: list[str]
 
 
-def call_count(scenario: Scenario, *, forced: bool = False, single: bool = False,
-               after_tool_result: bool = False) -> int:
+def call_count(
+    scenario: Scenario, *, forced: bool = False, single: bool = False, after_tool_result: bool = False
+) -> int:
     count = 0 if after_tool_result else scenario.tool_calls
     if forced:
         count = max(count, 1)

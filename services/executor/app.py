@@ -65,7 +65,11 @@ STARTED_AUDIT_DELAY_S = 0.05
 
 class Executor:
     def __init__(
-        self, settings: Settings, topics: Topics, config: GatewayConfig | None = None, http: HttpTransport | None = None
+        self,
+        settings: Settings,
+        topics: Topics,
+        config: GatewayConfig | None = None,
+        http: HttpTransport | None = None,
     ):
         self.settings = settings
         self.topics = topics
@@ -92,13 +96,22 @@ class Executor:
         self._running: dict[str, asyncio.Task[Outcome]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._cancelled: OrderedDict[str, str] = OrderedDict()
-        self._control = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=cid, enable_auto_commit=False)
+        self._control = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, client_id=cid, enable_auto_commit=False
+        )
         self._control_task: asyncio.Task[None] | None = None
         self.embed = EmbedRunner(
-            publisher=UsageLogging(_RateLimited(self.publisher, self._ratelimits),  # type: ignore[arg-type]
-                                   topics.usage.name, self.request_log, self._api_keys),
-            topics=topics, http=self.http, secret=settings.secret,
-            window_ms=self.config.defaults.embed_batch_window_ms, audit=self._audit,
+            publisher=UsageLogging(
+                _RateLimited(self.publisher, self._ratelimits),  # type: ignore[arg-type]
+                topics.usage.name,
+                self.request_log,
+                self._api_keys,
+            ),
+            topics=topics,
+            http=self.http,
+            secret=settings.secret,
+            window_ms=self.config.defaults.embed_batch_window_ms,
+            audit=self._audit,
             started=lambda plan: _StartedAudit(self, plan),
             requests=Requests(self._running, self._finished, self._cancelled, _remember),  # type: ignore[arg-type]
         )
@@ -205,7 +218,9 @@ class Executor:
             attempted.failed(failed, err)
             acks.append(await started.published())
             acks.append(
-                await self._audit(plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.label}")
+                await self._audit(
+                    plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.label}"
+                )
             )
 
         run = asyncio.create_task(
@@ -239,8 +254,12 @@ class Executor:
         started: _StartedAudit,
     ) -> list[asyncio.Future[object]]:
         req = plan.request
-        ids = {"request_id": req.request_id, "tenant_id": req.tenant_id, "user_id": req.user_id,
-               "operation": req.operation}
+        ids = {
+            "request_id": req.request_id,
+            "tenant_id": req.tenant_id,
+            "user_id": req.user_id,
+            "operation": req.operation,
+        }
         dep = outcome.deployment if outcome else attempted.deployment or targets[0]
         if outcome is not None and outcome.error is not None:
             error = outcome.error  # the provider answered, the answer was refused: billed, then failed
@@ -281,10 +300,18 @@ class Executor:
                 ratelimit=plan.ratelimit,
             )
         usage = outcome.usage if outcome else None
-        record = usage_record(ids, req, dep, result.model, usage, error, total_ms,
-                              ttft_ms=outcome.ttft_ms if outcome else None,
-                              fallback_used=outcome.fallback_used if outcome else False,
-                              failures=attempted.failures)
+        record = usage_record(
+            ids,
+            req,
+            dep,
+            result.model,
+            usage,
+            error,
+            total_ms,
+            ttft_ms=outcome.ttft_ms if outcome else None,
+            fallback_used=outcome.fallback_used if outcome else False,
+            failures=attempted.failures,
+        )
         status = record.status
         topic, partition = result_target(req, self.topics)
         action = "completed" if error is None else ("cancelled" if status == "cancelled" else "failed")

@@ -116,8 +116,20 @@ def _copy(err: BaseException) -> BaseException:
 class _Job:
     """One request: its inputs, answered piece by piece; ``future`` gets the ``Share``."""
 
-    __slots__ = ("req", "weights", "future", "pieces", "vectors", "prompt", "total", "model", "left",
-                 "first", "last", "calls")
+    __slots__ = (
+        "req",
+        "weights",
+        "future",
+        "pieces",
+        "vectors",
+        "prompt",
+        "total",
+        "model",
+        "left",
+        "first",
+        "last",
+        "calls",
+    )
 
     def __init__(self, req: EmbedRequested):
         self.req = req
@@ -130,11 +142,12 @@ class _Job:
         self.left = 0
         self.first = self.last = 0.0
 
-    def fill(self, piece: _Piece, vectors: list[Vector], prompt: int, total: int, model: str,
-             t0: float, t1: float) -> None:
+    def fill(
+        self, piece: _Piece, vectors: list[Vector], prompt: int, total: int, model: str, t0: float, t1: float
+    ) -> None:
         if self.future.done():
             return
-        self.vectors[piece.start:piece.stop] = vectors
+        self.vectors[piece.start : piece.stop] = vectors
         self.prompt += prompt
         self.total += total
         self.model = self.model or model
@@ -143,7 +156,9 @@ class _Job:
         self.calls += 1
         self.left -= 1
         if self.left == 0:
-            usage = Usage(prompt_tokens=self.prompt, total_tokens=self.total, units={"inputs": len(self.vectors)})
+            usage = Usage(
+                prompt_tokens=self.prompt, total_tokens=self.total, units={"inputs": len(self.vectors)}
+            )
             self.future.set_result(
                 Share(self.vectors, usage, self.model, (self.last - self.first) * 1000, self.calls)  # type: ignore[arg-type]
             )
@@ -159,11 +174,11 @@ class _Piece:
 
     @property
     def inputs(self) -> list[str]:
-        return self.job.req.input[self.start:self.stop]
+        return self.job.req.input[self.start : self.stop]
 
     @property
     def weight(self) -> int:
-        return sum(self.job.weights[self.start:self.stop])
+        return sum(self.job.weights[self.start : self.stop])
 
 
 class _Batch:
@@ -310,8 +325,10 @@ class EmbedBatcher:
         try:
             done = await self._call(req, pieces[0].batch.target)
             if len(done.vectors) != len(inputs):
-                raise ProviderError(f"provider answered {len(done.vectors)} vectors for {len(inputs)} inputs",
-                                    details={"upstream_status": None})
+                raise ProviderError(
+                    f"provider answered {len(done.vectors)} vectors for {len(inputs)} inputs",
+                    details={"upstream_status": None},
+                )
         except Exception as err:
             if not fail:
                 raise
@@ -325,5 +342,5 @@ class EmbedBatcher:
         offset = 0
         for p, prompt, total in zip(pieces, prompts, totals, strict=True):
             n = p.stop - p.start
-            p.job.fill(p, done.vectors[offset:offset + n], prompt, total, done.model, t0, t1)
+            p.job.fill(p, done.vectors[offset : offset + n], prompt, total, done.model, t0, t1)
             offset += n

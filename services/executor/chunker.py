@@ -123,7 +123,15 @@ class ChunkEmitter:
                 tool_calls=[self._tools[i] for i in sorted(self._tools)] if self._tools else None,
             )
             self._text, self._tools = held, {}
-            update = {"event_id": new_id(), "occurred_at": datetime.fromtimestamp(now, UTC), "seq": self.seq, "delta": delta, "final": final, "finish_reason": finish_reason, "usage": usage}
+            update = {
+                "event_id": new_id(),
+                "occurred_at": datetime.fromtimestamp(now, UTC),
+                "seq": self.seq,
+                "delta": delta,
+                "final": final,
+                "finish_reason": finish_reason,
+                "usage": usage,
+            }
             if error is not None:
                 update["error"] = error
             chunk = self._template.model_copy(update=update)
@@ -152,7 +160,9 @@ class ChunkEmitter:
         self.shown += allowed
         return None, held
 
-    async def finish(self, finish_reason: str, usage: Usage | None, *, error: ErrorInfo | None = None) -> None:
+    async def finish(
+        self, finish_reason: str, usage: Usage | None, *, error: ErrorInfo | None = None
+    ) -> None:
         """Send what is buffered with the terminal chunk (finish reason and usage; ``error``
         when the answer failed after streaming, with finish reason ``error``)."""
         self.cancel_timer()
@@ -167,5 +177,10 @@ class ChunkEmitter:
 
 
 def _error_info(err: GatewayError) -> ErrorInfo:
-    return ErrorInfo(code=err.code, message=err.message, retryable=err.retryable, param=err.param,  # type: ignore[arg-type]
-                     details=err.details)
+    return ErrorInfo(
+        code=err.code,
+        message=err.message,
+        retryable=err.retryable,
+        param=err.param,  # type: ignore[arg-type]
+        details=err.details,
+    )

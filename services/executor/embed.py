@@ -57,9 +57,15 @@ class StartedAudit(Protocol):
 
 
 class Audit(Protocol):
-    def __call__(self, plan: ExecutionPlanned, action: str, dep: Target | None = None,
-                 error: GatewayError | None = None, reason: str | None = None,
-                 at: datetime | None = None) -> Awaitable[Ack]: ...
+    def __call__(
+        self,
+        plan: ExecutionPlanned,
+        action: str,
+        dep: Target | None = None,
+        error: GatewayError | None = None,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> Awaitable[Ack]: ...
 
 
 @dataclass
@@ -82,9 +88,18 @@ class Requests:
 class EmbedRunner:
     """Runs one executor's embed plans through one shared ``EmbedBatcher``."""
 
-    def __init__(self, *, publisher: Publisher, topics: Topics, http: HttpTransport, secret: SecretLookup,
-                 window_ms: float, audit: Audit, started: Callable[[ExecutionPlanned], StartedAudit],
-                 requests: Requests):
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        topics: Topics,
+        http: HttpTransport,
+        secret: SecretLookup,
+        window_ms: float,
+        audit: Audit,
+        started: Callable[[ExecutionPlanned], StartedAudit],
+        requests: Requests,
+    ):
         self.publisher = publisher
         self.topics = topics
         self.http = http
@@ -111,11 +126,20 @@ class EmbedRunner:
         failures: list[FailedAttempt] = []
 
         async def on_fallback(failed: Target, nxt: Target, err: GatewayError) -> None:
-            failures.append(FailedAttempt(alias=failed.alias, provider=failed.provider,
-                                          model=failed.upstream_model, error_code=err.code))  # type: ignore[arg-type]
+            failures.append(
+                FailedAttempt(
+                    alias=failed.alias,
+                    provider=failed.provider,
+                    model=failed.upstream_model,
+                    error_code=err.code,
+                )
+            )  # type: ignore[arg-type]
             acks.append(await started.published())
-            acks.append(await self.audit(plan, "fallback_triggered", failed, err,
-                                         reason=f"{err.message}; next: {nxt.label}"))
+            acks.append(
+                await self.audit(
+                    plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.label}"
+                )
+            )
 
         book = self.requests
         run = asyncio.create_task(self._attempts(plan, req, targets, attempted, on_fallback))
@@ -133,9 +157,14 @@ class EmbedRunner:
         await asyncio.gather(*acks)
         book.remember(book.finished, rid, None)
 
-    async def _attempts(self, plan: ExecutionPlanned, req: EmbedRequested, targets: list[Target],
-                        attempted: list[Target],
-                        on_fallback: Callable[[Target, Target, GatewayError], Awaitable[None]]) -> EmbedOutcome:
+    async def _attempts(
+        self,
+        plan: ExecutionPlanned,
+        req: EmbedRequested,
+        targets: list[Target],
+        attempted: list[Target],
+        on_fallback: Callable[[Target, Target, GatewayError], Awaitable[None]],
+    ) -> EmbedOutcome:
         """Each deployment in order, with ``plan.retries`` retries of retryable failures."""
         last: GatewayError | None = None
         for i, target in enumerate(targets):
@@ -154,18 +183,33 @@ class EmbedRunner:
         assert last is not None
         raise last
 
-    async def _publish(self, plan: ExecutionPlanned, req: EmbedRequested, targets: list[Target], dep: Target,
-                       outcome: EmbedOutcome | None, error: GatewayError | None, total_ms: float,
-                       started: StartedAudit, failures: list[FailedAttempt]) -> list[Ack]:
-        ids = {"request_id": req.request_id, "tenant_id": req.tenant_id, "user_id": req.user_id,
-               "operation": "embed"}
+    async def _publish(
+        self,
+        plan: ExecutionPlanned,
+        req: EmbedRequested,
+        targets: list[Target],
+        dep: Target,
+        outcome: EmbedOutcome | None,
+        error: GatewayError | None,
+        total_ms: float,
+        started: StartedAudit,
+        failures: list[FailedAttempt],
+    ) -> list[Ack]:
+        ids = {
+            "request_id": req.request_id,
+            "tenant_id": req.tenant_id,
+            "user_id": req.user_id,
+            "operation": "embed",
+        }
         if outcome is not None:
             share = outcome.share
             usage = share.usage
             result = ResultProduced(
                 **ids,
                 status="ok",
-                output=EmbeddingsOutput(data=[Embedding(index=i, embedding=v) for i, v in enumerate(share.vectors)]),
+                output=EmbeddingsOutput(
+                    data=[Embedding(index=i, embedding=v) for i, v in enumerate(share.vectors)]
+                ),
                 alias=dep.alias,
                 provider=dep.provider,
                 model=share.model or dep.upstream_model,
@@ -192,8 +236,17 @@ class EmbedRunner:
                 ),
                 latency=Latency(total_ms=total_ms),
             )
-        record = usage_record(ids, req, dep, result.model, usage, error, total_ms,
-                              fallback_used=outcome.fallback_used if outcome else False, failures=failures)
+        record = usage_record(
+            ids,
+            req,
+            dep,
+            result.model,
+            usage,
+            error,
+            total_ms,
+            fallback_used=outcome.fallback_used if outcome else False,
+            failures=failures,
+        )
         status = record.status
         topic, partition = result_target(req, self.topics)
         action = "completed" if outcome else ("cancelled" if status == "cancelled" else "failed")

@@ -71,8 +71,11 @@ class Attempted:
     failures: list[FailedAttempt] = field(default_factory=list)
 
     def failed(self, target: Target, err: GatewayError) -> None:
-        self.failures.append(FailedAttempt(alias=target.alias, provider=target.provider,
-                                           model=target.upstream_model, error_code=err.code))  # type: ignore[arg-type]
+        self.failures.append(
+            FailedAttempt(
+                alias=target.alias, provider=target.provider, model=target.upstream_model, error_code=err.code
+            )
+        )  # type: ignore[arg-type]
 
 
 async def settle(
@@ -122,7 +125,9 @@ async def execute(
     contract, or that a post-response hook blocks (``check`` for a whole answer, the emitter's
     guard for a stream), is final (an ``Outcome`` with ``error``): neither retried nor a fallback;
     a hook that fails (``internal_error``) is final too."""
-    contract = contract_for(plan.request.params.response_format) if plan.request.params.response_format else None
+    contract = (
+        contract_for(plan.request.params.response_format) if plan.request.params.response_format else None
+    )
     last: GatewayError | None = None
     for i, dep in enumerate(targets):
         if i > 0 and last is not None:
@@ -133,7 +138,9 @@ async def execute(
         for _ in range(plan.retries + 1):
             try:
                 if emitter is not None:
-                    return await _stream_once(plan, dep, http, secret(dep.api_key_env), emitter, i > 0, contract)
+                    return await _stream_once(
+                        plan, dep, http, secret(dep.api_key_env), emitter, i > 0, contract
+                    )
                 outcome = await _complete_once(plan, dep, http, secret(dep.api_key_env), i > 0, contract)
             except GatewayError as err:
                 last = err
@@ -169,7 +176,14 @@ async def _complete_once(
     ms = (time.perf_counter() - t0) * 1000
     error = _checked(contract, done.message, done.finish_reason)
     return Outcome(
-        done.message, done.finish_reason, done.usage, dep, done.model or dep.upstream_model, fallback, ms, ms,
+        done.message,
+        done.finish_reason,
+        done.usage,
+        dep,
+        done.model or dep.upstream_model,
+        fallback,
+        ms,
+        ms,
         error=error,
     )
 
@@ -206,7 +220,8 @@ async def _stream_once(
                 break
             except TimeoutError:
                 raise ProviderTimeout(
-                    f"{dep.provider}: no token within ttft_ms={plan.ttft_ms}", details={"upstream_status": None}
+                    f"{dep.provider}: no token within ttft_ms={plan.ttft_ms}",
+                    details={"upstream_status": None},
                 ) from None
             if ttft is None and (delta.content or delta.tool_calls):
                 ttft = (time.perf_counter() - t0) * 1000
@@ -230,7 +245,9 @@ async def _stream_once(
     message = AssistantMessage(
         content="".join(text) if text or not tools else None,
         tool_calls=[
-            ToolCall(id=t.id or f"call_{i}", function=ToolCallFunction(name=t.name or "", arguments=t.arguments))
+            ToolCall(
+                id=t.id or f"call_{i}", function=ToolCallFunction(name=t.name or "", arguments=t.arguments)
+            )
             for i, t in sorted(tools.items())
         ]
         or None,

@@ -26,7 +26,9 @@ async def check_answer(chain: HookChain, req: ChatRequested, outcome: Outcome) -
         outcome.error = block_error(verdict, "response")
     elif verdict.text != text or verdict.tool_calls != calls:
         content = verdict.text if verdict.text or msg.content is not None else None
-        outcome.message = msg.model_copy(update={"content": content, "tool_calls": list(verdict.tool_calls) or None})
+        outcome.message = msg.model_copy(
+            update={"content": content, "tool_calls": list(verdict.tool_calls) or None}
+        )
 
 
 def response_guard(chain: HookChain, req: ChatRequested) -> Guard:
@@ -34,6 +36,6 @@ def response_guard(chain: HookChain, req: ChatRequested) -> Guard:
         verdict = await chain.post_response(HookResponse(req, sent + pending, (), final, len(sent)))
         if isinstance(verdict, Block):
             raise block_error(verdict, "response")
-        return verdict.text[len(sent):]
+        return verdict.text[len(sent) :]
 
     return guard

@@ -55,7 +55,9 @@ class OutputContract:
         errors = sorted(self._validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
         if not errors:
             return None
-        return _error([{"path": pointer(e.absolute_path), "message": e.message} for e in errors[:MAX_VIOLATIONS]], raw)
+        return _error(
+            [{"path": pointer(e.absolute_path), "message": e.message} for e in errors[:MAX_VIOLATIONS]], raw
+        )
 
 
 JSON_OBJECT = OutputContract("json_object", None)

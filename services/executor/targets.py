@@ -69,10 +69,17 @@ class Targets:
     def _build(self, d: Deployment) -> Target:
         provider = self.config.providers.get(d.provider)
         if provider is None:
-            raise DeadLetter(f"plan names provider {d.provider!r}, which this executor's configuration does not have")
+            raise DeadLetter(
+                f"plan names provider {d.provider!r}, which this executor's configuration does not have"
+            )
         model = self._catalog.get(d.alias)
-        dep = None if model is None else next(
-            (x for x in model.deployments if x.provider == d.provider and x.model == d.upstream_model), None
+        dep = (
+            None
+            if model is None
+            else next(
+                (x for x in model.deployments if x.provider == d.provider and x.model == d.upstream_model),
+                None,
+            )
         )
         if dep is None:
             raise DeadLetter(

@@ -97,8 +97,12 @@ def max_output(req: ChatRequested | EmbedRequested) -> int | None:
     return mct if isinstance(mct, int) and mct > 0 else None
 
 
-def max_cost(req: ChatRequested | EmbedRequested, plan: ExecutionPlanned, catalog: Mapping[str, ModelConfig],
-             prompt: int) -> float:
+def max_cost(
+    req: ChatRequested | EmbedRequested,
+    plan: ExecutionPlanned,
+    catalog: Mapping[str, ModelConfig],
+    prompt: int,
+) -> float:
     """The most the request can cost on any of its planned deployments (``pricing.cost_usd``)."""
     units = {"inputs": float(len(req.input))} if isinstance(req, EmbedRequested) else {}
     own = max_output(req)
@@ -107,7 +111,9 @@ def max_cost(req: ChatRequested | EmbedRequested, plan: ExecutionPlanned, catalo
         model = catalog.get(d.alias)
         if model is None:
             continue
-        dep = next((x for x in model.deployments if x.provider == d.provider and x.model == d.upstream_model), None)
+        dep = next(
+            (x for x in model.deployments if x.provider == d.provider and x.model == d.upstream_model), None
+        )
         if dep is None:
             continue
         out = own if own is not None else model.max_output_tokens
@@ -142,8 +148,13 @@ class Governor:
                 start = min(start, period_start(b.period, now))
         return start - lifetime
 
-    def admit(self, req: ChatRequested | EmbedRequested, plan: ExecutionPlanned, ledger: PartitionLedger,
-              now: float | None = None) -> Grant | None:
+    def admit(
+        self,
+        req: ChatRequested | EmbedRequested,
+        plan: ExecutionPlanned,
+        ledger: PartitionLedger,
+        now: float | None = None,
+    ) -> Grant | None:
         """``None`` for an ungoverned tenant; else a ``Grant`` (the request is counted), or the
         ``RateLimited`` / ``BudgetExceeded`` that refuses it (nothing is counted)."""
         t = ledger.tenant(req.tenant_id)
@@ -165,16 +176,28 @@ class Governor:
         cost = 0.0
         if t.budgeted:
             cost = max_cost(req, plan, self.catalog(), prompt)
-            budgets.check(budgets.applicable(req.tenant_id, t.config, user, key, now), t.spent, t.reserved, cost)
+            budgets.check(
+                budgets.applicable(req.tenant_id, t.config, user, key, now), t.spent, t.reserved, cost
+            )
         until = now + (plan.total_ms or self.default_total_ms) / 1000 + LAPSE_GRACE_S
-        t.add(Entry(req.request_id, now, user, key, client, tokens, cost, until), now, [s.window for s in scopes])
+        t.add(
+            Entry(req.request_id, now, user, key, client, tokens, cost, until),
+            now,
+            [s.window for s in scopes],
+        )
         record = AdmissionRecorded(
-            request_id=req.request_id, tenant_id=req.tenant_id, user_id=user, occurred_at=_dt(now),
-            api_key=key, client_id=client, tokens=tokens, cost_usd=cost, until=_dt(until),
+            request_id=req.request_id,
+            tenant_id=req.tenant_id,
+            user_id=user,
+            occurred_at=_dt(now),
+            api_key=key,
+            client_id=client,
+            tokens=tokens,
+            cost_usd=cost,
+            until=_dt(until),
         )
         return Grant(record, info)
 
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-

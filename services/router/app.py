@@ -58,16 +58,29 @@ class Router:
         self.stats = RoutingStats()
         self.hooks = TenantHooks.from_config(config)  # every tenant's hooks, built (and checked) at start
         self.request_log = RequestLog.of(settings, "router")
-        self.feed = StatsFeed(settings.bootstrap_servers, [topics.usage.name], self.stats,
-                              self._deployment, client_id=f"router-{settings.instance_id}-stats")
+        self.feed = StatsFeed(
+            settings.bootstrap_servers,
+            [topics.usage.name],
+            self.stats,
+            self._deployment,
+            client_id=f"router-{settings.instance_id}-stats",
+        )
         # rate limits and budgets: a ledger per owned partition holding a governed tenant
         self.governor = Governor(config, self.models.catalog)
         self.keeper: LedgerKeeper | None = None
-        subscriptions = {topics.requests.name: Subscription.of(REQUEST, self.handle, name="request",
-                                                               on_invalid=self.reject_invalid)}
+        subscriptions = {
+            topics.requests.name: Subscription.of(
+                REQUEST, self.handle, name="request", on_invalid=self.reject_invalid
+            )
+        }
         if self.governor.tenants:
-            self.keeper = LedgerKeeper(settings.bootstrap_servers, topics, self.governor, self.publisher,
-                                       client_id=f"router-{settings.instance_id}-ledger")
+            self.keeper = LedgerKeeper(
+                settings.bootstrap_servers,
+                topics,
+                self.governor,
+                self.publisher,
+                client_id=f"router-{settings.instance_id}-ledger",
+            )
             subscriptions[topics.usage.name] = self.keeper.subscription()
         self.consumer: Consumer[RequestBase] = Consumer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -106,10 +119,17 @@ class Router:
     async def handle(self, req: RequestBase, record: ConsumerRecord) -> None:
         try:
             if isinstance(req, ModelsListRequested):
-                await answer_models(self.publisher, self.topics, self.config, req, self.stats.health,
-                                    self.models.catalog())
-                self.request_log.outcome(request_id=req.request_id, tenant=req.tenant_id, user=req.user_id,
-                                         client_id=req.client_id, operation=req.operation, status="ok")
+                await answer_models(
+                    self.publisher, self.topics, self.config, req, self.stats.health, self.models.catalog()
+                )
+                self.request_log.outcome(
+                    request_id=req.request_id,
+                    tenant=req.tenant_id,
+                    user=req.user_id,
+                    client_id=req.client_id,
+                    operation=req.operation,
+                    status="ok",
+                )
                 return
             # policies, then the tenant's pre-call hooks, before planning (the hooks' outcomes: .hooks)
             admit(req, self.config, raw_size=len(record.value or b""))
@@ -121,8 +141,15 @@ class Router:
             schemas = None
             if isinstance(req, ChatRequested) and req.params.tools:
                 schemas = await registry_schemas(req.params.tools, self.types)
-            execution = plan(req, self.config, raw_size=len(record.value or b""), tool_schemas=schemas,  # type: ignore[arg-type]
-                             catalog=self.models.catalog(), stats=self.stats, admitted=True)
+            execution = plan(
+                req,
+                self.config,
+                raw_size=len(record.value or b""),
+                tool_schemas=schemas,  # type: ignore[arg-type]
+                catalog=self.models.catalog(),
+                stats=self.stats,
+                admitted=True,
+            )
             # admission (rate limits, budgets): after the plan, which prices the reservation
             grant = self.keeper.admit(execution.request, execution, record.partition) if self.keeper else None
         except GatewayError as err:

@@ -62,7 +62,9 @@ class Applicable:
     name: str  # how messages name it: "the daily budget of user u1"
 
 
-def applicable(tenant_id: str, tc: TenantConfig, user: str | None, key: str | None, now: float) -> list[Applicable]:
+def applicable(
+    tenant_id: str, tc: TenantConfig, user: str | None, key: str | None, now: float
+) -> list[Applicable]:
     """The budgets a request of ``user`` with ``key`` must fit, in configuration order."""
     day, month = periods(now)
     out = []
@@ -72,7 +74,11 @@ def applicable(tenant_id: str, tc: TenantConfig, user: str | None, key: str | No
             continue
         usd = b.overrides.get(who, b.usd) if b.per != "tenant" else b.usd
         label = "daily" if b.period == "day" else "monthly"
-        out.append(Applicable(scope, day if b.period == "day" else month, usd, f"the {label} budget of {_who(b, who)}"))
+        out.append(
+            Applicable(
+                scope, day if b.period == "day" else month, usd, f"the {label} budget of {_who(b, who)}"
+            )
+        )
     return out
 
 
@@ -99,6 +105,11 @@ def check(budgets: list[Applicable], spent: Sums, reserved: Sums, cost: float) -
                 f"{b.name} (USD {b.usd:g} for {b.period.split(':', 1)[1]}) has USD {remaining:.6f} left;"
                 f" this request may cost up to USD {cost:.6f} (its prompt and max_tokens at the model's price:"
                 " set max_tokens to reserve less)",
-                details={"budget_usd": b.usd, "remaining_usd": round(remaining, 10), "max_cost_usd": round(cost, 10),
-                         "period": b.period, "scope": b.scope},
+                details={
+                    "budget_usd": b.usd,
+                    "remaining_usd": round(remaining, 10),
+                    "max_cost_usd": round(cost, 10),
+                    "period": b.period,
+                    "scope": b.scope,
+                },
             )

@@ -49,6 +49,7 @@ async def answer_models(
     catalog: Mapping[str, ModelConfig] | None = None,
 ) -> None:
     topic, partition = result_target(req, topics)
-    fut = await publisher.publish(topic, models_result(config, req, health, catalog), key=req.request_id,
-                                  partition=partition)
+    fut = await publisher.publish(
+        topic, models_result(config, req, health, catalog), key=req.request_id, partition=partition
+    )
     await fut

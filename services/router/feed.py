@@ -52,8 +52,11 @@ class StatsFeed:
         self.lookback_s = lookback_s
         self.max_replay = max_replay
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, client_id=client_id, enable_auto_commit=False,
-            fetch_max_wait_ms=FOLLOW_WAIT_MS, fetch_min_bytes=FOLLOW_MIN_BYTES,
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=FOLLOW_WAIT_MS,
+            fetch_min_bytes=FOLLOW_MIN_BYTES,
         )
         self._task: asyncio.Task[None] | None = None
         self._partial: list[tuple[int, bytes]] = []
@@ -78,11 +81,17 @@ class StatsFeed:
             async with asyncio.timeout(timeout_s):
                 records = await self._read_until(ends)
         except TimeoutError:
-            log.warning("routing statistics: replay not finished after %.0fs; starting with what was read", timeout_s)
+            log.warning(
+                "routing statistics: replay not finished after %.0fs; starting with what was read", timeout_s
+            )
             records = self._partial
         self.replayed = self.stats.rebuild(records, self.resolve)
-        log.info("routing statistics: %d of %d records counted, replayed in %.2fs",
-                 self.replayed, len(records), time.perf_counter() - t0)
+        log.info(
+            "routing statistics: %d of %d records counted, replayed in %.2fs",
+            self.replayed,
+            len(records),
+            time.perf_counter() - t0,
+        )
         self._task = asyncio.create_task(self._follow())
 
     async def _partitions(self) -> list[TopicPartition]:

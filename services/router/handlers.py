@@ -125,12 +125,16 @@ def plan(
     )
 
 
-def _resolve(alias: str, req: Executable, config: GatewayConfig, models: Mapping[str, ModelConfig]) -> ModelConfig:
+def _resolve(
+    alias: str, req: Executable, config: GatewayConfig, models: Mapping[str, ModelConfig]
+) -> ModelConfig:
     model = models.get(alias)
     if model is None:
         tenant = config.tenants[req.tenant_id]
         usable = sorted(a for a in models if tenant.allows(a) and a not in config.policies.disabled_models)
-        raise ModelNotFound(f"model {alias!r} does not exist; available: {', '.join(usable) or 'none'}", param="model")
+        raise ModelNotFound(
+            f"model {alias!r} does not exist; available: {', '.join(usable) or 'none'}", param="model"
+        )
     if not config.tenants[req.tenant_id].allows(alias):
         raise ModelNotApproved(f"tenant {req.tenant_id!r} is not approved for model {alias!r}", param="model")
     return model

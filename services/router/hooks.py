@@ -19,8 +19,9 @@ from services.runtime.request_log import RequestLog
 from services.runtime.topics import Topics
 
 
-async def pre_call(chain: HookChain, req: HookRequest, publisher: Publisher, topics: Topics,
-                   log: RequestLog) -> HookRequest | None:
+async def pre_call(
+    chain: HookChain, req: HookRequest, publisher: Publisher, topics: Topics, log: RequestLog
+) -> HookRequest | None:
     """Raises ``GatewayError`` when a hook failed (the caller answers it like any rejection)."""
     checked = await chain.pre_call(req)
     if not isinstance(checked, Block):
@@ -34,15 +35,31 @@ async def refuse(publisher: Publisher, topics: Topics, req: HookRequest, block: 
     err = block_error(block, "request")
     topic, partition = result_target(req, topics)
     result = ResultProduced(
-        request_id=req.request_id, tenant_id=req.tenant_id, user_id=req.user_id, status="error",
-        operation=req.operation, alias=req.model,
-        error=ErrorInfo(code=err.code, message=err.message, param=err.param, retryable=err.retryable,  # type: ignore[arg-type]
-                        details=err.details),
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        user_id=req.user_id,
+        status="error",
+        operation=req.operation,
+        alias=req.model,
+        error=ErrorInfo(
+            code=err.code,
+            message=err.message,
+            param=err.param,
+            retryable=err.retryable,  # type: ignore[arg-type]
+            details=err.details,
+        ),
     )
     audit = AuditRecorded(
-        request_id=req.request_id, tenant_id=req.tenant_id, user_id=req.user_id, action="blocked",
-        operation=req.operation, actor="router", alias=req.model, client_id=req.client_id,
-        error_code=err.code, reason=block.rule,  # type: ignore[arg-type]
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        user_id=req.user_id,
+        action="blocked",
+        operation=req.operation,
+        actor="router",
+        alias=req.model,
+        client_id=req.client_id,
+        error_code=err.code,
+        reason=block.rule,  # type: ignore[arg-type]
     )
     await asyncio.gather(
         await publisher.publish(topic, result, key=req.request_id, partition=partition),

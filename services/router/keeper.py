@@ -51,8 +51,16 @@ def _raw(value: bytes) -> bytes:
 
 
 class LedgerKeeper:
-    def __init__(self, bootstrap_servers: str, topics: Topics, governor: Governor, publisher: Publisher, *,
-                 client_id: str = "router-ledger", snapshot_s: float = SNAPSHOT_S):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Topics,
+        governor: Governor,
+        publisher: Publisher,
+        *,
+        client_id: str = "router-ledger",
+        snapshot_s: float = SNAPSHOT_S,
+    ):
         self.bootstrap = bootstrap_servers
         self.topics = topics
         self.governor = governor
@@ -60,8 +68,15 @@ class LedgerKeeper:
         self.client_id = client_id
         self.snapshot_s = snapshot_s
         self.count = topics.requests.partitions
-        if not topics.usage.partitions == topics.admissions.partitions == topics.ledger.partitions == self.count:
-            raise RuntimeError("llm.requests, llm.usage, llm.admissions and llm.ledger need one partition count")
+        if (
+            not topics.usage.partitions
+            == topics.admissions.partitions
+            == topics.ledger.partitions
+            == self.count
+        ):
+            raise RuntimeError(
+                "llm.requests, llm.usage, llm.admissions and llm.ledger need one partition count"
+            )
         #: partitions holding a governed tenant
         self.governed = governor.partitions(self.count)
         self.keys = {t.encode() for t in governor.tenants}
@@ -107,7 +122,9 @@ class LedgerKeeper:
         if new:
             for p in new:
                 self._generation[p] = self._generation.get(p, 0) + 1
-            task = asyncio.create_task(self._rebuild(new, {p: self._generation[p] for p in new}), name="ledger-rebuild")
+            task = asyncio.create_task(
+                self._rebuild(new, {p: self._generation[p] for p in new}), name="ledger-rebuild"
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -154,13 +171,20 @@ class LedgerKeeper:
 
     async def read(self, parts: set[int], now: float | None = None) -> dict[int, PartitionLedger]:
         """The ledgers of ``parts`` as Kafka holds them now (see the module docstring)."""
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id, group_id=None,
-                                  enable_auto_commit=False, max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
-                                  fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
-                                  fetch_max_wait_ms=10)  # a rebuild reads to known ends: no long poll
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            fetch_max_wait_ms=10,
+        )  # a rebuild reads to known ends: no long poll
         await reader.start()
         try:
-            return await rebuild(reader, self.topics, self.governor, parts, time.time() if now is None else now)
+            return await rebuild(
+                reader, self.topics, self.governor, parts, time.time() if now is None else now
+            )
         finally:
             await reader.stop()
 
@@ -180,14 +204,18 @@ class LedgerKeeper:
             return  # the usage sink dead-letters it; the router only reads
         ledger.apply_usage(doc, record.offset, record.timestamp / 1000)
 
-    def admit(self, req: ChatRequested | EmbedRequested, plan: ExecutionPlanned, partition: int) -> Grant | None:
+    def admit(
+        self, req: ChatRequested | EmbedRequested, plan: ExecutionPlanned, partition: int
+    ) -> Grant | None:
         """The governor's verdict for a request read from ``partition`` (``None``: ungoverned)."""
         if req.tenant_id not in self.governor.tenants:
             return None
         ledger = self.ledgers.get(partition)
         if ledger is None:
-            raise InternalError(f"the ledger of partition {partition} is not ready (tenant {req.tenant_id!r}"
-                                " is governed; is the request keyed by tenant?)")
+            raise InternalError(
+                f"the ledger of partition {partition} is not ready (tenant {req.tenant_id!r}"
+                " is governed; is the request keyed by tenant?)"
+            )
         return self.governor.admit(req, plan, ledger)
 
     async def write(self, grant: Grant, partition: int) -> asyncio.Future[object] | None:
@@ -195,8 +223,9 @@ class LedgerKeeper:
         awaits its ack with the plan's)."""
         if grant.record is None:
             return None
-        fut = await self.publisher.publish(self.topics.admissions.name, grant.record, key=grant.record.tenant_id,
-                                           partition=partition)
+        fut = await self.publisher.publish(
+            self.topics.admissions.name, grant.record, key=grant.record.tenant_id, partition=partition
+        )
         ledger = self.ledgers.get(partition)
         if ledger is not None:
             fut.add_done_callback(lambda f: _acked(f, ledger))
@@ -221,8 +250,11 @@ class LedgerKeeper:
             if ledger is None:
                 continue
             for snap in ledger.due(now, 0.0 if force else FULL_SNAPSHOT_S):
-                futs.append(await self.publisher.publish(self.topics.ledger.name, snap, key=snap.tenant_id,
-                                                         partition=p))
+                futs.append(
+                    await self.publisher.publish(
+                        self.topics.ledger.name, snap, key=snap.tenant_id, partition=p
+                    )
+                )
         await asyncio.gather(*futs)
         return len(futs)
 
@@ -232,8 +264,9 @@ def _acked(fut: asyncio.Future[Any], ledger: PartitionLedger) -> None:
         ledger.acked(fut.result().offset)
 
 
-async def rebuild(reader: AIOKafkaConsumer, topics: Topics, governor: Governor, parts: set[int],
-                  now: float) -> dict[int, PartitionLedger]:
+async def rebuild(
+    reader: AIOKafkaConsumer, topics: Topics, governor: Governor, parts: set[int], now: float
+) -> dict[int, PartitionLedger]:
     """Read the ledgers of ``parts`` with ``reader`` (a started consumer outside any group)."""
     count = topics.requests.partitions
     ledgers = {p: PartitionLedger(p, governor.tenants_of(p, count)) for p in parts}
@@ -253,7 +286,9 @@ async def rebuild(reader: AIOKafkaConsumer, topics: Topics, governor: Governor, 
             try:
                 found[r.partition].append((r.offset, LedgerSnapshot.model_validate_json(r.value)))
             except pydantic.ValidationError:
-                log.warning("skipping an unreadable ledger snapshot at %s[%d]@%d", r.topic, r.partition, r.offset)
+                log.warning(
+                    "skipping an unreadable ledger snapshot at %s[%d]@%d", r.topic, r.partition, r.offset
+                )
     for p, snapshots in found.items():
         ledgers[p].restore_all(snapshots, now)
 
@@ -266,14 +301,17 @@ async def rebuild(reader: AIOKafkaConsumer, topics: Topics, governor: Governor, 
         tenants = [ledgers[p].tenant(t) for t in ledgers[p].configs]  # (one without a snapshot: from 0)
         return max(first, min((getattr(t, covered) for t in tenants if t is not None), default=0), begins[tp])
 
-    async for batch in read_range(reader, {adms[p]: (start(p, adms[p], "admissions_from"), ends[adms[p]])
-                                           for p in parts}):
+    async for batch in read_range(
+        reader, {adms[p]: (start(p, adms[p], "admissions_from"), ends[adms[p]]) for p in parts}
+    ):
         for r in batch:
             if r.value:
                 ledgers[r.partition].replay_admission(orjson.loads(r.value), r.offset, now)
     keys = {t.encode() for t in governor.tenants}
     loads = orjson.loads
-    async for batch in read_range(reader, {uses[p]: (start(p, uses[p], "usage_from"), ends[uses[p]]) for p in parts}):
+    async for batch in read_range(
+        reader, {uses[p]: (start(p, uses[p], "usage_from"), ends[uses[p]]) for p in parts}
+    ):
         ledger = ledgers[batch[0].partition]
         for r in batch:
             if r.key in keys and r.value:
@@ -284,8 +322,9 @@ async def rebuild(reader: AIOKafkaConsumer, topics: Topics, governor: Governor, 
     return ledgers
 
 
-async def read_range(reader: AIOKafkaConsumer, ranges: dict[TopicPartition, tuple[int, int]],
-                     batch: int = 20_000) -> AsyncIterator[list[ConsumerRecord]]:
+async def read_range(
+    reader: AIOKafkaConsumer, ranges: dict[TopicPartition, tuple[int, int]], batch: int = 20_000
+) -> AsyncIterator[list[ConsumerRecord]]:
     """Every record of each partition in ``[start, end)``, in batches of one partition each, in
     offset order."""
     active = {tp: end for tp, (start, end) in ranges.items() if start < end}

@@ -53,12 +53,22 @@ class Entry:
     sums: tuple[tuple[str, str], ...] = ()
 
     def row(self) -> LedgerEntry:
-        return (self.request_id, self.at, self.user, self.key, self.client, self.tokens, self.usd, self.settled,
-                self.until)
+        return (
+            self.request_id,
+            self.at,
+            self.user,
+            self.key,
+            self.client,
+            self.tokens,
+            self.usd,
+            self.settled,
+            self.until,
+        )
 
 
-def rate_scopes(tc: TenantConfig, tenant_id: str, user: str | None, key: str | None,
-                client: str | None) -> list[tuple[str, str, Rate]]:
+def rate_scopes(
+    tc: TenantConfig, tenant_id: str, user: str | None, key: str | None, client: str | None
+) -> list[tuple[str, str, Rate]]:
     """(window id, name for messages, rate) of every scope of a request that has a limit."""
     lim = tc.limits
     if lim is None:
@@ -202,7 +212,9 @@ class TenantLedger:
             self.changed = True
         current = set(periods(now))
         for sums in (self.spent, self.reserved):
-            for k in [k for k, v in sums.items() if k[1] not in current or (sums is self.reserved and v < 1e-12)]:
+            for k in [
+                k for k, v in sums.items() if k[1] not in current or (sums is self.reserved and v < 1e-12)
+            ]:
                 del sums[k]
 
     def _lapse(self, e: Entry) -> None:
@@ -229,10 +241,15 @@ class TenantLedger:
             if e.request_id not in seen:
                 yield e
 
-    def snapshot(self, partition: int, admissions_offset: int, usage_offset: int, now: float) -> LedgerSnapshot:
+    def snapshot(
+        self, partition: int, admissions_offset: int, usage_offset: int, now: float
+    ) -> LedgerSnapshot:
         return LedgerSnapshot(
-            tenant_id=self.tenant_id, partition=partition, occurred_at=datetime.fromtimestamp(now, UTC),
-            admissions_offset=admissions_offset, usage_offset=usage_offset,
+            tenant_id=self.tenant_id,
+            partition=partition,
+            occurred_at=datetime.fromtimestamp(now, UTC),
+            admissions_offset=admissions_offset,
+            usage_offset=usage_offset,
             entries=[e.row() for e in self.entries()],
             spent=[(s, p, v) for (s, p), v in self.spent.items()],
         )
@@ -279,15 +296,31 @@ class PartitionLedger:
         if t is None or offset < t.admissions_from:
             return
         at = _epoch(doc["occurred_at"])
-        t.add(Entry(doc["request_id"], at, doc.get("user_id"), doc.get("api_key"), doc.get("client_id"),
-                    int(doc.get("tokens", 0)), float(doc.get("cost_usd", 0.0)), _epoch(doc["until"])), now)
+        t.add(
+            Entry(
+                doc["request_id"],
+                at,
+                doc.get("user_id"),
+                doc.get("api_key"),
+                doc.get("client_id"),
+                int(doc.get("tokens", 0)),
+                float(doc.get("cost_usd", 0.0)),
+                _epoch(doc["until"]),
+            ),
+            now,
+        )
 
     def apply_usage(self, doc: dict, offset: int, at: float, *, replay: bool = False) -> None:  # type: ignore[type-arg]
         """An ``llm.usage.v1`` record (decoded JSON) at ``offset``, written at ``at``."""
         t = self.tenant(doc.get("tenant_id", ""))
         if t is not None and not (replay and offset < t.usage_from):
-            t.settle(doc["request_id"], int(doc.get("total_tokens", 0)), float(doc.get("cost_usd", 0.0)),
-                     doc.get("user_id"), at)
+            t.settle(
+                doc["request_id"],
+                int(doc.get("total_tokens", 0)),
+                float(doc.get("cost_usd", 0.0)),
+                doc.get("user_id"),
+                at,
+            )
         if offset >= self.usage_next:
             self.usage_next = offset + 1
 
@@ -307,8 +340,15 @@ class PartitionLedger:
             if t.changed or now - t.snapshot_at >= every_s:
                 out.append(t.snapshot(self.partition, a, u, now))
                 t.changed, t.snapshot_at = False, now
-        out.append(LedgerSnapshot(tenant_id=MARK, partition=self.partition, occurred_at=datetime.fromtimestamp(now, UTC),
-                                  admissions_offset=a, usage_offset=u))
+        out.append(
+            LedgerSnapshot(
+                tenant_id=MARK,
+                partition=self.partition,
+                occurred_at=datetime.fromtimestamp(now, UTC),
+                admissions_offset=a,
+                usage_offset=u,
+            )
+        )
         return out
 
     def restore_all(self, snaps: list[tuple[int, LedgerSnapshot]], now: float) -> None:

@@ -108,8 +108,11 @@ def check(scopes: list[Scope], tokens: int, now: float) -> RateLimitInfo:
                 worst = (wait, s, f"{rpm} requests per minute")
         if tpm is not None and s.window.tokens + tokens > tpm:
             wait = s.window.wait_for_tokens(tokens, tpm, now)
-            what = (f"{tpm} tokens per minute (this request reserves {tokens})" if tokens <= tpm
-                    else f"{tpm} tokens per minute: this request alone reserves {tokens}")
+            what = (
+                f"{tpm} tokens per minute (this request reserves {tokens})"
+                if tokens <= tpm
+                else f"{tpm} tokens per minute: this request alone reserves {tokens}"
+            )
             if worst is None or wait > worst[0]:
                 worst = (wait, s, what)
     if worst is not None:
@@ -118,8 +121,11 @@ def check(scopes: list[Scope], tokens: int, now: float) -> RateLimitInfo:
         hint = f"; retry in {wait:.1f} s" if retry is not None else "; it can never fit: lower max_tokens"
         raise RateLimited(
             f"rate limit of {what} reached for {s.name}{hint}",
-            details={"retry_after_s": retry, "scope": s.name,
-                     "ratelimit": info(scopes, 0, 0, now).model_dump(exclude_none=True)},
+            details={
+                "retry_after_s": retry,
+                "scope": s.name,
+                "ratelimit": info(scopes, 0, 0, now).model_dump(exclude_none=True),
+            },
         )
     return info(scopes, 1, tokens, now)
 

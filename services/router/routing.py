@@ -29,7 +29,8 @@ def capable(model: ModelConfig, needed: Collection[str]) -> list[DeploymentConfi
     """The deployments of ``model`` that have every capability in ``needed``."""
     alias_ok = all(c in model.capabilities for c in needed)
     return [
-        d for d in model.deployments
+        d
+        for d in model.deployments
         if (alias_ok if d.capabilities is None else all(c in d.capabilities for c in needed))
     ]
 

@@ -65,7 +65,9 @@ def ewma(avg: float | None, x: float, alpha: float = ALPHA) -> float:
 class RoutingStats:
     """What the router knows about each deployment. Not thread-safe (one event loop)."""
 
-    def __init__(self, *, alpha: float = ALPHA, window_s: float = WINDOW_S, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, *, alpha: float = ALPHA, window_s: float = WINDOW_S, clock: Callable[[], float] = time.time
+    ):
         self.alpha = alpha
         self.window_s = window_s
         self._clock = clock
@@ -134,8 +136,12 @@ class RoutingStats:
         """A usage record's ``failed_attempts``: deployments that failed before the one that
         answered, each a failure of its own."""
         for a in attempts if isinstance(attempts, list) else ():
-            if isinstance(a, dict) and a.get("error_code") in FAILURES and isinstance(a.get("alias"), str) \
-                    and isinstance(a.get("provider"), str):
+            if (
+                isinstance(a, dict)
+                and a.get("error_code") in FAILURES
+                and isinstance(a.get("alias"), str)
+                and isinstance(a.get("provider"), str)
+            ):
                 key = resolve(a["alias"], a["provider"], a.get("model"))
                 if key is not None:
                     self.failure(key, at)
@@ -172,7 +178,9 @@ class RoutingStats:
         return self.usable(key), (s.ttft_ms if s else None)
 
 
-def deployment_key(catalog: Mapping[str, ModelConfig], alias: str, provider: str, model: str | None) -> Key | None:
+def deployment_key(
+    catalog: Mapping[str, ModelConfig], alias: str, provider: str, model: str | None
+) -> Key | None:
     """The configured deployment a record names: ``model`` is its upstream model, or the
     alias has one deployment on ``provider``, or exactly one of them is a prefix of the
     reported name or has it as a prefix (``gpt-4o`` / ``gpt-4o-2024-08-06``; the emulator's

@@ -102,7 +102,11 @@ def check_choice(choice: str | dict[str, Any] | None, tools: list[dict[str, Any]
         return
     fn = choice.get("function")
     name = fn.get("name") if isinstance(fn, dict) else None
-    offered = {t["function"]["name"] for t in tools if t.get("type") == "function" and isinstance(t.get("function"), dict)}
+    offered = {
+        t["function"]["name"]
+        for t in tools
+        if t.get("type") == "function" and isinstance(t.get("function"), dict)
+    }
     if name not in offered:
         raise ValidationError(
             f"tool_choice names function {name!r}, which is not among the tools ({', '.join(sorted(offered)) or 'none'})",
@@ -134,9 +138,11 @@ def _inline(param: str, schema: Any) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise ValidationError(f"{param}: schema must be a JSON Schema object", param=param)
     uri = schema.get("$id")
-    gts_id = uri[len(GTS_URI_PREFIX):] if isinstance(uri, str) and uri.startswith(GTS_URI_PREFIX) else None
+    gts_id = uri[len(GTS_URI_PREFIX) :] if isinstance(uri, str) and uri.startswith(GTS_URI_PREFIX) else None
     if not is_gts_id(gts_id):
-        raise ValidationError(f"{param}: schema $id {uri!r} is not gts://<GTS type id> {_GRAMMAR}", param=param)
+        raise ValidationError(
+            f"{param}: schema $id {uri!r} is not gts://<GTS type id> {_GRAMMAR}", param=param
+        )
     return schema
 
 

@@ -115,7 +115,9 @@ class Batcher(Generic[K, T]):
         ln.closed.append(ln.open)
         ln.open = None
         if ln.writer is None or ln.writer.done():
-            ln.writer = asyncio.get_running_loop().create_task(self._drain(lane, ln), name=f"batch-writer:{lane}")
+            ln.writer = asyncio.get_running_loop().create_task(
+                self._drain(lane, ln), name=f"batch-writer:{lane}"
+            )
 
     async def _drain(self, lane: K, ln: _Lane[T]) -> None:
         while ln.closed:
@@ -142,7 +144,12 @@ class Batcher(Generic[K, T]):
                 await self._write(lane, items)
                 return
             except Exception:
-                log.warning("writing a batch of %d for %s failed; retrying in %.1fs", len(items), lane, delay,
-                            exc_info=True)
+                log.warning(
+                    "writing a batch of %d for %s failed; retrying in %.1fs",
+                    len(items),
+                    lane,
+                    delay,
+                    exc_info=True,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cap)

@@ -25,13 +25,17 @@ def _healthy(alias: str, provider: str, model: str) -> tuple[bool, float | None]
     return True, None
 
 
-def visible_aliases(config: GatewayConfig, tenant_id: str, models: Mapping[str, ModelConfig] | None = None) -> list[str]:
+def visible_aliases(
+    config: GatewayConfig, tenant_id: str, models: Mapping[str, ModelConfig] | None = None
+) -> list[str]:
     """Aliases of ``models`` (default: the file's) the tenant may use, sorted."""
     tenant = config.tenants.get(tenant_id)
     if tenant is None:
         return []
     disabled = set(config.policies.disabled_models)
-    return sorted(a for a in (config.models if models is None else models) if a not in disabled and tenant.allows(a))
+    return sorted(
+        a for a in (config.models if models is None else models) if a not in disabled and tenant.allows(a)
+    )
 
 
 def capabilities(model: ModelConfig) -> list[str]:
@@ -46,8 +50,9 @@ def model_info(alias: str, model: ModelConfig, health: Health = _healthy) -> Mod
     deployments = []
     for d in model.deployments:
         usable, ttft = health(alias, d.provider, d.model)
-        deployments.append(DeploymentInfo(provider=d.provider, model=d.model, price=d.price, usable=usable,
-                                          ttft_ms_avg=ttft))
+        deployments.append(
+            DeploymentInfo(provider=d.provider, model=d.model, price=d.price, usable=usable, ttft_ms_avg=ttft)
+        )
     caps = capabilities(model)
     return ModelInfo(
         id=alias,

@@ -104,7 +104,9 @@ class Limits(Rate):
     users: dict[str, Rate] = Field(default_factory=dict)
     keys: dict[str, Rate] = Field(default_factory=dict)
     clients: dict[str, Rate] = Field(default_factory=dict)
-    output_tokens: int = Field(default=256, ge=0, description="Reserved output when a request sets no max_tokens")
+    output_tokens: int = Field(
+        default=256, ge=0, description="Reserved output when a request sets no max_tokens"
+    )
 
 
 class Budget(Strict):
@@ -182,8 +184,10 @@ class TenantConfig(Strict):
         refs += [n for b in self.budgets if b.per == "key" for n in b.overrides]
         unknown = sorted(set(refs) - names)
         if unknown:
-            raise ValueError(f"limits/budgets name API keys this tenant does not have: {', '.join(unknown)}"
-                             f" (key names: {', '.join(sorted(names)) or 'none'})")
+            raise ValueError(
+                f"limits/budgets name API keys this tenant does not have: {', '.join(unknown)}"
+                f" (key names: {', '.join(sorted(names)) or 'none'})"
+            )
         return self
 
 
@@ -211,7 +215,9 @@ class TypesConfig(Strict):
 
     dir: str | None = None
     url: str | None = None
-    cache_ttl_s: float = Field(default=300.0, ge=0, description="How long an HTTP registry's answers are kept")
+    cache_ttl_s: float = Field(
+        default=300.0, ge=0, description="How long an HTTP registry's answers are kept"
+    )
     timeout_s: float = Field(default=5.0, gt=0, description="HTTP registry request timeout")
 
     @model_validator(mode="after")
@@ -261,7 +267,9 @@ class GatewayConfig(Strict):
         model = self.models.get(alias)
         if model is None:
             return None
-        return next((d for d in model.deployments if d.provider == provider and d.model == upstream_model), None)
+        return next(
+            (d for d in model.deployments if d.provider == provider and d.model == upstream_model), None
+        )
 
     def key_index(self) -> dict[str, tuple[str, str]]:
         """sha256(api key) -> (tenant, user)."""
@@ -275,14 +283,18 @@ def _check_plugins(tenants: Mapping[str, TenantConfig]) -> None:
     from .hooks import build_hook, builtin_hooks, hook_names
 
     if UNKNOWN_TENANT in tenants:
-        raise ValueError(f"tenants.{UNKNOWN_TENANT}: the name is reserved for audit records of unauthenticated requests")
+        raise ValueError(
+            f"tenants.{UNKNOWN_TENANT}: the name is reserved for audit records of unauthenticated requests"
+        )
     if not any(t.hooks or t.plugins != PluginsConfig() for t in tenants.values()):
         return
     hooks, builtins = hook_names(), builtin_hooks()
     for name, t in tenants.items():
         for i, spec in enumerate(t.hooks):
             if spec.name not in hooks:
-                raise ValueError(f"tenants.{name}.hooks.{i}: unknown hook {spec.name!r} (known: {', '.join(sorted(hooks))})")
+                raise ValueError(
+                    f"tenants.{name}.hooks.{i}: unknown hook {spec.name!r} (known: {', '.join(sorted(hooks))})"
+                )
             if spec.name in builtins:
                 try:
                     build_hook(spec)
@@ -292,8 +304,10 @@ def _check_plugins(tenants: Mapping[str, TenantConfig]) -> None:
             plugin = getattr(t.plugins, role)
             known = names(group) | BUILTIN_PLUGINS
             if plugin not in known:
-                raise ValueError(f"tenants.{name}.plugins.{role}: unknown {role} plugin {plugin!r}"
-                                 f" (known: {', '.join(sorted(known))})")
+                raise ValueError(
+                    f"tenants.{name}.plugins.{role}: unknown {role} plugin {plugin!r}"
+                    f" (known: {', '.join(sorted(known))})"
+                )
 
 
 def hash_key(api_key: str) -> str:

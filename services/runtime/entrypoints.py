@@ -59,15 +59,23 @@ def load(group: str, name: str, builtins: Mapping[str, Factory] | None = None) -
     try:
         factory = ep.load()
     except Exception as exc:
-        raise PluginError(f"{group} plugin {name!r} ({ep.value}) could not be loaded: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise PluginError(
+            f"{group} plugin {name!r} ({ep.value}) could not be loaded: {type(exc).__name__}: {exc}"
+        ) from exc
     if not callable(factory):
         raise PluginError(f"{group} plugin {name!r} ({ep.value}) is not a class or function")
     return factory  # type: ignore[no-any-return]
 
 
-def create(group: str, name: str, role: type[T], builtins: Mapping[str, Factory] | None = None,
-           /, *args: Any, **options: Any) -> T:
+def create(
+    group: str,
+    name: str,
+    role: type[T],
+    builtins: Mapping[str, Factory] | None = None,
+    /,
+    *args: Any,
+    **options: Any,
+) -> T:
     """``load(group, name)(*args, **options)``, checked against ``role`` (a Protocol)."""
     factory = load(group, name, builtins)
     try:

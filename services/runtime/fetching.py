@@ -59,8 +59,14 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
     full request without a session)."""
 
     def __init__(self, base: FetchRequest, session: FetchSession):
-        super().__init__(base._max_wait_ms, base._min_bytes, base._max_bytes, base._isolation_level,
-                         base._topics, rack_id=base._rack_id)
+        super().__init__(
+            base._max_wait_ms,
+            base._min_bytes,
+            base._max_bytes,
+            base._isolation_level,
+            base._topics,
+            rack_id=base._rack_id,
+        )
         self.session = session
         self.wanted = {(t, p): offset for t, parts in base._topics for p, offset, _ in parts}
         self.sent_epoch: int | None = None
@@ -72,15 +78,22 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
         s = self.session
         full = s.id == 0
         self.sent_epoch = _INITIAL_EPOCH if full else s.epoch
-        changed = [(topic, [(p, o, mb) for p, o, mb in parts if full or s.offsets.get((topic, p)) != o])
-                   for topic, parts in self._topics]
+        changed = [
+            (topic, [(p, o, mb) for p, o, mb in parts if full or s.offsets.get((topic, p)) != o])
+            for topic, parts in self._topics
+        ]
         forgotten: dict[str, list[int]] = {}
         for topic, p in s.offsets.keys() - self.wanted.keys():
             forgotten.setdefault(topic, []).append(p)
         # aiokafka's own build lays out this version's partitions; only the session fields differ
-        struct = FetchRequest(self._max_wait_ms, self._min_bytes, self._max_bytes, self._isolation_level,
-                              [(t, parts) for t, parts in changed if parts],
-                              rack_id=self._rack_id).build(request_struct_class)
+        struct = FetchRequest(
+            self._max_wait_ms,
+            self._min_bytes,
+            self._max_bytes,
+            self._isolation_level,
+            [(t, parts) for t, parts in changed if parts],
+            rack_id=self._rack_id,
+        ).build(request_struct_class)
         struct.session_id, struct.session_epoch = s.id, self.sent_epoch
         struct.forgotten_topics_data = list(forgotten.items())
         return struct

@@ -38,6 +38,8 @@ class DeadLetter(Exception):
     """Raised by a handler for a record that decodes but must not be processed (e.g. a plan
     naming a provider this service does not know): the record goes to the DLQ with this
     message as its reason, and the consumer goes on."""
+
+
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 fetching.install()  # see services.runtime.fetching
 wire.install()  # see services.runtime.wire
@@ -84,7 +86,10 @@ class Publisher:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[object]:
         return await self.send_raw(
-            topic, encode(event), key=key.encode() if key else None, partition=partition,
+            topic,
+            encode(event),
+            key=key.encode() if key else None,
+            partition=partition,
             headers=headers if headers is not None else telemetry.inject(),
         )
 
@@ -123,7 +128,9 @@ class DeadLetters:
         value = record.value or b""
         fut = await self._publisher.send_raw(self._topic, value, key=record.key, headers=headers)
         await fut
-        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason[:200])
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason[:200]
+        )
 
 
 def validation_reason(exc: pydantic.ValidationError) -> str:
@@ -132,7 +139,9 @@ def validation_reason(exc: pydantic.ValidationError) -> str:
     for err in exc.errors()[:10]:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "json_invalid":
-            parts.append(f"invalid JSON: {err['ctx'].get('error', err['msg']) if err.get('ctx') else err['msg']}")
+            parts.append(
+                f"invalid JSON: {err['ctx'].get('error', err['msg']) if err.get('ctx') else err['msg']}"
+            )
         else:
             parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
     more = len(exc.errors()) - 10
@@ -181,8 +190,14 @@ class Subscription:
     inline: bool = False
 
     @classmethod
-    def of(cls, model: type[BaseModel] | TypeAdapter[Any], handler: Handler[Any], *, name: str | None = None,
-           on_invalid: InvalidHandler | None = None) -> Subscription:
+    def of(
+        cls,
+        model: type[BaseModel] | TypeAdapter[Any],
+        handler: Handler[Any],
+        *,
+        name: str | None = None,
+        on_invalid: InvalidHandler | None = None,
+    ) -> Subscription:
         decode = model.validate_json if isinstance(model, TypeAdapter) else model.model_validate_json
         return cls(decode, handler, name or getattr(model, "__name__", "event"), on_invalid)
 
@@ -309,8 +324,9 @@ class Consumer(Generic[M]):
     def _apply_pauses(self) -> None:
         """Paused: held partitions, and while saturated every partition of a task subscription."""
         assigned = self._consumer.assignment()
-        want = {tp for tp in assigned
-                if tp in self._held or (self._saturated and not self._subs[tp.topic].inline)}
+        want = {
+            tp for tp in assigned if tp in self._held or (self._saturated and not self._subs[tp.topic].inline)
+        }
         paused = self._consumer.paused()
         if want - paused:
             self._consumer.pause(*(want - paused))
@@ -352,7 +368,9 @@ class Consumer(Generic[M]):
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _process(self, tp: TopicPartition, record: ConsumerRecord, progress: _PartitionProgress) -> None:
+    async def _process(
+        self, tp: TopicPartition, record: ConsumerRecord, progress: _PartitionProgress
+    ) -> None:
         try:
             settled = await self._dispatch(self._subs[tp.topic], record)
         finally:

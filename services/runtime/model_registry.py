@@ -65,7 +65,9 @@ class RegistryError(ValueError):
     """An answer of the registry that is not a catalog at all (no entry of it is used)."""
 
 
-def parse_catalog(body: bytes, providers: Collection[str], where: str = "model registry") -> dict[str, ModelConfig]:
+def parse_catalog(
+    body: bytes, providers: Collection[str], where: str = "model registry"
+) -> dict[str, ModelConfig]:
     """The models of a registry answer. ``RegistryError`` when the answer is not
     ``{"models": {alias: object}}``; single entries that fail validation or name an unknown
     provider are skipped (logged), the others kept."""
@@ -87,7 +89,9 @@ def parse_catalog(body: bytes, providers: Collection[str], where: str = "model r
             continue
         unknown = sorted({d.provider for d in model.deployments} - set(providers))
         if unknown:
-            log.warning("%s: model %r skipped: unknown provider %s", where, alias, ", ".join(map(repr, unknown)))
+            log.warning(
+                "%s: model %r skipped: unknown provider %s", where, alias, ", ".join(map(repr, unknown))
+            )
             continue
         out[alias] = model
     return out
@@ -169,7 +173,9 @@ class HttpModelRegistry:
 
     def _failed(self, why: str) -> bool:
         self._expires = self._clock() + self.cache_ttl_s
-        log.warning("model registry %s %s; keeping the last catalog (%d models)", self.url, why, len(self._models))
+        log.warning(
+            "model registry %s %s; keeping the last catalog (%d models)", self.url, why, len(self._models)
+        )
         return False
 
     async def aclose(self) -> None:
@@ -184,7 +190,9 @@ def model_registry(config: GatewayConfig, *, load: bool = True) -> ModelRegistry
     rc = config.model_registry
     if rc is None:
         return ConfigModelRegistry(config)
-    registry = HttpModelRegistry(rc.url, providers=config.providers, initial=config.models, cache_ttl_s=rc.cache_ttl_s)
+    registry = HttpModelRegistry(
+        rc.url, providers=config.providers, initial=config.models, cache_ttl_s=rc.cache_ttl_s
+    )
     if load:
         registry.load()
     return registry

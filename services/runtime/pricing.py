@@ -27,7 +27,9 @@ def cost_usd(usage: Usage, priced: Priced) -> float:
     cached_price = p.cached_input_per_mtok if p.cached_input_per_mtok is not None else p.input_per_mtok
     uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
     tokens = (
-        uncached * p.input_per_mtok + usage.cached_tokens * cached_price + usage.completion_tokens * p.output_per_mtok
+        uncached * p.input_per_mtok
+        + usage.cached_tokens * cached_price
+        + usage.completion_tokens * p.output_per_mtok
     ) / 1_000_000
     units = sum(n * p.per_unit.get(unit, 0.0) for unit, n in usage.units.items()) if usage.units else 0.0
     return round(tokens + units, 10)

@@ -42,7 +42,12 @@ REJECTION_ACTIONS = {"rate_limited": "rate_limited", "budget_exceeded": "budget_
 
 
 async def reject(
-    publisher: Publisher, topics: Topics, req: RequestBase, err: GatewayError, actor: str, alias: str | None = None,
+    publisher: Publisher,
+    topics: Topics,
+    req: RequestBase,
+    err: GatewayError,
+    actor: str,
+    alias: str | None = None,
     action: str | None = None,
 ) -> None:
     """Answer ``req`` with ``err`` (its ``details`` too) and record an audit event: ``action``,
@@ -57,8 +62,13 @@ async def reject(
         status="error",
         operation=req.operation,
         alias=model,
-        error=ErrorInfo(code=err.code, message=err.message, param=err.param, retryable=err.retryable,  # type: ignore[arg-type]
-                        details=err.details),
+        error=ErrorInfo(
+            code=err.code,
+            message=err.message,
+            param=err.param,
+            retryable=err.retryable,  # type: ignore[arg-type]
+            details=err.details,
+        ),
     )
     audit = AuditRecorded(
         request_id=req.request_id,
@@ -84,7 +94,8 @@ def invalid_error(exc: pydantic.ValidationError, operation: Any) -> GatewayError
     knows is ``capability_not_supported`` naming it; anything else ``validation_error``."""
     if any(e["type"] == "union_tag_invalid" for e in exc.errors()) and isinstance(operation, str):
         return CapabilityNotSupported(
-            f"operation {operation!r} is not supported (supported: {', '.join(OPERATIONS)})", param="operation"
+            f"operation {operation!r} is not supported (supported: {', '.join(OPERATIONS)})",
+            param="operation",
         )
     return ValidationError(f"invalid request: {validation_reason(exc)}")
 

@@ -78,33 +78,68 @@ class RequestLog:
         if not self.enabled:
             return
         line: dict[str, Any] = {
-            "log": "request", "ts": _ts(), "service": self.service, "request_id": request_id, "tenant": tenant,
-            "user": user, "api_key": api_key, "client_id": client_id, "operation": operation, "model": model,
-            "provider": provider, "status": status, "error": error, "http_status": http_status,
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": total_tokens,
-            "cost_usd": cost_usd, "latency_ms": None if latency_ms is None else round(latency_ms, 3),
+            "log": "request",
+            "ts": _ts(),
+            "service": self.service,
+            "request_id": request_id,
+            "tenant": tenant,
+            "user": user,
+            "api_key": api_key,
+            "client_id": client_id,
+            "operation": operation,
+            "model": model,
+            "provider": provider,
+            "status": status,
+            "error": error,
+            "http_status": http_status,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": total_tokens,
+            "cost_usd": cost_usd,
+            "latency_ms": None if latency_ms is None else round(latency_ms, 3),
         }
         out = self._out or sys.stdout
         out.write(orjson.dumps(line).decode() + "\n")
         out.flush()
 
-    def rejected(self, req: RequestBase, code: str, *, model: str | None = None,
-                 latency_ms: float | None = None) -> None:
+    def rejected(
+        self, req: RequestBase, code: str, *, model: str | None = None, latency_ms: float | None = None
+    ) -> None:
         """A request refused before any provider call (no tokens, no cost)."""
         if self.enabled:
-            self.outcome(request_id=req.request_id, tenant=req.tenant_id, user=req.user_id,
-                         api_key=getattr(req, "api_key", None), client_id=req.client_id, operation=req.operation,
-                         model=model or getattr(req, "model", None), status="error", error=code,
-                         latency_ms=latency_ms)
+            self.outcome(
+                request_id=req.request_id,
+                tenant=req.tenant_id,
+                user=req.user_id,
+                api_key=getattr(req, "api_key", None),
+                client_id=req.client_id,
+                operation=req.operation,
+                model=model or getattr(req, "model", None),
+                status="error",
+                error=code,
+                latency_ms=latency_ms,
+            )
 
     def executed(self, usage: UsageRecorded, api_key: str | None = None) -> None:
         """A request a provider was called for, from its usage record."""
         if self.enabled:
-            self.outcome(request_id=usage.request_id, tenant=usage.tenant_id, user=usage.user_id, api_key=api_key,
-                         client_id=usage.client_id, operation=usage.operation, model=usage.alias,
-                         provider=usage.provider, status=usage.status, error=usage.error_code,
-                         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                         total_tokens=usage.total_tokens, cost_usd=usage.cost_usd, latency_ms=usage.total_ms)
+            self.outcome(
+                request_id=usage.request_id,
+                tenant=usage.tenant_id,
+                user=usage.user_id,
+                api_key=api_key,
+                client_id=usage.client_id,
+                operation=usage.operation,
+                model=usage.alias,
+                provider=usage.provider,
+                status=usage.status,
+                error=usage.error_code,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                cost_usd=usage.cost_usd,
+                latency_ms=usage.total_ms,
+            )
 
 
 class _Publisher(Protocol):

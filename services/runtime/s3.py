@@ -31,7 +31,9 @@ class StoredObject:
 class ObjectStore(Protocol):
     """One bucket. Keys are listed in ascending (byte) order."""
 
-    async def put(self, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+    async def put(
+        self, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
         """Write ``body`` under ``key`` atomically (readers see the old object or the new one, never
         part of it); returns the new ETag."""
         ...
@@ -55,8 +57,9 @@ class S3ObjectStore:
     False (readers), a missing bucket is a ``RuntimeError`` naming it.
     """
 
-    def __init__(self, bucket: str, *, endpoint_url: str | None, max_connections: int = 32,
-                 create_bucket: bool = True):
+    def __init__(
+        self, bucket: str, *, endpoint_url: str | None, max_connections: int = 32, create_bucket: bool = True
+    ):
         self.bucket = bucket
         self._create = create_bucket
         self._endpoint = endpoint_url
@@ -73,10 +76,17 @@ class S3ObjectStore:
         if await core.get_credentials() is None:
             core.set_credentials(LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY)
         session = aioboto3.Session(botocore_session=core)
-        config = AioConfig(max_pool_connections=self._max_connections, retries={"max_attempts": 3, "mode": "standard"},
-                           s3={"addressing_style": "path"})
-        self._context = session.client("s3", endpoint_url=self._endpoint, config=config,
-                                       region_name=core.get_config_variable("region") or "us-east-1")
+        config = AioConfig(
+            max_pool_connections=self._max_connections,
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+        )
+        self._context = session.client(
+            "s3",
+            endpoint_url=self._endpoint,
+            config=config,
+            region_name=core.get_config_variable("region") or "us-east-1",
+        )
         self._client = await self._context.__aenter__()
         try:
             await self._ensure_bucket()
@@ -113,7 +123,9 @@ class S3ObjectStore:
             if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
 
-    async def put(self, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+    async def put(
+        self, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
         kw: dict[str, str] = {}
         if if_none_match:
             kw["IfNoneMatch"] = "*"
@@ -155,7 +167,9 @@ class MemoryObjectStore:
         self.objects: dict[str, bytes] = {}
         self.puts = 0
 
-    async def put(self, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+    async def put(
+        self, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
         old = self.objects.get(key)
         if if_none_match and old is not None:
             raise PreconditionFailed(key)

@@ -28,7 +28,9 @@ class Settings:
     topics_path: Path = ROOT / "topics.yaml"
     topic_prefix: str = ""
     state_dir: Path = ROOT / ".llmgw"
-    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    instance_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    )
     log_level: str = "INFO"
     max_in_flight: int = 512
     edge_host: str = "127.0.0.1"
@@ -69,8 +71,12 @@ class Settings:
             kw["log_level"] = v
         if v := e.get("LLMGW_MAX_IN_FLIGHT"):
             kw["max_in_flight"] = int(v)
-        for name, key in (("edge_port", "LLMGW_EDGE_PORT"), ("edge_workers", "LLMGW_EDGE_WORKERS"),
-                          ("emulator_port", "LLMGW_EMULATOR_PORT"), ("s3_port", "LLMGW_S3_PORT")):
+        for name, key in (
+            ("edge_port", "LLMGW_EDGE_PORT"),
+            ("edge_workers", "LLMGW_EDGE_WORKERS"),
+            ("emulator_port", "LLMGW_EMULATOR_PORT"),
+            ("s3_port", "LLMGW_S3_PORT"),
+        ):
             if v := e.get(key):
                 kw[name] = int(v)
         if e.get("LLMGW_OTEL_CONSOLE") in ("1", "true", "yes"):
@@ -79,8 +85,11 @@ class Settings:
             kw["provider_trust_env"] = True
         if v := e.get("LLMGW_EDGE_HOST"):
             kw["edge_host"] = v
-        for name, key in (("s3_endpoint", "LLMGW_S3_ENDPOINT"), ("usage_bucket", "LLMGW_USAGE_BUCKET"),
-                          ("audit_bucket", "LLMGW_AUDIT_BUCKET")):
+        for name, key in (
+            ("s3_endpoint", "LLMGW_S3_ENDPOINT"),
+            ("usage_bucket", "LLMGW_USAGE_BUCKET"),
+            ("audit_bucket", "LLMGW_AUDIT_BUCKET"),
+        ):
             if v := e.get(key):
                 kw[name] = v
         if e.get("LLMGW_REQUEST_LOG", "").lower() in ("0", "false", "no", "off"):

@@ -68,8 +68,9 @@ class SinkService:
         )
 
     async def start(self) -> None:
-        await apply_topics(self.settings.runtime.bootstrap_servers, self.topics, create=False,
-                           only=[self.spec.source, "dlq"])
+        await apply_topics(
+            self.settings.runtime.bootstrap_servers, self.topics, create=False, only=[self.spec.source, "dlq"]
+        )
         await self.publisher.start()
         await self.consumer.start()
 

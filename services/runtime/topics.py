@@ -68,7 +68,9 @@ class Topics:
         return next((s for s in self._specs.values() if s.name == name), None)
 
 
-async def apply_topics(bootstrap: str, topics: Topics, *, create: bool = True, only: list[str] | None = None) -> list[str]:
+async def apply_topics(
+    bootstrap: str, topics: Topics, *, create: bool = True, only: list[str] | None = None
+) -> list[str]:
     """Create missing topics (when ``create``) and check existing ones.
 
     Returns the names created. Raises TopicConfigurationMismatch naming every
@@ -124,8 +126,12 @@ async def _differences(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> li
             configs[name] = {e[0]: e[1] for e in entries}
     for t in specs:
         if parts.get(t.name) != t.partitions:
-            problems.append(f"topic {t.name} has {parts.get(t.name)} partitions, topics.yaml says {t.partitions}")
+            problems.append(
+                f"topic {t.name} has {parts.get(t.name)} partitions, topics.yaml says {t.partitions}"
+            )
         policy = configs.get(t.name, {}).get("cleanup.policy")
         if policy != t.cleanup_policy:
-            problems.append(f"topic {t.name} has cleanup.policy={policy}, topics.yaml says {t.cleanup_policy}")
+            problems.append(
+                f"topic {t.name} has cleanup.policy={policy}, topics.yaml says {t.cleanup_policy}"
+            )
     return problems

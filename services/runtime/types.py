@@ -63,7 +63,9 @@ class TypeRegistry(Protocol):
 
 def _checked(gts_id: str) -> str:
     if not is_gts_id(gts_id):
-        raise UnknownType(f"{gts_id!r} is not a GTS type id (gts.<vendor>.<package>.<namespace>.<type>.v<MAJOR>[.<MINOR>]~)")
+        raise UnknownType(
+            f"{gts_id!r} is not a GTS type id (gts.<vendor>.<package>.<namespace>.<type>.v<MAJOR>[.<MINOR>]~)"
+        )
     return gts_id
 
 
@@ -133,7 +135,9 @@ class HttpTypeRegistry:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TypeRegistryUnavailable(f"type registry {self.base_url} unreachable: {type(exc).__name__}") from exc
+            raise TypeRegistryUnavailable(
+                f"type registry {self.base_url} unreachable: {type(exc).__name__}"
+            ) from exc
         if status != 200:
             raise UnknownType(f"type {gts_id} is not registered (registry answered HTTP {status})")
         schema = _schema(raw, url)

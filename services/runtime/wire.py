@@ -32,7 +32,13 @@ from aiokafka.protocol import types as t
 from aiokafka.protocol.struct import Struct
 
 _FIXED: dict[type, str] = {
-    t.Int8: "b", t.Int16: "h", t.Int32: "i", t.Int64: "q", t.UInt32: "I", t.Float64: "d", t.Boolean: "?",
+    t.Int8: "b",
+    t.Int16: "h",
+    t.Int32: "i",
+    t.Int64: "q",
+    t.UInt32: "I",
+    t.Float64: "d",
+    t.Boolean: "?",
 }
 
 
@@ -63,7 +69,7 @@ def _read_tagged(buf: bytes, pos: int) -> tuple[dict[int, bytes], int]:
             raise _Fallback
         prev = tag
         size, pos = _read_uvarint(buf, pos)
-        tags[tag] = bytes(buf[pos:pos + size])
+        tags[tag] = bytes(buf[pos : pos + size])
         pos += size
     if pos > len(buf):
         raise _Fallback
@@ -138,8 +144,11 @@ def _enc_sized(src: _Source, depth: int, v: str, value: str, length: str, compac
     null = b"\x00" if compact else b"\xff" * (4 if wide else 2)
     src.emit(depth + 1, f"out.append({null!r})")
     src.emit(depth, "else:")
-    prefix = f"{src.const(t.UnsignedVarInt32.encode)}({length} + 1)" if compact else \
-        f"{src.const(struct.Struct('>i' if wide else '>h').pack)}({length})"
+    prefix = (
+        f"{src.const(t.UnsignedVarInt32.encode)}({length} + 1)"
+        if compact
+        else f"{src.const(struct.Struct('>i' if wide else '>h').pack)}({length})"
+    )
     src.emit(depth + 1, f"out.append({prefix})")
 
 
@@ -160,8 +169,15 @@ def _enc_value(src: _Source, depth: int, kind: Any, value: str) -> None:
         _enc_value(src, depth + 2, kind.array_of, e)
     elif type(kind) in (t.String, t.CompactString):
         v, b = src.var("x"), src.var("b")
-        _enc_sized(src, depth, v, value, f"len({b} := str({v}).encode({kind.encoding!r}))",
-                   type(kind) is t.CompactString, wide=False)
+        _enc_sized(
+            src,
+            depth,
+            v,
+            value,
+            f"len({b} := str({v}).encode({kind.encoding!r}))",
+            type(kind) is t.CompactString,
+            wide=False,
+        )
         src.emit(depth + 1, f"out.append({b})")
     elif kind in (t.Bytes, t.CompactBytes):
         v = src.var("x")

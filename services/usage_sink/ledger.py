@@ -68,7 +68,9 @@ class S3UsagePlugin:
         self._store = store
         self._writer = uuid.uuid4().hex
         self._known: dict[Source, _Known] = {}
-        self._batcher: Batcher[Source, Item] = Batcher(self._write, max_items=max_records, max_wait_s=max_wait_s)
+        self._batcher: Batcher[Source, Item] = Batcher(
+            self._write, max_items=max_records, max_wait_s=max_wait_s
+        )
         self.written = 0  # records this process stored (what a benchmark counts)
 
     async def record(self, usage: UsageRecorded, position: Position) -> None:
@@ -101,11 +103,20 @@ class S3UsagePlugin:
             if not todo:
                 break
             claim = max(last, known.claimed)
-            body = orjson.dumps({"topic": topic, "partition": partition, "first": first, "last": claim,
-                                 "writer": self._writer, "at": datetime.now(UTC).isoformat()})
+            body = orjson.dumps(
+                {
+                    "topic": topic,
+                    "partition": partition,
+                    "first": first,
+                    "last": claim,
+                    "writer": self._writer,
+                    "at": datetime.now(UTC).isoformat(),
+                }
+            )
             try:
-                known.etag = await self._store.put(intent_key(topic, partition), body, if_match=known.etag,
-                                                   if_none_match=known.etag is None)
+                known.etag = await self._store.put(
+                    intent_key(topic, partition), body, if_match=known.etag, if_none_match=known.etag is None
+                )
             except PreconditionFailed:
                 self._known.pop(source, None)  # another writer wrote an intent: read it, look again
                 continue
@@ -113,8 +124,12 @@ class S3UsagePlugin:
             groups: dict[Group, list[bytes]] = defaultdict(list)
             for i in todo:
                 groups[i.group].append(i.line)
-            await asyncio.gather(*(self._put(object_key(g, topic, partition, first, last), lines)
-                                   for g, lines in groups.items()))
+            await asyncio.gather(
+                *(
+                    self._put(object_key(g, topic, partition, first, last), lines)
+                    for g, lines in groups.items()
+                )
+            )
             self.written += len(todo)
             break
         known = self._known[source]
@@ -138,8 +153,13 @@ class S3UsagePlugin:
     async def _not_stored(self, source: Source, items: list[Item], claimed: int) -> list[Item]:
         """``items`` less those an object of their source and directory already holds."""
         topic, partition = source
-        groups = sorted({i.group for i in items if i.offset <= claimed}, key=lambda g: (g.tenant, g.date, g.hour))
-        listings = await asyncio.gather(*(self._store.keys(source_prefix(g, topic, partition)) for g in groups))
+        groups = sorted(
+            {i.group for i in items if i.offset <= claimed}, key=lambda g: (g.tenant, g.date, g.hour)
+        )
+        listings = await asyncio.gather(
+            *(self._store.keys(source_prefix(g, topic, partition)) for g in groups)
+        )
         ranges = {g: [offset_range(k) for k in keys] for g, keys in zip(groups, listings, strict=True)}
-        return [i for i in items
-                if i.offset > claimed or not any(a <= i.offset <= b for a, b in ranges[i.group])]
+        return [
+            i for i in items if i.offset > claimed or not any(a <= i.offset <= b for a, b in ranges[i.group])
+        ]

@@ -67,7 +67,10 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "tenant": self.tenant, "since": self.since.isoformat(), "until": self.until.isoformat(), "by": self.by,
+            "tenant": self.tenant,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "by": self.by,
             "total": _rounded(asdict(self.total)),
             "groups": [{"key": k, **_rounded(asdict(v))} for k, v in sorted(self.groups.items())],
         }
@@ -76,10 +79,15 @@ class Report:
         head = f"{self.by or 'tenant':<28} {'requests':>9} {'errors':>7} {'prompt':>10} {'completion':>10} {'total':>10} {'cost_usd':>12}"
         rows = [(k, v) for k, v in sorted(self.groups.items())] if self.by else []
         rows.append(("TOTAL" if self.by else self.tenant, self.total))
-        lines = [f"usage of tenant {self.tenant} from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC", head]
+        lines = [
+            f"usage of tenant {self.tenant} from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC",
+            head,
+        ]
         for k, t in rows:
-            lines.append(f"{k[:28]:<28} {t.requests:>9} {t.errors:>7} {t.prompt_tokens:>10} {t.completion_tokens:>10} "
-                         f"{t.total_tokens:>10} {t.cost_usd:>12.6f}")
+            lines.append(
+                f"{k[:28]:<28} {t.requests:>9} {t.errors:>7} {t.prompt_tokens:>10} {t.completion_tokens:>10} "
+                f"{t.total_tokens:>10} {t.cost_usd:>12.6f}"
+            )
         return "\n".join(lines)
 
 
@@ -131,8 +139,15 @@ def _hour_in_window(key: str, since: datetime, until: datetime) -> bool:
     return start < until and start + timedelta(hours=1) > since
 
 
-async def usage_report(store: ObjectStore, tenant: str, *, since: datetime, until: datetime,
-                       by: str | None = None, concurrency: int = 16) -> Report:
+async def usage_report(
+    store: ObjectStore,
+    tenant: str,
+    *,
+    since: datetime,
+    until: datetime,
+    by: str | None = None,
+    concurrency: int = 16,
+) -> Report:
     if by is not None and by not in BY:
         raise ValueError(f"--by must be one of {', '.join(BY)}, got {by!r}")
     report = Report(tenant, since, until, by)

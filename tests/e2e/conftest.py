@@ -58,7 +58,11 @@ def edge_url(stack: Stack, stack_settings: Settings) -> str:
 @pytest.fixture(scope="session")
 async def gw(stack: Stack, stack_settings: Settings) -> AsyncIterator[GatewayClient]:
     async with GatewayClient(
-        stack_settings.bootstrap_servers, "demo", "e2e-user", topic_prefix=stack_settings.topic_prefix, timeout_s=30
+        stack_settings.bootstrap_servers,
+        "demo",
+        "e2e-user",
+        topic_prefix=stack_settings.topic_prefix,
+        timeout_s=30,
     ) as client:
         yield client
 
@@ -66,6 +70,10 @@ async def gw(stack: Stack, stack_settings: Settings) -> AsyncIterator[GatewayCli
 @pytest.fixture(scope="session")
 async def restricted_gw(stack: Stack, stack_settings: Settings) -> AsyncIterator[GatewayClient]:
     async with GatewayClient(
-        stack_settings.bootstrap_servers, "restricted", "r-user", topic_prefix=stack_settings.topic_prefix, timeout_s=30
+        stack_settings.bootstrap_servers,
+        "restricted",
+        "r-user",
+        topic_prefix=stack_settings.topic_prefix,
+        timeout_s=30,
     ) as client:
         yield client

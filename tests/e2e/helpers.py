@@ -15,8 +15,9 @@ class TopicTail:
     def __init__(self, bootstrap: str, topic: str, partition: int | None = None):
         self.bootstrap, self.topic, self.partition = bootstrap, topic, partition
         self.records: list[ConsumerRecord] = []
-        self._c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                   max_partition_fetch_bytes=9 * 1024 * 1024)
+        self._c = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=9 * 1024 * 1024
+        )
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -40,7 +41,9 @@ class TopicTail:
                 self.records.extend(recs)
                 self._changed.set()
 
-    async def until(self, cond: Callable[[list[ConsumerRecord]], bool], timeout: float = 30) -> list[ConsumerRecord]:
+    async def until(
+        self, cond: Callable[[list[ConsumerRecord]], bool], timeout: float = 30
+    ) -> list[ConsumerRecord]:
         async with asyncio.timeout(timeout):
             while not cond(self.records):
                 self._changed.clear()

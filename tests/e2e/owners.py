@@ -43,7 +43,9 @@ async def kill_owner(stack: Stack, settings: Settings, tenant: str) -> str:
     """SIGKILL the router instance owning ``tenant``'s partition; returns its component name."""
     requests = Topics.load(settings.topics_path, settings.topic_prefix).requests
     p = tenant_partition(tenant, requests.partitions)
-    client_id = await owner(settings.bootstrap_servers, f"{settings.topic_prefix}llmgw-router", requests.name, p)
+    client_id = await owner(
+        settings.bootstrap_servers, f"{settings.topic_prefix}llmgw-router", requests.name, p
+    )
     name = client_id.removeprefix("router-")  # the router's client id is router-<instance id>
     victim = next(c for c in stack.load() if c.name == name)
     os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]

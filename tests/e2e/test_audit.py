@@ -21,7 +21,9 @@ def _actions(records, rid: str) -> list[dict]:  # type: ignore[no-untyped-def]
 
 async def test_short_request_has_started_then_completed(gw, stack_settings):
     rid = new_id()
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit") as audit:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit"
+    ) as audit:
         result = await gw.chat(model="demo-openai", messages=MSGS, request_id=rid)
         recs = await audit.until(lambda rs: len(_actions(rs, rid)) >= 2)
     assert result.status == "ok"
@@ -32,7 +34,9 @@ async def test_short_request_has_started_then_completed(gw, stack_settings):
 
 async def test_long_request_announces_started_before_its_result(gw, stack_settings):
     rid = new_id()
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit") as audit:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit"
+    ) as audit:
         call = gw.chat(model="demo-openai", messages=MSGS, request_id=rid, emulator_scenario="ttfb_ms=1500")
         task = asyncio.create_task(call)
         recs = await audit.until(lambda rs: len(_actions(rs, rid)) >= 1)

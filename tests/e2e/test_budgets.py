@@ -32,8 +32,13 @@ MAX_TOKENS, TOKENS, SCENARIO = 150, 140, "ttfb_ms=1500,tokens=140"
 
 @pytest.fixture(scope="module")
 async def budgeted(stack: Stack, stack_settings) -> AsyncIterator[GatewayClient]:
-    async with GatewayClient(stack_settings.bootstrap_servers, "budgeted", "budgeted-user",
-                             topic_prefix=stack_settings.topic_prefix, timeout_s=90) as client:
+    async with GatewayClient(
+        stack_settings.bootstrap_servers,
+        "budgeted",
+        "budgeted-user",
+        topic_prefix=stack_settings.topic_prefix,
+        timeout_s=90,
+    ) as client:
         yield client
 
 
@@ -73,14 +78,22 @@ async def records(bootstrap: str, topic: str) -> list[dict]:
 async def spend(settings) -> tuple[dict[str, float], dict[str, float]]:
     """(reserved, settled) USD per request id of tenant budgeted, from llm.admissions and llm.usage."""
     p = settings.topic_prefix
-    adm = {d["request_id"]: d["cost_usd"] for d in await records(settings.bootstrap_servers, f"{p}llm.admissions")
-           if d["tenant_id"] == "budgeted"}
-    use = {d["request_id"]: d["cost_usd"] for d in await records(settings.bootstrap_servers, f"{p}llm.usage")
-           if d["tenant_id"] == "budgeted"}
+    adm = {
+        d["request_id"]: d["cost_usd"]
+        for d in await records(settings.bootstrap_servers, f"{p}llm.admissions")
+        if d["tenant_id"] == "budgeted"
+    }
+    use = {
+        d["request_id"]: d["cost_usd"]
+        for d in await records(settings.bootstrap_servers, f"{p}llm.usage")
+        if d["tenant_id"] == "budgeted"
+    }
     return adm, use
 
 
-async def spend_of(settings, ids: set[str], timeout_s: float = 30.0) -> tuple[dict[str, float], dict[str, float]]:
+async def spend_of(
+    settings, ids: set[str], timeout_s: float = 30.0
+) -> tuple[dict[str, float], dict[str, float]]:
     """``spend`` once both topics hold a record of every one of ``ids`` (or at the deadline, as
     they are): a topic read right after the answers may end at offsets a moment old."""
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -91,13 +104,18 @@ async def spend_of(settings, ids: set[str], timeout_s: float = 30.0) -> tuple[di
 
 
 async def test_fifty_at_once_never_overshoot_and_a_killed_owners_successor_keeps_the_spend(
-        budgeted, edge_url, stack, stack_settings, killed):
-    calls = [budgeted.chat(model="demo-openai", messages=MSGS, max_tokens=MAX_TOKENS, emulator_scenario=SCENARIO)
-             for _ in range(50)]
+    budgeted, edge_url, stack, stack_settings, killed
+):
+    calls = [
+        budgeted.chat(model="demo-openai", messages=MSGS, max_tokens=MAX_TOKENS, emulator_scenario=SCENARIO)
+        for _ in range(50)
+    ]
     results = await asyncio.gather(*calls, return_exceptions=True)
     ok = [r for r in results if isinstance(r, ResultProduced)]
     refused = [r for r in results if isinstance(r, BudgetExceeded)]
-    assert len(ok) + len(refused) == 50, [r for r in results if not isinstance(r, ResultProduced | BudgetExceeded)]
+    assert len(ok) + len(refused) == 50, [
+        r for r in results if not isinstance(r, ResultProduced | BudgetExceeded)
+    ]
     reserved, settled = await spend_of(stack_settings, {r.request_id for r in ok})
     assert set(reserved) == {r.request_id for r in ok} and set(settled) == set(reserved)
     # exact: every request reserved the same, and all 50 were decided before any settled

@@ -18,9 +18,15 @@ from services.emulator.text import completion_text, count_prompt_tokens
 
 from .helpers import TopicTail
 
-ALIASES = [("demo-openai", "emulator-openai", "gpt-emu"), ("demo-anthropic", "emulator-anthropic", "claude-emu"),
-           ("demo-ollama", "emulator-ollama", "llama-emu")]
-MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "tell me about kafka partitions"}]
+ALIASES = [
+    ("demo-openai", "emulator-openai", "gpt-emu"),
+    ("demo-anthropic", "emulator-anthropic", "claude-emu"),
+    ("demo-ollama", "emulator-ollama", "llama-emu"),
+]
+MSGS = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "tell me about kafka partitions"},
+]
 
 
 def expected_prompt_tokens(alias):
@@ -61,7 +67,9 @@ async def test_max_tokens_stops_with_length(gw):
 async def test_rejections_reach_the_caller_with_a_reason(gw, restricted_gw):
     with pytest.raises(ModelNotFound, match="'gpt-nope' does not exist"):
         await gw.chat(model="gpt-nope", messages=MSGS)
-    with pytest.raises(ModelNotApproved, match="tenant 'restricted' is not approved for model 'demo-anthropic'"):
+    with pytest.raises(
+        ModelNotApproved, match="tenant 'restricted' is not approved for model 'demo-anthropic'"
+    ):
         await restricted_gw.chat(model="demo-anthropic", messages=MSGS)
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     with pytest.raises(CapabilityNotSupported, match="'mock-gpt' does not support tools"):
@@ -92,7 +100,11 @@ async def test_schema_violation_with_reply_address_gets_validation_error_and_dlq
 
 async def test_malformed_events_land_in_dlq_while_router_keeps_answering(gw, stack_settings):
     dlq = f"{stack_settings.topic_prefix}llm.dlq"
-    junk = [b"{not json at all", orjson.dumps({"type": "llm.request.v1", "tenant_id": "demo"}), b"\x00" * (5 * 1024 * 1024)]
+    junk = [
+        b"{not json at all",
+        orjson.dumps({"type": "llm.request.v1", "tenant_id": "demo"}),
+        b"\x00" * (5 * 1024 * 1024),
+    ]
     async with TopicTail(stack_settings.bootstrap_servers, dlq) as tail:
         for value in junk:
             await (await gw._publisher.send_raw(gw.topics.requests.name, value, key=b"demo"))
@@ -114,7 +126,13 @@ async def test_usage_event_per_request_with_cost(gw, stack_settings):
     mine = [UsageRecorded.model_validate_json(x.value) for x in recs if r.request_id.encode() in x.value]
     assert len(mine) == 1
     u = mine[0]
-    assert (u.status, u.alias, u.provider, u.conversation_id, u.user_id) == ("ok", "demo-anthropic", "emulator-anthropic", "conv-1", "e2e-user")
+    assert (u.status, u.alias, u.provider, u.conversation_id, u.user_id) == (
+        "ok",
+        "demo-anthropic",
+        "emulator-anthropic",
+        "conv-1",
+        "e2e-user",
+    )
     assert u.prompt_tokens == r.usage.prompt_tokens and u.completion_tokens == 8
     assert u.cost_usd == pytest.approx((u.prompt_tokens * 3.0 + 8 * 15.0) / 1e6)
     assert u.total_ms > 0 and u.ttft_ms is not None
@@ -125,8 +143,14 @@ async def test_two_hundred_concurrent_requests_each_answered_once(gw, stack_sett
     async with TopicTail(stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition) as tail:
         ids = [new_id() for _ in range(200)]
         results = await asyncio.gather(
-            *[gw.chat(model=("demo-openai", "demo-anthropic", "demo-ollama")[i % 3], messages=MSGS, request_id=rid)
-              for i, rid in enumerate(ids)]
+            *[
+                gw.chat(
+                    model=("demo-openai", "demo-anthropic", "demo-ollama")[i % 3],
+                    messages=MSGS,
+                    request_id=rid,
+                )
+                for i, rid in enumerate(ids)
+            ]
         )
         assert [r.request_id for r in results] == ids and all(r.status == "ok" for r in results)
         await tail.until(lambda rs: sum(b'"llm.result.v1"' in r.value for r in rs) >= 200)
@@ -146,8 +170,10 @@ async def test_one_trace_from_request_to_result(gw, stack_settings):
 
     telemetry.setup("e2e-caller")
     requests_topic = gw.topics.requests.name
-    async with TopicTail(stack_settings.bootstrap_servers, requests_topic) as reqs, \
-            TopicTail(stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition) as replies:
+    async with (
+        TopicTail(stack_settings.bootstrap_servers, requests_topic) as reqs,
+        TopicTail(stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition) as replies,
+    ):
         r = await gw.chat(model="demo-openai", messages=MSGS)
         key = r.request_id.encode()
         await reqs.until(lambda rs: any(key in x.value for x in rs))

@@ -14,13 +14,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def llmgw(settings, *args, extra_env=None, timeout=120):
-    env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "LLMGW_TOPIC_PREFIX": settings.topic_prefix,
-        "LLMGW_STATE_DIR": str(settings.state_dir),
-    } | (extra_env or {})
-    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    env = (
+        os.environ
+        | {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "LLMGW_TOPIC_PREFIX": settings.topic_prefix,
+            "LLMGW_STATE_DIR": str(settings.state_dir),
+        }
+        | (extra_env or {})
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_status_json_lists_every_component(stack, stack_settings):
@@ -62,9 +72,15 @@ def test_topics_check_passes_on_the_stack(stack, stack_settings):
 
 def test_invalid_config_stops_start_up_naming_the_key(tmp_path, stack_settings):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("providers: {p: {kind: openai, base_url: u}}\nmodels: {m: {deployments: [{provider: q, model: x}]}}\n")
-    res = llmgw(stack_settings, "up", "--detach",
-                extra_env={"LLMGW_CONFIG": str(bad), "LLMGW_STATE_DIR": str(tmp_path / "state")})
+    bad.write_text(
+        "providers: {p: {kind: openai, base_url: u}}\nmodels: {m: {deployments: [{provider: q, model: x}]}}\n"
+    )
+    res = llmgw(
+        stack_settings,
+        "up",
+        "--detach",
+        extra_env={"LLMGW_CONFIG": str(bad), "LLMGW_STATE_DIR": str(tmp_path / "state")},
+    )
     assert res.returncode == 2
     assert "models.m.deployments.0.provider: unknown provider 'q'" in res.stderr
     assert not (tmp_path / "state" / "stack.json").exists()
@@ -73,9 +89,13 @@ def test_invalid_config_stops_start_up_naming_the_key(tmp_path, stack_settings):
 def test_up_detach_then_down(tmp_path, stack_settings):
     from services.cli import infra
 
-    env = {"LLMGW_STATE_DIR": str(tmp_path / "st"), "LLMGW_TOPIC_PREFIX": stack_settings.topic_prefix + "up.",
-           "LLMGW_EMULATOR_PORT": str(infra.free_port()), "LLMGW_S3_PORT": str(infra.free_port()),
-           "LLMGW_EDGE_PORT": str(infra.free_port())}
+    env = {
+        "LLMGW_STATE_DIR": str(tmp_path / "st"),
+        "LLMGW_TOPIC_PREFIX": stack_settings.topic_prefix + "up.",
+        "LLMGW_EMULATOR_PORT": str(infra.free_port()),
+        "LLMGW_S3_PORT": str(infra.free_port()),
+        "LLMGW_EDGE_PORT": str(infra.free_port()),
+    }
     res = llmgw(stack_settings, "up", "--detach", "--no-edge", extra_env=env)
     try:
         assert res.returncode == 0, res.stderr
@@ -90,20 +110,27 @@ def test_up_detach_then_down(tmp_path, stack_settings):
         down = llmgw(stack_settings, "down", extra_env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
+        )
 
 
 def test_stop_one_router_the_other_takes_over_then_restart(stack, stack_settings):
     res = llmgw(stack_settings, "stop", "router-1")
     assert res.returncode == 0 and "stopped router-1" in res.stdout, res.stderr
-    status = {c["name"]: c for c in json.loads(llmgw(stack_settings, "status", "--json").stdout)["components"]}
+    status = {
+        c["name"]: c for c in json.loads(llmgw(stack_settings, "status", "--json").stdout)["components"]
+    }
     assert not status["router-1"]["running"] and status["router-0"]["running"]
     for _ in range(3):  # every partition of llm.requests is served by router-0 now
         chat = llmgw(stack_settings, "chat", "only one router", "--model", "demo-ollama")
         assert chat.returncode == 0 and "tok0" in chat.stdout, chat.stderr
     res = llmgw(stack_settings, "restart", "router-1")
     assert res.returncode == 0, res.stderr
-    status = {c["name"]: c for c in json.loads(llmgw(stack_settings, "status", "--json").stdout)["components"]}
+    status = {
+        c["name"]: c for c in json.loads(llmgw(stack_settings, "status", "--json").stdout)["components"]
+    }
     assert status["router-1"]["running"] and status["router-1"]["healthy"]
 
 
@@ -113,7 +140,9 @@ def test_stop_unknown_component_is_named(stack, stack_settings):
 
 
 def test_embed_command_prints_one_vector_per_text(stack, stack_settings):
-    res = llmgw(stack_settings, "embed", "first text", "second text", "--model", "demo-embed", "--dimensions", "8")
+    res = llmgw(
+        stack_settings, "embed", "first text", "second text", "--model", "demo-embed", "--dimensions", "8"
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("'first text': [") and lines[0].endswith("(8 dims)")

@@ -17,9 +17,18 @@ async def test_executor_killed_mid_request_loses_nothing(gw, stack, stack_settin
     audit = f"{stack_settings.topic_prefix}llm.audit"
     ids = [new_id() for _ in range(24)]
     async with TopicTail(stack_settings.bootstrap_servers, audit) as tail:
-        calls = [asyncio.create_task(gw.chat(model="demo-openai", messages=MSGS, request_id=rid, timeout_s=90,
-                                             emulator_scenario="ttfb_ms=2500"))
-                 for rid in ids]
+        calls = [
+            asyncio.create_task(
+                gw.chat(
+                    model="demo-openai",
+                    messages=MSGS,
+                    request_id=rid,
+                    timeout_s=90,
+                    emulator_scenario="ttfb_ms=2500",
+                )
+            )
+            for rid in ids
+        ]
         # every request is with an executor (started) and none is finished (the upstream waits 2.5 s)
         await tail.until(lambda rs: sum(b'"action":"started"' in r.value for r in rs) >= len(ids))
         victim = next(c for c in stack.load() if c.name == "executor-0")

@@ -30,8 +30,9 @@ async def test_each_model_says_capabilities_limits_prices_and_usable(gw):
     [routed] = await gw.list_models(model="demo-routed")
     assert routed.routing == "cheapest" and routed.operations == ["chat"] and "tools" in routed.capabilities
     assert (routed.context_window, routed.max_output_tokens) == (128000, 16384)
-    assert [(d.provider, d.model, d.price.input_per_mtok, d.price.output_per_mtok) for d in routed.deployments] == [
-        ("emulator-openai", "gpt-emu", 0.15, 0.6), ("emulator-openai", "gpt-emu-mini", 0.05, 0.2)]
+    assert [
+        (d.provider, d.model, d.price.input_per_mtok, d.price.output_per_mtok) for d in routed.deployments
+    ] == [("emulator-openai", "gpt-emu", 0.15, 0.6), ("emulator-openai", "gpt-emu-mini", 0.05, 0.2)]
     assert routed.usable and all(d.usable for d in routed.deployments)
     with pytest.raises(ModelNotFound, match="'no-such-model' does not exist"):
         await gw.list_models(model="no-such-model")
@@ -55,9 +56,14 @@ async def test_edge_models_answer_what_kafka_answers(gw, edge_url):
         for obj, info in zip(data, over_kafka, strict=True):
             assert (obj["object"], obj["owned_by"]) == ("model", "llmgw")
             assert (obj["capabilities"], obj["operations"], obj["routing"], obj["context_window"]) == (
-                info.capabilities, info.operations, info.routing, info.context_window)
-            assert [(d["provider"], d["model"], d["pricing"]["input_per_mtok"]) for d in obj["deployments"]] == [
-                (d.provider, d.model, d.price.input_per_mtok) for d in info.deployments]
+                info.capabilities,
+                info.operations,
+                info.routing,
+                info.context_window,
+            )
+            assert [
+                (d["provider"], d["model"], d["pricing"]["input_per_mtok"]) for d in obj["deployments"]
+            ] == [(d.provider, d.model, d.price.input_per_mtok) for d in info.deployments]
         r = await http.get("/v1/models/demo-embed", headers=AUTH)
         check("Model", r.json())
         assert r.json()["operations"] == ["embed"]

@@ -36,8 +36,16 @@ def topics(stack_settings) -> Topics:
 
 async def test_native_chat(http):
     rid = f"native-{new_id()}"
-    r = await http.post("/v1/chat", headers=AUTH, json={
-        "client_id": "billing-svc", "model": "demo-anthropic", "messages": MSGS, "metadata": {"request_id": rid}})
+    r = await http.post(
+        "/v1/chat",
+        headers=AUTH,
+        json={
+            "client_id": "billing-svc",
+            "model": "demo-anthropic",
+            "messages": MSGS,
+            "metadata": {"request_id": rid},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"id", "model", "provider", "usage", "message", "fallback_used"}
@@ -55,8 +63,11 @@ async def test_native_errors(http):
     assert r.status_code == 404
     assert set(r.json()["error"]) == {"type", "message"} and r.json()["error"]["type"] == "model_not_found"
 
-    r = await http.post("/v1/chat", headers={"authorization": "Bearer sk-llmgw-restricted"},
-                        json=body | {"model": "demo-ollama"})
+    r = await http.post(
+        "/v1/chat",
+        headers={"authorization": "Bearer sk-llmgw-restricted"},
+        json=body | {"model": "demo-ollama"},
+    )
     assert r.status_code == 403 and r.json()["error"]["type"] == "model_not_approved"
 
     r = await http.post("/v1/chat", json=body)
@@ -66,9 +77,15 @@ async def test_native_errors(http):
 # --- auth, limits, headers ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer sk-nope"}, {"authorization": "Token sk-llmgw-demo"}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"authorization": "Bearer sk-nope"}, {"authorization": "Token sk-llmgw-demo"}]
+)
 async def test_401_with_openai_error_body(http, headers):
-    for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/models/demo-openai")):
+    for method, path in (
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/demo-openai"),
+    ):
         r = await http.request(method, path, headers=headers, json={"model": "demo-openai", "messages": MSGS})
         assert r.status_code == 401
         err = r.json()["error"]
@@ -76,8 +93,12 @@ async def test_401_with_openai_error_body(http, headers):
 
 
 async def test_body_over_limit_is_413(http):
-    big = orjson.dumps({"model": "demo-openai", "messages": [{"role": "user", "content": "x" * (9 * 1024 * 1024)}]})
-    r = await http.post("/v1/chat/completions", headers=AUTH | {"content-type": "application/json"}, content=big)
+    big = orjson.dumps(
+        {"model": "demo-openai", "messages": [{"role": "user", "content": "x" * (9 * 1024 * 1024)}]}
+    )
+    r = await http.post(
+        "/v1/chat/completions", headers=AUTH | {"content-type": "application/json"}, content=big
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large" and "limit" in r.json()["error"]["message"]
     r = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "demo-openai", "messages": MSGS})
@@ -86,8 +107,11 @@ async def test_body_over_limit_is_413(http):
 
 async def test_request_id_is_used_and_echoed(http):
     rid = f"caller-{new_id()}"
-    r = await http.post("/v1/chat/completions", headers=AUTH | {"x-request-id": rid},
-                        json={"model": "demo-openai", "messages": MSGS})
+    r = await http.post(
+        "/v1/chat/completions",
+        headers=AUTH | {"x-request-id": rid},
+        json={"model": "demo-openai", "messages": MSGS},
+    )
     assert r.headers["x-request-id"] == rid and r.json()["id"] == f"chatcmpl-{rid}"
     r = await http.get("/v1/models", headers=AUTH)
     assert len(r.headers["x-request-id"]) >= 16  # generated when not given
@@ -138,8 +162,11 @@ async def test_client_disconnect_mid_stream_publishes_cancel(edge_url, stack_set
 
 def _audited(rid: str, action: str):  # type: ignore[no-untyped-def]
     def cond(rs) -> bool:  # type: ignore[no-untyped-def]
-        return any(orjson.loads(x.value).get("request_id") == rid and orjson.loads(x.value).get("action") == action
-                   for x in rs)
+        return any(
+            orjson.loads(x.value).get("request_id") == rid and orjson.loads(x.value).get("action") == action
+            for x in rs
+        )
+
     return cond
 
 
@@ -162,8 +189,10 @@ async def test_hanging_up_on_a_non_streaming_request_cancels_it(edge_url, stack_
     body = {"model": "demo-openai", "messages": MSGS, "emulator_scenario": "tokens=400,chunk_delay_ms=50"}
     if path == "/v1/chat":
         body |= {"client_id": "billing-svc", "metadata": {"request_id": rid}}
-    async with TopicTail(stack_settings.bootstrap_servers, topics.audit.name) as audit, \
-            TopicTail(stack_settings.bootstrap_servers, topics.control.name) as control:
+    async with (
+        TopicTail(stack_settings.bootstrap_servers, topics.audit.name) as audit,
+        TopicTail(stack_settings.bootstrap_servers, topics.control.name) as control,
+    ):
         async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
             call = asyncio.create_task(http.post(path, headers=AUTH | {"x-request-id": rid}, json=body))
             await audit.until(_audited(rid, "started"), timeout=15)
@@ -203,8 +232,11 @@ async def test_streams_in_flight_finish_on_graceful_shutdown(edge_url, stack, ht
             if restart is None and line.startswith("data: "):
                 restart = asyncio.create_task(asyncio.to_thread(stack.restart, "edge"))
     assert lines[-1] == "data: [DONE]"
-    text = "".join(orjson.loads(ln[6:])["choices"][0]["delta"].get("content") or ""
-                   for ln in lines if ln.startswith("data: {") and orjson.loads(ln[6:])["choices"])
+    text = "".join(
+        orjson.loads(ln[6:])["choices"][0]["delta"].get("content") or ""
+        for ln in lines
+        if ln.startswith("data: {") and orjson.loads(ln[6:])["choices"]
+    )
     assert len(text.split()) == 40
     await restart  # the edge is back (restart waits for /readyz)
     r = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "demo-openai", "messages": MSGS})

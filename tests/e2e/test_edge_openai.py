@@ -16,9 +16,20 @@ DEMO_KEY = "sk-llmgw-demo"
 RESTRICTED_KEY = "sk-llmgw-restricted"
 MSGS = [{"role": "user", "content": "tell me about kafka partitions"}]
 ALIASES = ["demo-openai", "demo-anthropic", "demo-ollama"]
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "weather in a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                          "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +72,9 @@ async def test_async_chat_each_wire_format(aclient, alias):
 
 
 def test_sync_stream_with_usage(client):
-    stream = client.chat.completions.create(model="demo-openai", messages=MSGS, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="demo-openai", messages=MSGS, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
     assert all(c.usage is None for c in chunks[:-1])
@@ -74,8 +86,9 @@ def test_sync_stream_with_usage(client):
 
 @pytest.mark.parametrize("alias", ALIASES)
 async def test_async_stream_each_wire_format(aclient, alias):
-    stream = await aclient.chat.completions.create(model=alias, messages=MSGS, stream=True,
-                                                   stream_options={"include_usage": True})
+    stream = await aclient.chat.completions.create(
+        model=alias, messages=MSGS, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
@@ -88,9 +101,19 @@ async def test_stream_without_usage_option(aclient):
 
 
 def test_raw_stream_chunks_match_spec(edge_url):
-    body = {"model": "demo-openai", "messages": MSGS, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", f"{edge_url}/v1/chat/completions", json=body,
-                      headers={"authorization": f"Bearer {DEMO_KEY}"}, timeout=30) as r:
+    body = {
+        "model": "demo-openai",
+        "messages": MSGS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST",
+        f"{edge_url}/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {DEMO_KEY}"},
+        timeout=30,
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert float(r.headers["x-llmgw-overhead-ms"]) >= 0
         lines = list(r.iter_lines())
@@ -103,18 +126,27 @@ def test_raw_stream_chunks_match_spec(edge_url):
 
 def test_tool_calls(client):
     raw = client.chat.completions.with_raw_response.create(
-        model="demo-openai", messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS,
-        tool_choice="required")
+        model="demo-openai",
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=TOOLS,
+        tool_choice="required",
+    )
     check("CreateChatCompletionResponse", raw.http_response.json())
     choice = raw.parse().choices[0]
-    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name == "get_weather"
+    assert (
+        choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name == "get_weather"
+    )
     assert "city" in orjson.loads(choice.message.tool_calls[0].function.arguments)
 
 
 async def test_tool_call_stream(aclient):
     stream = await aclient.chat.completions.create(
-        model="demo-openai", messages=[{"role": "user", "content": "weather?"}], tools=TOOLS, tool_choice="required",
-        stream=True)
+        model="demo-openai",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=TOOLS,
+        tool_choice="required",
+        stream=True,
+    )
     calls: dict[int, dict] = {}
     finish = None
     async for c in stream:
@@ -130,8 +162,12 @@ async def test_tool_call_stream(aclient):
 
 def test_unknown_fields_are_passed_on_not_rejected(client):
     completion = client.chat.completions.create(
-        model="demo-openai", messages=MSGS, user="end-user-1", logit_bias={"50256": -100},
-        extra_body={"some_vendor_field": {"x": 1}, "emulator_scenario": "tokens=3"})
+        model="demo-openai",
+        messages=MSGS,
+        user="end-user-1",
+        logit_bias={"50256": -100},
+        extra_body={"some_vendor_field": {"x": 1}, "emulator_scenario": "tokens=3"},
+    )
     # the emulator read the passed-through field: proof that unknown fields reach the provider
     assert completion.usage.completion_tokens == 3
 
@@ -181,8 +217,9 @@ def test_invalid_param_is_bad_request_naming_it(client):
 
 def test_upstream_error_is_server_error(client):
     with pytest.raises(openai.InternalServerError) as exc:
-        client.chat.completions.create(model="demo-openai", messages=MSGS,
-                                       extra_body={"emulator_scenario": "status=429"})
+        client.chat.completions.create(
+            model="demo-openai", messages=MSGS, extra_body={"emulator_scenario": "status=429"}
+        )
     # an upstream 429 is a provider error (502): the gateway's own rate limits are 429 (unit-tested)
     assert exc.value.status_code == 502 and exc.value.code == "provider_error" and "429" in exc.value.message
 
@@ -196,8 +233,14 @@ def test_models_list_and_retrieve(client, edge_url):
     ids = [m.id for m in raw.parse()]
     assert {"demo-openai", "demo-anthropic", "demo-ollama"} <= set(ids)
     data = {m["id"]: m for m in raw.http_response.json()["data"]}
-    assert data["demo-anthropic"]["context_window"] == 200000 and data["demo-anthropic"]["max_output_tokens"] == 8192
-    assert data["demo-anthropic"]["pricing"]["output_per_mtok"] == 15.0 and "tools" in data["demo-anthropic"]["capabilities"]
+    assert (
+        data["demo-anthropic"]["context_window"] == 200000
+        and data["demo-anthropic"]["max_output_tokens"] == 8192
+    )
+    assert (
+        data["demo-anthropic"]["pricing"]["output_per_mtok"] == 15.0
+        and "tools" in data["demo-anthropic"]["capabilities"]
+    )
 
     raw = client.models.with_raw_response.retrieve("demo-openai")
     check("Model", raw.http_response.json())

@@ -77,12 +77,16 @@ async def test_sdk_dimensions_and_base64(gw, alias):
     b64 = await gw.embed(model=alias, input=[text], encoding_format="base64")
     vector = b64.output.data[0].embedding
     assert isinstance(vector, str)
-    assert from_base64(vector) == float32(expected(text)), "base64 is little-endian float32 of the same vector"
+    assert from_base64(vector) == float32(expected(text)), (
+        "base64 is little-endian float32 of the same vector"
+    )
 
 
 async def test_embed_usage_event_is_priced_per_token(gw, stack_settings):
     rid = new_id()
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage"
+    ) as usage:
         await gw.embed(model="demo-embed", input=["three word text", "two words"], request_id=rid)
         recs = await usage.until(lambda rs: any(rid.encode() in r.value for r in rs))
     [event] = [json.loads(r.value) for r in recs if rid.encode() in r.value]
@@ -105,14 +109,25 @@ async def test_total_ms_bounds_an_embed_request(gw):
 
 async def test_a_caller_giving_up_cancels_the_embed_request(gw, stack_settings):
     rid = new_id()
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage"
+    ) as usage:
         with pytest.raises(GatewayError) as err:
-            await gw.embed(model="demo-embed", input="never answered", request_id=rid, timeout_s=1,
-                           emulator_scenario="hang=1")
+            await gw.embed(
+                model="demo-embed",
+                input="never answered",
+                request_id=rid,
+                timeout_s=1,
+                emulator_scenario="hang=1",
+            )
         assert err.value.code == "gateway_timeout"
         recs = await usage.until(lambda rs: any(rid.encode() in r.value for r in rs))
     [event] = [json.loads(r.value) for r in recs if rid.encode() in r.value]
-    assert event["status"] == "cancelled" and event["operation"] == "embed" and event["error_code"] == "cancelled"
+    assert (
+        event["status"] == "cancelled"
+        and event["operation"] == "embed"
+        and event["error_code"] == "cancelled"
+    )
 
 
 # --- the edge, with the official SDK ------------------------------------------------------------------
@@ -129,8 +144,9 @@ def test_openai_sdk_default_asks_base64_and_decodes_it(client, alias):
 
 @pytest.mark.parametrize("alias", ALIASES)
 def test_openai_sdk_float_and_base64(client, alias):
-    raw = client.embeddings.with_raw_response.create(model=alias, input="alpha beta", encoding_format="float",
-                                                     dimensions=4)
+    raw = client.embeddings.with_raw_response.create(
+        model=alias, input="alpha beta", encoding_format="float", dimensions=4
+    )
     check("CreateEmbeddingResponse", raw.http_response.json())
     assert raw.parse().data[0].embedding == expected("alpha beta", 4)
     assert float(raw.headers["x-llmgw-overhead-ms"]) >= 0
@@ -157,7 +173,9 @@ async def test_batches_never_mix_tenants(gw, restricted_gw, emulator_url):
         texts = {t: [f"{t}-{tag}-{burst}-{i}" for i in range(8)] for t in clients}
         calls = [clients[t].embed(model="demo-embed", input=text) for t in clients for text in texts[t]]
         results = await asyncio.gather(*calls)
-        assert [r.output.data[0].embedding for r in results] == [expected(x) for t in clients for x in texts[t]]
+        assert [r.output.data[0].embedding for r in results] == [
+            expected(x) for t in clients for x in texts[t]
+        ]
         seen = await provider_calls(emulator_url, f"-{tag}-{burst}-")
         assert sorted(i for c in seen for i in c["inputs"]) == sorted(x for t in clients for x in texts[t])
         for c in seen:
@@ -176,7 +194,9 @@ async def test_a_refused_batch_gives_each_request_its_own_answer(gw, emulator_ur
         bad = f"refuse-{tag}-{burst}"
         inputs = [[f"ok-{tag}-{burst}-{i}"] for i in range(6)]
         inputs[2] = [f"ok-{tag}-{burst}-2a", bad]
-        calls = [gw.embed(model="demo-embed", input=text, emulator_scenario=f"fail_input={bad}") for text in inputs]
+        calls = [
+            gw.embed(model="demo-embed", input=text, emulator_scenario=f"fail_input={bad}") for text in inputs
+        ]
         results = await asyncio.gather(*calls, return_exceptions=True)
 
         for i, (text, r) in enumerate(zip(inputs, results, strict=True)):
@@ -189,8 +209,9 @@ async def test_a_refused_batch_gives_each_request_its_own_answer(gw, emulator_ur
         seen = await provider_calls(emulator_url, f"-{tag}-{burst}")
         refused = [c for c in seen if c["status"] == 400]
         assert all(bad in c["inputs"] for c in refused), "only calls carrying the refused input fail"
-        assert [c["inputs"] for c in refused if len(c["inputs"]) == 2] == [inputs[2]], \
+        assert [c["inputs"] for c in refused if len(c["inputs"]) == 2] == [inputs[2]], (
             "the refusing request was retried alone"
+        )
         if any(len(c["inputs"]) > 2 for c in refused):  # a merged batch was refused, then split
             isolated = True
             break
@@ -203,8 +224,9 @@ async def test_a_batch_over_the_providers_limit_is_split_back(gw, emulator_url):
     tag = new_id()[:12]
     for burst in range(BURSTS):
         texts = [f"lim-{tag}-{burst}-{i}" for i in range(8)]
-        results = await asyncio.gather(*(gw.embed(model="demo-embed", input=t, emulator_scenario="max_inputs=2")
-                                         for t in texts))
+        results = await asyncio.gather(
+            *(gw.embed(model="demo-embed", input=t, emulator_scenario="max_inputs=2") for t in texts)
+        )
         assert [r.output.data[0].embedding for r in results] == [expected(t) for t in texts]
         seen = await provider_calls(emulator_url, f"lim-{tag}-{burst}-")
         if any(c["status"] == 400 for c in seen):
@@ -214,8 +236,12 @@ async def test_a_batch_over_the_providers_limit_is_split_back(gw, emulator_url):
 
 
 async def test_an_embeddings_fallback_reaches_http_callers(edge_url):
-    body = {"model": "demo-embed", "input": "fall back", "fallbacks": ["demo-embed-ollama"],
-            "emulator_scenario": f"fail_first=1,status=500,key={new_id()}"}
+    body = {
+        "model": "demo-embed",
+        "input": "fall back",
+        "fallbacks": ["demo-embed-ollama"],
+        "emulator_scenario": f"fail_first=1,status=500,key={new_id()}",
+    }
     async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
         r = await http.post("/v1/embeddings", headers={"authorization": "Bearer sk-llmgw-demo"}, json=body)
     assert r.status_code == 200, r.text

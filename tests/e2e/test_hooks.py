@@ -27,15 +27,25 @@ ECHO = {"emulator_scenario": "echo"}
 
 @pytest.fixture(scope="module")
 async def guarded(stack, stack_settings) -> AsyncIterator[GatewayClient]:
-    async with GatewayClient(stack_settings.bootstrap_servers, "guarded", "g-user",
-                             topic_prefix=stack_settings.topic_prefix, timeout_s=30) as client:
+    async with GatewayClient(
+        stack_settings.bootstrap_servers,
+        "guarded",
+        "g-user",
+        topic_prefix=stack_settings.topic_prefix,
+        timeout_s=30,
+    ) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 async def screened(stack, stack_settings) -> AsyncIterator[GatewayClient]:
-    async with GatewayClient(stack_settings.bootstrap_servers, "screened", "s-user",
-                             topic_prefix=stack_settings.topic_prefix, timeout_s=30) as client:
+    async with GatewayClient(
+        stack_settings.bootstrap_servers,
+        "screened",
+        "s-user",
+        topic_prefix=stack_settings.topic_prefix,
+        timeout_s=30,
+    ) as client:
         yield client
 
 
@@ -43,7 +53,9 @@ def said(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-async def streamed(gw: GatewayClient, alias: str, text: str, scenario: str = "echo") -> tuple[list, Exception | None]:
+async def streamed(
+    gw: GatewayClient, alias: str, text: str, scenario: str = "echo"
+) -> tuple[list, Exception | None]:
     chunks, error = [], None
     try:
         async for chunk in gw.stream_chat(model=alias, messages=said(text), emulator_scenario=scenario):
@@ -73,7 +85,9 @@ async def test_pii_is_redacted_before_the_provider_sees_it(guarded, alias) -> No
 @pytest.mark.parametrize("alias", ALIASES)
 async def test_a_blocked_request_never_reaches_a_provider(guarded, stack_settings, alias) -> None:
     rid = new_id()
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit") as audit:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit"
+    ) as audit:
         with pytest.raises(RequestBlocked) as blocked:
             await guarded.chat(model=alias, messages=said("explain forbidden-topic"), request_id=rid, **ECHO)
         recs = await audit.until(lambda rs: any(rid.encode() in r.value for r in rs))
@@ -107,14 +121,25 @@ async def test_answers_are_redacted(screened, alias) -> None:
 @pytest.mark.parametrize("alias", ALIASES)
 async def test_a_blocked_answer_is_final_and_billed(screened, stack_settings, alias) -> None:
     rid = new_id()
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage"
+    ) as usage:
         with pytest.raises(ResponseBlocked) as blocked:
-            await screened.chat(model=alias, messages=said("all about forbidden-topic"), request_id=rid,
-                                fallbacks=[a for a in ALIASES if a != alias], **ECHO)
+            await screened.chat(
+                model=alias,
+                messages=said("all about forbidden-topic"),
+                request_id=rid,
+                fallbacks=[a for a in ALIASES if a != alias],
+                **ECHO,
+            )
         recs = await usage.until(lambda rs: any(rid.encode() in r.value for r in rs))
     assert blocked.value.code == "response_blocked" and blocked.value.details["rule"] == "blocklist"
     (record,) = [json.loads(r.value) for r in recs if rid.encode() in r.value]  # one call: no fallback
-    assert (record["alias"], record["error_code"], record["completion_tokens"]) == (alias, "response_blocked", 3)
+    assert (record["alias"], record["error_code"], record["completion_tokens"]) == (
+        alias,
+        "response_blocked",
+        3,
+    )
 
 
 @pytest.mark.parametrize("alias", ALIASES)
@@ -150,14 +175,21 @@ async def test_edge_each_outcome(http) -> None:
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == REDACTED
     r = await http.post("/v1/chat/completions", json=body("forbidden-topic"), headers=guarded)
     assert r.status_code == 400
-    assert (r.json()["error"]["code"], r.json()["error"]["details"]) == ("request_blocked", {"rule": "blocklist"})
+    assert (r.json()["error"]["code"], r.json()["error"]["details"]) == (
+        "request_blocked",
+        {"rule": "blocklist"},
+    )
     r = await http.post("/v1/chat", json=body("forbidden-topic", client_id="c1"), headers=guarded)
     assert r.status_code == 400 and r.json()["error"]["type"] == "request_blocked"
     screened = {"authorization": "Bearer sk-llmgw-screened"}
     r = await http.post("/v1/chat/completions", json=body("forbidden-topic"), headers=screened)
     assert r.status_code == 502 and r.json()["error"]["code"] == "response_blocked"
-    async with http.stream("POST", "/v1/chat/completions", headers=screened,
-                           json=body("fine words and then forbidden-topic", stream=True)) as s:
+    async with http.stream(
+        "POST",
+        "/v1/chat/completions",
+        headers=screened,
+        json=body("fine words and then forbidden-topic", stream=True),
+    ) as s:
         lines = [ln async for ln in s.aiter_lines() if ln.startswith("data: ")]
     last = json.loads(lines[-1][6:])
     assert last["error"]["code"] == "response_blocked" and "data: [DONE]" not in lines
@@ -166,18 +198,35 @@ async def test_edge_each_outcome(http) -> None:
 
 async def test_edge_rejections_are_audited(http, stack_settings) -> None:
     rid = f"edge-401-{new_id()[:8]}"
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit") as audit:
-        r = await http.post("/v1/chat/completions", json=body("hi"),
-                            headers={"authorization": "Bearer sk-not-a-key", "x-request-id": rid})
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit"
+    ) as audit:
+        r = await http.post(
+            "/v1/chat/completions",
+            json=body("hi"),
+            headers={"authorization": "Bearer sk-not-a-key", "x-request-id": rid},
+        )
         assert r.status_code == 401
         rid2 = f"edge-400-{new_id()[:8]}"
-        r = await http.post("/v1/chat/completions", content=b"{broken",
-                            headers={"authorization": "Bearer sk-llmgw-guarded", "x-request-id": rid2})
+        r = await http.post(
+            "/v1/chat/completions",
+            content=b"{broken",
+            headers={"authorization": "Bearer sk-llmgw-guarded", "x-request-id": rid2},
+        )
         assert r.status_code == 400
         recs = await audit.until(lambda rs: all(any(x.encode() in r.value for r in rs) for x in (rid, rid2)))
-    by_id = {e["request_id"]: e for e in (json.loads(r.value) for r in recs) if e["request_id"] in (rid, rid2)}
+    by_id = {
+        e["request_id"]: e for e in (json.loads(r.value) for r in recs) if e["request_id"] in (rid, rid2)
+    }
     assert (by_id[rid]["action"], by_id[rid]["actor"], by_id[rid]["tenant_id"], by_id[rid]["error_code"]) == (
-        "blocked", "edge", "unknown", "authentication_error")
+        "blocked",
+        "edge",
+        "unknown",
+        "authentication_error",
+    )
     assert "sk-not-a-key" not in json.dumps(by_id[rid])
     assert (by_id[rid2]["tenant_id"], by_id[rid2]["user_id"], by_id[rid2]["error_code"]) == (
-        "guarded", "guarded-user", "validation_error")
+        "guarded",
+        "guarded-user",
+        "validation_error",
+    )

@@ -31,8 +31,13 @@ STARTED: list[float] = []  # when the tenant's first request of this module was 
 
 @pytest.fixture(scope="module")
 async def limited(stack: Stack, stack_settings) -> AsyncIterator[GatewayClient]:
-    async with GatewayClient(stack_settings.bootstrap_servers, "limited", None,
-                             topic_prefix=stack_settings.topic_prefix, timeout_s=90) as client:
+    async with GatewayClient(
+        stack_settings.bootstrap_servers,
+        "limited",
+        None,
+        topic_prefix=stack_settings.topic_prefix,
+        timeout_s=90,
+    ) as client:
         yield client
 
 
@@ -58,8 +63,12 @@ async def test_whole_answers_and_streams_carry_the_binding_numbers(edge_url):
         # limited-user: 3 a minute binds requests (2 left); the tenant's 2,000 tokens bind tokens
         assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("3", "2")
         assert h["x-ratelimit-reset-requests"] == "60s"
-        assert h["x-ratelimit-limit-tokens"] == "2000" and 1900 < int(h["x-ratelimit-remaining-tokens"]) < 2000
-        async with http.stream("POST", "/v1/chat/completions", headers=AUTH, json=BODY | {"stream": True}) as s:
+        assert (
+            h["x-ratelimit-limit-tokens"] == "2000" and 1900 < int(h["x-ratelimit-remaining-tokens"]) < 2000
+        )
+        async with http.stream(
+            "POST", "/v1/chat/completions", headers=AUTH, json=BODY | {"stream": True}
+        ) as s:
             assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
             assert s.headers["x-ratelimit-remaining-requests"] == "1"  # in the head, before any SSE byte
             assert 0 < float(s.headers["x-ratelimit-reset-requests"].rstrip("s")) <= 60
@@ -68,11 +77,14 @@ async def test_whole_answers_and_streams_carry_the_binding_numbers(edge_url):
 
 
 async def test_exactly_the_limit_is_admitted_and_a_killed_owners_successor_keeps_the_counters(
-        limited, stack, stack_settings, killed):
+    limited, stack, stack_settings, killed
+):
     """Two of the tenant's 5 are used: of 12 requests at once from four users (3 each, within
     their own limit), exactly 3 are admitted. Then the router owning the tenant's partition is
     SIGKILLed: its successor rebuilds the window from Kafka and refuses the next one too."""
-    calls = [limited.chat(model="demo-openai", messages=MSGS, user_id=f"u{i % 4}", max_tokens=8) for i in range(12)]
+    calls = [
+        limited.chat(model="demo-openai", messages=MSGS, user_id=f"u{i % 4}", max_tokens=8) for i in range(12)
+    ]
     results = await asyncio.gather(*calls, return_exceptions=True)
     ok = [r for r in results if isinstance(r, ResultProduced)]
     refused = [r for r in results if isinstance(r, RateLimited)]
@@ -84,7 +96,9 @@ async def test_exactly_the_limit_is_admitted_and_a_killed_owners_successor_keeps
 
     killed.append(await kill_owner(stack, stack_settings, "limited"))
     with pytest.raises(RateLimited) as exc:  # answered by the successor, once it owns the partition
-        await limited.chat(model="demo-openai", messages=MSGS, user_id="after-kill", max_tokens=8, timeout_s=90)
+        await limited.chat(
+            model="demo-openai", messages=MSGS, user_id="after-kill", max_tokens=8, timeout_s=90
+        )
     elapsed = time.time() - STARTED[0]
     assert elapsed < 60, "the module took longer than the window: the check above proves nothing"
     assert exc.value.details["scope"] == "tenant limited"
@@ -92,11 +106,14 @@ async def test_exactly_the_limit_is_admitted_and_a_killed_owners_successor_keeps
 
 
 async def test_refusals_are_429_with_retry_after_on_every_route(edge_url, stack_settings):
-    async with httpx.AsyncClient(base_url=edge_url, timeout=90) as http, \
-            TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit") as audit:
+    async with (
+        httpx.AsyncClient(base_url=edge_url, timeout=90) as http,
+        TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.audit") as audit,
+    ):
         for _ in range(6):  # the window is full from the tests above; if not, fill it
-            r = await http.post("/v1/chat/completions", headers=AUTH | {"x-request-id": f"rl-{time.time_ns()}"},
-                                json=BODY)
+            r = await http.post(
+                "/v1/chat/completions", headers=AUTH | {"x-request-id": f"rl-{time.time_ns()}"}, json=BODY
+            )
             if r.status_code == 429:
                 break
         assert r.status_code == 429
@@ -104,12 +121,21 @@ async def test_refusals_are_429_with_retry_after_on_every_route(edge_url, stack_
         assert 1 <= int(h["retry-after"]) <= 60 and int(h["retry-after-ms"]) <= int(h["retry-after"]) * 1000
         assert h["x-ratelimit-remaining-requests"] == "0"
         err = r.json()["error"]
-        assert (err["code"], err["type"]) == ("rate_limited", "rate_limit_error") and "retry in" in err["message"]
+        assert (err["code"], err["type"]) == ("rate_limited", "rate_limit_error") and "retry in" in err[
+            "message"
+        ]
         rid = r.headers["x-request-id"]
-        await audit.until(lambda rs: any(orjson.loads(x.value).get("request_id") == rid
-                                         and orjson.loads(x.value)["action"] == "rate_limited" for x in rs))
+        await audit.until(
+            lambda rs: any(
+                orjson.loads(x.value).get("request_id") == rid
+                and orjson.loads(x.value)["action"] == "rate_limited"
+                for x in rs
+            )
+        )
 
-        async with http.stream("POST", "/v1/chat/completions", headers=AUTH, json=BODY | {"stream": True}) as s:
+        async with http.stream(
+            "POST", "/v1/chat/completions", headers=AUTH, json=BODY | {"stream": True}
+        ) as s:
             assert s.status_code == 429 and s.headers["retry-after"]  # not a 200 stream
             assert orjson.loads(await s.aread())["error"]["code"] == "rate_limited"
 

@@ -32,14 +32,27 @@ def of(state_dir: Path, prefix: str, request_id: str) -> list[dict]:
 
 async def test_an_executed_request_has_one_line_from_an_executor(gw, stack_settings) -> None:
     rid = new_id()
-    result = await gw.chat(model="demo-openai", messages=[{"role": "user", "content": "log me"}], request_id=rid,
-                           client_id="billing-svc")
+    result = await gw.chat(
+        model="demo-openai",
+        messages=[{"role": "user", "content": "log me"}],
+        request_id=rid,
+        client_id="billing-svc",
+    )
     state = stack_settings.state_dir
     await eventually(lambda: bool(of(state, "executor", rid)), within=10)
     (line,) = of(state, "", rid)  # no other process logged it
     assert (line["service"], line["tenant"], line["user"], line["client_id"]) == (
-        "executor", "demo", "e2e-user", "billing-svc")
-    assert (line["model"], line["provider"], line["status"], line["error"]) == ("demo-openai", "emulator-openai", "ok", None)
+        "executor",
+        "demo",
+        "e2e-user",
+        "billing-svc",
+    )
+    assert (line["model"], line["provider"], line["status"], line["error"]) == (
+        "demo-openai",
+        "emulator-openai",
+        "ok",
+        None,
+    )
     assert line["total_tokens"] == result.usage.total_tokens and line["cost_usd"] > 0
     assert line["latency_ms"] > 0 and line["ts"].endswith("Z")
 
@@ -48,16 +61,26 @@ async def test_a_refused_request_has_its_line_from_a_router(stack_settings, stac
     from services.client import GatewayClient
 
     rid = new_id()
-    async with GatewayClient(stack_settings.bootstrap_servers, "guarded", "g-user",
-                             topic_prefix=stack_settings.topic_prefix, timeout_s=30) as guarded:
+    async with GatewayClient(
+        stack_settings.bootstrap_servers,
+        "guarded",
+        "g-user",
+        topic_prefix=stack_settings.topic_prefix,
+        timeout_s=30,
+    ) as guarded:
         with pytest.raises(RequestBlocked):
-            await guarded.chat(model="demo-openai", messages=[{"role": "user", "content": "forbidden-topic"}],
-                               request_id=rid)
+            await guarded.chat(
+                model="demo-openai", messages=[{"role": "user", "content": "forbidden-topic"}], request_id=rid
+            )
     state = stack_settings.state_dir
     await eventually(lambda: bool(of(state, "router", rid)), within=10)
     (line,) = of(state, "", rid)
     assert (line["service"], line["tenant"], line["status"], line["error"]) == (
-        "router", "guarded", "error", "request_blocked")
+        "router",
+        "guarded",
+        "error",
+        "request_blocked",
+    )
     assert line["provider"] is None and line["total_tokens"] is None
 
 
@@ -70,4 +93,9 @@ async def test_the_edge_logs_its_own_401(edge_url, stack_settings) -> None:
     await eventually(lambda: bool(of(state, "edge", rid)), within=10)
     (line,) = of(state, "", rid)
     assert (line["service"], line["tenant"], line["http_status"], line["error"], line["operation"]) == (
-        "edge", "unknown", 401, "authentication_error", "models.list")
+        "edge",
+        "unknown",
+        401,
+        "authentication_error",
+        "models.list",
+    )

@@ -28,31 +28,56 @@ MSGS = [{"role": "user", "content": "hello"}]
 SLOW, QUICK = "slow-emu@ttfb_ms=250", "quick-emu"
 #: The side stack's catalog: only its model registry has this alias; the slow deployment is
 #: first in configuration order, so a router without statistics tries it first.
-CATALOG = {"models": {"e2e-fastest": {
-    "routing": "fastest", "capabilities": ["chat", "stream"],
-    "deployments": [{"provider": "emulator-openai", "model": SLOW}, {"provider": "emulator-openai", "model": QUICK}],
-}}}
+CATALOG = {
+    "models": {
+        "e2e-fastest": {
+            "routing": "fastest",
+            "capabilities": ["chat", "stream"],
+            "deployments": [
+                {"provider": "emulator-openai", "model": SLOW},
+                {"provider": "emulator-openai", "model": QUICK},
+            ],
+        }
+    }
+}
 
 
 async def test_cheapest_answers_from_the_cheaper_deployment(gw, stack_settings):
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage"
+    ) as usage:
         r = await gw.chat(model="demo-routed", messages=MSGS)
         recs = await usage.until(lambda rs: any(r.request_id.encode() in x.value for x in rs))
-    assert (r.alias, r.provider, r.model, r.fallback_used) == ("demo-routed", "emulator-openai", "gpt-emu-mini", False)
+    assert (r.alias, r.provider, r.model, r.fallback_used) == (
+        "demo-routed",
+        "emulator-openai",
+        "gpt-emu-mini",
+        False,
+    )
     u = UsageRecorded.model_validate_json(next(x.value for x in recs if r.request_id.encode() in x.value))
-    assert (u.alias, u.provider, u.model, u.fallback_used) == ("demo-routed", "emulator-openai", "gpt-emu-mini", False)
+    assert (u.alias, u.provider, u.model, u.fallback_used) == (
+        "demo-routed",
+        "emulator-openai",
+        "gpt-emu-mini",
+        False,
+    )
     assert u.failed_attempts is None
 
 
 async def test_the_usage_record_names_the_attempts_that_failed_before_a_fallback(gw, stack_settings):
     scenario = f"fail_first=1,status=500,key={new_id()}"
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
-        r = await gw.chat(model="demo-openai", messages=MSGS, fallbacks=["demo-anthropic"], emulator_scenario=scenario)
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage"
+    ) as usage:
+        r = await gw.chat(
+            model="demo-openai", messages=MSGS, fallbacks=["demo-anthropic"], emulator_scenario=scenario
+        )
         recs = await usage.until(lambda rs: any(r.request_id.encode() in x.value for x in rs))
     u = UsageRecorded.model_validate_json(next(x.value for x in recs if r.request_id.encode() in x.value))
     assert (u.alias, u.provider, u.fallback_used) == ("demo-anthropic", "emulator-anthropic", True)
     assert [(f.alias, f.provider, f.model, f.error_code) for f in u.failed_attempts or ()] == [
-        ("demo-openai", "emulator-openai", "gpt-emu", "provider_error")]
+        ("demo-openai", "emulator-openai", "gpt-emu", "provider_error")
+    ]
 
 
 async def test_fallback_reaches_http_callers(edge_url):
@@ -63,15 +88,24 @@ async def test_fallback_reaches_http_callers(edge_url):
         failing = {**body, "emulator_scenario": f"fail_first=1,status=500,key={new_id()}"}
         r = await http.post("/v1/chat/completions", headers=AUTH, json=failing)
         assert r.status_code == 200, r.text
-        assert r.headers["x-llmgw-fallback"] == "demo-openai/emulator-openai -> demo-anthropic/emulator-anthropic"
+        assert (
+            r.headers["x-llmgw-fallback"]
+            == "demo-openai/emulator-openai -> demo-anthropic/emulator-anthropic"
+        )
         native = {"client_id": "e2e", **body}
         r = await http.post("/v1/chat", headers=AUTH, json=native)
         assert r.json()["fallback_used"] is False
-        r = await http.post("/v1/chat", headers=AUTH,
-                            json={**native, "emulator_scenario": f"fail_first=1,status=500,key={new_id()}"})
+        r = await http.post(
+            "/v1/chat",
+            headers=AUTH,
+            json={**native, "emulator_scenario": f"fail_first=1,status=500,key={new_id()}"},
+        )
         assert r.status_code == 200, r.text
         assert (r.json()["fallback_used"], r.json()["model"], r.json()["provider"]) == (
-            True, "demo-anthropic", "emulator-anthropic")
+            True,
+            "demo-anthropic",
+            "emulator-anthropic",
+        )
 
 
 async def test_a_streams_fallback_is_in_its_first_headers(edge_url):
@@ -83,7 +117,10 @@ async def test_a_streams_fallback_is_in_its_first_headers(edge_url):
         failing = {**body, "emulator_scenario": f"fail_first=1,status=500,key={new_id()}"}
         async with http.stream("POST", "/v1/chat/completions", headers=AUTH, json=failing) as r:
             assert r.status_code == 200
-            assert r.headers["x-llmgw-fallback"] == "demo-openai/emulator-openai -> demo-anthropic/emulator-anthropic"
+            assert (
+                r.headers["x-llmgw-fallback"]
+                == "demo-openai/emulator-openai -> demo-anthropic/emulator-anthropic"
+            )
             text = (await r.aread()).decode()
         assert text.rstrip().endswith("data: [DONE]") and '"content":"tok0' in text.replace(" ", "")
 
@@ -116,10 +153,13 @@ def registry_url() -> Iterator[str]:
 async def side(stack, stack_settings, emulator_url, registry_url, tmp_path_factory) -> AsyncIterator[Stack]:
     state = tmp_path_factory.mktemp("side")
     config = state / "gateway.yaml"
-    config.write_text(stack_settings.config_path.read_text()
-                      + f"\nmodel_registry: {{url: '{registry_url}', cache_ttl_s: 60}}\n")
-    settings = dataclasses.replace(stack_settings, topic_prefix=f"side{uuid.uuid4().hex[:6]}.", state_dir=state,
-                                   config_path=config)
+    config.write_text(
+        stack_settings.config_path.read_text()
+        + f"\nmodel_registry: {{url: '{registry_url}', cache_ttl_s: 60}}\n"
+    )
+    settings = dataclasses.replace(
+        stack_settings, topic_prefix=f"side{uuid.uuid4().hex[:6]}.", state_dir=state, config_path=config
+    )
     await apply_topics(settings.bootstrap_servers, Topics.load(settings.topics_path, settings.topic_prefix))
     s = Stack(settings)
     comps = [c for c in s.plan(routers=1, executors=1, edge=False) if c.name in ("router-0", "executor-0")]
@@ -138,8 +178,9 @@ async def side(stack, stack_settings, emulator_url, registry_url, tmp_path_facto
 @pytest.fixture(scope="module")
 async def side_gw(side) -> AsyncIterator[GatewayClient]:
     s = side.settings
-    async with GatewayClient(s.bootstrap_servers, "demo", "e2e-user", topic_prefix=s.topic_prefix,
-                             timeout_s=30) as client:
+    async with GatewayClient(
+        s.bootstrap_servers, "demo", "e2e-user", topic_prefix=s.topic_prefix, timeout_s=30
+    ) as client:
         yield client
 
 

@@ -77,8 +77,14 @@ def test_violation_is_a_400_with_the_violations(client: openai.OpenAI, alias: st
 
 @pytest.mark.parametrize("alias", ALIASES)
 def test_streamed_violation_ends_with_an_error_event(client: openai.OpenAI, alias: str) -> None:
-    stream = client.chat.completions.create(model=alias, messages=ASK, response_format=RF, stream=True,  # type: ignore[arg-type]
-                                            stream_options={"include_usage": True}, extra_body=VIOLATE)
+    stream = client.chat.completions.create(
+        model=alias,
+        messages=ASK,
+        response_format=RF,
+        stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+        extra_body=VIOLATE,
+    )
     received = []
     with pytest.raises(openai.APIError) as err:
         for chunk in stream:
@@ -95,10 +101,13 @@ def test_streamed_violation_ends_with_an_error_event(client: openai.OpenAI, alia
 async def test_sdk_stream_yields_then_raises_and_usage_is_billed(gw: Any, stack_settings: Any) -> None:
     rid = new_id()
     chunks = []
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage"
+    ) as usage:
         with pytest.raises(ValidationError) as err:
-            async for chunk in gw.stream_chat(model="demo-anthropic", messages=ASK, response_format=RF,
-                                              request_id=rid, **VIOLATE):
+            async for chunk in gw.stream_chat(
+                model="demo-anthropic", messages=ASK, response_format=RF, request_id=rid, **VIOLATE
+            ):
                 chunks.append(chunk)
         recs = await usage.until(lambda rs: any(rid.encode() in r.value for r in rs))
     assert chunks and chunks[-1].final and chunks[-1].finish_reason == "error"
@@ -113,7 +122,9 @@ async def test_sdk_stream_yields_then_raises_and_usage_is_billed(gw: Any, stack_
 
 async def test_sdk_sync_violation_is_billed(gw: Any, stack_settings: Any) -> None:
     rid = new_id()
-    async with TopicTail(stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage") as usage:
+    async with TopicTail(
+        stack_settings.bootstrap_servers, f"{stack_settings.topic_prefix}llm.usage"
+    ) as usage:
         with pytest.raises(ValidationError) as err:
             await gw.chat(model="demo-openai", messages=ASK, response_format=RF, request_id=rid, **VIOLATE)
         recs = await usage.until(lambda rs: any(rid.encode() in r.value for r in rs))

@@ -61,37 +61,75 @@ def headers(record) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def request_doc(rid: str, operation: str, reply_to: dict) -> dict:
-    base = {"type": "llm.request.v1", "request_id": rid, "tenant_id": "demo", "user_id": "mallory",
-            "reply_to": reply_to}
+    base = {
+        "type": "llm.request.v1",
+        "request_id": rid,
+        "tenant_id": "demo",
+        "user_id": "mallory",
+        "reply_to": reply_to,
+    }
     if operation == "embed":
         return base | {"operation": "embed", "model": "demo-embed", "input": ["exfiltrate me"]}
-    return base | {"operation": "chat", "model": "demo-openai", "messages": [{"role": "user", "content": "hi"}]}
+    return base | {
+        "operation": "chat",
+        "model": "demo-openai",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
 
 
 def plan_doc(rid: str, deployment: dict, reply_to: dict, operation: str = "chat") -> bytes:
-    return orjson.dumps({"type": "llm.exec.v1", "request_id": rid, "tenant_id": "demo",
-                         "request": request_doc(rid, operation, reply_to), "deployments": [deployment]})
+    return orjson.dumps(
+        {
+            "type": "llm.exec.v1",
+            "request_id": rid,
+            "tenant_id": "demo",
+            "request": request_doc(rid, operation, reply_to),
+            "deployments": [deployment],
+        }
+    )
 
 
 def forged_plans(url: str) -> dict[str, tuple[str, dict, str]]:
     """name -> (operation, deployment, what the dead-letter reason must name)."""
     return {
         "unknown provider, foreign URL (chat)": (
-            "chat", {"alias": "demo-openai", "provider": "evil-corp", "upstream_model": "gpt-emu", "base_url": url},
-            "provider 'evil-corp'"),
+            "chat",
+            {"alias": "demo-openai", "provider": "evil-corp", "upstream_model": "gpt-emu", "base_url": url},
+            "provider 'evil-corp'",
+        ),
         "unknown provider, foreign URL (embed)": (
-            "embed", {"alias": "demo-embed", "provider": "evil-corp", "upstream_model": "text-embedding-emu",
-                      "base_url": url},
-            "provider 'evil-corp'"),
+            "embed",
+            {
+                "alias": "demo-embed",
+                "provider": "evil-corp",
+                "upstream_model": "text-embedding-emu",
+                "base_url": url,
+            },
+            "provider 'evil-corp'",
+        ),
         "known provider, unknown upstream model": (
-            "chat", {"alias": "demo-openai", "provider": "emulator-openai", "upstream_model": "gpt-exfil",
-                     "base_url": url},
-            "demo-openai/emulator-openai/gpt-exfil"),
+            "chat",
+            {
+                "alias": "demo-openai",
+                "provider": "emulator-openai",
+                "upstream_model": "gpt-exfil",
+                "base_url": url,
+            },
+            "demo-openai/emulator-openai/gpt-exfil",
+        ),
         "old plan fields naming URL and secret": (
-            "chat", {"alias": "demo-openai", "provider": "attacker", "provider_kind": "openai", "base_url": url,
-                     "upstream_model": "gpt-emu", "api_key_env": "AWS_SECRET_ACCESS_KEY",
-                     "price": {"input_per_mtok": 0}},
-            "provider 'attacker'"),
+            "chat",
+            {
+                "alias": "demo-openai",
+                "provider": "attacker",
+                "provider_kind": "openai",
+                "base_url": url,
+                "upstream_model": "gpt-emu",
+                "api_key_env": "AWS_SECRET_ACCESS_KEY",
+                "price": {"input_per_mtok": 0},
+            },
+            "provider 'attacker'",
+        ),
     }
 
 
@@ -105,7 +143,9 @@ async def test_forged_plans_call_nothing_and_are_dead_lettered(gw, stack_setting
         TopicTail(stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition) as replies,
     ):
         for rid, (operation, dep, _) in plans.items():
-            fut = await gw._publisher.send_raw(exec_topic, plan_doc(rid, dep, reply_to, operation), key=rid.encode())
+            fut = await gw._publisher.send_raw(
+                exec_topic, plan_doc(rid, dep, reply_to, operation), key=rid.encode()
+            )
             await fut
 
         def lettered(records) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -116,7 +156,9 @@ async def test_forged_plans_call_nothing_and_are_dead_lettered(gw, stack_setting
             operation, dep, named = plans[rid]
             h = headers(record)
             assert h["dlq.source.topic"] == exec_topic and h["dlq.consumer"] == "executor"
-            assert named in h["dlq.reason"] and "configuration does not have" in h["dlq.reason"], h["dlq.reason"]
+            assert named in h["dlq.reason"] and "configuration does not have" in h["dlq.reason"], h[
+                "dlq.reason"
+            ]
             assert json.loads(record.value)["deployments"][0] == dep, "the original bytes, unchanged"
 
         sentinel = await gw.chat(model="demo-openai", messages=[{"role": "user", "content": "after"}])
@@ -130,12 +172,21 @@ async def test_old_plan_fields_are_ignored_for_a_configured_deployment(gw, stack
     """``base_url`` and ``api_key_env`` in a plan naming a real deployment change nothing: the
     request runs against the configured provider."""
     rid = new_id()
-    dep = {"alias": "demo-openai", "provider": "emulator-openai", "provider_kind": "openai",
-           "upstream_model": "gpt-emu", "base_url": listener.url, "api_key_env": "AWS_SECRET_ACCESS_KEY"}
+    dep = {
+        "alias": "demo-openai",
+        "provider": "emulator-openai",
+        "provider_kind": "openai",
+        "upstream_model": "gpt-emu",
+        "base_url": listener.url,
+        "api_key_env": "AWS_SECRET_ACCESS_KEY",
+    }
     reply_to = gw.reply_to.model_dump()
-    async with TopicTail(stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition) as replies:
-        fut = await gw._publisher.send_raw(f"{stack_settings.topic_prefix}llm.exec", plan_doc(rid, dep, reply_to),
-                                           key=rid.encode())
+    async with TopicTail(
+        stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition
+    ) as replies:
+        fut = await gw._publisher.send_raw(
+            f"{stack_settings.topic_prefix}llm.exec", plan_doc(rid, dep, reply_to), key=rid.encode()
+        )
         await fut
         records = await replies.until(lambda rs: any(r.key == rid.encode() for r in rs))
     [result] = [json.loads(r.value) for r in records if r.key == rid.encode()]
@@ -146,8 +197,15 @@ async def test_old_plan_fields_are_ignored_for_a_configured_deployment(gw, stack
 async def test_an_unknown_operation_is_capability_not_supported_and_dead_lettered(gw, stack_settings):
     prefix = stack_settings.topic_prefix
     rid = new_id()
-    doc = {"type": "llm.request.v1", "operation": "image.generate", "request_id": rid, "tenant_id": "demo",
-           "model": "demo-openai", "prompt": "a lighthouse at dusk", "reply_to": gw.reply_to.model_dump()}
+    doc = {
+        "type": "llm.request.v1",
+        "operation": "image.generate",
+        "request_id": rid,
+        "tenant_id": "demo",
+        "model": "demo-openai",
+        "prompt": "a lighthouse at dusk",
+        "reply_to": gw.reply_to.model_dump(),
+    }
     async with (
         TopicTail(stack_settings.bootstrap_servers, f"{prefix}llm.dlq") as dlq,
         TopicTail(stack_settings.bootstrap_servers, gw.reply_to.topic, gw.reply_to.partition) as replies,

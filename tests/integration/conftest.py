@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def topics(kafka_bootstrap: str, topic_prefix: str) -> Topics:
     t = Topics.load(ROOT / "topics.yaml", topic_prefix)
-    await apply_topics(kafka_bootstrap, t, only=["requests", "usage", "exec", "dlq", "replies", "results", "audit", "control"])
+    await apply_topics(
+        kafka_bootstrap,
+        t,
+        only=["requests", "usage", "exec", "dlq", "replies", "results", "audit", "control"],
+    )
     return t
 
 

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = infra.free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen(infra.moto_command(port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        infra.moto_command(port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         infra.wait_port("127.0.0.1", port, 30, proc, "moto")
         yield f"http://127.0.0.1:{port}"
@@ -52,8 +54,14 @@ class SinkProcess:
         ready = self.state / f"ready-{self.starts}"
         log = open(self.state / f"sink-{self.starts}.log", "wb")
         env = os.environ | self.env | {"LLMGW_READY_FILE": str(ready), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=env, cwd=ROOT, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.proc.poll() is not None:
@@ -80,8 +88,15 @@ class SinkProcess:
 
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``llmgw ARGS`` as a separate process with ``env`` (on top of this one's)."""
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.cli.main", *args],
-                                   env=os.environ | env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli.main", *args],
+        env=os.environ | env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:

@@ -28,8 +28,15 @@ ACTIONS = ["started", "completed", "failed", "fallback_triggered", "cancelled"]
 
 
 def audit(i: int) -> AuditRecorded:
-    return AuditRecorded(event_id=f"e{i}", request_id=f"r{i}", tenant_id=TENANTS[i % len(TENANTS)],
-                         action=ACTIONS[i % len(ACTIONS)], actor="executor", alias="demo-openai", provider="emulator")
+    return AuditRecorded(
+        event_id=f"e{i}",
+        request_id=f"r{i}",
+        tenant_id=TENANTS[i % len(TENANTS)],
+        action=ACTIONS[i % len(ACTIONS)],
+        actor="executor",
+        alias="demo-openai",
+        provider="emulator",
+    )
 
 
 @pytest.fixture
@@ -40,9 +47,15 @@ async def store(s3_url: str) -> AsyncIterator[S3ObjectStore]:
 
 @pytest.fixture
 def sink_env(kafka_bootstrap, topic_prefix, s3_url, store) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LLMGW_TOPIC_PREFIX": topic_prefix, "LLMGW_S3_ENDPOINT": s3_url,
-            "LLMGW_AUDIT_BUCKET": store.bucket, "LLMGW_AUDIT_SINK_BATCH_RECORDS": "25",
-            "LLMGW_AUDIT_SINK_BATCH_MS": "300", "LLMGW_LOG_LEVEL": "WARNING"}
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LLMGW_TOPIC_PREFIX": topic_prefix,
+        "LLMGW_S3_ENDPOINT": s3_url,
+        "LLMGW_AUDIT_BUCKET": store.bucket,
+        "LLMGW_AUDIT_SINK_BATCH_RECORDS": "25",
+        "LLMGW_AUDIT_SINK_BATCH_MS": "300",
+        "LLMGW_LOG_LEVEL": "WARNING",
+    }
 
 
 @pytest.fixture
@@ -56,7 +69,7 @@ async def heads(store: S3ObjectStore) -> dict[int, int]:
     """Partition -> the source offset of its chain's head."""
     out = {}
     for key in await store.keys(HEADS):
-        partition = int(key[len(HEADS):-len(".json")].rsplit("+", 1)[1])
+        partition = int(key[len(HEADS) : -len(".json")].rsplit("+", 1)[1])
         out[partition] = orjson.loads((await store.get(key)).body)["offset"]
     return out
 
@@ -70,12 +83,15 @@ async def chained(store: S3ObjectStore, topic: str) -> dict[int, list[dict]]:
 
 
 async def test_killed_between_write_and_commit_each_record_is_chained_once_and_verify_catches_tampering(
-        kafka_bootstrap, topics, publisher, topic_prefix, store, sink, sink_env):
+    kafka_bootstrap, topics, publisher, topic_prefix, store, sink, sink_env
+):
     topic, parts, group = topics.audit.name, topics.audit.partitions, topic_prefix + GROUP
     await (await publisher.send_raw(topic, b"not an audit record", key=b"tenant0"))
     sent, exercised = 0, False
     for _ in range(5):  # until a kill lands after a write and before its commit (most often the first)
-        acks = [await publisher.publish(topic, audit(i), key=audit(i).tenant_id) for i in range(sent, sent + 300)]
+        acks = [
+            await publisher.publish(topic, audit(i), key=audit(i).tenant_id) for i in range(sent, sent + 300)
+        ]
         await asyncio.gather(*acks)
         sent += 300
         ends = await end_offsets(kafka_bootstrap, topic, parts)
@@ -97,7 +113,10 @@ async def test_killed_between_write_and_commit_each_record_is_chained_once_and_v
     await asyncio.to_thread(sink.start)
 
     async def all_committed() -> bool:
-        done, ends = await committed(kafka_bootstrap, group, topic, parts), await end_offsets(kafka_bootstrap, topic, parts)
+        done, ends = (
+            await committed(kafka_bootstrap, group, topic, parts),
+            await end_offsets(kafka_bootstrap, topic, parts),
+        )
         return all(done[p] == end for p, end in ends.items() if end > 0)
 
     await until(all_committed, within=90)
@@ -109,15 +128,24 @@ async def test_killed_between_write_and_commit_each_record_is_chained_once_and_v
     for recs in chains.values():
         assert [r["chain"]["seq"] for r in recs] == list(range(len(recs)))
         assert [r["chain"]["offset"] for r in recs] == sorted(r["chain"]["offset"] for r in recs)
-        assert all(set(r["event"]) <= set(AuditRecorded.model_fields) for r in recs)  # the event, nothing added
-    dead = [r for r in await read_all(kafka_bootstrap, topics.dlq.name, 1) if dict(r.headers)["dlq.consumer"] == b"audit-sink"]
+        assert all(
+            set(r["event"]) <= set(AuditRecorded.model_fields) for r in recs
+        )  # the event, nothing added
+    dead = [
+        r
+        for r in await read_all(kafka_bootstrap, topics.dlq.name, 1)
+        if dict(r.headers)["dlq.consumer"] == b"audit-sink"
+    ]
     assert dead and dead[0].value == b"not an audit record"
 
     res = await cli(sink_env, "audit", "verify")
     assert res.returncode == 0, res.stderr
     assert f"verified {sent} audit records" in res.stdout
     res = await cli(sink_env, "audit", "verify", "--tenant", "tenant1")
-    assert res.returncode == 0 and f"verified {sent // len(TENANTS)} audit records of tenant tenant1" in res.stdout
+    assert (
+        res.returncode == 0
+        and f"verified {sent // len(TENANTS)} audit records of tenant tenant1" in res.stdout
+    )
 
     # tampering done directly on S3, each undone after verify named it
     p = max(chains, key=lambda q: len(chains[q]))
@@ -127,10 +155,16 @@ async def test_killed_between_write_and_commit_each_record_is_chained_once_and_v
     lines = original.splitlines()
     victim = orjson.loads(lines[1])
 
-    forged = dict(victim, event=victim["event"] | {"action": "completed" if victim["event"]["action"] != "completed" else "failed"})
+    forged = dict(
+        victim,
+        event=victim["event"]
+        | {"action": "completed" if victim["event"]["action"] != "completed" else "failed"},
+    )
     await store.put(key, b"\n".join([lines[0], canonical(forged), *lines[2:]]) + b"\n")
     res = await cli(sink_env, "audit", "verify")
-    assert res.returncode == 1 and "audit modified" in res.stderr and victim["event"]["event_id"] in res.stderr, res.stderr
+    assert (
+        res.returncode == 1 and "audit modified" in res.stderr and victim["event"]["event_id"] in res.stderr
+    ), res.stderr
 
     await store.put(key, b"\n".join([lines[0], *lines[2:]]) + b"\n")
     res = await cli(sink_env, "audit", "verify")

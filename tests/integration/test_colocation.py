@@ -35,12 +35,18 @@ tenants:
 
 
 @pytest.fixture
-async def env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> AsyncIterator[tuple[Settings, Topics]]:
+async def env(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> AsyncIterator[tuple[Settings, Topics]]:
     (tmp_path / "config.yaml").write_text(CONFIG)
     topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
     await apply_topics(kafka_bootstrap, topics)
-    base = dataclasses.replace(Settings.from_env({}), bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
-                               config_path=tmp_path / "config.yaml")
+    base = dataclasses.replace(
+        Settings.from_env({}),
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        config_path=tmp_path / "config.yaml",
+    )
     yield base, topics
 
 
@@ -58,13 +64,22 @@ def settled(routers: list[Router], topics: Topics) -> bool:
     """Every partition assigned once, and every governed partition's ledger rebuilt by its owner."""
     owned = [parts(r, topics.requests.name) for r in routers]
     governed = routers[0].keeper.governed  # type: ignore[union-attr]
-    return (sum(len(o) for o in owned) == topics.requests.partitions and all(owned)
-            and all(set(r.keeper.ledgers) == o & governed for r, o in zip(routers, owned, strict=True)))  # type: ignore[union-attr]
+    return (
+        sum(len(o) for o in owned) == topics.requests.partitions
+        and all(owned)
+        and all(set(r.keeper.ledgers) == o & governed for r, o in zip(routers, owned, strict=True))
+    )  # type: ignore[union-attr]
 
 
 def chat(tenant: str, i: int) -> ChatRequested:
-    return ChatRequested(request_id=f"{tenant}-{i}-{new_id()[:6]}", tenant_id=tenant, user_id="u", model="m",
-                         messages=[{"role": "user", "content": "hi"}], params={"max_tokens": 5})
+    return ChatRequested(
+        request_id=f"{tenant}-{i}-{new_id()[:6]}",
+        tenant_id=tenant,
+        user_id="u",
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        params={"max_tokens": 5},
+    )
 
 
 async def send(publisher, topics: Topics, reqs: list[ChatRequested]) -> None:
@@ -83,8 +98,11 @@ async def outcomes(bootstrap: str, topics: Topics, n: int) -> tuple[list[str], l
             if len(exec_recs) + len(res_recs) >= n:
                 break
     planned = [orjson.loads(r.value)["request_id"] for r in exec_recs]
-    limited = [d["request_id"] for d in (orjson.loads(r.value) for r in res_recs)
-               if d.get("error", {}).get("code") == "rate_limited"]
+    limited = [
+        d["request_id"]
+        for d in (orjson.loads(r.value) for r in res_recs)
+        if d.get("error", {}).get("code") == "rate_limited"
+    ]
     return planned, limited
 
 
@@ -129,7 +147,9 @@ async def test_partition_i_of_requests_and_usage_and_its_ledger_are_on_one_insta
         t = TENANTS[0]
         p = tenant_partition(t, topics.requests.partitions)
         owner = a if p in a.keeper.ledgers else b  # type: ignore[union-attr]
-        use = UsageRecorded(request_id="ext-1", tenant_id=t, status="ok", alias="m", total_tokens=3, cost_usd=0.0)
+        use = UsageRecorded(
+            request_id="ext-1", tenant_id=t, status="ok", alias="m", total_tokens=3, cost_usd=0.0
+        )
         await (await publisher.publish(topics.usage.name, use, key=t))
         await eventually(lambda: "ext-1" in owner.keeper.ledgers[p].tenant(t).settled_ids)  # type: ignore[union-attr]
     finally:

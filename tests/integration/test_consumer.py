@@ -15,13 +15,20 @@ from tests.support import eventually
 
 
 def request(i: int, tenant: str = "demo") -> ChatRequested:
-    return ChatRequested(request_id=f"r{i}", tenant_id=tenant, model="m", messages=[{"role": "user", "content": str(i)}])
+    return ChatRequested(
+        request_id=f"r{i}", tenant_id=tenant, model="m", messages=[{"role": "user", "content": str(i)}]
+    )
 
 
 def make_consumer(bootstrap, topics, publisher, group, handler, **kw):
     return Consumer(
-        bootstrap_servers=bootstrap, topics=kw.pop("names", [topics.requests.name]), group_id=group, model=ChatRequested,
-        handler=handler, dead_letters=DeadLetters(publisher, topics.dlq.name, "test"), **kw,
+        bootstrap_servers=bootstrap,
+        topics=kw.pop("names", [topics.requests.name]),
+        group_id=group,
+        model=ChatRequested,
+        handler=handler,
+        dead_letters=DeadLetters(publisher, topics.dlq.name, "test"),
+        **kw,
     )
 
 
@@ -35,8 +42,13 @@ async def committed(bootstrap, group, topic, partitions):
 
 
 async def read_all(bootstrap, topic, n, timeout=30.0):
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
-                         max_partition_fetch_bytes=9 * 1024 * 1024)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        max_partition_fetch_bytes=9 * 1024 * 1024,
+    )
     await c.start()
     out = []
     try:
@@ -49,7 +61,9 @@ async def read_all(bootstrap, topic, n, timeout=30.0):
     return out
 
 
-async def test_unfinished_records_are_redelivered_after_a_crash(kafka_bootstrap, topics, publisher, topic_prefix):
+async def test_unfinished_records_are_redelivered_after_a_crash(
+    kafka_bootstrap, topics, publisher, topic_prefix
+):
     """Record 1 finishes, record 0 hangs: the commit stays at 0, so after a crash both come back."""
     group = topic_prefix + "g"
     for i in range(2):
@@ -86,7 +100,9 @@ async def test_unfinished_records_are_redelivered_after_a_crash(kafka_bootstrap,
     release.set()
 
 
-async def test_malformed_records_go_to_dlq_and_consumer_continues(kafka_bootstrap, topics, publisher, topic_prefix):
+async def test_malformed_records_go_to_dlq_and_consumer_continues(
+    kafka_bootstrap, topics, publisher, topic_prefix
+):
     handled: list[str] = []
     invalid: list[str] = []
 
@@ -99,7 +115,11 @@ async def test_malformed_records_go_to_dlq_and_consumer_continues(kafka_bootstra
     c = make_consumer(kafka_bootstrap, topics, publisher, topic_prefix + "g", handler, on_invalid=on_invalid)
     await c.start()
     junk = os.urandom(5 * 1024 * 1024)
-    bad = [b"{not json", orjson.dumps({"request_id": "x", "tenant_id": "t", "model": "m", "messages": []}), junk]
+    bad = [
+        b"{not json",
+        orjson.dumps({"request_id": "x", "tenant_id": "t", "model": "m", "messages": []}),
+        junk,
+    ]
     for value in bad:
         await (await publisher.send_raw(topics.requests.name, value, key=b"k", partition=0))
     await (await publisher.publish(topics.requests.name, request(7), key="k", partition=0))
@@ -135,23 +155,34 @@ async def test_a_raising_handler_dead_letters_its_record(kafka_bootstrap, topics
     assert (await committed(kafka_bootstrap, topic_prefix + "g", topics.requests.name, [0]))[0] == 3
 
 
-async def test_two_instances_share_partitions_and_process_each_record_once(kafka_bootstrap, topics, publisher, topic_prefix):
+async def test_two_instances_share_partitions_and_process_each_record_once(
+    kafka_bootstrap, topics, publisher, topic_prefix
+):
     group = topic_prefix + "g"
     seen: dict[str, list[str]] = {"a": [], "b": []}
 
     def handler_for(name):
         async def h(req, record):
             seen[name].append(req.request_id)
+
         return h
 
     a = make_consumer(kafka_bootstrap, topics, publisher, group, handler_for("a"))
     b = make_consumer(kafka_bootstrap, topics, publisher, group, handler_for("b"))
     await a.start()
     await b.start()
-    await eventually(lambda: bool(a.assignment() and b.assignment() and len(a.assignment() | b.assignment()) == 12
-                                  and not a.assignment() & b.assignment()))
-    futs = [await publisher.publish(topics.requests.name, request(i, f"tenant{i % 50}"), key=f"tenant{i % 50}")
-            for i in range(300)]
+    await eventually(
+        lambda: bool(
+            a.assignment()
+            and b.assignment()
+            and len(a.assignment() | b.assignment()) == 12
+            and not a.assignment() & b.assignment()
+        )
+    )
+    futs = [
+        await publisher.publish(topics.requests.name, request(i, f"tenant{i % 50}"), key=f"tenant{i % 50}")
+        for i in range(300)
+    ]
     await asyncio.gather(*futs)
     await eventually(lambda: len(seen["a"]) + len(seen["b"]) >= 300)
     await a.aclose()
@@ -161,7 +192,9 @@ async def test_two_instances_share_partitions_and_process_each_record_once(kafka
     assert seen["a"] and seen["b"]
 
 
-async def test_range_assignor_co_partitions_requests_and_usage(kafka_bootstrap, topics, publisher, topic_prefix):
+async def test_range_assignor_co_partitions_requests_and_usage(
+    kafka_bootstrap, topics, publisher, topic_prefix
+):
     """The router reads llm.requests and llm.usage together: the owner of a tenant's request
     partition must also own that tenant's usage partition."""
     group = topic_prefix + "g"
@@ -170,7 +203,10 @@ async def test_range_assignor_co_partitions_requests_and_usage(kafka_bootstrap, 
     async def nop(req, record):
         pass
 
-    cs = [make_consumer(kafka_bootstrap, topics, publisher, group, nop, names=names, assignor="range") for _ in range(2)]
+    cs = [
+        make_consumer(kafka_bootstrap, topics, publisher, group, nop, names=names, assignor="range")
+        for _ in range(2)
+    ]
     for c in cs:
         await c.start()
     await eventually(lambda: sum(len(c.assignment()) for c in cs) == 24 and all(c.assignment() for c in cs))
@@ -179,4 +215,3 @@ async def test_range_assignor_co_partitions_requests_and_usage(kafka_bootstrap, 
         assert parts[names[0]] == parts[names[1]] and parts[names[0]]
     for c in cs:
         await c.aclose()
-

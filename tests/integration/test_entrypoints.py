@@ -123,7 +123,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     src = tmp_path_factory.mktemp("acme-src")
     (src / f"{module}.py").write_text(PLUGIN)
     (src / "_backend.py").write_text(BACKEND.format(name=name, module=module))
-    (src / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = []
         build-backend = "_backend"
@@ -132,8 +133,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [project]
         name = "{name}"
         version = "0.1"
-        """))
-    (src / "entry_points.txt").write_text(textwrap.dedent(f"""
+        """)
+    )
+    (src / "entry_points.txt").write_text(
+        textwrap.dedent(f"""
         [llmgw.hooks]
         acme_shout = {module}:ShoutHook
         acme_half = {module}:HalfAHook
@@ -144,10 +147,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         [llmgw.audit]
         acme_archive = {module}:Archive
-        """))
+        """)
+    )
     site = tmp_path_factory.mktemp("acme-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(src)], check=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        check=True,
+        timeout=120,
+    )
     assert "acme_shout" not in entrypoints.names(HOOKS)  # not before it is on the path
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
@@ -182,7 +201,9 @@ def test_the_loader_finds_builds_and_checks_entry_points(installed: str, tmp_pat
     entrypoints.create(AUDIT, "acme_archive", AuditPlugin)
     with pytest.raises(PluginError, match="'acme_half' is not a Hook: it lacks post_response"):
         entrypoints.create(HOOKS, "acme_half", Hook)
-    with pytest.raises(PluginError, match=r"'acme_missing' \(.*_gone:Nothing\) could not be loaded: ModuleNotFoundError"):
+    with pytest.raises(
+        PluginError, match=r"'acme_missing' \(.*_gone:Nothing\) could not be loaded: ModuleNotFoundError"
+    ):
         entrypoints.create(HOOKS, "acme_missing", Hook)
     with pytest.raises(PluginError, match="acme_shout.*unexpected keyword argument 'colour'"):
         entrypoints.create(HOOKS, "acme_shout", Hook, None, colour="red")
@@ -192,27 +213,31 @@ def test_the_loader_finds_builds_and_checks_entry_points(installed: str, tmp_pat
     path = tmp_path / "gw.yaml"
     path.write_text(CONFIG)
     config = load_config(path, env={})
-    (name, built), = TenantHooks.from_config(config).pre("acme").pre  # type: ignore[union-attr]
+    ((name, built),) = TenantHooks.from_config(config).pre("acme").pre  # type: ignore[union-attr]
     assert name == "acme_shout" and type(built).__name__ == "ShoutHook"
     path.write_text(CONFIG.replace("acme_shout, stop: halt-now", "acme_half"))
     with pytest.raises(ConfigError, match=r"tenants\.acme\.hooks\.0: .*is not a Hook"):
         TenantHooks.from_config(load_config(path, env={}))  # names check at load, the role at start
 
 
-async def test_a_router_runs_the_installed_hook(installed: str, tmp_path: Path, kafka_bootstrap: str,
-                                                topic_prefix: str) -> None:
+async def test_a_router_runs_the_installed_hook(
+    installed: str, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
+) -> None:
     path = tmp_path / "gw.yaml"
     path.write_text(CONFIG)
     config = load_config(path, env={})
-    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path,
-                        request_log=False)
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path, request_log=False
+    )
     topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
     await apply_topics(kafka_bootstrap, topics)
     router = Router(settings, config, topics)
     await router.start()
     try:
-        async with TopicTail(kafka_bootstrap, topics.exec.name) as plans, \
-                GatewayClient(kafka_bootstrap, "acme", "u1", topic_prefix=topic_prefix, timeout_s=30) as gw:
+        async with (
+            TopicTail(kafka_bootstrap, topics.exec.name) as plans,
+            GatewayClient(kafka_bootstrap, "acme", "u1", topic_prefix=topic_prefix, timeout_s=30) as gw,
+        ):
             with pytest.raises(RequestBlocked) as blocked:
                 await gw.chat(model="m", messages=[{"role": "user", "content": "please halt-now"}])
             assert blocked.value.details["rule"] == "acme-stop"

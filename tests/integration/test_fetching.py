@@ -20,7 +20,9 @@ from tests.support import eventually
 ROUNDS = 10  # records, one at a time; the order of their two requests is counted
 
 
-async def _first_requests_after_handlers(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch) -> list[str]:
+async def _first_requests_after_handlers(
+    kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch
+) -> list[str]:
     """For each of ``ROUNDS`` records, sent one at a time: the kind of the first Kafka request
     the test's consumer or publisher writes once the record's handler starts, its own produce
     request or the consumer's next fetch (other clients on the same loop, such as the e2e
@@ -34,7 +36,13 @@ async def _first_requests_after_handlers(kafka_bootstrap, topics, publisher, top
 
     def send(self, request, expect_response=True):
         if current:  # (a fetch may be a SessionFetchRequest, a FetchRequest subclass)
-            sent.append((current, self, "FetchRequest" if isinstance(request, FetchRequest) else type(request).__name__))
+            sent.append(
+                (
+                    current,
+                    self,
+                    "FetchRequest" if isinstance(request, FetchRequest) else type(request).__name__,
+                )
+            )
         return original(self, request, expect_response=expect_response)
 
     monkeypatch.setattr(AIOKafkaConnection, "send", send)
@@ -57,8 +65,11 @@ async def _first_requests_after_handlers(kafka_bootstrap, topics, publisher, top
         ours = [*c._consumer._client._conns.values(), *publisher._producer.client._conns.values()]
 
         def kinds(i: int) -> list[str]:
-            return [k for r, conn, k in sent
-                    if r == i and any(conn is o for o in ours) and k in ("ProduceRequest", "FetchRequest")]
+            return [
+                k
+                for r, conn, k in sent
+                if r == i and any(conn is o for o in ours) and k in ("ProduceRequest", "FetchRequest")
+            ]
 
         for i in range(1, ROUNDS + 1):
             await (await publisher.publish(topics.requests.name, request(i), key="t"))
@@ -76,16 +87,22 @@ async def test_a_handlers_produce_request_goes_out_before_the_next_fetch(
     not a guarantee (a turn's length varies when the broker's answers and the loop's other
     tasks interleave), so the order is counted over several records: the produce request goes
     first for most of them."""
-    firsts = await _first_requests_after_handlers(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    firsts = await _first_requests_after_handlers(
+        kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch
+    )
     assert firsts.count("ProduceRequest") >= ROUNDS * 0.7, firsts
 
 
-async def test_without_the_deferral_the_fetch_goes_first(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch):
+async def test_without_the_deferral_the_fetch_goes_first(
+    kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch
+):
     """The control for the test above: aiokafka's own order, which the deferral changes."""
     from services.runtime import fetching
 
     monkeypatch.setattr(fetching, "FETCH_YIELDS", 0)
-    firsts = await _first_requests_after_handlers(kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch)
+    firsts = await _first_requests_after_handlers(
+        kafka_bootstrap, topics, publisher, topic_prefix, monkeypatch
+    )
     assert firsts.count("FetchRequest") >= ROUNDS * 0.7, firsts
 
 
@@ -101,9 +118,17 @@ class Wire:
 
         def recording(request, struct_class):
             struct = build(request, struct_class)
-            self._sent.append((request.session, (
-                struct.session_id, struct.session_epoch, sum(len(ps) for _, ps in struct.topics),
-                sum(len(ps) for _, ps in struct.forgotten_topics_data))))
+            self._sent.append(
+                (
+                    request.session,
+                    (
+                        struct.session_id,
+                        struct.session_epoch,
+                        sum(len(ps) for _, ps in struct.topics),
+                        sum(len(ps) for _, ps in struct.forgotten_topics_data),
+                    ),
+                )
+            )
             return struct
 
         monkeypatch.setattr(fetching.SessionFetchRequest, "build", recording)
@@ -114,7 +139,9 @@ class Wire:
 
 
 @contextlib.asynccontextmanager
-async def _reading(bootstrap: str, partitions: int) -> AsyncIterator[tuple[str, AIOKafkaConsumer, AIOKafkaProducer]]:
+async def _reading(
+    bootstrap: str, partitions: int
+) -> AsyncIterator[tuple[str, AIOKafkaConsumer, AIOKafkaProducer]]:
     """A fresh topic of ``partitions``, a consumer assigned all of them (no group) and a producer."""
     topic = f"fetching-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -123,8 +150,13 @@ async def _reading(bootstrap: str, partitions: int) -> AsyncIterator[tuple[str, 
         await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         enable_auto_commit=False, fetch_max_wait_ms=200)
+    c = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=200,
+    )
     await c.start()
     c.assign([TopicPartition(topic, p) for p in range(partitions)])
     try:

@@ -19,10 +19,12 @@ async def test_mismatch_names_the_difference(kafka_bootstrap, topic_prefix):
     t = Topics.load(ROOT / "topics.yaml", topic_prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
-    await admin.create_topics([
-        NewTopic(t.requests.name, 3, 1),
-        NewTopic(t.jobs.name, t.jobs.partitions, 1, topic_configs={"cleanup.policy": "delete"}),
-    ])
+    await admin.create_topics(
+        [
+            NewTopic(t.requests.name, 3, 1),
+            NewTopic(t.jobs.name, t.jobs.partitions, 1, topic_configs={"cleanup.policy": "delete"}),
+        ]
+    )
     await admin.close()
     with pytest.raises(TopicConfigurationMismatch) as exc:
         await apply_topics(kafka_bootstrap, t)

@@ -31,11 +31,22 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 def usage(i: int) -> UsageRecorded:
     prompt, completion = 10 + i % 50, i % 7
-    return UsageRecorded(event_id=f"e{i}", request_id=f"r{i}", tenant_id=TENANTS[i % len(TENANTS)],
-                         user_id=f"user{i % 3}", client_id=f"client{i % 2}", status="ok" if i % 10 else "error",
-                         alias="demo-openai" if i % 4 else "demo-anthropic", provider="emulator", model="gpt-emu",
-                         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                         cost_usd=round(1e-6 * (i % 97), 9), occurred_at=NOW - timedelta(seconds=7 * i))
+    return UsageRecorded(
+        event_id=f"e{i}",
+        request_id=f"r{i}",
+        tenant_id=TENANTS[i % len(TENANTS)],
+        user_id=f"user{i % 3}",
+        client_id=f"client{i % 2}",
+        status="ok" if i % 10 else "error",
+        alias="demo-openai" if i % 4 else "demo-anthropic",
+        provider="emulator",
+        model="gpt-emu",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cost_usd=round(1e-6 * (i % 97), 9),
+        occurred_at=NOW - timedelta(seconds=7 * i),
+    )
 
 
 @pytest.fixture
@@ -46,9 +57,15 @@ async def store(s3_url: str) -> AsyncIterator[S3ObjectStore]:
 
 @pytest.fixture
 def sink_env(kafka_bootstrap, topic_prefix, s3_url, store) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LLMGW_TOPIC_PREFIX": topic_prefix, "LLMGW_S3_ENDPOINT": s3_url,
-            "LLMGW_USAGE_BUCKET": store.bucket, "LLMGW_USAGE_SINK_BATCH_RECORDS": "40",
-            "LLMGW_USAGE_SINK_BATCH_MS": "300", "LLMGW_LOG_LEVEL": "WARNING"}
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LLMGW_TOPIC_PREFIX": topic_prefix,
+        "LLMGW_S3_ENDPOINT": s3_url,
+        "LLMGW_USAGE_BUCKET": store.bucket,
+        "LLMGW_USAGE_SINK_BATCH_RECORDS": "40",
+        "LLMGW_USAGE_SINK_BATCH_MS": "300",
+        "LLMGW_LOG_LEVEL": "WARNING",
+    }
 
 
 @pytest.fixture
@@ -76,12 +93,15 @@ async def stored_ids(store: S3ObjectStore) -> Counter[str]:
 
 
 async def test_killed_between_write_and_commit_each_record_is_stored_once(
-        kafka_bootstrap, topics, publisher, topic_prefix, store, sink, sink_env):
+    kafka_bootstrap, topics, publisher, topic_prefix, store, sink, sink_env
+):
     topic, parts, group = topics.usage.name, topics.usage.partitions, topic_prefix + GROUP
     await (await publisher.send_raw(topic, b'{"type": "llm.usage.v1", "oops"', key=b"tenant0"))
     sent, exercised = 0, False
     for _ in range(5):  # until a kill lands after a write and before its commit (most often the first)
-        acks = [await publisher.publish(topic, usage(i), key=usage(i).tenant_id) for i in range(sent, sent + 400)]
+        acks = [
+            await publisher.publish(topic, usage(i), key=usage(i).tenant_id) for i in range(sent, sent + 400)
+        ]
         await asyncio.gather(*acks)
         sent += 400
         ends = await end_offsets(kafka_bootstrap, topic, parts)
@@ -103,7 +123,10 @@ async def test_killed_between_write_and_commit_each_record_is_stored_once(
     await asyncio.to_thread(sink.start)  # the same records again, from the committed offsets
 
     async def all_committed() -> bool:
-        done, ends = await committed(kafka_bootstrap, group, topic, parts), await end_offsets(kafka_bootstrap, topic, parts)
+        done, ends = (
+            await committed(kafka_bootstrap, group, topic, parts),
+            await end_offsets(kafka_bootstrap, topic, parts),
+        )
         return all(done[p] == end for p, end in ends.items() if end > 0)
 
     await until(all_committed, within=90)
@@ -111,11 +134,21 @@ async def test_killed_between_write_and_commit_each_record_is_stored_once(
     seen = await stored_ids(store)
     assert seen == Counter({f"e{i}": 1 for i in range(sent)}), {k: v for k, v in seen.items() if v != 1}
 
-    dead = [r for r in await read_all(kafka_bootstrap, topics.dlq.name, 1) if dict(r.headers)["dlq.consumer"] == b"usage-sink"]
-    assert dead and dead[0].value == b'{"type": "llm.usage.v1", "oops"' and b"usage" in dict(dead[0].headers)["dlq.reason"].lower()
+    dead = [
+        r
+        for r in await read_all(kafka_bootstrap, topics.dlq.name, 1)
+        if dict(r.headers)["dlq.consumer"] == b"usage-sink"
+    ]
+    assert (
+        dead
+        and dead[0].value == b'{"type": "llm.usage.v1", "oops"'
+        and b"usage" in dict(dead[0].headers)["dlq.reason"].lower()
+    )
 
     # the report, from S3, against what was published
-    res = await cli(sink_env, "usage", "report", "--tenant", "tenant3", "--since", "7d", "--by", "user", "--json")
+    res = await cli(
+        sink_env, "usage", "report", "--tenant", "tenant3", "--since", "7d", "--by", "user", "--json"
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     mine = [usage(i) for i in range(sent) if usage(i).tenant_id == "tenant3"]

@@ -83,7 +83,9 @@ def _positive_int(body: dict[str, Any], name: str) -> None:
         raise _bad(name, f"must be a positive integer, got {v!r}")
 
 
-def split_fields(body: dict[str, Any], *, skip: frozenset[str] = OWN) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_fields(
+    body: dict[str, Any], *, skip: frozenset[str] = OWN
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(typed params and gateway fields, everything else) of a request body."""
     fields: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -155,7 +157,9 @@ def invalid(exc: pydantic.ValidationError) -> ValidationError:
     err = exc.errors()[0]
     param = pydantic_param(tuple(err["loc"])) or "body"
     more = len(exc.errors()) - 1
-    return ValidationError(f"{param}: {err['msg']}" + (f" (and {more} more problems)" if more else ""), param=param)
+    return ValidationError(
+        f"{param}: {err['msg']}" + (f" (and {more} more problems)" if more else ""), param=param
+    )
 
 
 def key_of(req: Request) -> dict[str, Any]:
@@ -167,8 +171,14 @@ def build_event(edge: Edge, req: Request, call: ChatCall) -> ChatRequested:
     assert req.caller is not None
     try:
         return edge.gw.request(
-            req.caller, call.model, call.messages, stream=call.stream,
-            request_id=req.request_id, extra=call.extra, **call.fields, **key_of(req),
+            req.caller,
+            call.model,
+            call.messages,
+            stream=call.stream,
+            request_id=req.request_id,
+            extra=call.extra,
+            **call.fields,
+            **key_of(req),
         )
     except pydantic.ValidationError as exc:
         raise invalid(exc) from None
@@ -202,7 +212,11 @@ def completion_json(result: ResultProduced, model: str, created: int) -> dict[st
     message: dict[str, Any] = {"role": "assistant", "content": msg.content if msg else None, "refusal": None}
     if msg is not None and msg.tool_calls:
         message["tool_calls"] = [
-            {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.function.name, "arguments": tc.function.arguments},
+            }
             for tc in msg.tool_calls
         ]
     return {
@@ -210,7 +224,14 @@ def completion_json(result: ResultProduced, model: str, created: int) -> dict[st
         "object": "chat.completion",
         "created": created,
         "model": result.alias or model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(result.finish_reason)}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(result.finish_reason),
+            }
+        ],
         "usage": usage_json(result.usage),
     }
 
@@ -257,7 +278,10 @@ class ChunkEncoder:
 
     def _chunk(self, choices: list[dict[str, Any]], usage: Any = None) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
             "choices": choices,
         }
         if self.include_usage:
@@ -282,8 +306,18 @@ class ChunkEncoder:
                 self.failed = True
                 out.append(openai_body(chunk_error(chunk)))
                 return out
-            out.append(self._chunk([{"index": 0, "delta": {}, "logprobs": None,
-                                     "finish_reason": finish_reason(chunk.finish_reason)}]))
+            out.append(
+                self._chunk(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {},
+                            "logprobs": None,
+                            "finish_reason": finish_reason(chunk.finish_reason),
+                        }
+                    ]
+                )
+            )
             if self.include_usage:
                 out.append(self._chunk([], usage_json(chunk.usage)))
         return out
@@ -361,8 +395,12 @@ async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResp
         return SseResponse(
             edge.gw.stream(event, timeout),
             ChunkEncoder(event.request_id, call.model, created, call.include_usage),
-            started=req.started, keepalive_s=s.keepalive_s, buffer_limit=s.stream_buffer_bytes,
-            error_body=_error_body, more_first_headers=stream_first_headers, error_headers=error_headers,
+            started=req.started,
+            keepalive_s=s.keepalive_s,
+            buffer_limit=s.stream_buffer_bytes,
+            error_body=_error_body,
+            more_first_headers=stream_first_headers,
+            error_headers=error_headers,
         )
     try:
         result = await req.until_disconnect(edge.gw.result(event, timeout))

@@ -70,7 +70,9 @@ def _inputs(value: Any) -> list[str]:
                 raise _bad(f"input[{i}]", "must not be an empty string")
             continue
         if isinstance(item, int) or (isinstance(item, list) and all(isinstance(t, int) for t in item)):
-            raise _bad("input", "token arrays are not supported; send the text (a string or a list of strings)")
+            raise _bad(
+                "input", "token arrays are not supported; send the text (a string or a list of strings)"
+            )
         raise _bad(f"input[{i}]", f"must be a string, got {type(item).__name__}")
     return value
 
@@ -110,8 +112,15 @@ def build_event(edge: Edge, req: Request, call: EmbedCall) -> EmbedRequested:
     assert req.caller is not None
     try:
         return edge.gw.embed_request(
-            req.caller, call.model, call.input, dimensions=call.dimensions, encoding_format=call.encoding_format,
-            request_id=req.request_id, extra=call.extra, **call.fields, **key_of(req),
+            req.caller,
+            call.model,
+            call.input,
+            dimensions=call.dimensions,
+            encoding_format=call.encoding_format,
+            request_id=req.request_id,
+            extra=call.extra,
+            **call.fields,
+            **key_of(req),
         )
     except pydantic.ValidationError as exc:
         raise invalid(exc) from None

@@ -56,8 +56,13 @@ def model_object(m: ModelInfo, created: int) -> dict[str, Any]:
         "usable": m.usable,
         "pricing": pricing(m.price),
         "deployments": [
-            {"provider": d.provider, "model": d.model, "pricing": pricing(d.price), "usable": d.usable,
-             "ttft_ms_avg": d.ttft_ms_avg}
+            {
+                "provider": d.provider,
+                "model": d.model,
+                "pricing": pricing(d.price),
+                "usable": d.usable,
+                "ttft_ms_avg": d.ttft_ms_avg,
+            }
             for d in m.deployments
         ],
     }

@@ -32,7 +32,9 @@ def parse_native(body: dict[str, Any]) -> tuple[ChatCall, str | None]:
     """(the call, ``metadata.request_id`` if given); ``ValidationError`` names the bad field."""
     model, messages = check_messages(body)
     if body.get("stream"):
-        raise ValidationError("stream: /v1/chat answers whole; stream with /v1/chat/completions", param="stream")
+        raise ValidationError(
+            "stream: /v1/chat answers whole; stream with /v1/chat/completions", param="stream"
+        )
     fields, extra = split_fields(body, skip=OWN)
     request_id = None
     meta = fields.get("metadata")
@@ -43,8 +45,9 @@ def parse_native(body: dict[str, Any]) -> tuple[ChatCall, str | None]:
         try:
             request_id = checked_request_id(rid.encode())
         except ValidationError as exc:
-            raise ValidationError(exc.message.replace("x-request-id", "metadata.request_id"),
-                                  param="metadata.request_id") from None
+            raise ValidationError(
+                exc.message.replace("x-request-id", "metadata.request_id"), param="metadata.request_id"
+            ) from None
     return ChatCall(model, messages, False, False, fields, extra), request_id
 
 
@@ -85,4 +88,6 @@ async def chat(edge: Edge, req: Request) -> Response:
     except GatewayError as err:  # a rate limit answers with Retry-After
         return error_answer(err, lambda e: native_error(e, req.client_id))
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
-    return Response(200, orjson.dumps(native_json(result, call.model)), [ms_header(OVERHEAD, max(overhead, 0.0))])
+    return Response(
+        200, orjson.dumps(native_json(result, call.model)), [ms_header(OVERHEAD, max(overhead, 0.0))]
+    )

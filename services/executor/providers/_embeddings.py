@@ -55,7 +55,9 @@ def encoded(value: Any, encoding_format: str) -> Vector:
     ``ValueError`` for anything that is neither (a malformed answer)."""
     if isinstance(value, str):
         return value if encoding_format == "base64" else from_base64(value)
-    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
         return to_base64(value) if encoding_format == "base64" else value
     raise ValueError(f"an embedding is neither a list of numbers nor a base64 string: {str(value)[:80]}")
 
@@ -74,8 +76,9 @@ def fitted(vector: list[float], dimensions: int | None) -> list[float]:
 def embed_usage(prompt_tokens: int, total_tokens: int | None, inputs: int) -> Usage:
     """Embeddings usage: input tokens only (``total_tokens`` is the prompt's unless the
     provider says otherwise), and the number of inputs as ``units["inputs"]``."""
-    return Usage(prompt_tokens=prompt_tokens, total_tokens=total_tokens or prompt_tokens,
-                 units={"inputs": inputs})
+    return Usage(
+        prompt_tokens=prompt_tokens, total_tokens=total_tokens or prompt_tokens, units={"inputs": inputs}
+    )
 
 
 def vectors_of(items: list[Any], inputs: int, what: str) -> list[Any]:
@@ -84,4 +87,3 @@ def vectors_of(items: list[Any], inputs: int, what: str) -> list[Any]:
         got = len(items) if isinstance(items, list) else type(items).__name__
         raise ValueError(f"{what}: expected {inputs} vectors, got {got}")
     return items
-

@@ -167,7 +167,9 @@ async def complete_via(
 ) -> Completion:
     """One whole answer; ``model`` falls back to the deployment's when the body has none."""
     body = adapter.to_wire(req, deployment, stream=False)
-    completion = await post_json(http, deployment.provider, url, hdrs, body, lambda data: adapter.from_wire(data, req))
+    completion = await post_json(
+        http, deployment.provider, url, hdrs, body, lambda data: adapter.from_wire(data, req)
+    )
     completion.model = completion.model or deployment.upstream_model
     return completion
 
@@ -223,7 +225,11 @@ class PostsEmbeddings:
     ) -> Embeddings:
         url, hdrs = self.endpoint(deployment, api_key)
         done: Embeddings = await post_json(  # type: ignore[assignment]
-            http, deployment.provider, url, hdrs, self.to_wire(req, deployment),
+            http,
+            deployment.provider,
+            url,
+            hdrs,
+            self.to_wire(req, deployment),
             lambda body: self.from_wire(body, req),  # type: ignore[arg-type,return-value]
         )
         done.model = done.model or deployment.upstream_model

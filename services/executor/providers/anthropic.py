@@ -193,8 +193,11 @@ def answer_tool(req: ChatRequested) -> dict[str, Any] | None:
         return None
     kind = rf.get("type")
     if kind == "json_object":
-        return {"name": ANSWER_TOOL, "description": "Give your answer as a JSON object.",
-                "input_schema": {"type": "object"}}
+        return {
+            "name": ANSWER_TOOL,
+            "description": "Give your answer as a JSON object.",
+            "input_schema": {"type": "object"},
+        }
     if kind != "json_schema":
         return None
     spec = rf.get("json_schema") or {}
@@ -307,7 +310,11 @@ class AnthropicStreamParser:
 
     def _block_start(self, data: dict[str, Any]) -> list[StreamDelta]:
         block = data.get("content_block") or {}
-        if block.get("type") == "tool_use" and self._answer_tool is not None and block.get("name") == self._answer_tool:
+        if (
+            block.get("type") == "tool_use"
+            and self._answer_tool is not None
+            and block.get("name") == self._answer_tool
+        ):
             if self._answer_block is None:  # the first answer is the answer; a repeat is dropped
                 self._answer_block = data.get("index", 0)
             return []
@@ -407,7 +414,9 @@ class AnthropicAdapter(PostsJSON):
             model=body.get("model") or "",
         )
 
-    def stream_parser(self, provider: str = "anthropic", req: ChatRequested | None = None) -> AnthropicStreamParser:
+    def stream_parser(
+        self, provider: str = "anthropic", req: ChatRequested | None = None
+    ) -> AnthropicStreamParser:
         return AnthropicStreamParser(provider, answer_tool_name(req))
 
     def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:

@@ -107,7 +107,12 @@ def map_http_errors(provider: str) -> Iterator[None]:
         yield
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise ProviderTimeout(f"{provider}: upstream timed out ({type(exc).__name__})") from exc
-    except (httpx.HTTPError, aiohttp.ClientError, aiohttp.http.HttpProcessingError, UpstreamConnectionError) as exc:
+    except (
+        httpx.HTTPError,
+        aiohttp.ClientError,
+        aiohttp.http.HttpProcessingError,
+        UpstreamConnectionError,
+    ) as exc:
         raise ProviderError(
             f"{provider}: upstream connection failed ({type(exc).__name__}: {exc})",
             details={"upstream_status": None},

@@ -228,7 +228,11 @@ class _Connection(asyncio.Protocol):
             self._finish()  # a body without a length ends when the server closes
             return
         reason = f": {exc}" if exc else ""
-        self._fail(UpstreamConnectionError(f"{self.origin.host} closed the connection before the answer ended{reason}"))
+        self._fail(
+            UpstreamConnectionError(
+                f"{self.origin.host} closed the connection before the answer ended{reason}"
+            )
+        )
 
     # --- httptools callbacks --------------------------------------------------------------
 
@@ -253,7 +257,9 @@ class _Connection(asyncio.Protocol):
         if self._encoding in (b"gzip", b"x-gzip"):
             self._decoder = zlib.decompressobj(wbits=31)
         elif self._encoding not in (None, b"", b"identity"):
-            raise UpstreamConnectionError(f"{self.origin.host} answered with unsupported content-encoding {self._encoding!r}")
+            raise UpstreamConnectionError(
+                f"{self.origin.host} answered with unsupported content-encoding {self._encoding!r}"
+            )
         self.headers_done = True
         self._wake()
 
@@ -386,7 +392,9 @@ class H1Transport:
         self._busy.discard(conn)
         conn.close()
 
-    async def _exchange(self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float) -> _Connection:
+    async def _exchange(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
+    ) -> _Connection:
         target = _target(url)
         request = _request(target, headers, body)
         conn = await self._acquire(target.origin)

@@ -38,8 +38,10 @@ class OllamaEmbeddingsAdapter(PostsEmbeddings):
         vectors = vectors_of(body["embeddings"], len(req.input), "ollama embed")
         prompt = body.get("prompt_eval_count") or 0
         return Embeddings(
-            vectors=[encoded(fitted(v, req.dimensions) if isinstance(v, list) else v, req.encoding_format)
-                     for v in vectors],
+            vectors=[
+                encoded(fitted(v, req.dimensions) if isinstance(v, list) else v, req.encoding_format)
+                for v in vectors
+            ],
             usage=embed_usage(prompt, prompt, len(req.input)),
             model=body.get("model") or "",
         )

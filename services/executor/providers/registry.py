@@ -35,7 +35,9 @@ def adapter_for(kind: str, operation: str = "chat") -> Any:
         return ADAPTERS[(kind, operation)]
     except KeyError:
         if kind not in KINDS:
-            raise LookupError(f"no provider adapter for kind {kind!r} (known: {', '.join(sorted(KINDS))})") from None
+            raise LookupError(
+                f"no provider adapter for kind {kind!r} (known: {', '.join(sorted(KINDS))})"
+            ) from None
         offered = sorted(op for k, op in ADAPTERS if k == kind)
         raise CapabilityNotSupported(
             f"provider kind {kind!r} does not offer operation {operation!r} (it offers: {', '.join(offered)})"

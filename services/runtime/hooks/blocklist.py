@@ -43,8 +43,14 @@ class BlocklistHook(Hook):
         return ALLOW
 
 
-def blocklist(*, terms: list[str] | None = None, patterns: list[str] | None = None, rule: str = "blocklist",
-              requests: bool = True, responses: bool = True) -> Hook:
+def blocklist(
+    *,
+    terms: list[str] | None = None,
+    patterns: list[str] | None = None,
+    rule: str = "blocklist",
+    requests: bool = True,
+    responses: bool = True,
+) -> Hook:
     """The hook for a configuration entry ``{name: blocklist, terms, patterns, rule, requests, responses}``."""
     if not (terms or patterns):
         raise ValueError("give terms or patterns: an empty blocklist blocks nothing")

@@ -96,9 +96,11 @@ class HookChain:
                 new = verdict.value
                 if not isinstance(new, HookResponse):
                     raise _failed(name, "post_response", TypeError(f"modified into {type(new).__name__}"))
-                if response.sent and new.text[:response.sent] != response.text[:response.sent]:
+                if response.sent and new.text[: response.sent] != response.text[: response.sent]:
                     return Block(name, "the answer would change in text already sent")
-                response = HookResponse(response.request, new.text, new.tool_calls, response.final, response.sent)
+                response = HookResponse(
+                    response.request, new.text, new.tool_calls, response.final, response.sent
+                )
             elif not isinstance(verdict, Allow):
                 raise _failed(name, "post_response", TypeError(f"answered {verdict!r}, not a verdict"))
         return response
@@ -116,7 +118,9 @@ def _failed(name: str, stage: str, exc: Exception) -> GatewayError:
 
 def _content_of(new: Any, original: HookRequest, name: str) -> HookRequest:
     if type(new) is not type(original):
-        raise _failed(name, "pre_call", TypeError(f"modified a {type(original).__name__} into {type(new).__name__}"))
+        raise _failed(
+            name, "pre_call", TypeError(f"modified a {type(original).__name__} into {type(new).__name__}")
+        )
     fields = CHAT_CONTENT if isinstance(original, ChatRequested) else EMBED_CONTENT
     return original.model_copy(update={f: getattr(new, f) for f in fields})
 

@@ -48,14 +48,83 @@ _GROUPS = re.compile(r"\d+")
 
 #: IBAN length per country (ISO 13616 registry).
 IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
-    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
-    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
-    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
-    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
-    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NL": 18,
+    "NO": 15,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "SA": 24,
+    "SC": 31,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
 }
 
 
@@ -131,7 +200,13 @@ def _ibans(text: str, lo: int) -> Iterable[Span]:
 def _phone_like(s: str) -> bool:
     groups = _GROUPS.findall(s)
     digits = sum(map(len, groups))
-    if not 7 <= digits <= 15 or "  " in s or s.count("(") != s.count(")") or s[0] == "+" and not s[1].isdigit():
+    if (
+        not 7 <= digits <= 15
+        or "  " in s
+        or s.count("(") != s.count(")")
+        or s[0] == "+"
+        and not s[1].isdigit()
+    ):
         return False
     prefixed = s[0] == "+" or s.startswith("00") or "(" in s
     if any(len(g) == 1 for g in groups[1:]):
@@ -177,7 +252,7 @@ def redact(text: str, kinds: Iterable[str] = KINDS) -> str:
 def _apply(text: str, spans: list[Span]) -> str:
     out, at = [], 0
     for s in spans:
-        out += (text[at:s.start], MARKS[s.kind])
+        out += (text[at : s.start], MARKS[s.kind])
         at = s.end
     out.append(text[at:])
     return "".join(out)
@@ -215,8 +290,11 @@ def pii_redaction(*, kinds: list[str] | None = None, requests: bool = True, resp
     chosen = KINDS if kinds is None else kinds
     unknown = sorted(set(chosen) - set(KINDS))
     if unknown or not chosen:
-        raise ValueError(f"kinds: unknown {', '.join(map(repr, unknown))} (known: {', '.join(KINDS)})"
-                         if unknown else "kinds: empty (known: " + ", ".join(KINDS) + ")")
+        raise ValueError(
+            f"kinds: unknown {', '.join(map(repr, unknown))} (known: {', '.join(KINDS)})"
+            if unknown
+            else "kinds: empty (known: " + ", ".join(KINDS) + ")"
+        )
     if not (requests or responses):
         raise ValueError("requests and responses are both off: the hook would do nothing")
     return with_stages(PiiRedactionHook, pre=requests, post=responses)(chosen)

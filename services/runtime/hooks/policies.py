@@ -70,7 +70,10 @@ class PromptSizeHook(Hook):
         if raw_size is not None and raw_size <= self.max_bytes:
             return ALLOW  # the whole event is smaller than the limit, so its prompt is too
         if isinstance(request, ChatRequested):
-            what, size = "messages", len(orjson.dumps([m.model_dump(exclude_none=True) for m in request.messages]))
+            what, size = (
+                "messages",
+                len(orjson.dumps([m.model_dump(exclude_none=True) for m in request.messages])),
+            )
         elif isinstance(request, EmbedRequested):
             what, size = "input", sum(len(t.encode()) for t in request.input)
         else:

@@ -82,7 +82,7 @@ class HookResponse:
     @property
     def pending(self) -> str:
         """The part of ``text`` the caller has not seen yet."""
-        return self.text[self.sent:]
+        return self.text[self.sent :]
 
 
 class Hook(Protocol):

@@ -57,8 +57,11 @@ def _message(m: Message, fn: Callable[[str], str]) -> Message | None:
         calls = []
         for tc in m.tool_calls:
             args = fn(tc.function.arguments)
-            calls.append(tc if args == tc.function.arguments else
-                         tc.model_copy(update={"function": tc.function.model_copy(update={"arguments": args})}))
+            calls.append(
+                tc
+                if args == tc.function.arguments
+                else tc.model_copy(update={"function": tc.function.model_copy(update={"arguments": args})})
+            )
         if any(a is not b for a, b in zip(calls, m.tool_calls, strict=True)):
             update["tool_calls"] = calls
     return m.model_copy(update=update) if update else None

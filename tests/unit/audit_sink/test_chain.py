@@ -11,8 +11,15 @@ from services.audit_sink.chain import GENESIS, Entry, Head, canonical, check, di
 
 
 def event(i: int, tenant: str = "demo") -> dict:
-    return {"type": "llm.audit.v1", "event_id": f"e{i}", "request_id": f"r{i}", "tenant_id": tenant,
-            "occurred_at": "2025-06-01T10:00:00Z", "action": "completed", "actor": "executor"}
+    return {
+        "type": "llm.audit.v1",
+        "event_id": f"e{i}",
+        "request_id": f"r{i}",
+        "tenant_id": tenant,
+        "occurred_at": "2025-06-01T10:00:00Z",
+        "action": "completed",
+        "actor": "executor",
+    }
 
 
 def build(n: int) -> tuple[list[bytes], Head]:
@@ -30,7 +37,13 @@ def entries(lines: list[bytes]) -> list[Entry]:
 def test_each_record_carries_the_hash_of_the_one_before_over_its_canonical_json():
     lines, head = build(3)
     recs = [orjson.loads(x) for x in lines]
-    assert recs[0]["chain"] == {"topic": "llm.audit", "partition": 2, "offset": 100, "seq": 0, "prev": GENESIS}
+    assert recs[0]["chain"] == {
+        "topic": "llm.audit",
+        "partition": 2,
+        "offset": 100,
+        "seq": 0,
+        "prev": GENESIS,
+    }
     for before, after in zip(recs, recs[1:], strict=False):
         body = {k: v for k, v in before.items() if k != "hash"}  # the record with its own prev hash
         expected = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -43,7 +56,9 @@ def test_each_record_carries_the_hash_of_the_one_before_over_its_canonical_json(
 def test_an_intact_chain_passes_also_with_a_lagging_head():
     lines, head = build(5)
     assert check("c", entries(lines), head) is None
-    assert check("c", entries(lines), Head(2, orjson.loads(lines[2])["hash"], 102)) is None  # head written late
+    assert (
+        check("c", entries(lines), Head(2, orjson.loads(lines[2])["hash"], 102)) is None
+    )  # head written late
     assert check("c", entries(lines), None) is None
     assert check("c", [], None) is None
 
@@ -66,7 +81,9 @@ def test_a_modified_record_is_named():
     lines, head = build(5)
     lines[2] = tamper(lines[2], tenant_id="other")
     f = check("c", entries(lines), head)
-    assert f.kind == "modified" and "seq 2 " in f.message and "event_id e2" in f.message and "obj:3" in f.message
+    assert (
+        f.kind == "modified" and "seq 2 " in f.message and "event_id e2" in f.message and "obj:3" in f.message
+    )
 
 
 def test_a_modified_record_with_its_hash_recomputed_is_named_by_the_next_link():

@@ -23,8 +23,15 @@ CHAIN = f"{TOPIC}+0"
 
 
 def audit(i: int, tenant: str = "demo") -> AuditRecorded:
-    return AuditRecorded(event_id=f"e{i}", request_id=f"r{i}", tenant_id=tenant, action="completed", actor="executor",
-                         alias="demo-openai", occurred_at=AT)
+    return AuditRecorded(
+        event_id=f"e{i}",
+        request_id=f"r{i}",
+        tenant_id=tenant,
+        action="completed",
+        actor="executor",
+        alias="demo-openai",
+        occurred_at=AT,
+    )
 
 
 def records(offsets, partition: int = 0):
@@ -39,8 +46,12 @@ async def deliver(plugin: S3AuditPlugin, batch: list) -> None:
 
 
 def chain(store: MemoryObjectStore, name: str = CHAIN) -> list[dict]:
-    return [orjson.loads(line) for key in sorted(store.objects) if key.startswith(f"audit/{name}/")
-            for line in store.objects[key].splitlines()]
+    return [
+        orjson.loads(line)
+        for key in sorted(store.objects)
+        if key.startswith(f"audit/{name}/")
+        for line in store.objects[key].splitlines()
+    ]
 
 
 async def test_batches_append_to_one_chain_per_partition_and_verify():
@@ -49,11 +60,16 @@ async def test_batches_append_to_one_chain_per_partition_and_verify():
     await deliver(plugin, records(range(4)))
     await deliver(plugin, records(range(4, 7)))
     await deliver(plugin, records(range(3), partition=1))
-    assert sorted(k for k in store.objects if k.startswith(f"audit/{CHAIN}/")) == [object_key(CHAIN, 0), object_key(CHAIN, 4)]
+    assert sorted(k for k in store.objects if k.startswith(f"audit/{CHAIN}/")) == [
+        object_key(CHAIN, 0),
+        object_key(CHAIN, 4),
+    ]
     recs = chain(store)
     assert [r["chain"]["seq"] for r in recs] == list(range(7))
     assert [r["chain"]["offset"] for r in recs] == list(range(7))
-    assert recs[0]["event"] == orjson.loads(audit(0, "acme").model_dump_json(exclude_none=True))  # the event, nothing added
+    assert recs[0]["event"] == orjson.loads(
+        audit(0, "acme").model_dump_json(exclude_none=True)
+    )  # the event, nothing added
     assert orjson.loads(store.objects[head_key(CHAIN)])["seq"] == 6
     result = await verify(store)
     assert result.ok and (result.records, result.total, result.chains) == (10, 10, 2)
@@ -111,7 +127,11 @@ async def test_records_removed_from_the_store_stay_visible_after_the_sink_goes_o
     await deliver(restarted, records(range(6, 8)))
     assert [r["chain"]["seq"] for r in chain(store)] == [0, 1, 2, 6, 7]  # went on from the head
     result = await verify(store)
-    assert not result.ok and result.findings[0].kind == "removed" and "seq 3 was removed" in result.findings[0].message
+    assert (
+        not result.ok
+        and result.findings[0].kind == "removed"
+        and "seq 3 was removed" in result.findings[0].message
+    )
 
 
 async def test_verify_names_a_record_modified_removed_or_reordered_in_the_store():

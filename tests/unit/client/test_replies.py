@@ -26,12 +26,20 @@ class OneBatch:
 
 async def test_an_unreadable_reply_becomes_an_internal_error_for_its_caller():
     gw = GatewayClient("127.0.0.1:1", "t1")
-    future_output = {"type": "llm.result.v1", "request_id": "r1", "tenant_id": "t1", "status": "ok",
-                     "operation": "image.generate", "output": {"kind": "images", "data": []}}
-    gw._replies = OneBatch([
-        SimpleNamespace(key=b"r0", value=b"not for anyone waiting", topic="replies", offset=0),
-        SimpleNamespace(key=b"r1", value=orjson.dumps(future_output), topic="replies", offset=1),
-    ])
+    future_output = {
+        "type": "llm.result.v1",
+        "request_id": "r1",
+        "tenant_id": "t1",
+        "status": "ok",
+        "operation": "image.generate",
+        "output": {"kind": "images", "data": []},
+    }
+    gw._replies = OneBatch(
+        [
+            SimpleNamespace(key=b"r0", value=b"not for anyone waiting", topic="replies", offset=0),
+            SimpleNamespace(key=b"r1", value=orjson.dumps(future_output), topic="replies", offset=1),
+        ]
+    )
     q: asyncio.Queue = asyncio.Queue()
     gw._waiting["r1"] = q
     reader = asyncio.create_task(gw._read())

@@ -13,9 +13,22 @@ def test_schemas_match_models():
 
 
 def test_error_codes_unique_and_complete():
-    design = {"model_not_found", "model_not_approved", "validation_error", "capability_not_supported",
-              "budget_exceeded", "rate_limited", "request_blocked", "response_blocked", "provider_error",
-              "provider_timeout", "job_not_found", "job_expired", "cancelled", "internal_error"}
+    design = {
+        "model_not_found",
+        "model_not_approved",
+        "validation_error",
+        "capability_not_supported",
+        "budget_exceeded",
+        "rate_limited",
+        "request_blocked",
+        "response_blocked",
+        "provider_error",
+        "provider_timeout",
+        "job_not_found",
+        "job_expired",
+        "cancelled",
+        "internal_error",
+    }
     assert design <= set(ERRORS)
     classes = [c for c in ERRORS.values() if c is not GatewayError]
     assert len({c.code for c in classes}) == len(classes)
@@ -30,15 +43,23 @@ def test_from_wire_builds_the_class():
 
 
 def test_unknown_fields_are_ignored():
-    raw = orjson.dumps({"request_id": "r", "tenant_id": "t", "model": "m", "messages": [{"role": "user", "content": "x"}],
-                        "future_field": {"a": 1}})
+    raw = orjson.dumps(
+        {
+            "request_id": "r",
+            "tenant_id": "t",
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "future_field": {"a": 1},
+        }
+    )
     req = decode(raw, ChatRequested)
     assert req.model == "m" and not hasattr(req, "future_field")
 
 
 def test_roundtrip_and_discriminated_decode():
-    r = ResultProduced(request_id="r", tenant_id="t", status="error",
-                       error={"code": "model_not_found", "message": "m"})
+    r = ResultProduced(
+        request_id="r", tenant_id="t", status="error", error={"code": "model_not_found", "message": "m"}
+    )
     back = decode_any(encode(r))
     assert isinstance(back, ResultProduced) and back.error.code == "model_not_found"
 

@@ -42,19 +42,40 @@ AUTH = {"authorization": f"Bearer {DEMO_KEY}"}
 
 def ok_result(req: ChatRequested, text: str = "hello there", provider_ms: float = 5.0) -> ResultProduced:
     return ResultProduced(
-        request_id=req.request_id, tenant_id=req.tenant_id, user_id=req.user_id, status="ok",
-        message=AssistantMessage(content=text), finish_reason="stop", alias=req.model, provider="emulator-openai",
-        model="gpt-emu", usage=Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5),
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        user_id=req.user_id,
+        status="ok",
+        message=AssistantMessage(content=text),
+        finish_reason="stop",
+        alias=req.model,
+        provider="emulator-openai",
+        model="gpt-emu",
+        usage=Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5),
         latency=Latency(ttft_ms=provider_ms, total_ms=provider_ms + 1, provider_ms=provider_ms),
     )
 
 
 def chunks_for(req: ChatRequested, pieces: list[str]) -> list[ChunkEmitted]:
     ids = {"request_id": req.request_id, "tenant_id": req.tenant_id}
-    out = [ChunkEmitted(**ids, seq=i, delta=Delta(role="assistant" if i == 0 else None, content=p),
-                        model="gpt-emu" if i == 0 else None) for i, p in enumerate(pieces)]
-    out.append(ChunkEmitted(**ids, seq=len(pieces), final=True, finish_reason="stop",
-                            usage=Usage(prompt_tokens=3, completion_tokens=len(pieces), total_tokens=3 + len(pieces))))
+    out = [
+        ChunkEmitted(
+            **ids,
+            seq=i,
+            delta=Delta(role="assistant" if i == 0 else None, content=p),
+            model="gpt-emu" if i == 0 else None,
+        )
+        for i, p in enumerate(pieces)
+    ]
+    out.append(
+        ChunkEmitted(
+            **ids,
+            seq=len(pieces),
+            final=True,
+            finish_reason="stop",
+            usage=Usage(prompt_tokens=3, completion_tokens=len(pieces), total_tokens=3 + len(pieces)),
+        )
+    )
     return out
 
 
@@ -110,8 +131,12 @@ class FakePipeline:
     async def models(self, caller: Any, model: str | None, timeout: float) -> list[ModelInfo]:
         """The router's own answer to ``models.list`` on the demo configuration."""
         self.model_lists.append((caller.tenant_id, model))
-        req = ModelsListRequested(request_id=new_id(), tenant_id=caller.tenant_id, user_id=caller.user_id,
-                                  filter=ModelFilter(model=model))
+        req = ModelsListRequested(
+            request_id=new_id(),
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            filter=ModelFilter(model=model),
+        )
         out = models_result(load_config(ROOT / "config" / "demo.yaml", env={}), req).output
         assert out is not None and out.kind == "models"
         return out.models
@@ -151,12 +176,22 @@ async def http(app) -> AsyncIterator[httpx.AsyncClient]:
 class AsgiCall:
     """Drive one HTTP request through the app by hand: control disconnects and slow reads."""
 
-    def __init__(self, app: EdgeApp, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+    def __init__(
+        self, app: EdgeApp, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ):
         self.app = app
         self.scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
-            "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http",
-            "server": ("edge", 80), "client": ("test", 1),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "scheme": "http",
+            "server": ("edge", 80),
+            "client": ("test", 1),
             "headers": [(k.lower().encode(), v.encode()) for k, v in {**AUTH, **(headers or {})}.items()],
         }
         self.body = body

@@ -41,7 +41,11 @@ def allow_null(node: Any) -> Any:
     out = {k: allow_null(v) for k, v in node.items()}
     if out.pop("nullable", False) is True:
         t = out.get("type")
-        if isinstance(t, str) and "$ref" not in out and not any(k in out for k in ("anyOf", "oneOf", "allOf")):
+        if (
+            isinstance(t, str)
+            and "$ref" not in out
+            and not any(k in out for k in ("anyOf", "oneOf", "allOf"))
+        ):
             out["type"] = [t, "null"]
             if "enum" in out and None not in out["enum"]:
                 out["enum"] = [*out["enum"], None]

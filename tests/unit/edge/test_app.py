@@ -48,8 +48,10 @@ async def test_bad_request_id_is_400(http):
     assert r.headers["x-request-id"] and r.headers["x-request-id"] != "has space"
 
 
-@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer sk-wrong"}, {"authorization": "Basic abc"},
-                                     {"authorization": "Bearer "}])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer sk-wrong"}, {"authorization": "Basic abc"}, {"authorization": "Bearer "}],
+)
 async def test_missing_or_unknown_key_is_401(http, headers, pipeline):
     for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("POST", "/v1/chat")):
         r = await http.request(method, path, json=CHAT, headers=headers)
@@ -60,7 +62,9 @@ async def test_missing_or_unknown_key_is_401(http, headers, pipeline):
 
 async def test_tenant_comes_from_the_key_only(http, pipeline):
     body = CHAT | {"tenant_id": "demo", "user_id": "someone-else"}
-    r = await http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {RESTRICTED_KEY}"})
+    r = await http.post(
+        "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {RESTRICTED_KEY}"}
+    )
     assert r.status_code == 200
     [req] = pipeline.requests
     assert (req.tenant_id, req.user_id) == ("restricted", "restricted-user")
@@ -68,18 +72,23 @@ async def test_tenant_comes_from_the_key_only(http, pipeline):
 
 
 async def test_unknown_fields_reach_params_extra(http, pipeline):
-    r = await http.post("/v1/chat/completions", json=CHAT | {"logprobs": True, "vendor": {"x": 1}}, headers=AUTH)
+    r = await http.post(
+        "/v1/chat/completions", json=CHAT | {"logprobs": True, "vendor": {"x": 1}}, headers=AUTH
+    )
     assert r.status_code == 200
     assert pipeline.requests[0].params.extra == {"logprobs": True, "vendor": {"x": 1}}
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    (b"{not json", None),
-    (b"[1, 2]", None),
-    (orjson.dumps(CHAT | {"temperature": 5}), "temperature"),
-    (orjson.dumps(CHAT | {"messages": [{"role": "robot", "content": "x"}]}), "messages[0].role"),
-    (orjson.dumps({"messages": CHAT["messages"]}), "model"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        (orjson.dumps(CHAT | {"temperature": 5}), "temperature"),
+        (orjson.dumps(CHAT | {"messages": [{"role": "robot", "content": "x"}]}), "messages[0].role"),
+        (orjson.dumps({"messages": CHAT["messages"]}), "model"),
+    ],
+)
 async def test_bad_bodies_are_400_naming_the_field(http, body, param, pipeline):
     r = await http.post("/v1/chat/completions", content=body, headers=AUTH)
     assert r.status_code == 400
@@ -92,7 +101,9 @@ async def test_bad_bodies_are_400_naming_the_field(http, body, param, pipeline):
 
 
 async def test_body_limit_413(edge_settings, demo_config, pipeline):
-    app = create_app(dataclasses.replace(edge_settings, max_body_bytes=1000), config=demo_config, pipeline=pipeline)
+    app = create_app(
+        dataclasses.replace(edge_settings, max_body_bytes=1000), config=demo_config, pipeline=pipeline
+    )
     await app.startup()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as http:
         big = CHAT | {"messages": [{"role": "user", "content": "x" * 2000}]}
@@ -126,7 +137,10 @@ async def test_models_list_only_the_tenants_models(http, demo_config, pipeline):
     openai_model = next(m for m in r.json()["data"] if m["id"] == "demo-openai")
     assert openai_model["context_window"] == 128000 and openai_model["max_output_tokens"] == 16384
     assert "json_schema" in openai_model["capabilities"]
-    assert openai_model["pricing"]["input_per_mtok"] == 0.15 and openai_model["pricing"]["output_per_mtok"] == 0.6
+    assert (
+        openai_model["pricing"]["input_per_mtok"] == 0.15
+        and openai_model["pricing"]["output_per_mtok"] == 0.6
+    )
 
     restricted = {"authorization": f"Bearer {RESTRICTED_KEY}"}
     r = await http.get("/v1/models", headers=restricted)
@@ -138,17 +152,28 @@ async def test_models_list_only_the_tenants_models(http, demo_config, pipeline):
     assert r.status_code == 200
     check("Model", r.json())
     # every answer came from a models.list request for the caller's tenant
-    assert pipeline.model_lists == [("demo", None), ("restricted", None), ("restricted", "demo-anthropic"),
-                                    ("restricted", "demo-openai")]
+    assert pipeline.model_lists == [
+        ("demo", None),
+        ("restricted", None),
+        ("restricted", "demo-anthropic"),
+        ("restricted", "demo-openai"),
+    ]
 
 
 async def test_native_chat(http, pipeline):
-    body = {"client_id": "svc-a", "model": "demo-openai", "messages": CHAT["messages"],
-            "metadata": {"request_id": "native-1"}}
+    body = {
+        "client_id": "svc-a",
+        "model": "demo-openai",
+        "messages": CHAT["messages"],
+        "metadata": {"request_id": "native-1"},
+    }
     r = await http.post("/v1/chat", json=body, headers={**AUTH, "x-request-id": "ignored-1"})
     assert r.status_code == 200
     assert r.json() == {
-        "id": "native-1", "model": "demo-openai", "provider": "emulator-openai", "fallback_used": False,
+        "id": "native-1",
+        "model": "demo-openai",
+        "provider": "emulator-openai",
+        "fallback_used": False,
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         "message": {"role": "assistant", "content": "hello there"},
     }
@@ -164,11 +189,15 @@ async def test_native_errors(http, pipeline):
     r = await http.post("/v1/chat", json=body, headers=AUTH)
     assert r.status_code == 429
     err = r.json()["error"]
-    assert set(err) == {"type", "message"} and err["type"] == "rate_limit_exceeded" and "svc-a" in err["message"]
+    assert (
+        set(err) == {"type", "message"} and err["type"] == "rate_limit_exceeded" and "svc-a" in err["message"]
+    )
 
     pipeline.answer = lambda req: ModelNotFound("model 'x' does not exist")
     r = await http.post("/v1/chat", json=body, headers=AUTH)
-    assert r.status_code == 404 and r.json() == {"error": {"type": "model_not_found", "message": "model 'x' does not exist"}}
+    assert r.status_code == 404 and r.json() == {
+        "error": {"type": "model_not_found", "message": "model 'x' does not exist"}
+    }
 
     r = await http.post("/v1/chat", json=body, headers={"authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
@@ -203,9 +232,20 @@ async def test_lifespan_protocol(edge_settings, demo_config):
 
 
 def test_settings_from_env():
-    s = EdgeSettings.from_env({"LLMGW_EDGE_MAX_BODY_BYTES": "1024", "LLMGW_EDGE_KEEPALIVE_S": "2.5",
-                               "LLMGW_EDGE_PORT": "9999", "LLMGW_EDGE_WORKERS": "3"})
-    assert (s.max_body_bytes, s.keepalive_s, s.runtime.edge_port, s.runtime.edge_workers) == (1024, 2.5, 9999, 3)
+    s = EdgeSettings.from_env(
+        {
+            "LLMGW_EDGE_MAX_BODY_BYTES": "1024",
+            "LLMGW_EDGE_KEEPALIVE_S": "2.5",
+            "LLMGW_EDGE_PORT": "9999",
+            "LLMGW_EDGE_WORKERS": "3",
+        }
+    )
+    assert (s.max_body_bytes, s.keepalive_s, s.runtime.edge_port, s.runtime.edge_workers) == (
+        1024,
+        2.5,
+        9999,
+        3,
+    )
     assert EdgeSettings.from_env({}).max_body_bytes == 8 * 1024 * 1024
     assert EdgeSettings.from_env({}).keepalive_s == 10.0
     with pytest.raises(ValueError, match="LLMGW_EDGE_MAX_BODY_BYTES"):

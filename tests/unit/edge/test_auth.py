@@ -21,14 +21,17 @@ def test_authenticate(demo_config):
     assert keys.authenticate(b"bearer   sk-llmgw-restricted").tenant_id == "restricted"
 
 
-@pytest.mark.parametrize(("header", "message"), [
-    (None, "missing API key"),
-    (b"", "missing API key"),
-    (b"Basic c2stbGxtZ3ctZGVtbw==", "malformed Authorization header"),
-    (b"Bearer", "malformed Authorization header"),
-    (b"Bearer sk-llmgw-demo-x", "invalid API key"),
-    (b"Bearer 07d4df61911c7f31f4f0efcc5c8db2bc7c8b73f34a368b96a2c5687703aff7d1", "invalid API key"),
-])
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (None, "missing API key"),
+        (b"", "missing API key"),
+        (b"Basic c2stbGxtZ3ctZGVtbw==", "malformed Authorization header"),
+        (b"Bearer", "malformed Authorization header"),
+        (b"Bearer sk-llmgw-demo-x", "invalid API key"),
+        (b"Bearer 07d4df61911c7f31f4f0efcc5c8db2bc7c8b73f34a368b96a2c5687703aff7d1", "invalid API key"),
+    ],
+)
 def test_rejections(demo_config, header, message):
     with pytest.raises(AuthenticationError, match=message) as exc:
         KeyIndex(demo_config).authenticate(header)
@@ -36,12 +39,16 @@ def test_rejections(demo_config, header, message):
 
 
 def test_index_holds_no_plain_keys():
-    config = GatewayConfig.model_validate({
-        "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
-        "models": {"m": {"deployments": [{"provider": "p", "model": "u"}]}},
-        "tenants": {"a": {"api_keys": [{"sha256": hash_key("key-a"), "user": "ua"}]},
-                    "b": {"api_keys": [{"sha256": hash_key("key-b"), "user": "ub"}]}},
-    })
+    config = GatewayConfig.model_validate(
+        {
+            "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
+            "models": {"m": {"deployments": [{"provider": "p", "model": "u"}]}},
+            "tenants": {
+                "a": {"api_keys": [{"sha256": hash_key("key-a"), "user": "ua"}]},
+                "b": {"api_keys": [{"sha256": hash_key("key-b"), "user": "ub"}]},
+            },
+        }
+    )
     keys = KeyIndex(config)
     assert "key-a" not in repr(vars(keys))
     assert keys.authenticate(b"Bearer key-b").tenant_id == "b"

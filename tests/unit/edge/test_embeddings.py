@@ -33,9 +33,14 @@ def embed_result(req: EmbedRequested) -> ResultProduced:
         return to_base64(v) if req.encoding_format == "base64" else v
 
     return ResultProduced(
-        request_id=req.request_id, tenant_id=req.tenant_id, status="ok", operation="embed",
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        status="ok",
+        operation="embed",
         output=EmbeddingsOutput(data=[Embedding(index=i, embedding=vec(i)) for i in range(len(req.input))]),
-        alias=req.model, provider="emulator-openai", model="text-embedding-emu",
+        alias=req.model,
+        provider="emulator-openai",
+        model="text-embedding-emu",
         usage=Usage(prompt_tokens=7, total_tokens=7, units={"inputs": len(req.input)}),
         latency=Latency(total_ms=3.0, provider_ms=2.0),
     )
@@ -62,31 +67,48 @@ def test_a_string_input_is_a_list_of_one():
 
 
 def test_fields_typed_gateway_and_passed_through():
-    call = parse_embeddings({
-        "model": "demo-embed", "input": ["a", "b"], "dimensions": 8, "encoding_format": "base64", "user": "end-user-7",
-        "vendor_knob": {"x": 1}, "metadata": {"conversation_id": "c1"}, "client_id": "svc", "total_ms": 900,
-        "tenant_id": "other", "user_id": "mallory",
-    })
+    call = parse_embeddings(
+        {
+            "model": "demo-embed",
+            "input": ["a", "b"],
+            "dimensions": 8,
+            "encoding_format": "base64",
+            "user": "end-user-7",
+            "vendor_knob": {"x": 1},
+            "metadata": {"conversation_id": "c1"},
+            "client_id": "svc",
+            "total_ms": 900,
+            "tenant_id": "other",
+            "user_id": "mallory",
+        }
+    )
     assert (call.input, call.dimensions, call.encoding_format) == (["a", "b"], 8, "base64")
     assert call.fields == {"metadata": {"conversation_id": "c1"}, "client_id": "svc", "total_ms": 900}
     assert call.extra == {"user": "end-user-7", "vendor_knob": {"x": 1}}
 
 
-@pytest.mark.parametrize(("body", "param", "says"), [
-    ({"input": "x"}, "model", "required"),
-    ({"model": "demo-embed"}, "input", "required"),
-    ({"model": "demo-embed", "input": ""}, "input", "empty string"),
-    ({"model": "demo-embed", "input": []}, "input", "non-empty list"),
-    ({"model": "demo-embed", "input": ["ok", ""]}, "input[1]", "empty string"),
-    ({"model": "demo-embed", "input": ["ok", {"text": "x"}]}, "input[1]", "must be a string"),
-    ({"model": "demo-embed", "input": [1212, 318]}, "input", "token arrays are not supported"),
-    ({"model": "demo-embed", "input": [[1212, 318]]}, "input", "token arrays are not supported"),
-    ({"model": "demo-embed", "input": "x", "dimensions": 0}, "dimensions", "positive integer"),
-    ({"model": "demo-embed", "input": "x", "dimensions": "8"}, "dimensions", "positive integer"),
-    ({"model": "demo-embed", "input": "x", "dimensions": True}, "dimensions", "positive integer"),
-    ({"model": "demo-embed", "input": "x", "encoding_format": "hex"}, "encoding_format", "'float' or 'base64'"),
-    ({"model": "demo-embed", "input": "x", "total_ms": -1}, "total_ms", "positive integer"),
-])
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"input": "x"}, "model", "required"),
+        ({"model": "demo-embed"}, "input", "required"),
+        ({"model": "demo-embed", "input": ""}, "input", "empty string"),
+        ({"model": "demo-embed", "input": []}, "input", "non-empty list"),
+        ({"model": "demo-embed", "input": ["ok", ""]}, "input[1]", "empty string"),
+        ({"model": "demo-embed", "input": ["ok", {"text": "x"}]}, "input[1]", "must be a string"),
+        ({"model": "demo-embed", "input": [1212, 318]}, "input", "token arrays are not supported"),
+        ({"model": "demo-embed", "input": [[1212, 318]]}, "input", "token arrays are not supported"),
+        ({"model": "demo-embed", "input": "x", "dimensions": 0}, "dimensions", "positive integer"),
+        ({"model": "demo-embed", "input": "x", "dimensions": "8"}, "dimensions", "positive integer"),
+        ({"model": "demo-embed", "input": "x", "dimensions": True}, "dimensions", "positive integer"),
+        (
+            {"model": "demo-embed", "input": "x", "encoding_format": "hex"},
+            "encoding_format",
+            "'float' or 'base64'",
+        ),
+        ({"model": "demo-embed", "input": "x", "total_ms": -1}, "total_ms", "positive integer"),
+    ],
+)
 def test_bad_bodies_name_the_field(body, param, says):
     with pytest.raises(ValidationError) as err:
         parse_embeddings(body)
@@ -99,8 +121,10 @@ def test_answer_in_openai_shape():
     check("CreateEmbeddingResponse", body)
     assert body == {
         "object": "list",
-        "data": [{"object": "embedding", "index": 0, "embedding": VECTORS[0]},
-                 {"object": "embedding", "index": 1, "embedding": VECTORS[1]}],
+        "data": [
+            {"object": "embedding", "index": 0, "embedding": VECTORS[0]},
+            {"object": "embedding", "index": 1, "embedding": VECTORS[1]},
+        ],
         "model": "demo-embed",
         "usage": {"prompt_tokens": 7, "total_tokens": 7},
     }
@@ -126,8 +150,11 @@ async def test_embeddings_over_http(http, pipeline):
 
 
 async def test_base64_answers_are_strings_that_decode_to_the_vectors(http, pipeline):
-    r = await http.post("/v1/embeddings", json={"model": "demo-embed", "input": ["a", "b"],
-                                                "encoding_format": "base64"}, headers=AUTH)
+    r = await http.post(
+        "/v1/embeddings",
+        json={"model": "demo-embed", "input": ["a", "b"], "encoding_format": "base64"},
+        headers=AUTH,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert all(isinstance(d["embedding"], str) for d in body["data"])
@@ -149,8 +176,12 @@ async def test_gateway_errors_keep_their_status(http, pipeline):
     pipeline.answer = lambda req: CapabilityNotSupported("model 'demo-openai' does not support embeddings")
     r = await http.post("/v1/embeddings", json={"model": "demo-openai", "input": "x"}, headers=AUTH)
     assert r.status_code == 400
-    assert r.json()["error"] == {"message": "model 'demo-openai' does not support embeddings",
-                                 "type": "invalid_request_error", "param": None, "code": "capability_not_supported"}
+    assert r.json()["error"] == {
+        "message": "model 'demo-openai' does not support embeddings",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "capability_not_supported",
+    }
 
 
 async def test_no_key_no_embeddings(http, pipeline):

@@ -41,7 +41,9 @@ def test_openai_error_body(code):
     doc = orjson.loads(body)
     check("ErrorResponse", doc)
     assert status == cls.http_status
-    assert doc == {"error": {"message": "what went wrong", "type": cls.openai_type, "param": "model", "code": code}}
+    assert doc == {
+        "error": {"message": "what went wrong", "type": cls.openai_type, "param": "model", "code": code}
+    }
 
 
 @pytest.mark.parametrize("code", CODES)
@@ -61,9 +63,13 @@ async def test_openai_sdk_raises_the_class_for_each_code(code, app, pipeline):
     cls = ERRORS[code]
     pipeline.answer = lambda req: cls(f"{code} happened")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        client = openai.AsyncOpenAI(api_key=DEMO_KEY, base_url="http://edge/v1", http_client=http, max_retries=0)
+        client = openai.AsyncOpenAI(
+            api_key=DEMO_KEY, base_url="http://edge/v1", http_client=http, max_retries=0
+        )
         with pytest.raises(openai.APIStatusError) as exc:
-            await client.chat.completions.create(model="demo-openai", messages=[{"role": "user", "content": "hi"}])
+            await client.chat.completions.create(
+                model="demo-openai", messages=[{"role": "user", "content": "hi"}]
+            )
     assert type(exc.value) is sdk_class(cls.http_status)
     assert exc.value.status_code == cls.http_status and exc.value.code == code
     assert exc.value.type == cls.openai_type and f"{code} happened" in exc.value.message
@@ -89,8 +95,10 @@ def test_error_table_lists_every_code():
 def _readme_table() -> dict[str, int]:
     text = (ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else ""
     m = re.search(r"<!-- errors:start -->(.*?)<!-- errors:end -->", text, re.S)
-    assert m, "README.md needs the error table between <!-- errors:start --> and <!-- errors:end --> " \
-              "(generate it with: python -c 'from services.edge.errors import error_table; print(error_table())')"
+    assert m, (
+        "README.md needs the error table between <!-- errors:start --> and <!-- errors:end --> "
+        "(generate it with: python -c 'from services.edge.errors import error_table; print(error_table())')"
+    )
     rows = {}
     for line in m.group(1).splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]

@@ -13,15 +13,24 @@ from services.router.discovery import models_result
 from .conftest import AUTH, AsgiCall, chunks_for, ok_result
 from .openai_spec import check
 
-CHAT = {"model": "demo-openai", "messages": [{"role": "user", "content": "hi"}], "fallbacks": ["demo-anthropic"]}
+CHAT = {
+    "model": "demo-openai",
+    "messages": [{"role": "user", "content": "hi"}],
+    "fallbacks": ["demo-anthropic"],
+}
 FROM_TO = "demo-openai/emulator-openai -> demo-anthropic/emulator-anthropic"
 
 
 def fell_back(req):
-    return ok_result(req).model_copy(update={
-        "alias": "demo-anthropic", "provider": "emulator-anthropic", "model": "claude-emu",
-        "fallback_used": True, "fallback_from": "demo-openai/emulator-openai",
-    })
+    return ok_result(req).model_copy(
+        update={
+            "alias": "demo-anthropic",
+            "provider": "emulator-anthropic",
+            "model": "claude-emu",
+            "fallback_used": True,
+            "fallback_from": "demo-openai/emulator-openai",
+        }
+    )
 
 
 async def test_models_are_the_kafka_answer_as_openai_objects(http, app, demo_config):
@@ -36,11 +45,16 @@ async def test_models_are_the_kafka_answer_as_openai_objects(http, app, demo_con
     check("Model", m)
     assert (m["object"], m["owned_by"], m["routing"], m["usable"]) == ("model", "llmgw", "cheapest", True)
     assert [(d["model"], d["pricing"]["input_per_mtok"], d["usable"]) for d in m["deployments"]] == [
-        ("gpt-emu", 0.15, True), ("gpt-emu-mini", 0.05, True)]
-    embed = models_result(demo_config, ModelsListRequested(request_id="y", tenant_id="demo",
-                                                           filter=ModelFilter(model="demo-embed"))).output
-    assert (await http.get("/v1/models/demo-embed", headers=AUTH)).json() == model_object(embed.models[0],
-                                                                                           app.edge.created)
+        ("gpt-emu", 0.15, True),
+        ("gpt-emu-mini", 0.05, True),
+    ]
+    embed = models_result(
+        demo_config,
+        ModelsListRequested(request_id="y", tenant_id="demo", filter=ModelFilter(model="demo-embed")),
+    ).output
+    assert (await http.get("/v1/models/demo-embed", headers=AUTH)).json() == model_object(
+        embed.models[0], app.edge.created
+    )
     assert embed.models[0].operations == ["embed"]
 
 
@@ -79,4 +93,3 @@ async def test_stream_fallback_header_comes_from_the_first_chunk(app, pipeline):
     assert b"x-llmgw-fallback" not in headers and b"x-llmgw-overhead-ms" in headers
     headers = await stream({"fallback": FROM_TO, "provider": "emulator-anthropic"})
     assert headers[b"x-llmgw-fallback"] == FROM_TO.encode() and b"x-llmgw-overhead-ms" in headers
-

@@ -18,17 +18,33 @@ from .conftest import AUTH, AsgiCall, chunks_for, ok_result
 from .test_embeddings import EmbedPipeline, embed_result
 
 CHAT = {"model": "demo-openai", "messages": [{"role": "user", "content": "hi"}]}
-INFO = RateLimitInfo(limit_requests=5, remaining_requests=3, reset_requests_s=41.5,
-                     limit_tokens=2000, remaining_tokens=1733, reset_tokens_s=41.5)
-HEADERS = {"x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "3",
-           "x-ratelimit-reset-requests": "41.500s", "x-ratelimit-limit-tokens": "2000",
-           "x-ratelimit-remaining-tokens": "1733", "x-ratelimit-reset-tokens": "41.500s"}
+INFO = RateLimitInfo(
+    limit_requests=5,
+    remaining_requests=3,
+    reset_requests_s=41.5,
+    limit_tokens=2000,
+    remaining_tokens=1733,
+    reset_tokens_s=41.5,
+)
+HEADERS = {
+    "x-ratelimit-limit-requests": "5",
+    "x-ratelimit-remaining-requests": "3",
+    "x-ratelimit-reset-requests": "41.500s",
+    "x-ratelimit-limit-tokens": "2000",
+    "x-ratelimit-remaining-tokens": "1733",
+    "x-ratelimit-reset-tokens": "41.500s",
+}
 
 
 def limited() -> RateLimited:
-    return RateLimited("rate limit of 3 requests per minute reached for user limited-user; retry in 12.3 s",
-                       details={"retry_after_s": 12.3, "scope": "user limited-user",
-                                "ratelimit": {"limit_requests": 3, "remaining_requests": 0, "reset_requests_s": 12.3}})
+    return RateLimited(
+        "rate limit of 3 requests per minute reached for user limited-user; retry in 12.3 s",
+        details={
+            "retry_after_s": 12.3,
+            "scope": "user limited-user",
+            "ratelimit": {"limit_requests": 3, "remaining_requests": 0, "reset_requests_s": 12.3},
+        },
+    )
 
 
 def subset(headers, want: dict[str, str]) -> bool:
@@ -39,8 +55,10 @@ def subset(headers, want: dict[str, str]) -> bool:
 def test_header_values():
     assert ratelimit_headers(None) == []
     assert ratelimit_headers(RateLimitInfo(limit_tokens=10, remaining_tokens=0, reset_tokens_s=60.0)) == [
-        (b"x-ratelimit-limit-tokens", b"10"), (b"x-ratelimit-remaining-tokens", b"0"),
-        (b"x-ratelimit-reset-tokens", b"60s")]
+        (b"x-ratelimit-limit-tokens", b"10"),
+        (b"x-ratelimit-remaining-tokens", b"0"),
+        (b"x-ratelimit-reset-tokens", b"60s"),
+    ]
     h = dict(error_headers(limited()))
     assert (h[b"retry-after"], h[b"retry-after-ms"]) == (b"13", b"12300")
     assert h[b"x-ratelimit-remaining-requests"] == b"0"
@@ -78,10 +96,15 @@ async def test_a_rate_limited_request_is_429_with_retry_after(http, pipeline):
     r = await http.post("/v1/chat/completions", json=CHAT, headers=AUTH)
     assert r.status_code == 429
     assert r.headers["retry-after"] == "13" and r.headers["retry-after-ms"] == "12300"
-    assert r.headers["x-ratelimit-limit-requests"] == "3" and r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert (
+        r.headers["x-ratelimit-limit-requests"] == "3" and r.headers["x-ratelimit-remaining-requests"] == "0"
+    )
     err = r.json()["error"]
     assert (err["type"], err["code"]) == ("rate_limit_error", "rate_limited")
-    assert err["details"] == {"retry_after_s": 12.3, "scope": "user limited-user"}  # the numbers went to headers
+    assert err["details"] == {
+        "retry_after_s": 12.3,
+        "scope": "user limited-user",
+    }  # the numbers went to headers
 
 
 async def test_a_stream_refused_before_any_chunk_is_a_429_not_a_200_stream(app, pipeline):
@@ -107,8 +130,14 @@ async def test_native_chat_names_the_client_id(http, pipeline):
 async def test_budget_exceeded_is_402_with_what_remains(http, pipeline):
     pipeline.answer = lambda req: BudgetExceeded(
         "the daily budget of tenant budgeted (USD 0.001 for 2026-11-24) has USD 0.000040 left",
-        details={"budget_usd": 0.001, "remaining_usd": 0.00004, "max_cost_usd": 0.0001, "period": "day:2026-11-24",
-                 "scope": "tenant"})
+        details={
+            "budget_usd": 0.001,
+            "remaining_usd": 0.00004,
+            "max_cost_usd": 0.0001,
+            "period": "day:2026-11-24",
+            "scope": "tenant",
+        },
+    )
     r = await http.post("/v1/chat/completions", json=CHAT, headers=AUTH)
     assert r.status_code == 402
     err = r.json()["error"]
@@ -125,8 +154,13 @@ async def test_the_api_key_name_reaches_the_request_event_and_never_the_key(http
 
 
 def test_an_error_result_keeps_its_numbers_for_the_edge():
-    result = ResultProduced(request_id="r", tenant_id="t", status="error", ratelimit=INFO,
-                            error={"code": "provider_error", "message": "upstream 500"})
+    result = ResultProduced(
+        request_id="r",
+        tenant_id="t",
+        status="error",
+        ratelimit=INFO,
+        error={"code": "provider_error", "message": "upstream 500"},
+    )
     with pytest.raises(Exception) as exc:
         raise_for(result)
     assert exc.value.details["ratelimit"]["remaining_requests"] == 3  # type: ignore[attr-defined]

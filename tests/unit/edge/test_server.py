@@ -108,8 +108,9 @@ class _Waits:
 
 async def _serve(app: _Waits) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
     # (the socket below is the server's: no host or port here)
-    config = uvicorn.Config(app, http=EdgeHttpProtocol, lifespan="off", timeout_graceful_shutdown=1,
-                            log_level="warning")
+    config = uvicorn.Config(
+        app, http=EdgeHttpProtocol, lifespan="off", timeout_graceful_shutdown=1, log_level="warning"
+    )
     server = uvicorn.Server(config)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -16,8 +16,12 @@ from services.edge.app import create_app
 from .conftest import AsgiCall, chunks_for
 from .openai_spec import check
 
-STREAM = {"model": "demo-openai", "messages": [{"role": "user", "content": "hi"}], "stream": True,
-          "stream_options": {"include_usage": True}}
+STREAM = {
+    "model": "demo-openai",
+    "messages": [{"role": "user", "content": "hi"}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
 
 
 def events(data: bytes) -> list[bytes]:
@@ -44,7 +48,9 @@ async def test_stream_is_openai_sse(app, pipeline):
 
 
 async def test_rejection_before_first_chunk_is_a_plain_http_error(app, pipeline):
-    pipeline.chunks = lambda req: [ModelNotApproved("tenant 'demo' is not approved for model 'x'", param="model")]
+    pipeline.chunks = lambda req: [
+        ModelNotApproved("tenant 'demo' is not approved for model 'x'", param="model")
+    ]
     c = call(app)
     await c.start()
     assert c.status == 403 and c.headers[b"content-type"] == b"application/json"
@@ -64,7 +70,9 @@ async def test_error_mid_stream_is_an_error_event(app, pipeline):
 
 
 async def test_keepalive_comments_while_waiting(edge_settings, demo_config, pipeline):
-    app = create_app(dataclasses.replace(edge_settings, keepalive_s=0.05), config=demo_config, pipeline=pipeline)
+    app = create_app(
+        dataclasses.replace(edge_settings, keepalive_s=0.05), config=demo_config, pipeline=pipeline
+    )
     await app.startup()
     pipeline.chunks = lambda req: [0.3, *chunks_for(req, ["late"])]
     c = call(app)
@@ -97,16 +105,21 @@ async def test_disconnect_before_first_chunk_cancels(app, pipeline):
 
 
 async def test_slow_reader_is_bounded_and_cancelled(edge_settings, demo_config, pipeline):
-    app = create_app(dataclasses.replace(edge_settings, stream_buffer_bytes=4096), config=demo_config,
-                     pipeline=pipeline)
+    app = create_app(
+        dataclasses.replace(edge_settings, stream_buffer_bytes=4096), config=demo_config, pipeline=pipeline
+    )
     await app.startup()
     produced = []
 
     def endless(req):
         for i in range(100_000):
             produced.append(i)
-            yield ChunkEmitted(request_id=req.request_id, tenant_id=req.tenant_id, seq=i,
-                               delta=Delta(role="assistant" if i == 0 else None, content="x" * 100))
+            yield ChunkEmitted(
+                request_id=req.request_id,
+                tenant_id=req.tenant_id,
+                seq=i,
+                delta=Delta(role="assistant" if i == 0 else None, content="x" * 100),
+            )
 
     pipeline.chunks = endless
     c = call(app)

@@ -18,8 +18,14 @@ from services.emulator import create_app
 @contextmanager
 def serve(**config: Any) -> Iterator[str]:
     """Run a fresh emulator app under uvicorn in a thread; yields its base URL."""
-    settings = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "access_log": False,
-                "timeout_graceful_shutdown": 2, **config}
+    settings = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": 2,
+        **config,
+    }
     server = uvicorn.Server(uvicorn.Config(create_app(), **settings))
     thread = threading.Thread(target=server.run, name="emulator", daemon=True)
     thread.start()

@@ -11,12 +11,22 @@ import pytest
 from services.emulator.text import completion_text, count_prompt_tokens
 
 SYSTEM = [{"type": "text", "text": "Be brief and kind."}]
-MESSAGES = [{"role": "user", "content": "tell me three things"},
-            {"role": "assistant", "content": [{"type": "text", "text": "sure"}]},
-            {"role": "user", "content": [{"type": "text", "text": "go"}]}]
-TOOLS = [{"name": "lookup", "description": "Look a thing up",
-          "input_schema": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
-                           "required": ["query"]}}]
+MESSAGES = [
+    {"role": "user", "content": "tell me three things"},
+    {"role": "assistant", "content": [{"type": "text", "text": "sure"}]},
+    {"role": "user", "content": [{"type": "text", "text": "go"}]},
+]
+TOOLS = [
+    {
+        "name": "lookup",
+        "description": "Look a thing up",
+        "input_schema": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+            "required": ["query"],
+        },
+    }
+]
 PROMPT = count_prompt_tokens(MESSAGES, SYSTEM)
 
 
@@ -44,8 +54,9 @@ def test_non_streaming(client):
 
 
 def test_system_string_and_cached(client):
-    m = client.messages.create(model="claude-emu@cached=6", max_tokens=100, system="Be brief and kind.",
-                               messages=MESSAGES)
+    m = client.messages.create(
+        model="claude-emu@cached=6", max_tokens=100, system="Be brief and kind.", messages=MESSAGES
+    )
     assert m.usage.cache_read_input_tokens == 6
     assert m.usage.input_tokens == PROMPT - 6
 
@@ -58,8 +69,9 @@ def test_max_tokens_stop_reason(client):
 
 
 def test_stream_helper(client):
-    with client.messages.stream(model="claude-emu@tokens=7", max_tokens=100, system=SYSTEM,
-                                messages=MESSAGES) as stream:
+    with client.messages.stream(
+        model="claude-emu@tokens=7", max_tokens=100, system=SYSTEM, messages=MESSAGES
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == completion_text(7)
@@ -70,13 +82,19 @@ def test_stream_helper(client):
 
 
 def test_raw_stream_event_order(client):
-    events = list(client.messages.create(model="claude-emu@tokens=3", max_tokens=100, messages=MESSAGES,
-                                         stream=True))
+    events = list(
+        client.messages.create(model="claude-emu@tokens=3", max_tokens=100, messages=MESSAGES, stream=True)
+    )
     # The SDK drops ``ping`` (see test_wire_event_order for the raw wire).
     assert [e.type for e in events] == [
-        "message_start", "content_block_start",
-        "content_block_delta", "content_block_delta", "content_block_delta",
-        "content_block_stop", "message_delta", "message_stop",
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     start = events[0].message
     assert start.content == [] and start.usage.output_tokens == 1
@@ -97,8 +115,16 @@ def test_wire_event_order(emulator_url):
         name = event_line.removeprefix("event: ")
         assert json.loads(data_line.removeprefix("data: "))["type"] == name
         names.append(name)
-    assert names == ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
-                     "content_block_stop", "message_delta", "message_stop"]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
 
 
 def test_tool_use_non_streaming(client):
@@ -110,8 +136,13 @@ def test_tool_use_non_streaming(client):
 
 
 def test_tool_use_stream_helper(client):
-    with client.messages.stream(model="claude-emu", max_tokens=100, messages=MESSAGES, tools=TOOLS,
-                                tool_choice={"type": "tool", "name": "lookup"}) as stream:
+    with client.messages.stream(
+        model="claude-emu",
+        max_tokens=100,
+        messages=MESSAGES,
+        tools=TOOLS,
+        tool_choice={"type": "tool", "name": "lookup"},
+    ) as stream:
         kinds = [e.type for e in stream]
         final = stream.get_final_message()
     assert "input_json" in kinds
@@ -125,8 +156,13 @@ def test_tool_use_stream_helper(client):
 def test_tool_choice_none_and_auto_without_flag(client):
     m = client.messages.create(model="claude-emu", max_tokens=100, messages=MESSAGES, tools=TOOLS)
     assert m.stop_reason == "end_turn"
-    m = client.messages.create(model="claude-emu@tool=1", max_tokens=100, messages=MESSAGES, tools=TOOLS,
-                               tool_choice={"type": "none"})
+    m = client.messages.create(
+        model="claude-emu@tool=1",
+        max_tokens=100,
+        messages=MESSAGES,
+        tools=TOOLS,
+        tool_choice={"type": "none"},
+    )
     assert m.stop_reason == "end_turn"
 
 
@@ -147,8 +183,11 @@ def test_errors(client):
 def test_max_tokens_is_required(client):
     with pytest.raises(anthropic.BadRequestError) as info:
         client.post("/v1/messages", body={"model": "claude-emu", "messages": MESSAGES}, cast_to=object)
-    assert info.value.body == {"type": "error", "request_id": info.value.body["request_id"],
-                               "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}}
+    assert info.value.body == {
+        "type": "error",
+        "request_id": info.value.body["request_id"],
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
 
 
 def test_fail_first(client, unique_key):
@@ -164,7 +203,9 @@ def test_models_list(client):
 
 async def test_async_stream(emulator_url):
     async with anthropic.AsyncAnthropic(base_url=emulator_url, api_key="x", max_retries=0) as client:
-        async with client.messages.stream(model="claude-emu@tokens=4", max_tokens=100, messages=MESSAGES) as s:
+        async with client.messages.stream(
+            model="claude-emu@tokens=4", max_tokens=100, messages=MESSAGES
+        ) as s:
             text = "".join([t async for t in s.text_stream])
             final = await s.get_final_message()
     assert text == completion_text(4) == final.content[0].text

@@ -12,12 +12,21 @@ MESSAGES = [{"role": "user", "content": "hello there"}]
 
 # (path, body builder for a streaming request, content-chunk predicate on one raw line/frame)
 STREAMING = {
-    "openai": ("/v1/chat/completions", lambda m: {"model": m, "messages": MESSAGES, "stream": True},
-               lambda line: line.startswith("data: {") and '"content":"' in line and '"role"' not in line),
-    "anthropic": ("/v1/messages", lambda m: {"model": m, "messages": MESSAGES, "max_tokens": 99, "stream": True},
-                  lambda line: line.startswith("data: ") and '"text_delta"' in line),
-    "ollama": ("/api/chat", lambda m: {"model": m, "messages": MESSAGES},
-               lambda line: line.startswith("{") and '"done":false' in line),
+    "openai": (
+        "/v1/chat/completions",
+        lambda m: {"model": m, "messages": MESSAGES, "stream": True},
+        lambda line: line.startswith("data: {") and '"content":"' in line and '"role"' not in line,
+    ),
+    "anthropic": (
+        "/v1/messages",
+        lambda m: {"model": m, "messages": MESSAGES, "max_tokens": 99, "stream": True},
+        lambda line: line.startswith("data: ") and '"text_delta"' in line,
+    ),
+    "ollama": (
+        "/api/chat",
+        lambda m: {"model": m, "messages": MESSAGES},
+        lambda line: line.startswith("{") and '"done":false' in line,
+    ),
 }
 NON_STREAMING = {
     "openai": ("/v1/chat/completions", lambda m: {"model": m, "messages": MESSAGES}),
@@ -73,7 +82,9 @@ def test_disconnect_after_gives_incomplete_stream(http, provider):
     for delay in (0, 10):
         lines = []
         with pytest.raises(httpx.RemoteProtocolError):
-            with http.stream("POST", path, json=build(f"emu@tokens=6,disconnect_after=2,chunk_delay_ms={delay}")) as r:
+            with http.stream(
+                "POST", path, json=build(f"emu@tokens=6,disconnect_after=2,chunk_delay_ms={delay}")
+            ) as r:
                 assert r.status_code == 200
                 for line in r.iter_lines():
                     lines.append(line)
@@ -101,26 +112,45 @@ def test_hang_times_out_the_client(emulator_url, provider):
 
 
 def test_fail_first_counts_per_key(http, unique_key):
-    statuses = [http.post("/api/chat", json={"model": f"emu@fail_first=2,status=429,key={unique_key}",
-                                              "messages": MESSAGES, "stream": False}).status_code for _ in range(4)]
+    statuses = [
+        http.post(
+            "/api/chat",
+            json={
+                "model": f"emu@fail_first=2,status=429,key={unique_key}",
+                "messages": MESSAGES,
+                "stream": False,
+            },
+        ).status_code
+        for _ in range(4)
+    ]
     assert statuses == [429, 429, 200, 200]
     # Same key through another wire format shares the counter; a new key starts afresh.
-    r = http.post("/v1/chat/completions", json={"model": "emu", "messages": MESSAGES},
-                  headers={"x-emulator-scenario": f"fail_first=2,key={unique_key}"})
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "emu", "messages": MESSAGES},
+        headers={"x-emulator-scenario": f"fail_first=2,key={unique_key}"},
+    )
     assert r.status_code == 200
-    r = http.post("/v1/chat/completions", json={"model": "emu", "messages": MESSAGES},
-                  headers={"x-emulator-scenario": f"fail_first=1,key={unique_key}-other"})
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "emu", "messages": MESSAGES},
+        headers={"x-emulator-scenario": f"fail_first=1,key={unique_key}-other"},
+    )
     assert r.status_code == 500
 
 
 def test_retry_after_headers(http):
-    r = http.post("/v1/messages", json={"model": "emu@status=429,retry_after_ms=1500", "messages": MESSAGES,
-                                        "max_tokens": 5})
+    r = http.post(
+        "/v1/messages",
+        json={"model": "emu@status=429,retry_after_ms=1500", "messages": MESSAGES, "max_tokens": 5},
+    )
     assert r.status_code == 429
     assert (r.headers["retry-after-ms"], r.headers["retry-after"]) == ("1500", "2")
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/api/chat", "/api/embed"])
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/api/chat", "/api/embed"]
+)
 def test_malformed_json_is_400_in_provider_shape(http, path):
     r = http.post(path, content=b'{"model": ', headers={"content-type": "application/json"})
     assert r.status_code == 400
@@ -137,13 +167,22 @@ def test_malformed_json_is_400_in_provider_shape(http, path):
 def test_openai_error_shape(http):
     r = http.post("/v1/chat/completions", json={"model": "emu@status=500", "messages": MESSAGES})
     assert r.status_code == 500
-    assert r.json() == {"error": {"message": r.json()["error"]["message"], "type": "server_error",
-                                  "param": None, "code": None}}
+    assert r.json() == {
+        "error": {
+            "message": r.json()["error"]["message"],
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def test_unknown_key_in_header_is_named(http):
-    r = http.post("/v1/chat/completions", json={"model": "emu", "messages": MESSAGES},
-                  headers={"x-emulator-scenario": "tokens=1,speed=9"})
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "emu", "messages": MESSAGES},
+        headers={"x-emulator-scenario": "tokens=1,speed=9"},
+    )
     assert r.status_code == 400 and "'speed'" in r.json()["error"]["message"]
 
 
@@ -154,7 +193,9 @@ def test_models_endpoint_shape_depends_on_caller(http):
 
 
 def test_zero_tokens_stream_still_terminates(http):
-    r = http.post("/v1/chat/completions", json={"model": "emu@tokens=0", "messages": MESSAGES, "stream": True})
+    r = http.post(
+        "/v1/chat/completions", json={"model": "emu@tokens=0", "messages": MESSAGES, "stream": True}
+    )
     frames = [f for f in r.text.split("\n\n") if f]
     assert frames[-1] == "data: [DONE]"
     assert json.loads(frames[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "stop"
@@ -165,13 +206,33 @@ async def test_scenario_from_the_body_field_header_wins(emulator_url):
     import httpx as _httpx
 
     async with _httpx.AsyncClient(base_url=emulator_url) as c:
-        r = await c.post("/v1/chat/completions", json={"model": "gpt-emu", "emulator_scenario": "tokens=3",
-                                                       "messages": [{"role": "user", "content": "hi"}]})
+        r = await c.post(
+            "/v1/chat/completions",
+            json={
+                "model": "gpt-emu",
+                "emulator_scenario": "tokens=3",
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
         assert r.json()["usage"]["completion_tokens"] == 3
-        r = await c.post("/v1/messages", json={"model": "c", "max_tokens": 50, "emulator_scenario": "status=429",
-                                               "messages": [{"role": "user", "content": "hi"}]})
+        r = await c.post(
+            "/v1/messages",
+            json={
+                "model": "c",
+                "max_tokens": 50,
+                "emulator_scenario": "status=429",
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
         assert r.status_code == 429 and r.json()["type"] == "error"
-        r = await c.post("/api/chat", headers={"x-emulator-scenario": "tokens=2"},
-                         json={"model": "l", "stream": False, "emulator_scenario": "tokens=5",
-                               "messages": [{"role": "user", "content": "hi"}]})
+        r = await c.post(
+            "/api/chat",
+            headers={"x-emulator-scenario": "tokens=2"},
+            json={
+                "model": "l",
+                "stream": False,
+                "emulator_scenario": "tokens=5",
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
         assert r.json()["eval_count"] == 2

@@ -20,9 +20,16 @@ MESSAGES = [
     {"role": "assistant", "content": "an earlier answer"},
     {"role": "user", "content": SAID},
 ]
-PARTS = [{"role": "user", "content": [{"type": "text", "text": "first part, "},
-                                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                                      {"type": "text", "text": "second part"}]}]
+PARTS = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "first part, "},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "text", "text": "second part"},
+        ],
+    }
+]
 
 
 def test_pieces_join_back_to_the_text_exactly():
@@ -36,8 +43,15 @@ def test_pieces_join_back_to_the_text_exactly():
 def test_last_user_text_in_each_shape():
     assert last_user_text(MESSAGES) == SAID
     assert last_user_text(PARTS) == "first part, second part"  # OpenAI parts: text parts joined
-    anthropic_blocks = [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"},
-                                                     {"type": "text", "text": "after the tool"}]}]
+    anthropic_blocks = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t", "content": "x"},
+                {"type": "text", "text": "after the tool"},
+            ],
+        }
+    ]
     assert last_user_text(anthropic_blocks) == "after the tool"
     assert last_user_text([{"role": "system", "content": "no user here"}]) == ""
 
@@ -76,9 +90,13 @@ def test_openai_whole_and_streamed(oai):
     assert done.usage.completion_tokens == len(echo_pieces(SAID)) == 8
     assert done.usage.prompt_tokens == count_prompt_tokens(MESSAGES)
 
-    stream = oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, stream=True,
-                                         stream_options={"include_usage": True},
-                                         extra_body={"emulator_scenario": "echo"})
+    stream = oai.chat.completions.create(
+        model="gpt-emu",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"emulator_scenario": "echo"},
+    )
     deltas, usage = [], None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -113,7 +131,9 @@ def test_ollama_whole_and_streamed(http):
     whole = http.post("/api/chat", json=body).json()
     assert whole["message"]["content"] == SAID
     assert whole["eval_count"] == 8
-    lines = [json.loads(line) for line in http.post("/api/chat", json=body | {"stream": True}).text.splitlines()]
+    lines = [
+        json.loads(line) for line in http.post("/api/chat", json=body | {"stream": True}).text.splitlines()
+    ]
     assert [line["message"]["content"] for line in lines[:-1]] == echo_pieces(SAID)
     assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 8
 

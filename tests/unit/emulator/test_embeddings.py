@@ -35,8 +35,10 @@ def http(emulator_url):
 
 def test_openai_batch_equals_single_calls(oai):
     batch = oai.embeddings.create(model="text-embedding-emu", input=TEXTS, encoding_format="float")
-    singles = [oai.embeddings.create(model="text-embedding-emu", input=t, encoding_format="float").data[0].embedding
-               for t in TEXTS]
+    singles = [
+        oai.embeddings.create(model="text-embedding-emu", input=t, encoding_format="float").data[0].embedding
+        for t in TEXTS
+    ]
     assert [d.embedding for d in batch.data] == singles
     assert [d.index for d in batch.data] == [0, 1, 2, 3]
     assert batch.data[0].embedding == pytest.approx(list(embedding(TEXTS[0], 16)))
@@ -49,8 +51,14 @@ def test_openai_batch_equals_single_calls(oai):
 
 def test_openai_default_batch_limit_is_2048(oai):
     inputs = [f"t{i}" for i in range(2049)]
-    assert len(oai.embeddings.create(model="text-embedding-emu", input=inputs[:2048],
-                                     encoding_format="float").data) == 2048
+    assert (
+        len(
+            oai.embeddings.create(
+                model="text-embedding-emu", input=inputs[:2048], encoding_format="float"
+            ).data
+        )
+        == 2048
+    )
     with pytest.raises(openai.BadRequestError) as info:
         oai.embeddings.create(model="text-embedding-emu", input=inputs)
     assert info.value.status_code == 400 and info.value.type == "invalid_request_error"
@@ -72,13 +80,20 @@ def test_openai_fail_input(oai):
     with pytest.raises(openai.BadRequestError) as info:
         oai.embeddings.create(model=model, input=TEXTS)
     assert "input[2]" in info.value.message and info.value.param == "input"
-    assert info.value.body == {"message": info.value.body["message"], "type": "invalid_request_error",
-                               "param": "input", "code": None}
+    assert info.value.body == {
+        "message": info.value.body["message"],
+        "type": "invalid_request_error",
+        "param": "input",
+        "code": None,
+    }
     ok = oai.embeddings.create(model=model, input=[TEXTS[0], TEXTS[1], TEXTS[3]], encoding_format="float")
     assert [d.embedding for d in ok.data] == [list(embedding(t, 16)) for t in (TEXTS[0], TEXTS[1], TEXTS[3])]
     with pytest.raises(openai.BadRequestError):  # the header works too
-        oai.embeddings.create(model="text-embedding-emu", input=TEXTS[2],
-                              extra_headers={"x-emulator-scenario": "fail_input=and purred"})
+        oai.embeddings.create(
+            model="text-embedding-emu",
+            input=TEXTS[2],
+            extra_headers={"x-emulator-scenario": "fail_input=and purred"},
+        )
 
 
 # --- Ollama ---------------------------------------------------------------------------------------------
@@ -91,8 +106,10 @@ def test_ollama_embed_shape_and_determinism(http):
     assert set(body) == {"model", "embeddings", "total_duration", "load_duration", "prompt_eval_count"}
     assert body["model"] == "nomic-embed-emu" and body["prompt_eval_count"] == 9
     assert isinstance(body["total_duration"], int) and body["total_duration"] > 0
-    singles = [http.post("/api/embed", json={"model": "nomic-embed-emu", "input": t}).json()["embeddings"][0]
-               for t in TEXTS]
+    singles = [
+        http.post("/api/embed", json={"model": "nomic-embed-emu", "input": t}).json()["embeddings"][0]
+        for t in TEXTS
+    ]
     assert body["embeddings"] == singles == [list(embedding(t, 16)) for t in TEXTS]
 
 
@@ -138,12 +155,16 @@ def own(own_url):
 def test_call_log_records_each_embeddings_call(own):
     tag = uuid.uuid4().hex
     started = time.time()
-    own.post("/v1/embeddings", json={"model": "text-embedding-emu@max_inputs=5", "input": [f"{tag}-a", f"{tag}-b"]})
+    own.post(
+        "/v1/embeddings", json={"model": "text-embedding-emu@max_inputs=5", "input": [f"{tag}-a", f"{tag}-b"]}
+    )
     own.post("/api/embed", json={"model": "nomic-embed-emu", "input": f"{tag}-c"})
     own.post("/api/embed", json={"model": "nomic-embed-emu@fail_input=x", "input": ["x"]})
     own.post("/api/embeddings", json={"model": "nomic-embed-emu", "prompt": f"{tag}-d"})
     own.post("/v1/embeddings", json={"model": "e@status=429", "input": [[1, 2, 3]]})
-    own.post("/v1/chat/completions", json={"model": "gpt-emu", "messages": [{"role": "user", "content": "hi"}]})
+    own.post(
+        "/v1/chat/completions", json={"model": "gpt-emu", "messages": [{"role": "user", "content": "hi"}]}
+    )
     calls = own.get("/_emulator/calls", params={"kind": "embeddings"}).json()
     assert [(c["path"], c["model"], c["inputs"], c["status"]) for c in calls] == [
         ("/v1/embeddings", "text-embedding-emu", [f"{tag}-a", f"{tag}-b"], 200),

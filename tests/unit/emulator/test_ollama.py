@@ -46,19 +46,37 @@ def test_non_streaming(http):
     assert body["done"] is True and body["done_reason"] == "stop"
     assert body["eval_count"] == 3
     assert body["prompt_eval_count"] == count_prompt_tokens(MESSAGES)
-    assert {"total_duration", "load_duration", "prompt_eval_duration", "eval_duration", "created_at"} <= body.keys()
+    assert {
+        "total_duration",
+        "load_duration",
+        "prompt_eval_duration",
+        "eval_duration",
+        "created_at",
+    } <= body.keys()
 
 
 def test_num_predict_gives_length(http):
-    body = {"model": "llama-emu@tokens=9", "messages": MESSAGES, "stream": False, "options": {"num_predict": 2}}
+    body = {
+        "model": "llama-emu@tokens=9",
+        "messages": MESSAGES,
+        "stream": False,
+        "options": {"num_predict": 2},
+    }
     r = http.post("/api/chat", json=body).json()
     assert r["done_reason"] == "length" and r["eval_count"] == 2
     assert r["message"]["content"] == completion_text(2)
 
 
 def test_tool_call(http):
-    tools = [{"type": "function", "function": {"name": "weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     body = {"model": "llama-emu@tool=1", "messages": MESSAGES, "tools": tools, "stream": False}
     message = http.post("/api/chat", json=body).json()["message"]
     assert message["tool_calls"] == [{"function": {"name": "weather", "arguments": {"city": "tok0"}}}]
@@ -74,7 +92,9 @@ def test_embed(http):
     assert math.isclose(sum(x * x for x in r["embeddings"][0]), 1.0, rel_tol=1e-9)
     assert r["prompt_eval_count"] == 4
     assert {"total_duration", "load_duration"} <= r.keys()
-    single = http.post("/api/embed", json={"model": "nomic-embed-emu", "input": "a b c", "dimensions": 4}).json()
+    single = http.post(
+        "/api/embed", json={"model": "nomic-embed-emu", "input": "a b c", "dimensions": 4}
+    ).json()
     assert len(single["embeddings"]) == 1 and len(single["embeddings"][0]) == 4
     legacy = http.post("/api/embeddings", json={"model": "nomic-embed-emu", "prompt": "a b c"}).json()
     assert legacy["embedding"] == pytest.approx(r["embeddings"][0])

@@ -14,19 +14,24 @@ MESSAGES = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": [{"type": "text", "text": "say four words please"}]},
 ]
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
-                           "unit": {"type": "string", "enum": ["c", "f"]}},
-            "required": ["city"],
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "days": {"type": "integer"},
+                    "unit": {"type": "string", "enum": ["c", "f"]},
+                },
+                "required": ["city"],
+            },
         },
-    },
-}]
+    }
+]
 
 
 @pytest.fixture
@@ -67,14 +72,19 @@ def test_max_tokens_gives_length(client):
 def test_default_token_count_via_header(client):
     r = client.chat.completions.create(model="gpt-emu", messages=MESSAGES)
     assert r.usage.completion_tokens == 8
-    r = client.chat.completions.create(model="gpt-emu@tokens=9", messages=MESSAGES,
-                                       extra_headers={"x-emulator-scenario": "tokens=2"})
+    r = client.chat.completions.create(
+        model="gpt-emu@tokens=9", messages=MESSAGES, extra_headers={"x-emulator-scenario": "tokens=2"}
+    )
     assert r.usage.completion_tokens == 2
 
 
 def test_streaming_with_usage(client):
-    stream = client.chat.completions.create(model="gpt-emu@tokens=6,cached=2", messages=MESSAGES, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="gpt-emu@tokens=6,cached=2",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[0].choices[0].delta.content == ""
@@ -98,8 +108,9 @@ def test_streaming_without_usage(client):
 
 
 def test_stream_helper(client):
-    with client.chat.completions.stream(model="gpt-emu@tokens=4", messages=MESSAGES,
-                                        stream_options={"include_usage": True}) as stream:
+    with client.chat.completions.stream(
+        model="gpt-emu@tokens=4", messages=MESSAGES, stream_options={"include_usage": True}
+    ) as stream:
         deltas = [e.delta for e in stream if e.type == "content.delta"]
         final = stream.get_final_completion()
     assert "".join(deltas) == completion_text(4)
@@ -123,24 +134,40 @@ def test_tool_call_non_streaming(client):
 def test_no_tool_call_without_flag_or_with_none(client):
     r = client.chat.completions.create(model="gpt-emu", messages=MESSAGES, tools=TOOLS)
     assert r.choices[0].finish_reason == "stop" and r.choices[0].message.tool_calls is None
-    r = client.chat.completions.create(model="gpt-emu@tool=1", messages=MESSAGES, tools=TOOLS, tool_choice="none")
+    r = client.chat.completions.create(
+        model="gpt-emu@tool=1", messages=MESSAGES, tools=TOOLS, tool_choice="none"
+    )
     assert r.choices[0].finish_reason == "stop"
 
 
 def test_named_tool_choice_forces_call(client):
-    r = client.chat.completions.create(model="gpt-emu", messages=MESSAGES, tools=TOOLS,
-                                       tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    r = client.chat.completions.create(
+        model="gpt-emu",
+        messages=MESSAGES,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
     assert r.choices[0].message.tool_calls[0].function.name == "get_weather"
 
 
 def test_tool_call_streaming(client):
-    chunks = list(client.chat.completions.create(model="gpt-emu@tool=1", messages=MESSAGES, tools=TOOLS,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-emu@tool=1",
+            messages=MESSAGES,
+            tools=TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     first = chunks[0].choices[0].delta.tool_calls[0]
     assert (first.index, first.function.name, first.function.arguments) == (0, "get_weather", "")
     assert first.id.startswith("call_")
-    pieces = [c.choices[0].delta.tool_calls[0].function.arguments for c in chunks[1:]
-              if c.choices and c.choices[0].delta.tool_calls]
+    pieces = [
+        c.choices[0].delta.tool_calls[0].function.arguments
+        for c in chunks[1:]
+        if c.choices and c.choices[0].delta.tool_calls
+    ]
     assert len(pieces) > 1
     assert json.loads("".join(pieces)) == {"city": "tok0", "days": 1, "unit": "c"}
     # Like OpenAI, finish_reason comes in a last chunk with an empty delta.
@@ -159,8 +186,9 @@ def test_tool_call_stream_helper(client):
 
 
 def test_embeddings_float_and_base64(client):
-    floats = client.embeddings.create(model="text-embedding-emu", input=["hello world", "bye"],
-                                      encoding_format="float")
+    floats = client.embeddings.create(
+        model="text-embedding-emu", input=["hello world", "bye"], encoding_format="float"
+    )
     assert [d.index for d in floats.data] == [0, 1]
     assert len(floats.data[0].embedding) == 16
     assert floats.data[0].embedding == pytest.approx(list(embedding("hello world", 16)))
@@ -170,14 +198,16 @@ def test_embeddings_float_and_base64(client):
     decoded = client.embeddings.create(model="text-embedding-emu", input=["hello world", "bye"])
     for a, b in zip(decoded.data, floats.data, strict=True):
         assert list(a.embedding) == pytest.approx(b.embedding, rel=1e-6)
-    explicit = client.embeddings.create(model="text-embedding-emu", input="hello world",
-                                        encoding_format="base64", dimensions=32)
+    explicit = client.embeddings.create(
+        model="text-embedding-emu", input="hello world", encoding_format="base64", dimensions=32
+    )
     assert isinstance(explicit.data[0].embedding, str)
 
 
 def test_embeddings_dimensions_and_token_arrays(client):
-    r = client.embeddings.create(model="text-embedding-emu", input=[[1, 2, 3], [4]], dimensions=5,
-                                 encoding_format="float")
+    r = client.embeddings.create(
+        model="text-embedding-emu", input=[[1, 2, 3], [4]], dimensions=5, encoding_format="float"
+    )
     assert [len(d.embedding) for d in r.data] == [5, 5]
     assert r.usage.prompt_tokens == 4
     assert r.data[0].embedding != r.data[1].embedding
@@ -215,8 +245,9 @@ def test_fail_first(client, unique_key):
 
 def test_fail_first_is_retried_by_the_sdk(emulator_url, unique_key):
     client = openai.OpenAI(base_url=f"{emulator_url}/v1", api_key="x", max_retries=2)
-    r = client.chat.completions.create(model=f"gpt-emu@fail_first=2,status=429,retry_after_ms=10,key={unique_key}",
-                                       messages=MESSAGES)
+    r = client.chat.completions.create(
+        model=f"gpt-emu@fail_first=2,status=429,retry_after_ms=10,key={unique_key}", messages=MESSAGES
+    )
     assert r.choices[0].message.content == completion_text(8)
 
 
@@ -225,8 +256,9 @@ async def test_async_client(emulator_url):
         r = await client.chat.completions.create(model="gpt-emu@tokens=3,cached=1", messages=MESSAGES)
         assert r.choices[0].message.content == completion_text(3)
         assert r.usage.prompt_tokens_details.cached_tokens == 1
-        stream = await client.chat.completions.create(model="gpt-emu@tokens=3", messages=MESSAGES, stream=True,
-                                                      stream_options={"include_usage": True})
+        stream = await client.chat.completions.create(
+            model="gpt-emu@tokens=3", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
         text = ""
         usage = None
         async for chunk in stream:

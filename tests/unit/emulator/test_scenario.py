@@ -9,7 +9,12 @@ def test_plain_model_has_default_scenario():
     name, scenario = resolve("gpt-emu")
     assert name == "gpt-emu"
     assert scenario == Scenario(key="|")
-    assert (scenario.tokens, scenario.ttfb_ms, scenario.status, scenario.disconnect_after) == (8, 0, None, None)
+    assert (scenario.tokens, scenario.ttfb_ms, scenario.status, scenario.disconnect_after) == (
+        8,
+        0,
+        None,
+        None,
+    )
     assert DEFAULT.tokens == 8
 
 
@@ -82,8 +87,9 @@ def test_tool_structured_and_embedding_keys():
     assert (defaults.max_inputs, defaults.fail_input, defaults.schema_violation) == (None, None, False)
 
 
-@pytest.mark.parametrize("spec", ["tools=-1", "tools=1025", "tools=two", "max_inputs=0", "max_inputs=x",
-                                  "schema_violation=maybe"])
+@pytest.mark.parametrize(
+    "spec", ["tools=-1", "tools=1025", "tools=two", "max_inputs=0", "max_inputs=x", "schema_violation=maybe"]
+)
 def test_bad_values_of_new_keys(spec):
     with pytest.raises(ScenarioError, match=f"'{spec.split('=')[0]}'"):
         resolve("m", spec)

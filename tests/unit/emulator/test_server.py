@@ -20,9 +20,12 @@ BODY = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
 def test_drops_and_hangs_work_with_h11_and_asyncio():
     with serve(http="h11", loop="asyncio") as url, httpx.Client(base_url=url, timeout=5) as http:
         lines = []
-        with pytest.raises(httpx.RemoteProtocolError), http.stream(
-            "POST", "/v1/chat/completions", json={"model": "m@tokens=5,disconnect_after=3", **BODY}
-        ) as r:
+        with (
+            pytest.raises(httpx.RemoteProtocolError),
+            http.stream(
+                "POST", "/v1/chat/completions", json={"model": "m@tokens=5,disconnect_after=3", **BODY}
+            ) as r,
+        ):
             lines.extend(r.iter_lines())
         assert sum('"content":"' in x and '"role"' not in x for x in lines) == 3
         with pytest.raises(httpx.RemoteProtocolError):
@@ -40,8 +43,9 @@ def _free_port() -> int:
 
 def test_module_entry_point():
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "services.emulator", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.emulator", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -53,8 +57,10 @@ def test_module_entry_point():
                 assert time.monotonic() < deadline, "emulator did not come up"
                 time.sleep(0.05)
         assert r.json() == {"status": "ok"}
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                       json={"model": "m@tokens=2", "messages": [{"role": "user", "content": "x"}]})
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "m@tokens=2", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert r.json()["choices"][0]["message"]["content"] == "tok0 tok1"
     finally:
         proc.terminate()

@@ -32,11 +32,21 @@ RECIPE = {
     "required": ["title", "servings", "rating", "vegan", "course", "tags", "steps", "source"],
     "additionalProperties": False,
     "$defs": {
-        "Step": {"type": "object", "properties": {"n": {"type": "integer"}, "text": {"type": "string"}},
-                 "required": ["n", "text"], "additionalProperties": False},
-        "Source": {"type": "object", "properties": {"url": {"type": "string", "format": "uri"},
-                                                     "at": {"type": "string", "format": "date-time"}},
-                   "required": ["url", "at"], "additionalProperties": False},
+        "Step": {
+            "type": "object",
+            "properties": {"n": {"type": "integer"}, "text": {"type": "string"}},
+            "required": ["n", "text"],
+            "additionalProperties": False,
+        },
+        "Source": {
+            "type": "object",
+            "properties": {
+                "url": {"type": "string", "format": "uri"},
+                "at": {"type": "string", "format": "date-time"},
+            },
+            "required": ["url", "at"],
+            "additionalProperties": False,
+        },
     },
 }
 
@@ -48,12 +58,32 @@ SCHEMA_CASES = [
     {"type": "string", "maxLength": 2},
     {"type": "object", "additionalProperties": False},
     {"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 2},
-    {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
-               {"properties": {"b": {"const": 3}}, "required": ["b"]}]},
-    {"type": "object", "properties": {"pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}],
-                                               "items": False}}, "required": ["pair"]},
-    {"$ref": "#/$defs/Node", "$defs": {"Node": {"type": "object", "required": ["v", "kids"], "properties": {
-        "v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}}},
+    {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+            {"properties": {"b": {"const": 3}}, "required": ["b"]},
+        ]
+    },
+    {
+        "type": "object",
+        "properties": {
+            "pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}], "items": False}
+        },
+        "required": ["pair"],
+    },
+    {
+        "$ref": "#/$defs/Node",
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "required": ["v", "kids"],
+                "properties": {
+                    "v": {"type": "integer"},
+                    "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+                },
+            }
+        },
+    },
 ]
 MESSAGES = [{"role": "user", "content": "give me a recipe as json"}]
 
@@ -118,7 +148,9 @@ def json_schema_format(schema, strict=True):
 
 
 def test_openai_json_schema(oai):
-    r = oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, response_format=json_schema_format(RECIPE))
+    r = oai.chat.completions.create(
+        model="gpt-emu", messages=MESSAGES, response_format=json_schema_format(RECIPE)
+    )
     content = r.choices[0].message.content
     assert valid(json.loads(content), RECIPE)
     assert r.choices[0].finish_reason == "stop"
@@ -126,17 +158,28 @@ def test_openai_json_schema(oai):
 
 
 def test_openai_json_schema_streamed_pieces_assemble_to_the_same_json(oai):
-    plain = oai.chat.completions.create(model="gpt-emu", messages=MESSAGES,
-                                        response_format=json_schema_format(RECIPE)).choices[0].message.content
-    chunks = list(oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, stream=True,
-                                              response_format=json_schema_format(RECIPE)))
+    plain = (
+        oai.chat.completions.create(
+            model="gpt-emu", messages=MESSAGES, response_format=json_schema_format(RECIPE)
+        )
+        .choices[0]
+        .message.content
+    )
+    chunks = list(
+        oai.chat.completions.create(
+            model="gpt-emu", messages=MESSAGES, stream=True, response_format=json_schema_format(RECIPE)
+        )
+    )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 1 and "".join(pieces) == plain
 
 
 def test_openai_schema_violation(oai):
-    kwargs = {"model": "gpt-emu@schema_violation=1", "messages": MESSAGES,
-              "response_format": json_schema_format(RECIPE)}
+    kwargs = {
+        "model": "gpt-emu@schema_violation=1",
+        "messages": MESSAGES,
+        "response_format": json_schema_format(RECIPE),
+    }
     plain = oai.chat.completions.create(**kwargs).choices[0].message.content
     with oai.chat.completions.stream(**kwargs) as stream:
         streamed = stream.get_final_completion().choices[0].message.content
@@ -168,7 +211,11 @@ def test_openai_sdk_parse_with_pydantic(oai):
     r = oai.chat.completions.parse(model="gpt-emu", messages=MESSAGES, response_format=Recipe)
     parsed = r.choices[0].message.parsed
     assert isinstance(parsed, Recipe)
-    assert parsed.course is Course.STARTER and parsed.kind == "sweet" and parsed.steps == [Step(n=1, text="tok0")]
+    assert (
+        parsed.course is Course.STARTER
+        and parsed.kind == "sweet"
+        and parsed.steps == [Step(n=1, text="tok0")]
+    )
     with oai.chat.completions.stream(model="gpt-emu", messages=MESSAGES, response_format=Recipe) as stream:
         final = stream.get_final_completion()
     assert final.choices[0].message.parsed == parsed
@@ -176,42 +223,64 @@ def test_openai_sdk_parse_with_pydantic(oai):
 
 def test_openai_sdk_parse_fails_on_violation(oai):
     with pytest.raises(pydantic.ValidationError):
-        oai.chat.completions.parse(model="gpt-emu@schema_violation=1", messages=MESSAGES, response_format=Recipe)
+        oai.chat.completions.parse(
+            model="gpt-emu@schema_violation=1", messages=MESSAGES, response_format=Recipe
+        )
 
 
 def test_openai_json_object(oai):
-    r = oai.chat.completions.create(model="gpt-emu@tokens=3", messages=MESSAGES,
-                                    response_format={"type": "json_object"})
+    r = oai.chat.completions.create(
+        model="gpt-emu@tokens=3", messages=MESSAGES, response_format={"type": "json_object"}
+    )
     assert json.loads(r.choices[0].message.content) == {"answer": completion_text(3)}
-    r = oai.chat.completions.create(model="gpt-emu@tokens=3,schema_violation=1", messages=MESSAGES,
-                                    response_format={"type": "json_object"})
+    r = oai.chat.completions.create(
+        model="gpt-emu@tokens=3,schema_violation=1",
+        messages=MESSAGES,
+        response_format={"type": "json_object"},
+    )
     assert not isinstance(json.loads(r.choices[0].message.content), dict)
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="gpt-emu", messages=[{"role": "user", "content": "hi"}],
-                                    response_format={"type": "json_object"})
+        oai.chat.completions.create(
+            model="gpt-emu",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_object"},
+        )
     assert "must contain the word 'json'" in info.value.message and info.value.param == "messages"
 
 
 def test_openai_strict_schema_is_checked(oai):
-    loose = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a"],
-             "additionalProperties": False}
+    loose = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, response_format=json_schema_format(loose))
-    assert info.value.body["message"] == ("Invalid schema for response_format 'recipe': In context=(), 'required' is required "
-                                  "to be supplied and to be an array including every key in properties. Missing 'b'.")
+        oai.chat.completions.create(
+            model="gpt-emu", messages=MESSAGES, response_format=json_schema_format(loose)
+        )
+    assert info.value.body["message"] == (
+        "Invalid schema for response_format 'recipe': In context=(), 'required' is required "
+        "to be supplied and to be an array including every key in properties. Missing 'b'."
+    )
     # Not strict: accepted, and the answer still conforms.
-    r = oai.chat.completions.create(model="gpt-emu", messages=MESSAGES,
-                                    response_format=json_schema_format(loose, strict=False))
+    r = oai.chat.completions.create(
+        model="gpt-emu", messages=MESSAGES, response_format=json_schema_format(loose, strict=False)
+    )
     assert valid(json.loads(r.choices[0].message.content), loose)
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, response_format={"type": "json_schema",
-                                                                                        "json_schema": {"schema": {}}})
+        oai.chat.completions.create(
+            model="gpt-emu",
+            messages=MESSAGES,
+            response_format={"type": "json_schema", "json_schema": {"schema": {}}},
+        )
     assert info.value.param == "response_format.json_schema.name"
 
 
 def test_openai_max_tokens_cuts_json(oai):
-    r = oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, max_tokens=2,
-                                    response_format=json_schema_format(RECIPE))
+    r = oai.chat.completions.create(
+        model="gpt-emu", messages=MESSAGES, max_tokens=2, response_format=json_schema_format(RECIPE)
+    )
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 2
     with pytest.raises(json.JSONDecodeError):
         json.loads(r.choices[0].message.content)
@@ -219,22 +288,34 @@ def test_openai_max_tokens_cuts_json(oai):
 
 # --- Anthropic ------------------------------------------------------------------------------------------
 
-RECIPE_TOOL = [{"name": "recipe", "description": "Answer as a recipe", "input_schema": RECIPE},
-               {"name": "other", "input_schema": {"type": "object", "properties": {"x": {"type": "string"}}}}]
+RECIPE_TOOL = [
+    {"name": "recipe", "description": "Answer as a recipe", "input_schema": RECIPE},
+    {"name": "other", "input_schema": {"type": "object", "properties": {"x": {"type": "string"}}}},
+]
 
 
 def test_anthropic_forced_tool_as_structured_output(claude):
     for model in ("claude-emu", "claude-emu@tools=3"):
-        m = claude.messages.create(model=model, max_tokens=500, messages=MESSAGES, tools=RECIPE_TOOL,
-                                   tool_choice={"type": "tool", "name": "recipe", "disable_parallel_tool_use": True})
+        m = claude.messages.create(
+            model=model,
+            max_tokens=500,
+            messages=MESSAGES,
+            tools=RECIPE_TOOL,
+            tool_choice={"type": "tool", "name": "recipe", "disable_parallel_tool_use": True},
+        )
         (block,) = m.content
         assert block.type == "tool_use" and block.name == "recipe" and m.stop_reason == "tool_use"
         assert valid(block.input, RECIPE)
 
 
 def test_anthropic_forced_tool_violation_streamed_and_not(claude):
-    kwargs = {"model": "claude-emu@schema_violation=1", "max_tokens": 500, "messages": MESSAGES, "tools": RECIPE_TOOL,
-              "tool_choice": {"type": "tool", "name": "recipe"}}
+    kwargs = {
+        "model": "claude-emu@schema_violation=1",
+        "max_tokens": 500,
+        "messages": MESSAGES,
+        "tools": RECIPE_TOOL,
+        "tool_choice": {"type": "tool", "name": "recipe"},
+    }
     plain = claude.messages.create(**kwargs).content[0].input
     with claude.messages.stream(**kwargs) as stream:
         streamed = stream.get_final_message().content[0].input
@@ -246,12 +327,14 @@ def test_anthropic_native_structured_output(claude):
     m = claude.messages.parse(model="claude-emu", max_tokens=500, messages=MESSAGES, output_format=Recipe)
     assert isinstance(m.parsed_output, Recipe) and m.parsed_output.steps == [Step(n=1, text="tok0")]
     fmt = {"format": {"type": "json_schema", "schema": RECIPE}}
-    with claude.messages.stream(model="claude-emu", max_tokens=500, messages=MESSAGES,
-                                output_config=fmt) as stream:
+    with claude.messages.stream(
+        model="claude-emu", max_tokens=500, messages=MESSAGES, output_config=fmt
+    ) as stream:
         text = "".join(stream.text_stream)
     assert valid(json.loads(text), RECIPE)
-    m = claude.messages.create(model="claude-emu@schema_violation=1", max_tokens=500, messages=MESSAGES,
-                               output_config=fmt)
+    m = claude.messages.create(
+        model="claude-emu@schema_violation=1", max_tokens=500, messages=MESSAGES, output_config=fmt
+    )
     assert not valid(json.loads(m.content[0].text), RECIPE)
 
 
@@ -270,8 +353,10 @@ def test_ollama_format_schema(http):
 
 
 def test_ollama_format_json_and_bad_format(http):
-    r = http.post("/api/chat", json={"model": "llama-emu@tokens=2", "messages": MESSAGES, "format": "json",
-                                     "stream": False}).json()
+    r = http.post(
+        "/api/chat",
+        json={"model": "llama-emu@tokens=2", "messages": MESSAGES, "format": "json", "stream": False},
+    ).json()
     assert json.loads(r["message"]["content"]) == {"answer": completion_text(2)}
     r = http.post("/api/chat", json={"model": "llama-emu", "messages": MESSAGES, "format": "yaml"})
     assert r.status_code == 400 and "invalid format" in r.json()["error"]

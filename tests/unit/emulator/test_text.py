@@ -29,7 +29,9 @@ def test_count_prompt_tokens_shapes():
     assert count_prompt_tokens([{"role": "user", "content": "a b  c\nd"}]) == 3 + 4
     parts = [{"type": "text", "text": "one two"}, {"type": "image_url", "image_url": {"url": "x y z"}}]
     assert count_prompt_tokens([{"role": "user", "content": parts}]) == 3 + 2
-    tool_result = [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r1 r2 r3"}]}]
+    tool_result = [
+        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r1 r2 r3"}]}
+    ]
     assert count_prompt_tokens([{"role": "user", "content": tool_result}]) == 3 + 3
     assert count_prompt_tokens([{"role": "assistant", "content": None}]) == 3
     assert count_prompt_tokens([{"role": "user", "content": "q"}], system="s1 s2") == (3 + 1) + (3 + 2)
@@ -37,12 +39,27 @@ def test_count_prompt_tokens_shapes():
 
 
 def test_tool_arguments_follow_schema():
-    schema = {"type": "object", "properties": {
-        "s": {"type": "string"}, "i": {"type": "integer"}, "n": {"type": "number"}, "b": {"type": "boolean"},
-        "e": {"type": "string", "enum": ["x", "y"]}, "a": {"type": "array", "items": {"type": "integer"}},
-        "o": {"type": "object", "properties": {"k": {"type": ["null", "string"]}}},
-    }}
-    assert tool_arguments(schema) == {"s": "tok0", "i": 1, "n": 1.5, "b": True, "e": "x", "a": [1], "o": {"k": "tok0"}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "s": {"type": "string"},
+            "i": {"type": "integer"},
+            "n": {"type": "number"},
+            "b": {"type": "boolean"},
+            "e": {"type": "string", "enum": ["x", "y"]},
+            "a": {"type": "array", "items": {"type": "integer"}},
+            "o": {"type": "object", "properties": {"k": {"type": ["null", "string"]}}},
+        },
+    }
+    assert tool_arguments(schema) == {
+        "s": "tok0",
+        "i": 1,
+        "n": 1.5,
+        "b": True,
+        "e": "x",
+        "a": [1],
+        "o": {"k": "tok0"},
+    }
     assert tool_arguments(None) == {}
 
 

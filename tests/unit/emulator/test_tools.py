@@ -14,14 +14,25 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from services.emulator.text import argument_pieces, arguments_json, completion_text
 
-WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1},
-                                            "unit": {"type": "string", "enum": ["c", "f"]}},
-           "required": ["city"]}
-CLOCK = {"type": "object", "properties": {"tz": {"type": "string"}, "precise": {"type": "boolean"}},
-         "required": ["tz", "precise"]}
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "days": {"type": "integer", "minimum": 1},
+        "unit": {"type": "string", "enum": ["c", "f"]},
+    },
+    "required": ["city"],
+}
+CLOCK = {
+    "type": "object",
+    "properties": {"tz": {"type": "string"}, "precise": {"type": "boolean"}},
+    "required": ["tz", "precise"],
+}
 SCHEMAS = {"get_weather": WEATHER, "get_time": CLOCK}
-OPENAI_TOOLS = [{"type": "function", "function": {"name": n, "description": n, "parameters": s}}
-                for n, s in SCHEMAS.items()]
+OPENAI_TOOLS = [
+    {"type": "function", "function": {"name": n, "description": n, "parameters": s}}
+    for n, s in SCHEMAS.items()
+]
 ANTHROPIC_TOOLS = [{"name": n, "description": n, "input_schema": s} for n, s in SCHEMAS.items()]
 MESSAGES = [{"role": "user", "content": "what is the weather and the time"}]
 
@@ -57,7 +68,9 @@ def test_openai_parallel_calls_cycle_through_tools(oai):
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     calls = choice.message.tool_calls
     assert [c.function.name for c in calls] == ["get_weather", "get_time", "get_weather"]
-    assert len({c.id for c in calls}) == 3 and all(c.id.startswith("call_") and c.type == "function" for c in calls)
+    assert len({c.id for c in calls}) == 3 and all(
+        c.id.startswith("call_") and c.type == "function" for c in calls
+    )
     arguments = [json.loads(c.function.arguments) for c in calls]
     for call, args in zip(calls, arguments, strict=True):
         jsonschema.validate(args, SCHEMAS[call.function.name])
@@ -67,8 +80,15 @@ def test_openai_parallel_calls_cycle_through_tools(oai):
 
 
 def test_openai_stream_deltas_follow_the_wire_format(oai):
-    chunks = list(oai.chat.completions.create(model="gpt-emu@tools=3", messages=MESSAGES, tools=OPENAI_TOOLS,
-                                              stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        oai.chat.completions.create(
+            model="gpt-emu@tools=3",
+            messages=MESSAGES,
+            tools=OPENAI_TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
     openings = [d for d in deltas if d.id is not None]
     assert [d.index for d in openings] == [0, 1, 2]
@@ -93,8 +113,9 @@ def test_openai_stream_deltas_follow_the_wire_format(oai):
 def test_openai_stream_state_accumulates_the_same_calls_as_non_streaming(oai):
     plain = oai.chat.completions.create(model="gpt-emu@tools=4", messages=MESSAGES, tools=OPENAI_TOOLS)
     state = ChatCompletionStreamState()
-    for chunk in oai.chat.completions.create(model="gpt-emu@tools=4", messages=MESSAGES, tools=OPENAI_TOOLS,
-                                             stream=True):
+    for chunk in oai.chat.completions.create(
+        model="gpt-emu@tools=4", messages=MESSAGES, tools=OPENAI_TOOLS, stream=True
+    ):
         state.handle_chunk(chunk)
     streamed = state.get_final_completion()
     got = [(c.function.name, c.function.arguments) for c in streamed.choices[0].message.tool_calls]
@@ -104,12 +125,15 @@ def test_openai_stream_state_accumulates_the_same_calls_as_non_streaming(oai):
 
 
 def test_openai_stream_helper_with_parallel_calls(oai):
-    with oai.chat.completions.stream(model="gpt-emu@tools=2", messages=MESSAGES, tools=OPENAI_TOOLS) as stream:
+    with oai.chat.completions.stream(
+        model="gpt-emu@tools=2", messages=MESSAGES, tools=OPENAI_TOOLS
+    ) as stream:
         done = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
         final = stream.get_final_completion()
     assert [(e.index, e.name) for e in done] == [(0, "get_weather"), (1, "get_time")]
-    assert [json.loads(e.arguments) for e in done] == [json.loads(c.function.arguments)
-                                                        for c in final.choices[0].message.tool_calls]
+    assert [json.loads(e.arguments) for e in done] == [
+        json.loads(c.function.arguments) for c in final.choices[0].message.tool_calls
+    ]
 
 
 def test_openai_tool_choice(oai):
@@ -120,26 +144,40 @@ def test_openai_tool_choice(oai):
     assert names(model="gpt-emu@tools=3", tool_choice="none") == ([], "stop")
     assert names(model="gpt-emu", tool_choice="auto") == ([], "stop")
     assert names(model="gpt-emu", tool_choice="required") == (["get_weather"], "tool_calls")
-    assert names(model="gpt-emu@tools=2", tool_choice="required") == (["get_weather", "get_time"], "tool_calls")
+    assert names(model="gpt-emu@tools=2", tool_choice="required") == (
+        ["get_weather", "get_time"],
+        "tool_calls",
+    )
     named = {"type": "function", "function": {"name": "get_time"}}
     assert names(model="gpt-emu", tool_choice=named) == (["get_time"], "tool_calls")
     assert names(model="gpt-emu@tools=2", tool_choice=named) == (["get_time", "get_time"], "tool_calls")
     assert names(model="gpt-emu@tools=3", parallel_tool_calls=False) == (["get_weather"], "tool_calls")
-    allowed = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
-        {"type": "function", "function": {"name": "get_time"}}]}}
+    allowed = {
+        "type": "allowed_tools",
+        "allowed_tools": {
+            "mode": "required",
+            "tools": [{"type": "function", "function": {"name": "get_time"}}],
+        },
+    }
     assert names(model="gpt-emu", tool_choice=allowed) == (["get_time"], "tool_calls")
 
 
 def test_openai_tool_choice_errors(oai):
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, tools=OPENAI_TOOLS,
-                                    tool_choice={"type": "function", "function": {"name": "nope"}})
+        oai.chat.completions.create(
+            model="gpt-emu",
+            messages=MESSAGES,
+            tools=OPENAI_TOOLS,
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
     assert info.value.param == "tool_choice" and "nope" in info.value.message
     with pytest.raises(openai.BadRequestError) as info:
         oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, tool_choice="auto")
     assert info.value.param == "tool_choice"
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="gpt-emu", messages=MESSAGES, tools=OPENAI_TOOLS, tool_choice="always")
+        oai.chat.completions.create(
+            model="gpt-emu", messages=MESSAGES, tools=OPENAI_TOOLS, tool_choice="always"
+        )
     assert info.value.param == "tool_choice"
 
 
@@ -155,7 +193,9 @@ def test_openai_tool_results_get_text(oai):
     assert r.choices[0].finish_reason == "stop" and r.choices[0].message.content == completion_text(3)
     assert r.choices[0].message.tool_calls is None
     # A forced tool is still honoured after tool results, as by the real API.
-    r = oai.chat.completions.create(model="gpt-emu", messages=history, tools=OPENAI_TOOLS, tool_choice="required")
+    r = oai.chat.completions.create(
+        model="gpt-emu", messages=history, tools=OPENAI_TOOLS, tool_choice="required"
+    )
     assert r.choices[0].finish_reason == "tool_calls"
 
 
@@ -166,12 +206,15 @@ def test_openai_rejects_unmatched_tool_results(oai):
         oai.chat.completions.create(model="gpt-emu", messages=wrong, tools=OPENAI_TOOLS)
     assert info.value.status_code == 400 and info.value.param == f"messages.[{len(wrong) - 1}].tool_call_id"
     assert "call_unknown" in info.value.message and info.value.type == "invalid_request_error"
-    with pytest.raises(openai.BadRequestError) as info:  # a tool message with no assistant tool_calls before it
+    with pytest.raises(
+        openai.BadRequestError
+    ) as info:  # a tool message with no assistant tool_calls before it
         oai.chat.completions.create(model="gpt-emu", messages=[*MESSAGES, history[-1]], tools=OPENAI_TOOLS)
     assert info.value.param == "messages.[1].role"
     with pytest.raises(openai.BadRequestError) as info:  # one of two calls left unanswered
-        oai.chat.completions.create(model="gpt-emu", messages=[*history[:-1], {"role": "user", "content": "and?"}],
-                                    tools=OPENAI_TOOLS)
+        oai.chat.completions.create(
+            model="gpt-emu", messages=[*history[:-1], {"role": "user", "content": "and?"}], tools=OPENAI_TOOLS
+        )
     assert info.value.param == "messages.[1].role" and history[-1]["tool_call_id"] in info.value.message
 
 
@@ -181,8 +224,12 @@ class Lookup(pydantic.BaseModel):
 
 
 def test_openai_strict_function_tool_parses(oai):
-    r = oai.chat.completions.parse(model="gpt-emu", messages=MESSAGES, tools=[openai.pydantic_function_tool(Lookup)],
-                                   tool_choice="required")
+    r = oai.chat.completions.parse(
+        model="gpt-emu",
+        messages=MESSAGES,
+        tools=[openai.pydantic_function_tool(Lookup)],
+        tool_choice="required",
+    )
     (call,) = r.choices[0].message.tool_calls
     assert call.function.parsed_arguments == Lookup(query="tok0", limit=1)
 
@@ -196,10 +243,17 @@ def test_openai_strict_function_needs_a_strict_schema(oai):
 
 
 def test_openai_disconnect_after_counts_argument_pieces(http):
-    body = {"model": "gpt-emu@tools=2,disconnect_after=2", "messages": MESSAGES, "tools": OPENAI_TOOLS,
-            "stream": True}
+    body = {
+        "model": "gpt-emu@tools=2,disconnect_after=2",
+        "messages": MESSAGES,
+        "tools": OPENAI_TOOLS,
+        "stream": True,
+    }
     lines = []
-    with pytest.raises(httpx.RemoteProtocolError), http.stream("POST", "/v1/chat/completions", json=body) as r:
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        http.stream("POST", "/v1/chat/completions", json=body) as r,
+    ):
         lines.extend(r.iter_lines())
     argument_chunks = [x for x in lines if '"arguments":"' in x and '"arguments":""' not in x]
     assert len(argument_chunks) == 2 and not any("[DONE]" in x for x in lines)
@@ -209,7 +263,9 @@ def test_openai_disconnect_after_counts_argument_pieces(http):
 
 
 def test_anthropic_parallel_tool_use(claude):
-    m = claude.messages.create(model="claude-emu@tools=3", max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS)
+    m = claude.messages.create(
+        model="claude-emu@tools=3", max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS
+    )
     assert m.stop_reason == "tool_use"
     assert [b.type for b in m.content] == ["tool_use"] * 3
     assert [b.name for b in m.content] == ["get_weather", "get_time", "get_weather"]
@@ -221,8 +277,13 @@ def test_anthropic_parallel_tool_use(claude):
 
 
 def test_anthropic_wire_stream_blocks(http):
-    body = {"model": "claude-emu@tools=3", "max_tokens": 100, "messages": MESSAGES, "tools": ANTHROPIC_TOOLS,
-            "stream": True}
+    body = {
+        "model": "claude-emu@tools=3",
+        "max_tokens": 100,
+        "messages": MESSAGES,
+        "tools": ANTHROPIC_TOOLS,
+        "stream": True,
+    }
     events = []
     for frame in http.post("/v1/messages", json=body).text.split("\n\n"):
         if frame:
@@ -252,18 +313,24 @@ def test_anthropic_wire_stream_blocks(http):
 
 
 def test_anthropic_stream_accumulator_matches_non_streaming(claude):
-    plain = claude.messages.create(model="claude-emu@tools=3", max_tokens=100, messages=MESSAGES,
-                                   tools=ANTHROPIC_TOOLS)
-    with claude.messages.stream(model="claude-emu@tools=3", max_tokens=100, messages=MESSAGES,
-                                tools=ANTHROPIC_TOOLS) as stream:
+    plain = claude.messages.create(
+        model="claude-emu@tools=3", max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS
+    )
+    with claude.messages.stream(
+        model="claude-emu@tools=3", max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS
+    ) as stream:
         final = stream.get_final_message()
-    assert [(b.type, b.name, b.input) for b in final.content] == [(b.type, b.name, b.input) for b in plain.content]
+    assert [(b.type, b.name, b.input) for b in final.content] == [
+        (b.type, b.name, b.input) for b in plain.content
+    ]
     assert final.stop_reason == "tool_use" and final.usage.output_tokens == plain.usage.output_tokens
 
 
 def test_anthropic_tool_choice(claude):
     def names(model="claude-emu", **kwargs):
-        m = claude.messages.create(model=model, max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS, **kwargs)
+        m = claude.messages.create(
+            model=model, max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS, **kwargs
+        )
         return [b.name for b in m.content if b.type == "tool_use"], m.stop_reason
 
     assert names() == ([], "end_turn")
@@ -271,52 +338,76 @@ def test_anthropic_tool_choice(claude):
     assert names(tool_choice={"type": "any"}) == (["get_weather"], "tool_use")
     assert names(tool_choice={"type": "tool", "name": "get_time"}) == (["get_time"], "tool_use")
     assert names("claude-emu@tools=3", tool_choice={"type": "auto", "disable_parallel_tool_use": True}) == (
-        ["get_weather"], "tool_use")
+        ["get_weather"],
+        "tool_use",
+    )
     assert names("claude-emu@tools=2", tool_choice={"type": "any", "disable_parallel_tool_use": True}) == (
-        ["get_weather"], "tool_use")
+        ["get_weather"],
+        "tool_use",
+    )
     with pytest.raises(anthropic.BadRequestError) as info:
         names(tool_choice={"type": "tool", "name": "nope"})
     assert info.value.body["error"]["type"] == "invalid_request_error" and "nope" in info.value.message
 
 
 def _anthropic_round_trip(claude):
-    first = claude.messages.create(model="claude-emu@tools=2", max_tokens=100, messages=MESSAGES,
-                                   tools=ANTHROPIC_TOOLS)
+    first = claude.messages.create(
+        model="claude-emu@tools=2", max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS
+    )
     results = [{"type": "tool_result", "tool_use_id": b.id, "content": "sunny 21"} for b in first.content]
-    return [*MESSAGES, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-            {"role": "user", "content": results}]
+    return [
+        *MESSAGES,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": results},
+    ]
 
 
 def test_anthropic_tool_results_get_text(claude):
     history = _anthropic_round_trip(claude)
-    m = claude.messages.create(model="claude-emu@tools=2,tokens=4", max_tokens=100, messages=history,
-                               tools=ANTHROPIC_TOOLS)
+    m = claude.messages.create(
+        model="claude-emu@tools=2,tokens=4", max_tokens=100, messages=history, tools=ANTHROPIC_TOOLS
+    )
     assert m.stop_reason == "end_turn" and [b.type for b in m.content] == ["text"]
     assert m.content[0].text == completion_text(4)
-    m = claude.messages.create(model="claude-emu", max_tokens=100, messages=history, tools=ANTHROPIC_TOOLS,
-                               tool_choice={"type": "any"})
+    m = claude.messages.create(
+        model="claude-emu",
+        max_tokens=100,
+        messages=history,
+        tools=ANTHROPIC_TOOLS,
+        tool_choice={"type": "any"},
+    )
     assert m.stop_reason == "tool_use"
 
 
 def test_anthropic_rejects_unmatched_tool_results(claude):
     history = _anthropic_round_trip(claude)
     results = history[-1]["content"]
-    wrong = [*history[:-1], {"role": "user", "content": [results[0], {**results[1], "tool_use_id": "toolu_nope"}]}]
+    wrong = [
+        *history[:-1],
+        {"role": "user", "content": [results[0], {**results[1], "tool_use_id": "toolu_nope"}]},
+    ]
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(model="claude-emu", max_tokens=100, messages=wrong, tools=ANTHROPIC_TOOLS)
     assert info.value.status_code == 400
     assert info.value.body["error"]["type"] == "invalid_request_error"
     assert info.value.body["error"]["message"].startswith(
-        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_nope.")
+        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_nope."
+    )
     with pytest.raises(anthropic.BadRequestError) as info:  # no tool_use in the message before
-        claude.messages.create(model="claude-emu", max_tokens=100, messages=[*MESSAGES, history[1], history[2],
-                                                                             {"role": "assistant", "content": "ok"},
-                                                                             history[2]], tools=ANTHROPIC_TOOLS)
+        claude.messages.create(
+            model="claude-emu",
+            max_tokens=100,
+            messages=[*MESSAGES, history[1], history[2], {"role": "assistant", "content": "ok"}, history[2]],
+            tools=ANTHROPIC_TOOLS,
+        )
     assert "messages.4.content.0: unexpected `tool_use_id`" in info.value.message
     with pytest.raises(anthropic.BadRequestError) as info:  # a tool_use left without its result
-        claude.messages.create(model="claude-emu", max_tokens=100,
-                               messages=[*history[:-1], {"role": "user", "content": [results[0]]}],
-                               tools=ANTHROPIC_TOOLS)
+        claude.messages.create(
+            model="claude-emu",
+            max_tokens=100,
+            messages=[*history[:-1], {"role": "user", "content": [results[0]]}],
+            tools=ANTHROPIC_TOOLS,
+        )
     assert "messages.1: `tool_use` ids were found without `tool_result` blocks" in info.value.message
     assert results[1]["tool_use_id"] in info.value.message
 
@@ -344,17 +435,32 @@ def test_ollama_parallel_tool_calls(http):
 
 
 def test_ollama_tool_result_gets_text(http):
-    first = http.post("/api/chat", json={"model": "llama-emu@tools=2", "messages": MESSAGES, "tools": OPENAI_TOOLS,
-                                         "stream": False}).json()["message"]
-    history = [*MESSAGES, first, {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
-               {"role": "tool", "content": "noon", "tool_name": "get_time"}]
-    r = http.post("/api/chat", json={"model": "llama-emu@tools=2,tokens=2", "messages": history,
-                                     "tools": OPENAI_TOOLS, "stream": False}).json()
+    first = http.post(
+        "/api/chat",
+        json={"model": "llama-emu@tools=2", "messages": MESSAGES, "tools": OPENAI_TOOLS, "stream": False},
+    ).json()["message"]
+    history = [
+        *MESSAGES,
+        first,
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+        {"role": "tool", "content": "noon", "tool_name": "get_time"},
+    ]
+    r = http.post(
+        "/api/chat",
+        json={
+            "model": "llama-emu@tools=2,tokens=2",
+            "messages": history,
+            "tools": OPENAI_TOOLS,
+            "stream": False,
+        },
+    ).json()
     assert r["message"] == {"role": "assistant", "content": completion_text(2)}
 
 
 def test_ollama_no_tools_no_calls(http):
-    r = http.post("/api/chat", json={"model": "llama-emu@tools=2", "messages": MESSAGES, "stream": False}).json()
+    r = http.post(
+        "/api/chat", json={"model": "llama-emu@tools=2", "messages": MESSAGES, "stream": False}
+    ).json()
     assert "tool_calls" not in r["message"] and r["message"]["content"] == completion_text(8)
 
 
@@ -363,11 +469,20 @@ def test_anthropic_consecutive_user_turns_combine(claude):
     history = _anthropic_round_trip(claude)
     first, second = history[-1]["content"]
     split = [*history[:-1], {"role": "user", "content": [first]}, {"role": "user", "content": [second]}]
-    m = claude.messages.create(model="claude-emu@tools=2,tokens=2", max_tokens=100, messages=split,
-                               tools=ANTHROPIC_TOOLS)
+    m = claude.messages.create(
+        model="claude-emu@tools=2,tokens=2", max_tokens=100, messages=split, tools=ANTHROPIC_TOOLS
+    )
     assert m.stop_reason == "end_turn" and m.content[0].text == completion_text(2)
     with pytest.raises(anthropic.BadRequestError) as info:
-        claude.messages.create(model="claude-emu", max_tokens=100, messages=[*history[:-1],
-                               {"role": "user", "content": [first]}, {"role": "assistant", "content": "x"},
-                               {"role": "user", "content": [second]}], tools=ANTHROPIC_TOOLS)
+        claude.messages.create(
+            model="claude-emu",
+            max_tokens=100,
+            messages=[
+                *history[:-1],
+                {"role": "user", "content": [first]},
+                {"role": "assistant", "content": "x"},
+                {"role": "user", "content": [second]},
+            ],
+            tools=ANTHROPIC_TOOLS,
+        )
     assert "messages.1: `tool_use` ids were found without `tool_result` blocks" in info.value.message

@@ -15,8 +15,14 @@ from services.executor.batcher import BatchKey, EmbedBatcher, apportion, size_es
 from services.executor.providers._embeddings import Embeddings
 from services.executor.targets import Target
 
-TARGET = Target(alias="emb", provider="p1", kind="openai", base_url="http://p1.test/v1", upstream_model="e-1",
-                max_batch_inputs=8)
+TARGET = Target(
+    alias="emb",
+    provider="p1",
+    kind="openai",
+    base_url="http://p1.test/v1",
+    upstream_model="e-1",
+    max_batch_inputs=8,
+)
 
 
 class Timers:
@@ -62,12 +68,19 @@ class Provider:
         if "BAD" in req.input:
             raise ProviderError("p1 returned HTTP 400: input refused", details={"upstream_status": 400})
         n = len(req.input)
-        return Embeddings([f"vec:{t}" for t in req.input], Usage(prompt_tokens=3 * n, total_tokens=3 * n), "e-1-v2")
+        return Embeddings(
+            [f"vec:{t}" for t in req.input], Usage(prompt_tokens=3 * n, total_tokens=3 * n), "e-1-v2"
+        )
 
 
 def req(*texts: str, tenant: str = "t1", rid: str | None = None, **fields) -> EmbedRequested:
-    return EmbedRequested(request_id=rid or f"r-{'-'.join(texts)[:40]}", tenant_id=tenant, model="emb",
-                          input=list(texts), **fields)
+    return EmbedRequested(
+        request_id=rid or f"r-{'-'.join(texts)[:40]}",
+        tenant_id=tenant,
+        model="emb",
+        input=list(texts),
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -93,7 +106,11 @@ async def answers(jobs):
 
 
 async def test_requests_within_the_window_share_one_call(batcher, provider, timers):
-    jobs = [batcher.submit(req("a"), TARGET), batcher.submit(req("b", "c"), TARGET), batcher.submit(req("d"), TARGET)]
+    jobs = [
+        batcher.submit(req("a"), TARGET),
+        batcher.submit(req("b", "c"), TARGET),
+        batcher.submit(req("d"), TARGET),
+    ]
     assert provider.calls == [], "nothing is sent before the window is over"
     timers.fire()
     shares = await answers(jobs)
@@ -107,16 +124,24 @@ async def test_requests_within_the_window_share_one_call(batcher, provider, time
 
 
 async def test_never_across_tenants(batcher, provider, timers):
-    jobs = [batcher.submit(req("a", tenant="t1"), TARGET), batcher.submit(req("b", tenant="t2"), TARGET),
-            batcher.submit(req("c", tenant="t1"), TARGET)]
+    jobs = [
+        batcher.submit(req("a", tenant="t1"), TARGET),
+        batcher.submit(req("b", tenant="t2"), TARGET),
+        batcher.submit(req("c", tenant="t1"), TARGET),
+    ]
     timers.fire()
     await answers(jobs)
     assert sorted(provider.calls) == [["a", "c"], ["b"]]
 
 
-@pytest.mark.parametrize("other", [
-    {"dimensions": 64}, {"encoding_format": "base64"}, {"extra": {"user": "u2"}},
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"dimensions": 64},
+        {"encoding_format": "base64"},
+        {"extra": {"user": "u2"}},
+    ],
+)
 async def test_different_parameters_are_separate_calls(batcher, provider, timers, other):
     jobs = [batcher.submit(req("a"), TARGET), batcher.submit(req("b", **other), TARGET)]
     timers.fire()
@@ -151,7 +176,9 @@ async def test_a_full_batch_goes_at_once_the_rest_waits_for_the_window(batcher, 
     share = await second.future
     assert provider.calls == [["a", "b", "c"], ["d"]]
     assert share.vectors == ["vec:c", "vec:d"] and share.calls == 2
-    assert share.usage.prompt_tokens == 3 + 3  # its third of the first call (one of three equal inputs), all of the second
+    assert (
+        share.usage.prompt_tokens == 3 + 3
+    )  # its third of the first call (one of three equal inputs), all of the second
     assert (await first.future).usage.prompt_tokens == 6
 
 
@@ -190,8 +217,11 @@ async def test_the_real_window_flushes_by_itself(provider):
 
 
 async def test_a_refused_batch_is_retried_one_request_at_a_time(batcher, provider, timers):
-    jobs = [batcher.submit(req("a"), TARGET), batcher.submit(req("x", "BAD"), TARGET),
-            batcher.submit(req("c"), TARGET)]
+    jobs = [
+        batcher.submit(req("a"), TARGET),
+        batcher.submit(req("x", "BAD"), TARGET),
+        batcher.submit(req("c"), TARGET),
+    ]
     timers.fire()
     out = await answers(jobs)
 
@@ -209,11 +239,14 @@ async def test_a_lone_refused_request_is_not_sent_twice(batcher, provider, timer
     assert isinstance(err, ProviderError) and provider.calls == [["BAD"]]
 
 
-@pytest.mark.parametrize("failure", [
-    ProviderError("p1 returned HTTP 503: busy", details={"upstream_status": 503}),
-    ProviderError("p1 returned HTTP 429: slow down", details={"upstream_status": 429}),
-    ProviderTimeout("p1: upstream timed out"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ProviderError("p1 returned HTTP 503: busy", details={"upstream_status": 503}),
+        ProviderError("p1 returned HTTP 429: slow down", details={"upstream_status": 429}),
+        ProviderTimeout("p1: upstream timed out"),
+    ],
+)
 async def test_a_failure_not_about_the_request_fails_every_request_once(batcher, provider, timers, failure):
     provider.fail = failure
     jobs = [batcher.submit(req("a"), TARGET), batcher.submit(req("b"), TARGET)]
@@ -280,6 +313,7 @@ def test_apportion_adds_up_exactly_and_follows_the_weights():
 
 async def test_shares_follow_input_sizes(batcher, timers):
     """The provider's tokens are split by each request's size estimate, not evenly."""
+
     async def provider(r: EmbedRequested, target: Target) -> Embeddings:
         return Embeddings(["v"] * len(r.input), Usage(prompt_tokens=101, total_tokens=101), "m")
 

@@ -20,7 +20,10 @@ from services.runtime.settings import ROOT, Settings
 from services.runtime.topics import Topics
 
 ANSWER = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
 }
@@ -64,8 +67,13 @@ async def test_a_short_requests_outputs_share_one_produce_request():
     topics = Topics.load(ROOT / "topics.yaml", "")
     config = load_config(settings.config_path)
     tenant = next(iter(config.tenants))
-    req = ChatRequested(request_id=new_id(), tenant_id=tenant, model="mock-gpt",
-                        messages=[{"role": "user", "content": "hi"}], params=ChatParams())
+    req = ChatRequested(
+        request_id=new_id(),
+        tenant_id=tenant,
+        model="mock-gpt",
+        messages=[{"role": "user", "content": "hi"}],
+        params=ChatParams(),
+    )
     executor = Executor(settings, topics, http=Answers())
     kafka_publisher, executor.publisher = executor.publisher, BatchingPublisher()  # type: ignore[assignment]
     try:
@@ -75,9 +83,11 @@ async def test_a_short_requests_outputs_share_one_produce_request():
         await kafka_publisher.aclose()
         await executor.consumer._consumer.stop()
         await executor._control.stop()
-    assert executor.publisher.requests == [[
-        (topics.results.name, "llm.result.v1"),
-        (topics.usage.name, "llm.usage.v1"),
-        (topics.audit.name, "started"),
-        (topics.audit.name, "completed"),
-    ]]
+    assert executor.publisher.requests == [
+        [
+            (topics.results.name, "llm.result.v1"),
+            (topics.usage.name, "llm.usage.v1"),
+            (topics.audit.name, "started"),
+            (topics.audit.name, "completed"),
+        ]
+    ]

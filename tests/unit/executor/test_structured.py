@@ -35,8 +35,10 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "city": {"type": "string"},
-        "days": {"type": "array", "items": {"type": "object", "properties": {"t/c": {"type": "number"}},
-                                            "required": ["t/c"]}},
+        "days": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"t/c": {"type": "number"}}, "required": ["t/c"]},
+        },
     },
     "required": ["city", "days"],
     "additionalProperties": False,
@@ -60,7 +62,9 @@ def test_violations_are_json_pointers_into_the_answer() -> None:
     assert {v["path"] for v in violations} == {"", "/days/1/t~1c"}
     assert any("'city' is a required property" in v["message"] for v in violations)
     assert any("'extra' was unexpected" in v["message"] for v in violations)
-    assert any(v["path"] == "/days/1/t~1c" and "'warm' is not of type 'number'" in v["message"] for v in violations)
+    assert any(
+        v["path"] == "/days/1/t~1c" and "'warm' is not of type 'number'" in v["message"] for v in violations
+    )
     assert err.details["raw"] == '{"days": [{"t/c": 1}, {"t/c": "warm"}], "extra": 1}'
     assert err.message.startswith("the model's answer does not match response_format")
 
@@ -73,8 +77,10 @@ def test_not_json_is_a_violation_of_the_whole_answer() -> None:
     assert err.details["raw"] == '{"city": "Par'
 
 
-@pytest.mark.parametrize(("text", "ok"), [('{"a": 1}', True), ("{}", True), ("[1]", False), ('"x"', False),
-                                          ("", False), (None, False)])
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [('{"a": 1}', True), ("{}", True), ("[1]", False), ('"x"', False), ("", False), (None, False)],
+)
 def test_json_object_needs_an_object(text: str | None, ok: bool) -> None:
     contract = contract_for({"type": "json_object"})
     assert contract is JSON_OBJECT
@@ -86,18 +92,28 @@ def test_text_answers_have_no_contract() -> None:
 
 
 def test_schemas_compile_once_whatever_their_key_order() -> None:
-    reordered = {"json_schema": {"schema": dict(reversed(list(SCHEMA.items()))), "name": "other"},
-                 "type": "json_schema"}
+    reordered = {
+        "json_schema": {"schema": dict(reversed(list(SCHEMA.items()))), "name": "other"},
+        "type": "json_schema",
+    }
     assert contract_for(RF) is contract_for(reordered)
-    assert contract_for(RF) is not contract_for({"type": "json_schema", "json_schema": {"schema": {"type": "array"}}})
+    assert contract_for(RF) is not contract_for(
+        {"type": "json_schema", "json_schema": {"schema": {"type": "array"}}}
+    )
 
 
 @pytest.mark.parametrize(
     ("rf", "message"),
     [
         ({"type": "json_schema", "json_schema": {"name": "x"}}, "schema must be a JSON Schema object"),
-        ({"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}}, "is not a valid JSON Schema"),
-        ({"type": "json_schema", "json_schema": {"schema": {"required": "city"}}}, "is not a valid JSON Schema"),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}},
+            "is not a valid JSON Schema",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"required": "city"}}},
+            "is not a valid JSON Schema",
+        ),
     ],
 )
 def test_bad_schemas_are_refused(rf: dict[str, Any], message: str) -> None:
@@ -107,8 +123,12 @@ def test_bad_schemas_are_refused(rf: dict[str, Any], message: str) -> None:
 
 
 def test_schema_draft_follows_dollar_schema() -> None:
-    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array", "items": [{"type": "string"}],
-              "additionalItems": False}
+    draft7 = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "array",
+        "items": [{"type": "string"}],
+        "additionalItems": False,
+    }
     contract = contract_for({"type": "json_schema", "json_schema": {"schema": draft7}})
     assert contract is not None
     assert contract.violation('["a"]', "stop") is None
@@ -156,9 +176,14 @@ async def executor() -> AsyncIterator[Executor]:
 async def run(ex: Executor, model: str, *, stream: bool, scenario: str = "", **params: Any) -> Recorder:
     config = load_config(Settings().config_path)
     extra = {"emulator_scenario": scenario} if scenario else {}
-    req = ChatRequested(request_id=new_id(), tenant_id="demo", model=model, stream=stream,
-                        messages=[{"role": "user", "content": "a forecast, as json"}],
-                        params=ChatParams(extra=extra, **params))
+    req = ChatRequested(
+        request_id=new_id(),
+        tenant_id="demo",
+        model=model,
+        stream=stream,
+        messages=[{"role": "user", "content": "a forecast, as json"}],
+        params=ChatParams(extra=extra, **params),
+    )
     await ex.handle(plan(req, config), None)  # type: ignore[arg-type]
     return ex.publisher  # type: ignore[return-value]
 
@@ -184,7 +209,11 @@ async def test_violation_is_validation_error_and_still_billed(executor: Executor
     (result,) = rec.of(ResultProduced)
     assert result.status == "error" and result.message is None
     err = result.error
-    assert err is not None and (err.code, err.param, err.retryable) == ("validation_error", "response_format", False)
+    assert err is not None and (err.code, err.param, err.retryable) == (
+        "validation_error",
+        "response_format",
+        False,
+    )
     assert err.details["violations"] and all({"path", "message"} == set(v) for v in err.details["violations"])
     assert contract_for(RF).violation(err.details["raw"], "stop") is not None  # type: ignore[union-attr]
     assert result.usage is not None and result.usage.completion_tokens > 0
@@ -204,7 +233,9 @@ async def test_stream_violation_ends_with_the_error_instead_of_stop(executor: Ex
     assert [c.seq for c in chunks] == list(range(len(chunks))) and len(chunks) >= 2
     assert not any(c.final for c in chunks[:-1])
     final = chunks[-1]
-    assert final.final and final.finish_reason == "error" and final.usage and final.usage.completion_tokens > 0
+    assert (
+        final.final and final.finish_reason == "error" and final.usage and final.usage.completion_tokens > 0
+    )
     assert final.error is not None and final.error.code == "validation_error"
     streamed = "".join(c.delta.content or "" for c in chunks)
     assert final.error.details["raw"] == streamed, "the error carries what was streamed"
@@ -216,9 +247,14 @@ async def test_stream_violation_ends_with_the_error_instead_of_stop(executor: Ex
 
 async def test_violation_is_not_a_reason_to_fall_back(executor: Executor) -> None:
     config = load_config(Settings().config_path)
-    req = ChatRequested(request_id=new_id(), tenant_id="demo", model="demo-openai", fallbacks=["demo-anthropic"],
-                        messages=[{"role": "user", "content": "json please"}],
-                        params=ChatParams(response_format=RF, extra={"emulator_scenario": "schema_violation=1"}))
+    req = ChatRequested(
+        request_id=new_id(),
+        tenant_id="demo",
+        model="demo-openai",
+        fallbacks=["demo-anthropic"],
+        messages=[{"role": "user", "content": "json please"}],
+        params=ChatParams(response_format=RF, extra={"emulator_scenario": "schema_violation=1"}),
+    )
     await executor.handle(plan(req, config), None)  # type: ignore[arg-type]
     rec = executor.publisher
     (result,) = rec.of(ResultProduced)  # type: ignore[attr-defined]
@@ -228,16 +264,25 @@ async def test_violation_is_not_a_reason_to_fall_back(executor: Executor) -> Non
 
 
 async def test_json_object_answer_is_checked_too(executor: Executor) -> None:
-    rec = await run(executor, "demo-openai", stream=False, scenario="schema_violation=1",
-                    response_format={"type": "json_object"})
+    rec = await run(
+        executor,
+        "demo-openai",
+        stream=False,
+        scenario="schema_violation=1",
+        response_format={"type": "json_object"},
+    )
     (result,) = rec.of(ResultProduced)
     assert result.error.code == "validation_error"
     assert result.error.details["violations"] == [{"path": "", "message": "list is not a JSON object"}]
 
 
 async def test_invalid_schema_fails_before_any_provider_call(executor: Executor) -> None:
-    rec = await run(executor, "demo-openai", stream=False,
-                    response_format={"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}})
+    rec = await run(
+        executor,
+        "demo-openai",
+        stream=False,
+        response_format={"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}},
+    )
     (result,) = rec.of(ResultProduced)
     assert result.error.code == "validation_error" and "not a valid JSON Schema" in result.error.message
     (usage,) = rec.of(UsageRecorded)
@@ -246,6 +291,8 @@ async def test_invalid_schema_fails_before_any_provider_call(executor: Executor)
 
 async def test_tool_calls_are_not_checked_as_text(executor: Executor) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    rec = await run(executor, "demo-openai", stream=False, scenario="tools=1", tools=tools, response_format=RF)
+    rec = await run(
+        executor, "demo-openai", stream=False, scenario="tools=1", tools=tools, response_format=RF
+    )
     (result,) = rec.of(ResultProduced)
     assert result.status == "ok" and result.finish_reason == "tool_calls" and result.message.tool_calls

@@ -26,11 +26,18 @@ def test_a_known_deployment_resolves_to_the_configured_url_secret_and_price(targ
     ("alias", "provider", "model", "named"),
     [
         ("demo-openai", "evil-provider", "gpt-emu", "provider 'evil-provider'"),
-        ("demo-openai", "emulator-openai", "gpt-5-from-an-event", "demo-openai/emulator-openai/gpt-5-from-an-event"),
+        (
+            "demo-openai",
+            "emulator-openai",
+            "gpt-5-from-an-event",
+            "demo-openai/emulator-openai/gpt-5-from-an-event",
+        ),
         ("no-such-alias", "emulator-openai", "gpt-emu", "no-such-alias/emulator-openai/gpt-emu"),
         ("demo-openai", "emulator-anthropic", "gpt-emu", "demo-openai/emulator-anthropic/gpt-emu"),
     ],
 )
-def test_anything_the_configuration_does_not_have_is_dead_lettered_naming_it(targets, alias, provider, model, named):
+def test_anything_the_configuration_does_not_have_is_dead_lettered_naming_it(
+    targets, alias, provider, model, named
+):
     with pytest.raises(DeadLetter, match=named.replace("/", "/")):
         targets.one(Deployment(alias=alias, provider=provider, upstream_model=model))

@@ -11,18 +11,22 @@ from services.runtime.hooks.roles import HookResponse, overrides
 
 
 def chat(*texts: str | list) -> ChatRequested:
-    return ChatRequested(request_id="r", tenant_id="t", model="m",
-                         messages=[{"role": "user", "content": t} for t in texts])
+    return ChatRequested(
+        request_id="r", tenant_id="t", model="m", messages=[{"role": "user", "content": t} for t in texts]
+    )
 
 
-@pytest.mark.parametrize(("text", "blocked"), [
-    ("let us discuss the forbidden-topic today", True),
-    ("Forbidden-Topic.", True),
-    ("the forbidden-topics list", False),
-    ("a not-forbidden-topic-at-all phrase", True),  # "-" ends a word
-    ("forbidden-topicality", False),
-    ("harmless", False),
-])
+@pytest.mark.parametrize(
+    ("text", "blocked"),
+    [
+        ("let us discuss the forbidden-topic today", True),
+        ("Forbidden-Topic.", True),
+        ("the forbidden-topics list", False),
+        ("a not-forbidden-topic-at-all phrase", True),  # "-" ends a word
+        ("forbidden-topicality", False),
+        ("harmless", False),
+    ],
+)
 async def test_terms_are_whole_words_in_any_case(text: str, blocked: bool) -> None:
     verdict = await blocklist(terms=["forbidden-topic"]).pre_call(chat(text))
     assert isinstance(verdict, Block) is blocked
@@ -50,7 +54,9 @@ async def test_answers_are_checked_as_they_accumulate() -> None:
     hook = blocklist(terms=["forbidden-topic"])
     req = chat("hi")
     assert await hook.post_response(HookResponse(req, "all about the forbid", final=False, sent=10)) is ALLOW
-    verdict = await hook.post_response(HookResponse(req, "all about the forbidden-topic", final=False, sent=20))
+    verdict = await hook.post_response(
+        HookResponse(req, "all about the forbidden-topic", final=False, sent=20)
+    )
     assert isinstance(verdict, Block) and "answer" in verdict.reason
 
 

@@ -14,8 +14,14 @@ from services.runtime.hooks import ALLOW, Block, Hook, HookChain, HookResponse, 
 
 
 def chat(text: str = "hello", **kw) -> ChatRequested:
-    return ChatRequested(request_id="r1", tenant_id="t", user_id="u", model="m",
-                         messages=[{"role": "user", "content": text}], **kw)
+    return ChatRequested(
+        request_id="r1",
+        tenant_id="t",
+        user_id="u",
+        model="m",
+        messages=[{"role": "user", "content": text}],
+        **kw,
+    )
 
 
 class Seen(Hook):
@@ -34,8 +40,11 @@ class Upper(Hook):
     async def pre_call(self, request):
         msgs = [Message(role=m.role, content=str(m.content).upper()) for m in request.messages]
         # a hook trying to move the request elsewhere: only the content is taken
-        return Modify(request.model_copy(update={"messages": msgs, "tenant_id": "other", "model": "pricey",
-                                                 "request_id": "forged"}))
+        return Modify(
+            request.model_copy(
+                update={"messages": msgs, "tenant_id": "other", "model": "pricey", "request_id": "forged"}
+            )
+        )
 
 
 async def test_modifications_are_handed_on_and_only_content_is_taken() -> None:
@@ -76,6 +85,7 @@ class Both(PreOnly):
 
 def test_a_chain_holds_per_stage_only_the_hooks_that_take_part() -> None:
     assert overrides(PreOnly(), "pre_call") and not overrides(PreOnly(), "post_response")
+
     class Nothing(Hook):
         pass
 

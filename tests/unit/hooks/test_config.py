@@ -28,14 +28,17 @@ def load(tmp_path: Path, tenants: str):
 
 
 def test_hooks_with_options_and_bare_names(tmp_path: Path) -> None:
-    config = load(tmp_path, """
+    config = load(
+        tmp_path,
+        """
   t:
     hooks:
       - pii_redaction
       - {name: blocklist, terms: [forbidden-topic], requests: false}
     plugins: {usage: noop}
     audit: {include_content: true}
-""")
+""",
+    )
     t = config.tenants["t"]
     assert [h.name for h in t.hooks] == ["pii_redaction", "blocklist"]
     assert t.hooks[1].options() == {"terms": ["forbidden-topic"], "requests": False}
@@ -45,17 +48,31 @@ def test_hooks_with_options_and_bare_names(tmp_path: Path) -> None:
     assert [n for n, _ in hooks.post("t").post] == ["blocklist"]  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("tenants", "message"), [
-    ("  t: {hooks: [{name: nosuch}]}\n", r"tenants\.t\.hooks\.0: unknown hook 'nosuch' \(known: blocklist, "),
-    ("  t: {hooks: [{name: blocklist}]}\n", r"tenants\.t\.hooks\.0: .*give terms or patterns"),
-    ("  t: {hooks: [{name: blocklist, terms: [a], colour: red}]}\n",
-     r"tenants\.t\.hooks\.0: .*unexpected keyword argument 'colour'"),
-    ("  t: {hooks: [{name: pii_redaction, kinds: [ssn]}]}\n", r"kinds: unknown 'ssn'"),
-    ("  t: {plugins: {usage: acme-billing}}\n", r"tenants\.t\.plugins\.usage: unknown usage plugin 'acme-billing'"),
-    ("  t: {plugins: {audit: nope}}\n", r"tenants\.t\.plugins\.audit: unknown audit plugin 'nope' \(known: noop, s3"),
-    ("  unknown: {}\n", r"tenants\.unknown: the name is reserved"),
-    ("  t: {audit: {include_content: true, extra: 1}}\n", r"tenants\.t\.audit\.extra"),
-])
+@pytest.mark.parametrize(
+    ("tenants", "message"),
+    [
+        (
+            "  t: {hooks: [{name: nosuch}]}\n",
+            r"tenants\.t\.hooks\.0: unknown hook 'nosuch' \(known: blocklist, ",
+        ),
+        ("  t: {hooks: [{name: blocklist}]}\n", r"tenants\.t\.hooks\.0: .*give terms or patterns"),
+        (
+            "  t: {hooks: [{name: blocklist, terms: [a], colour: red}]}\n",
+            r"tenants\.t\.hooks\.0: .*unexpected keyword argument 'colour'",
+        ),
+        ("  t: {hooks: [{name: pii_redaction, kinds: [ssn]}]}\n", r"kinds: unknown 'ssn'"),
+        (
+            "  t: {plugins: {usage: acme-billing}}\n",
+            r"tenants\.t\.plugins\.usage: unknown usage plugin 'acme-billing'",
+        ),
+        (
+            "  t: {plugins: {audit: nope}}\n",
+            r"tenants\.t\.plugins\.audit: unknown audit plugin 'nope' \(known: noop, s3",
+        ),
+        ("  unknown: {}\n", r"tenants\.unknown: the name is reserved"),
+        ("  t: {audit: {include_content: true, extra: 1}}\n", r"tenants\.t\.audit\.extra"),
+    ],
+)
 def test_bad_entries_stop_the_load_naming_them(tmp_path: Path, tenants: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, tenants)
@@ -66,9 +83,13 @@ def test_demo_tenant_guarded() -> None:
     guarded = config.tenants["guarded"]
     assert [k.sha256 for k in guarded.api_keys] == [hash_key("sk-llmgw-guarded")]
     lines = (ROOT / "config" / "demo.yaml").read_text().splitlines()
-    assert not any("sk-llmgw-guarded" in line.split("#")[0] for line in lines)  # only its hash, outside comments
+    assert not any(
+        "sk-llmgw-guarded" in line.split("#")[0] for line in lines
+    )  # only its hash, outside comments
     assert [(h.name, h.options()) for h in guarded.hooks] == [
-        ("pii_redaction", {}), ("blocklist", {"terms": ["forbidden-topic"]})]
+        ("pii_redaction", {}),
+        ("blocklist", {"terms": ["forbidden-topic"]}),
+    ]
     hooks = TenantHooks.from_config(config)
     assert hooks.pre("demo") is None and hooks.post("demo") is None  # no hooks, no per-request work
     assert [n for n, _ in hooks.pre("guarded").pre] == ["pii_redaction", "blocklist"]  # type: ignore[union-attr]

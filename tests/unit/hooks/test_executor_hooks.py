@@ -63,11 +63,18 @@ async def executor() -> AsyncIterator[Executor]:
         await http.aclose()
 
 
-async def run(ex: Executor, said: str, *, stream: bool, tenant: str = "screened", model: str = "demo-openai",
-              **kw: Any) -> Recorder:
-    req = ChatRequested(request_id=new_id(), tenant_id=tenant, model=model, stream=stream,
-                        messages=[{"role": "user", "content": said}],
-                        params=ChatParams(extra={"emulator_scenario": "echo"}), **kw)
+async def run(
+    ex: Executor, said: str, *, stream: bool, tenant: str = "screened", model: str = "demo-openai", **kw: Any
+) -> Recorder:
+    req = ChatRequested(
+        request_id=new_id(),
+        tenant_id=tenant,
+        model=model,
+        stream=stream,
+        messages=[{"role": "user", "content": said}],
+        params=ChatParams(extra={"emulator_scenario": "echo"}),
+        **kw,
+    )
     await ex.handle(plan(req, load_config(Settings().config_path)), None)  # type: ignore[arg-type]
     return ex.publisher  # type: ignore[return-value]
 
@@ -209,16 +216,22 @@ async def test_no_guard_no_change() -> None:
     assert [c.delta.content for c in out.chunks] == ["a", None] and e.shown == "" and not e.guarded
 
 
-
 async def test_one_request_log_line_per_executed_request(executor: Executor, capsys) -> None:
     capsys.readouterr()
     rec = await run(executor, "all about forbidden-topic here", stream=True)
     (usage,) = rec.of(UsageRecorded)
-    lines = [orjson.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith('{"log":"request"')]
+    lines = [
+        orjson.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith('{"log":"request"')
+    ]
     assert len(lines) == 1
     line = lines[0]
     assert (line["service"], line["request_id"], line["tenant"], line["status"], line["error"]) == (
-        "executor", usage.request_id, "screened", "error", "response_blocked")
+        "executor",
+        usage.request_id,
+        "screened",
+        "error",
+        "response_blocked",
+    )
     assert line["completion_tokens"] == usage.completion_tokens and line["latency_ms"] > 0
 
 

@@ -73,18 +73,30 @@ async def test_requests_every_text_is_redacted_and_the_rest_kept() -> None:
     hook = pii_redaction()
     req = chat(
         {"role": "system", "content": "no pii here"},
-        {"role": "user", "content": [{"type": "text", "text": "me: bob@example.com"},
-                                     {"type": "image_url", "image_url": {"url": "data:,x"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "function": {"name": "pay", "arguments": '{"iban": "DE89370400440532013000"}'}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "me: bob@example.com"},
+                {"type": "image_url", "image_url": {"url": "data:,x"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "function": {"name": "pay", "arguments": '{"iban": "DE89370400440532013000"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "paid from 4111 1111 1111 1111"},
     )
     verdict = await hook.pre_call(req)
     assert isinstance(verdict, Modify)
     out = verdict.value
     assert out.messages[0] is req.messages[0]  # untouched messages are not copied
-    assert out.messages[1].content == [{"type": "text", "text": "me: [EMAIL]"},
-                                       {"type": "image_url", "image_url": {"url": "data:,x"}}]
+    assert out.messages[1].content == [
+        {"type": "text", "text": "me: [EMAIL]"},
+        {"type": "image_url", "image_url": {"url": "data:,x"}},
+    ]
     assert out.messages[2].tool_calls[0].function.arguments == '{"iban": "[IBAN]"}'
     assert out.messages[3].content == "paid from [CARD]"
     assert req.messages[3].content == "paid from 4111 1111 1111 1111"  # the original is not changed

@@ -33,12 +33,16 @@ async def emulator() -> AsyncIterator[HttpxTransport]:
 def target(kind: str, scenario: str = "") -> Target:
     """A deployment of ``kind`` on the emulator; ``scenario`` goes in the model name."""
     model = f"emu-model@{scenario}" if scenario else "emu-model"
-    return Target(alias="alias", provider=f"{kind}-emu", kind=kind, base_url=BASE_URL[kind], upstream_model=model)
+    return Target(
+        alias="alias", provider=f"{kind}-emu", kind=kind, base_url=BASE_URL[kind], upstream_model=model
+    )
 
 
 def request(*messages: dict[str, Any], **params: Any) -> ChatRequested:
     msgs = [Message.model_validate(m) for m in messages] or [Message(role="user", content="hi")]
-    return ChatRequested(request_id="req-1", tenant_id="t1", model="alias", messages=msgs, params=ChatParams(**params))
+    return ChatRequested(
+        request_id="req-1", tenant_id="t1", model="alias", messages=msgs, params=ChatParams(**params)
+    )
 
 
 def assembled(deltas: list[StreamDelta]) -> list[ToolCallDelta]:

@@ -29,9 +29,7 @@ def chat(*messages: dict[str, Any], **params: Any) -> ChatRequested:
     )
 
 
-def deployment(
-    kind: str, base_url: str, upstream_model: str = "m-1", provider: str | None = None
-) -> Target:
+def deployment(kind: str, base_url: str, upstream_model: str = "m-1", provider: str | None = None) -> Target:
     return Target(
         alias="alias",
         provider=provider or f"{kind}-main",

@@ -30,7 +30,9 @@ TEXTS = ["The quick brown fox", "jumped over the lazy dog"]
 
 
 def embed(*texts: str, **fields) -> EmbedRequested:
-    return EmbedRequested(request_id="req-1", tenant_id="t1", model="alias", input=list(texts or TEXTS), **fields)
+    return EmbedRequested(
+        request_id="req-1", tenant_id="t1", model="alias", input=list(texts or TEXTS), **fields
+    )
 
 
 def float32(values: list[float]) -> list[float]:
@@ -49,8 +51,12 @@ def case_for(kind: str, upstream: Upstream | None = None) -> Case:
     fx = EMBED_FIXTURES[kind]
     base_url = upstream.base_url(fx.BASE_URL) if upstream else fx.BASE_URL
     assert fx.URL.startswith(fx.BASE_URL)
-    return Case(ADAPTERS[kind], fx, deployment(kind, base_url, fx.UPSTREAM_MODEL, provider=f"{kind}-east"),
-                base_url + fx.URL[len(fx.BASE_URL):])
+    return Case(
+        ADAPTERS[kind],
+        fx,
+        deployment(kind, base_url, fx.UPSTREAM_MODEL, provider=f"{kind}-east"),
+        base_url + fx.URL[len(fx.BASE_URL) :],
+    )
 
 
 @pytest.fixture(params=KINDS)
@@ -121,7 +127,9 @@ def test_dimensions_are_sent_when_set(mapping: Case) -> None:
 
 
 def test_extra_reaches_the_wire_typed_fields_win(mapping: Case) -> None:
-    req = embed(extra={"user": "end-user-7", "x_vendor": {"a": 1}, "model": "evil", "input": ["x"], "dimensions": 3})
+    req = embed(
+        extra={"user": "end-user-7", "x_vendor": {"a": 1}, "model": "evil", "input": ["x"], "dimensions": 3}
+    )
     body = mapping.adapter.to_wire(req, mapping.deployment)
     assert body["user"] == "end-user-7" and body["x_vendor"] == {"a": 1}
     assert body["model"] == mapping.fx.UPSTREAM_MODEL
@@ -155,7 +163,9 @@ async def test_error_status_maps_to_provider_error(kind: str, status: int, upstr
 
 
 @pytest.mark.parametrize("exc", [httpx.ReadTimeout, httpx.ConnectTimeout])
-async def test_timeouts_map_to_provider_timeout(case: Case, exc: type[httpx.HTTPError], upstream: Upstream) -> None:
+async def test_timeouts_map_to_provider_timeout(
+    case: Case, exc: type[httpx.HTTPError], upstream: Upstream
+) -> None:
     http, _ = upstream.serve(raising(exc))
     with pytest.raises(ProviderTimeout, match=f"{case.deployment.provider}: upstream timed out"):
         await case.adapter.embed(http, embed(), case.deployment, KEY)

@@ -76,7 +76,14 @@ class RawServer:
 
 def answer(body: bytes, *extra: bytes, status: bytes = b"200 OK") -> Reply:
     async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: %d\r\n" % len(body) + b"".join(extra) + b"\r\n" + body)
+        writer.write(
+            b"HTTP/1.1 "
+            + status
+            + b"\r\ncontent-length: %d\r\n" % len(body)
+            + b"".join(extra)
+            + b"\r\n"
+            + body
+        )
         await writer.drain()
 
     return reply
@@ -84,7 +91,12 @@ def answer(body: bytes, *extra: bytes, status: bytes = b"200 OK") -> Reply:
 
 async def test_the_request_on_the_wire() -> None:
     async with RawServer(answer(b"{}")) as server, H1Transport() as http:
-        headers = {"content-type": "application/json", "x-api-key": "k", "Content-Length": "999", "connection": "x"}
+        headers = {
+            "content-type": "application/json",
+            "x-api-key": "k",
+            "Content-Length": "999",
+            "connection": "x",
+        }
         assert await http.post_json(server.url, headers, b'{"a":1}', None) == (200, b"{}")
         port = server.url.split(":")[2].split("/")[0]
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
@@ -121,7 +133,9 @@ async def test_connection_close_and_keepalive_expiry_open_new_connections() -> N
     assert server.connections == 2
 
 
-async def test_a_connection_the_server_closed_while_idle_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     lost = asyncio.Event()
     connection_lost = _Connection.connection_lost
 

@@ -26,12 +26,19 @@ SCHEMA = {
     "properties": {
         "city": {"type": "string"},
         "temperature_c": {"type": "number", "minimum": -90, "maximum": 60},
-        "conditions": {"type": "array", "items": {"type": "string", "enum": ["sun", "rain", "snow"]}, "minItems": 1},
+        "conditions": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["sun", "rain", "snow"]},
+            "minItems": 1,
+        },
     },
     "required": ["city", "temperature_c", "conditions"],
     "additionalProperties": False,
 }
-JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "weather_report", "schema": SCHEMA, "strict": True}}
+JSON_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "weather_report", "schema": SCHEMA, "strict": True},
+}
 JSON_OBJECT = {"type": "json_object"}
 ASK = {"role": "user", "content": "the weather in Paris, as json"}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -47,21 +54,37 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 def test_openai_sends_response_format_as_is() -> None:
     for rf in (JSON_SCHEMA, JSON_OBJECT):
-        assert CHAT["openai"].to_wire(request(ASK, response_format=rf), target("openai"), stream=True)[
-            "response_format"] == rf
+        assert (
+            CHAT["openai"].to_wire(request(ASK, response_format=rf), target("openai"), stream=True)[
+                "response_format"
+            ]
+            == rf
+        )
 
 
 def test_ollama_sends_format() -> None:
     ollama = CHAT["ollama"]
-    assert ollama.to_wire(request(ASK, response_format=JSON_SCHEMA), target("ollama"), stream=False)["format"] == SCHEMA
-    assert ollama.to_wire(request(ASK, response_format=JSON_OBJECT), target("ollama"), stream=False)["format"] == "json"
+    assert (
+        ollama.to_wire(request(ASK, response_format=JSON_SCHEMA), target("ollama"), stream=False)["format"]
+        == SCHEMA
+    )
+    assert (
+        ollama.to_wire(request(ASK, response_format=JSON_OBJECT), target("ollama"), stream=False)["format"]
+        == "json"
+    )
 
 
 def test_anthropic_forces_an_answer_tool() -> None:
-    body = CHAT["anthropic"].to_wire(request(ASK, response_format=JSON_SCHEMA), target("anthropic"), stream=False)
+    body = CHAT["anthropic"].to_wire(
+        request(ASK, response_format=JSON_SCHEMA), target("anthropic"), stream=False
+    )
     (tool,) = body["tools"]
     assert (tool["name"], tool["input_schema"]) == ("weather_report", SCHEMA)
-    assert body["tool_choice"] == {"type": "tool", "name": "weather_report", "disable_parallel_tool_use": True}
+    assert body["tool_choice"] == {
+        "type": "tool",
+        "name": "weather_report",
+        "disable_parallel_tool_use": True,
+    }
     assert "response_format" not in body
 
 
@@ -70,11 +93,19 @@ def test_anthropic_forces_an_answer_tool() -> None:
     [
         (JSON_OBJECT, ANSWER_TOOL, {"type": "object"}),
         ({"type": "json_schema", "json_schema": {"schema": SCHEMA}}, ANSWER_TOOL, SCHEMA),
-        ({"type": "json_schema", "json_schema": {"name": "not a tool name!", "schema": SCHEMA}}, ANSWER_TOOL, SCHEMA),
+        (
+            {"type": "json_schema", "json_schema": {"name": "not a tool name!", "schema": SCHEMA}},
+            ANSWER_TOOL,
+            SCHEMA,
+        ),
     ],
 )
-def test_anthropic_answer_tool_name_and_schema(response_format: dict[str, Any], name: str, schema: Any) -> None:
-    body = CHAT["anthropic"].to_wire(request(ASK, response_format=response_format), target("anthropic"), stream=False)
+def test_anthropic_answer_tool_name_and_schema(
+    response_format: dict[str, Any], name: str, schema: Any
+) -> None:
+    body = CHAT["anthropic"].to_wire(
+        request(ASK, response_format=response_format), target("anthropic"), stream=False
+    )
     assert [(t["name"], t["input_schema"]) for t in body["tools"]] == [(name, schema)]
     assert body["tool_choice"]["name"] == name
 
@@ -84,8 +115,9 @@ def test_anthropic_answer_tool_beside_the_callers_tools() -> None:
     body = adapter.to_wire(request(ASK, tools=[TOOL], response_format=JSON_SCHEMA), dep, stream=False)
     assert [t["name"] for t in body["tools"]] == ["get_weather", "weather_report"]
     assert body["tool_choice"] == {"type": "any"}, "a tool call or the answer"
-    auto = adapter.to_wire(request(ASK, tools=[TOOL], tool_choice="auto", response_format=JSON_SCHEMA), dep,
-                           stream=False)
+    auto = adapter.to_wire(
+        request(ASK, tools=[TOOL], tool_choice="auto", response_format=JSON_SCHEMA), dep, stream=False
+    )
     assert auto["tool_choice"] == {"type": "auto"}, "the caller's choice stands"
 
 
@@ -101,9 +133,19 @@ def test_anthropic_refuses_what_it_cannot_express() -> None:
 
 
 ANTHROPIC_ANSWER = {
-    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "stop_reason": "tool_use",
-    "content": [{"type": "tool_use", "id": "toolu_a", "name": "weather_report",
-                 "input": {"city": "Paris", "temperature_c": 18, "conditions": ["sun"]}}],
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-x",
+    "stop_reason": "tool_use",
+    "content": [
+        {
+            "type": "tool_use",
+            "id": "toolu_a",
+            "name": "weather_report",
+            "input": {"city": "Paris", "temperature_c": 18, "conditions": ["sun"]},
+        }
+    ],
     "usage": {"input_tokens": 10, "output_tokens": 5},
 }
 
@@ -112,37 +154,47 @@ def test_anthropic_answer_tool_reads_back_as_text() -> None:
     req = request(ASK, response_format=JSON_SCHEMA)
     done = AnthropicAdapter().from_wire(ANTHROPIC_ANSWER, req)
     assert done.finish_reason == "stop" and done.message.tool_calls is None
-    assert orjson.loads(done.message.content or "") == {"city": "Paris", "temperature_c": 18, "conditions": ["sun"]}
+    assert orjson.loads(done.message.content or "") == {
+        "city": "Paris",
+        "temperature_c": 18,
+        "conditions": ["sun"],
+    }
     plain = AnthropicAdapter().from_wire(ANTHROPIC_ANSWER)  # a request without response_format
     assert plain.finish_reason == "tool_calls" and plain.message.tool_calls and plain.message.content is None
 
 
 def test_anthropic_answer_beside_a_real_tool_call() -> None:
-    body = {**ANTHROPIC_ANSWER, "content": [
-        {"type": "tool_use", "id": "toolu_w", "name": "get_weather", "input": {"city": "Paris"}},
-        *ANTHROPIC_ANSWER["content"]]}  # type: ignore[misc]
+    body = {
+        **ANTHROPIC_ANSWER,
+        "content": [
+            {"type": "tool_use", "id": "toolu_w", "name": "get_weather", "input": {"city": "Paris"}},
+            *ANTHROPIC_ANSWER["content"],
+        ],
+    }  # type: ignore[misc]
     done = AnthropicAdapter().from_wire(body, request(ASK, tools=[TOOL], response_format=JSON_SCHEMA))
     assert [c.id for c in done.message.tool_calls or []] == ["toolu_w"]
     assert done.finish_reason == "tool_calls" and orjson.loads(done.message.content or "")["city"] == "Paris"
 
 
-ANTHROPIC_ANSWER_STREAM = "\n".join([
-    "event: message_start",
-    'data: {"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":10,"output_tokens":1}}}',
-    "event: content_block_start",
-    'data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_a",'
-    '"name":"weather_report","input":{}}}',
-    "event: content_block_delta",
-    'data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\\"city\\": "}}',
-    "event: content_block_delta",
-    'data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\\"Paris\\"}"}}',
-    "event: content_block_stop",
-    'data: {"type":"content_block_stop","index":0}',
-    "event: message_delta",
-    'data: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":5}}',
-    "event: message_stop",
-    'data: {"type":"message_stop"}',
-])
+ANTHROPIC_ANSWER_STREAM = "\n".join(
+    [
+        "event: message_start",
+        'data: {"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":10,"output_tokens":1}}}',
+        "event: content_block_start",
+        'data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_a",'
+        '"name":"weather_report","input":{}}}',
+        "event: content_block_delta",
+        'data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\\"city\\": "}}',
+        "event: content_block_delta",
+        'data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\\"Paris\\"}"}}',
+        "event: content_block_stop",
+        'data: {"type":"content_block_stop","index":0}',
+        "event: message_delta",
+        'data: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":5}}',
+        "event: message_stop",
+        'data: {"type":"message_stop"}',
+    ]
+)
 
 
 def test_anthropic_stream_answer_tool_is_content() -> None:
@@ -157,7 +209,9 @@ def test_anthropic_stream_answer_tool_is_content() -> None:
 # --- against the emulator ----------------------------------------------------------------------------
 
 
-async def _answer(kind: str, emu: HttpTransport, rf: dict[str, Any], scenario: str, stream: bool) -> tuple[str, str]:
+async def _answer(
+    kind: str, emu: HttpTransport, rf: dict[str, Any], scenario: str, stream: bool
+) -> tuple[str, str]:
     adapter, req, dep = CHAT[kind], request(ASK, response_format=rf), target(kind, scenario)
     if stream:
         deltas = [d async for d in adapter.stream(emu, req, dep, None)]
@@ -169,7 +223,9 @@ async def _answer(kind: str, emu: HttpTransport, rf: dict[str, Any], scenario: s
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_json_schema_answer_is_text_that_conforms(kind: str, stream: bool, emulator: HttpTransport) -> None:
+async def test_json_schema_answer_is_text_that_conforms(
+    kind: str, stream: bool, emulator: HttpTransport
+) -> None:
     text, finish = await _answer(kind, emulator, JSON_SCHEMA, "", stream)
     assert finish == "stop"
     jsonschema.validate(orjson.loads(text), SCHEMA)
@@ -182,7 +238,9 @@ async def test_streamed_and_whole_answers_agree(kind: str, emulator: HttpTranspo
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_schema_violation_reaches_the_gateway_as_text(kind: str, stream: bool, emulator: HttpTransport) -> None:
+async def test_schema_violation_reaches_the_gateway_as_text(
+    kind: str, stream: bool, emulator: HttpTransport
+) -> None:
     text, finish = await _answer(kind, emulator, JSON_SCHEMA, "schema_violation=1", stream)
     assert finish == "stop"
     value = orjson.loads(text)

@@ -22,9 +22,15 @@ __all__ = ["emulator"]
 
 WEATHER_PARAMS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TIME_PARAMS = {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}
-WEATHER = {"type": "function",
-           "function": {"name": "get_weather", "description": "Weather in a city", "parameters": WEATHER_PARAMS,
-                        "strict": False}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": WEATHER_PARAMS,
+        "strict": False,
+    },
+}
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": TIME_PARAMS}}
 TOOLS = [WEATHER, TIME]
 PARAMS = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
@@ -38,8 +44,14 @@ WIRE_TOOLS = {
         {"name": "get_time", "input_schema": TIME_PARAMS},
     ],
     "ollama": [
-        {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                          "parameters": WEATHER_PARAMS}},
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": WEATHER_PARAMS,
+            },
+        },
         {"type": "function", "function": {"name": "get_time", "parameters": TIME_PARAMS}},
     ],
 }
@@ -91,14 +103,17 @@ def test_unified_tools_in_each_provider_format(kind: str) -> None:
 
 
 @pytest.mark.parametrize(("kind", "choice", "expected"), [(k, c, e) for k in KINDS for c, e in CHOICES[k]])
-def test_tool_choice_in_each_provider_format(kind: str, choice: Any, expected: tuple[Any, list[str] | None]) -> None:
+def test_tool_choice_in_each_provider_format(
+    kind: str, choice: Any, expected: tuple[Any, list[str] | None]
+) -> None:
     body = CHAT[kind].to_wire(request(ASK, tools=TOOLS, tool_choice=choice), target(kind), stream=True)
     assert (body.get("tool_choice"), _names(body)) == expected
 
 
 def test_parallel_tool_calls_off(kind: str) -> None:
-    body = CHAT[kind].to_wire(request(ASK, tools=TOOLS, extra={"parallel_tool_calls": False}), target(kind),
-                              stream=False)
+    body = CHAT[kind].to_wire(
+        request(ASK, tools=TOOLS, extra={"parallel_tool_calls": False}), target(kind), stream=False
+    )
     expected = {
         "openai": ("parallel_tool_calls", False),
         "anthropic": ("tool_choice", {"type": "auto", "disable_parallel_tool_use": True}),
@@ -109,21 +124,37 @@ def test_parallel_tool_calls_off(kind: str) -> None:
 
 def test_anthropic_named_choice_keeps_parallel_off() -> None:
     body = CHAT["anthropic"].to_wire(
-        request(ASK, tools=TOOLS, tool_choice=NAMED, extra={"parallel_tool_calls": False}), target("anthropic"),
-        stream=False)
+        request(ASK, tools=TOOLS, tool_choice=NAMED, extra={"parallel_tool_calls": False}),
+        target("anthropic"),
+        stream=False,
+    )
     assert body["tool_choice"] == {"type": "tool", "name": "get_time", "disable_parallel_tool_use": True}
     none = CHAT["anthropic"].to_wire(
-        request(ASK, tools=TOOLS, tool_choice="none", extra={"parallel_tool_calls": False}), target("anthropic"),
-        stream=False)
+        request(ASK, tools=TOOLS, tool_choice="none", extra={"parallel_tool_calls": False}),
+        target("anthropic"),
+        stream=False,
+    )
     assert none["tool_choice"] == {"type": "none"}, "Anthropic refuses disable_parallel_tool_use with none"
 
 
 CONVERSATION = [
     ASK,
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "id-w", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-        {"id": "id-t", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "CET"}'}},
-    ]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "id-w",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            },
+            {
+                "id": "id-t",
+                "type": "function",
+                "function": {"name": "get_time", "arguments": '{"tz": "CET"}'},
+            },
+        ],
+    },
     {"role": "tool", "tool_call_id": "id-w", "content": "18C"},
     {"role": "tool", "tool_call_id": "id-t", "content": "14:05"},
 ]
@@ -137,8 +168,10 @@ def test_tool_results_refer_to_their_calls(kind: str) -> None:
         assert [c["id"] for c in msgs[1]["tool_calls"]] == ["id-w", "id-t"]
     elif kind == "anthropic":
         assert [b["id"] for b in msgs[1]["content"]] == ["id-w", "id-t"]
-        assert [(b["type"], b["tool_use_id"]) for b in msgs[2]["content"]] == [("tool_result", "id-w"),
-                                                                                ("tool_result", "id-t")]
+        assert [(b["type"], b["tool_use_id"]) for b in msgs[2]["content"]] == [
+            ("tool_result", "id-w"),
+            ("tool_result", "id-t"),
+        ]
         assert msgs[1]["content"][0]["input"] == {"city": "Paris"}
     else:  # Ollama matches results to calls by name
         assert [m.get("tool_name") for m in msgs[2:]] == ["get_weather", "get_time"]
@@ -146,10 +179,20 @@ def test_tool_results_refer_to_their_calls(kind: str) -> None:
 
 
 def test_ollama_generated_ids_are_stable_and_distinct() -> None:
-    body = {"model": "m", "done": True, "done_reason": "stop", "message": {"role": "assistant", "content": "",
-            "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}},
-                           {"function": {"index": 1, "name": "f", "arguments": {"a": 1}}},
-                           {"id": "own-id", "function": {"name": "f", "arguments": {"a": 2}}}]}}
+    body = {
+        "model": "m",
+        "done": True,
+        "done_reason": "stop",
+        "message": {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"function": {"name": "f", "arguments": {"a": 1}}},
+                {"function": {"index": 1, "name": "f", "arguments": {"a": 1}}},
+                {"id": "own-id", "function": {"name": "f", "arguments": {"a": 2}}},
+            ],
+        },
+    }
     first = OllamaAdapter().from_wire(body).message.tool_calls or []
     again = OllamaAdapter().from_wire(orjson.loads(orjson.dumps(body))).message.tool_calls or []
     assert [c.id for c in first] == [c.id for c in again]
@@ -248,8 +291,17 @@ async def test_a_result_naming_no_call_is_refused(emulator: HttpTransport) -> No
     """The round trip above proves something: ids that do not match are refused."""
     bad = request(
         ASK,
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "toolu_real", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "toolu_real",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{}"},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "toolu_other", "content": "x"},
         tools=TOOLS,
     )

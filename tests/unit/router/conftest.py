@@ -69,18 +69,58 @@ def routing_config() -> GatewayConfig:
 
 
 def chat(model: str, **kw) -> ChatRequested:
-    base = {"request_id": "r1", "tenant_id": "t", "model": model, "messages": [{"role": "user", "content": "hi"}]}
+    base = {
+        "request_id": "r1",
+        "tenant_id": "t",
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     return ChatRequested.model_validate(base | kw)
 
 
-def usage(alias: str, provider: str, model: str, *, status: str = "ok", streamed: bool = True,
-          ttft_ms: float | None = 100.0, total_ms: float | None = None, error_code: str | None = None) -> bytes:
-    return encode(UsageRecorded(request_id="u", tenant_id="t", status=status, alias=alias, provider=provider,
-                                model=model, streamed=streamed, ttft_ms=ttft_ms, total_ms=total_ms,
-                                error_code=error_code))
+def usage(
+    alias: str,
+    provider: str,
+    model: str,
+    *,
+    status: str = "ok",
+    streamed: bool = True,
+    ttft_ms: float | None = 100.0,
+    total_ms: float | None = None,
+    error_code: str | None = None,
+) -> bytes:
+    return encode(
+        UsageRecorded(
+            request_id="u",
+            tenant_id="t",
+            status=status,
+            alias=alias,
+            provider=provider,
+            model=model,
+            streamed=streamed,
+            ttft_ms=ttft_ms,
+            total_ms=total_ms,
+            error_code=error_code,
+        )
+    )
 
 
-def audit(alias: str, provider: str, model: str, action: str = "fallback_triggered",
-          error_code: str | None = "provider_error") -> bytes:
-    return encode(AuditRecorded(request_id="a", tenant_id="t", action=action, actor="executor", alias=alias,
-                                provider=provider, model=model, error_code=error_code))
+def audit(
+    alias: str,
+    provider: str,
+    model: str,
+    action: str = "fallback_triggered",
+    error_code: str | None = "provider_error",
+) -> bytes:
+    return encode(
+        AuditRecorded(
+            request_id="a",
+            tenant_id="t",
+            action=action,
+            actor="executor",
+            alias=alias,
+            provider=provider,
+            model=model,
+            error_code=error_code,
+        )
+    )

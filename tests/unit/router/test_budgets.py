@@ -56,10 +56,18 @@ def ledger(gov):
     return PartitionLedger(0, gov.tenants)
 
 
-def chat(rid: str, model: str = "cheap", user: str | None = "rich", max_tokens: int | None = 100, **kw) -> ChatRequested:
+def chat(
+    rid: str, model: str = "cheap", user: str | None = "rich", max_tokens: int | None = 100, **kw
+) -> ChatRequested:
     params = {"max_tokens": max_tokens} if max_tokens else {}
-    base = {"request_id": rid, "tenant_id": "b", "user_id": user, "model": model,
-            "messages": [{"role": "user", "content": "hello there"}], "params": params}
+    base = {
+        "request_id": rid,
+        "tenant_id": "b",
+        "user_id": user,
+        "model": model,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "params": params,
+    }
     return ChatRequested.model_validate(base | kw)
 
 
@@ -68,8 +76,9 @@ def admit(gov, ledger, config, req, now=DAY):
 
 
 def settle(ledger, rid, cost, user="rich", at=DAY):
-    ledger.apply_usage({"request_id": rid, "tenant_id": "b", "user_id": user, "total_tokens": 1, "cost_usd": cost},
-                       0, at)
+    ledger.apply_usage(
+        {"request_id": rid, "tenant_id": "b", "user_id": user, "total_tokens": 1, "cost_usd": cost}, 0, at
+    )
 
 
 def test_the_reservation_is_the_worst_case_priced_by_the_usage_price_function(config):
@@ -85,8 +94,10 @@ def test_the_reservation_is_the_worst_case_priced_by_the_usage_price_function(co
 def test_without_max_tokens_the_model_maximum_is_reserved_and_fallbacks_take_the_dearest(config):
     req = chat("r", max_tokens=None, fallbacks=["dear"])
     bound = prompt_bound(req)
-    worst = max(cost_usd(Usage(prompt_tokens=bound, completion_tokens=1000), config.models["cheap"].deployments[0]),
-                cost_usd(Usage(prompt_tokens=bound, completion_tokens=500), config.models["dear"].deployments[0]))
+    worst = max(
+        cost_usd(Usage(prompt_tokens=bound, completion_tokens=1000), config.models["cheap"].deployments[0]),
+        cost_usd(Usage(prompt_tokens=bound, completion_tokens=500), config.models["dear"].deployments[0]),
+    )
     assert max_cost(req, plan(req, config), config.models, bound) == worst
 
 
@@ -167,7 +178,9 @@ def test_lapsed_reservations_are_released(gov, ledger, config):
 
 def test_limits_and_budgets_may_only_name_keys_the_tenant_has():
     doc = yaml.safe_load(CONFIG)
-    doc["tenants"]["b"]["budgets"].append({"period": "day", "usd": 1, "per": "key", "overrides": {"nokey": 2}})
+    doc["tenants"]["b"]["budgets"].append(
+        {"period": "day", "usd": 1, "per": "key", "overrides": {"nokey": 2}}
+    )
     with pytest.raises(ValueError, match="nokey"):
         GatewayConfig.model_validate(doc)
     assert issubclass(ConfigError, ValueError)

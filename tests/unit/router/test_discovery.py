@@ -39,7 +39,8 @@ def test_filters(routing_config):
     # provider: a name or a kind, of any deployment
     assert ids(listed(routing_config, provider="anthropic")) == ids(listed(routing_config, provider="p2"))
     assert "notools" not in ids(listed(routing_config, provider="p2")) and "with-tools" in ids(
-        listed(routing_config, provider="anthropic"))
+        listed(routing_config, provider="anthropic")
+    )
     # a deployment's own capabilities count for its alias
     assert ids(listed(routing_config, capability="tools")) == ["mixed", "split", "with-tools"]
     assert ids(listed(routing_config, model="cheap")) == ["cheap"]
@@ -55,10 +56,18 @@ def test_what_each_model_says(routing_config):
     [c] = listed(routing_config, model="cheap")
     assert c.routing == "cheapest"
     assert [(d.provider, d.model, d.price.input_per_mtok) for d in c.deployments] == [
-        ("p1", "pricey", 1.0), ("p2", "small", 0.1), ("p1", "mid", 0.5), ("p2", "mid-too", 0.9)]
+        ("p1", "pricey", 1.0),
+        ("p2", "small", 0.1),
+        ("p1", "mid", 0.5),
+        ("p2", "mid-too", 0.9),
+    ]
     assert c.price == c.deployments[0].price and c.usable and all(d.usable for d in c.deployments)
-    per_unit = ModelConfig.model_validate({"capabilities": ["embeddings"], "deployments": [
-        {"provider": "p1", "model": "e", "price": {"per_unit": {"inputs": 0.001}}}]})
+    per_unit = ModelConfig.model_validate(
+        {
+            "capabilities": ["embeddings"],
+            "deployments": [{"provider": "p1", "model": "e", "price": {"per_unit": {"inputs": 0.001}}}],
+        }
+    )
     [e] = listed(routing_config, catalog={"priced": per_unit})
     assert e.price.per_unit == {"inputs": 0.001}
 
@@ -71,7 +80,10 @@ def test_usable_and_ttft_come_from_the_routing_statistics(routing_config):
         s.failure(("notools", "p1", "nt"), NOW - 5 + i)
     [f] = listed(routing_config, health=s.health, model="fast")
     assert [(d.model, d.usable, d.ttft_ms_avg) for d in f.deployments] == [
-        ("slow", False, None), ("quick", True, 25.0), ("new", True, None)]
+        ("slow", False, None),
+        ("quick", True, 25.0),
+        ("new", True, None),
+    ]
     assert f.usable
     [n] = listed(routing_config, health=s.health, model="notools")
     assert not n.usable and not n.deployments[0].usable

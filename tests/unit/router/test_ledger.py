@@ -40,9 +40,16 @@ def gov(config):
 
 
 def chat(rid: str, user: str = "u1") -> ChatRequested:
-    return ChatRequested.model_validate({"request_id": rid, "tenant_id": "g", "user_id": user, "model": "m",
-                                         "messages": [{"role": "user", "content": "hi"}],
-                                         "params": {"max_tokens": 100}})
+    return ChatRequested.model_validate(
+        {
+            "request_id": rid,
+            "tenant_id": "g",
+            "user_id": user,
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "params": {"max_tokens": 100},
+        }
+    )
 
 
 class Log:
@@ -82,8 +89,12 @@ def state(led: PartitionLedger, now: float):
     t = led.tenant("g")
     t.tick(now)
     windows = {wid: (w.requests, w.tokens) for wid, w in t.windows.items()}
-    return windows, sorted(t.open), {k: round(v, 12) for k, v in t.spent.items()}, \
-        {k: round(v, 12) for k, v in t.reserved.items() if abs(v) > 1e-12}
+    return (
+        windows,
+        sorted(t.open),
+        {k: round(v, 12) for k, v in t.spent.items()},
+        {k: round(v, 12) for k, v in t.reserved.items() if abs(v) > 1e-12},
+    )
 
 
 @pytest.mark.parametrize("snap_after", [None, 0, 2, 4, 6])

@@ -58,8 +58,14 @@ class Clock:
 
 
 def chat(rid: str, tenant: str = "lim", user: str | None = "u1", **kw) -> ChatRequested:
-    base = {"request_id": rid, "tenant_id": tenant, "user_id": user, "model": "m",
-            "messages": [{"role": "user", "content": "hi"}], "params": {"max_tokens": 10}}
+    base = {
+        "request_id": rid,
+        "tenant_id": tenant,
+        "user_id": user,
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "params": {"max_tokens": 10},
+    }
     return ChatRequested.model_validate(base | kw)
 
 
@@ -128,7 +134,9 @@ def test_tokens_are_reserved_then_settled(gov, ledger, config):
     assert exc.value.details["scope"] == "client_id svc"
     assert exc.value.details["retry_after_s"] == pytest.approx(59.0)
     ledger.apply_usage({"request_id": "t0", "tenant_id": "lim", "total_tokens": 20, "cost_usd": 0.0}, 0, 2.5)
-    grant = admit(gov, ledger, config, chat("t1", user=None, client_id="svc", params={"max_tokens": 200}), 3.0)
+    grant = admit(
+        gov, ledger, config, chat("t1", user=None, client_id="svc", params={"max_tokens": 200}), 3.0
+    )
     assert grant.record.tokens == reserve
     assert grant.ratelimit.limit_tokens == 300 and grant.ratelimit.remaining_tokens == 300 - 20 - reserve
 

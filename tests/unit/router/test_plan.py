@@ -17,7 +17,12 @@ def config():
 
 
 def req(**kw):
-    base = {"request_id": "r1", "tenant_id": "demo", "model": "demo-openai", "messages": [{"role": "user", "content": "hi"}]}
+    base = {
+        "request_id": "r1",
+        "tenant_id": "demo",
+        "model": "demo-openai",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     return ChatRequested.model_validate(base | kw)
 
 
@@ -48,7 +53,9 @@ def test_unknown_fallback_is_rejected_too(config):
 
 def test_tenant_allow_list(config):
     plan(req(tenant_id="restricted"), config)
-    with pytest.raises(ModelNotApproved, match="tenant 'restricted' is not approved for model 'demo-anthropic'"):
+    with pytest.raises(
+        ModelNotApproved, match="tenant 'restricted' is not approved for model 'demo-anthropic'"
+    ):
         plan(req(tenant_id="restricted", model="demo-anthropic"), config)
 
 
@@ -58,7 +65,10 @@ def test_unknown_tenant(config):
 
 
 def test_capabilities(config):
-    plain = {"deployments": [{"provider": "emulator-ollama", "model": "m"}], "capabilities": ["chat", "stream"]}
+    plain = {
+        "deployments": [{"provider": "emulator-ollama", "model": "m"}],
+        "capabilities": ["chat", "stream"],
+    }
     cfg = config.model_copy(update={"models": {**config.models, "plain": ModelConfig.model_validate(plain)}})
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     with pytest.raises(CapabilityNotSupported, match="'plain' does not support tools"):
@@ -72,7 +82,9 @@ def test_capabilities(config):
 
 
 def test_max_tokens_over_model_limit(config):
-    with pytest.raises(ValidationError, match="max_tokens=999999 exceeds model 'demo-openai' output limit of 16384"):
+    with pytest.raises(
+        ValidationError, match="max_tokens=999999 exceeds model 'demo-openai' output limit of 16384"
+    ):
         plan(req(params={"max_tokens": 999999}), config)
 
 
@@ -87,7 +99,9 @@ def test_weighted_first_deployment(config):
     m = cfg.models["demo-openai"]
     dep = m.deployments[0]
     cfg.models["demo-openai"] = m.model_copy(
-        update={"deployments": [dep, dep.model_copy(update={"provider": "emulator-anthropic", "weight": 1000.0})]}
+        update={
+            "deployments": [dep, dep.model_copy(update={"provider": "emulator-anthropic", "weight": 1000.0})]
+        }
     )
     firsts = {plan(req(), cfg, rng=random.Random(i)).deployments[0].provider for i in range(20)}
     assert firsts == {"emulator-anthropic"}

@@ -41,8 +41,12 @@ def config():
 
 
 def req(**kw: Any) -> ChatRequested:
-    base = {"request_id": "r1", "tenant_id": "demo", "model": "demo-openai",
-            "messages": [{"role": "user", "content": "hi"}]}
+    base = {
+        "request_id": "r1",
+        "tenant_id": "demo",
+        "model": "demo-openai",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     return ChatRequested.model_validate(base | kw)
 
 
@@ -63,7 +67,9 @@ def test_policy_errors_are_unchanged(config) -> None:
     with pytest.raises(ValidationError, match=r"^messages is \d+ bytes, over the 64-byte prompt limit$") as e:
         plan(req(client_id="c", messages=[{"role": "user", "content": "x" * 100}]), cfg)
     assert e.value.param == "messages"
-    embed = EmbedRequested(request_id="r", tenant_id="demo", client_id="c", model="demo-embed", input=["y" * 65])
+    embed = EmbedRequested(
+        request_id="r", tenant_id="demo", client_id="c", model="demo-embed", input=["y" * 65]
+    )
     with pytest.raises(ValidationError, match="^input is 65 bytes, over the 64-byte prompt limit$"):
         plan(embed, cfg)
     plan(req(client_id="c"), cfg)
@@ -71,7 +77,11 @@ def test_policy_errors_are_unchanged(config) -> None:
 
 def test_checked_in_order_client_id_size_then_models(config) -> None:
     cfg = strict(config, require_client_id=True, disabled_models=["demo-openai"], max_prompt_bytes=8)
-    assert [type(h) for h in policy_hooks(cfg.policies)] == [RequiredClientIdHook, PromptSizeHook, DisabledModelsHook]
+    assert [type(h) for h in policy_hooks(cfg.policies)] == [
+        RequiredClientIdHook,
+        PromptSizeHook,
+        DisabledModelsHook,
+    ]
     assert policy_hooks(cfg.policies) is policy_hooks(cfg.policies)  # built once per configuration
     with pytest.raises(ValidationError, match="client_id"):
         admit(req(messages=[{"role": "user", "content": "x" * 100}]), cfg)
@@ -90,7 +100,10 @@ async def test_policies_are_hooks_a_tenant_may_add() -> None:
     assert isinstance(verdict.error, ValidationError)
     assert await RequiredClientIdHook().pre_call(req(client_id="c")) is ALLOW
     models_list = ModelsListRequested(request_id="r", tenant_id="demo")
-    assert DisabledModelsHook(["x"]).check(models_list) is ALLOW and PromptSizeHook(1).check(models_list) is ALLOW
+    assert (
+        DisabledModelsHook(["x"]).check(models_list) is ALLOW
+        and PromptSizeHook(1).check(models_list) is ALLOW
+    )
     assert isinstance(RequiredClientIdHook().check(models_list), Block)  # every operation needs it
 
 
@@ -134,8 +147,9 @@ async def handle(router: Router, request: ChatRequested) -> Recorder:
 
 async def test_a_modified_request_is_what_gets_planned(router) -> None:
     said = "mail me at alice@example.com or call +1 415 555 2671"
-    rec = await handle(router, req(request_id=new_id(), tenant_id="guarded",
-                                   messages=[{"role": "user", "content": said}]))
+    rec = await handle(
+        router, req(request_id=new_id(), tenant_id="guarded", messages=[{"role": "user", "content": said}])
+    )
     (execution,) = rec.of(ExecutionPlanned)
     assert execution.request.messages[0].content == "mail me at [EMAIL] or call [PHONE]"
     assert not rec.of(AuditRecorded)
@@ -143,16 +157,27 @@ async def test_a_modified_request_is_what_gets_planned(router) -> None:
 
 async def test_a_blocked_request_is_answered_and_audited_with_its_rule(router, capsys) -> None:
     rid = new_id()
-    rec = await handle(router, req(request_id=rid, tenant_id="guarded", client_id="c1",
-                                   messages=[{"role": "user", "content": "tell me about forbidden-topic"}]))
+    rec = await handle(
+        router,
+        req(
+            request_id=rid,
+            tenant_id="guarded",
+            client_id="c1",
+            messages=[{"role": "user", "content": "tell me about forbidden-topic"}],
+        ),
+    )
     assert not rec.of(ExecutionPlanned)
     (result,) = rec.of(ResultProduced)
     assert result.status == "error" and result.error is not None
     assert result.error.code == "request_blocked" and result.error.details == {"rule": "blocklist"}
     assert "rule 'blocklist'" in result.error.message and "forbidden" not in result.error.message
     (audit,) = rec.of(AuditRecorded)
-    assert (audit.action, audit.actor, audit.reason, audit.error_code) == ("blocked", "router", "blocklist",
-                                                                          "request_blocked")
+    assert (audit.action, audit.actor, audit.reason, audit.error_code) == (
+        "blocked",
+        "router",
+        "blocklist",
+        "request_blocked",
+    )
     assert (audit.request_id, audit.tenant_id, audit.client_id) == (rid, "guarded", "c1")
     line = [ln for ln in capsys.readouterr().out.splitlines() if rid in ln]
     assert len(line) == 1 and '"error":"request_blocked"' in line[0] and '"service":"router"' in line[0]
@@ -162,13 +187,21 @@ async def test_policies_run_before_the_tenants_hooks(router) -> None:
     """A prompt over the size limit is refused before any hook reads it (PII scanning a huge
     prompt would be the cost)."""
     router.config = strict(router.config, max_prompt_bytes=64)
-    rec = await handle(router, req(request_id=new_id(), tenant_id="guarded",
-                                   messages=[{"role": "user", "content": "forbidden-topic " * 10}]))
+    rec = await handle(
+        router,
+        req(
+            request_id=new_id(),
+            tenant_id="guarded",
+            messages=[{"role": "user", "content": "forbidden-topic " * 10}],
+        ),
+    )
     (result,) = rec.of(ResultProduced)
     assert result.error is not None and result.error.code == "validation_error"
 
 
 async def test_a_tenant_without_hooks_is_planned_as_sent(router) -> None:
-    rec = await handle(router, req(request_id=new_id(), messages=[{"role": "user", "content": "bob@example.com"}]))
+    rec = await handle(
+        router, req(request_id=new_id(), messages=[{"role": "user", "content": "bob@example.com"}])
+    )
     (execution,) = rec.of(ExecutionPlanned)
     assert execution.request.messages[0].content == "bob@example.com"

@@ -38,19 +38,30 @@ def test_what_counts(resolve):
     # a whole answer: its own average (ttft_ms of a whole answer is the provider call)
     assert s.observe(usage("fast", "p1", "quick", streamed=False, ttft_ms=700.0), ms(NOW - 3), resolve)
     assert s.get(QUICK).response_ms == 700.0
-    assert s.observe(usage("fast", "p1", "slow", streamed=False, ttft_ms=None, total_ms=900.0), ms(NOW), resolve)
+    assert s.observe(
+        usage("fast", "p1", "slow", streamed=False, ttft_ms=None, total_ms=900.0), ms(NOW), resolve
+    )
     assert s.get(SLOW).response_ms == 900.0
     # failures: provider errors and timeouts, from usage and from fallback_triggered audits
-    assert s.observe(usage("fast", "p2", "new", status="error", error_code="provider_timeout", ttft_ms=None),
-                     ms(NOW - 2), resolve)
+    assert s.observe(
+        usage("fast", "p2", "new", status="error", error_code="provider_timeout", ttft_ms=None),
+        ms(NOW - 2),
+        resolve,
+    )
     assert s.observe(audit("fast", "p2", "new"), ms(NOW - 1), resolve)
     assert s.get(NEW).outcomes[-1] == (NOW - 1, True)
     # nothing about the deployment: cancelled, a gateway-side error, other audit actions, junk
-    for value in (usage("fast", "p2", "new", status="cancelled", error_code="cancelled"),
-                  usage("fast", "p2", "new", status="error", error_code="validation_error"),
-                  audit("fast", "p2", "new", action="failed"), audit("fast", "p2", "new", action="started"),
-                  audit("fast", "p2", "new", error_code="cancelled"),
-                  usage("nope", "p1", "quick"), usage("fast", "p9", "quick"), b"not json", b'{"alias": 1}'):
+    for value in (
+        usage("fast", "p2", "new", status="cancelled", error_code="cancelled"),
+        usage("fast", "p2", "new", status="error", error_code="validation_error"),
+        audit("fast", "p2", "new", action="failed"),
+        audit("fast", "p2", "new", action="started"),
+        audit("fast", "p2", "new", error_code="cancelled"),
+        usage("nope", "p1", "quick"),
+        usage("fast", "p9", "quick"),
+        b"not json",
+        b'{"alias": 1}',
+    ):
         assert not s.observe(value, ms(NOW), resolve), value
     assert len(s.get(NEW).outcomes) == 2 and s.observed == 6
 
@@ -82,10 +93,20 @@ def test_reported_models_map_to_configured_deployments(routing_config):
     assert deployment_key(m, "cheap", "p2", "mid") == ("cheap", "p2", "mid-too")  # the only one it prefixes
     assert deployment_key(m, "nope", "p1", "quick") is None
     assert deployment_key(m, "fast", "p9", "quick") is None
-    emulated = {"e": routing_config.models["fast"].model_copy(update={"deployments": [
-        d.model_copy(update={"model": n}) for d, n in zip(routing_config.models["fast"].deployments,
-                                                          ["slow-emu@ttfb_ms=300", "quick-emu", "x"], strict=True)
-    ]})}
+    emulated = {
+        "e": routing_config.models["fast"].model_copy(
+            update={
+                "deployments": [
+                    d.model_copy(update={"model": n})
+                    for d, n in zip(
+                        routing_config.models["fast"].deployments,
+                        ["slow-emu@ttfb_ms=300", "quick-emu", "x"],
+                        strict=True,
+                    )
+                ]
+            }
+        )
+    }
     # the emulator answers "slow-emu@ttfb_ms=300" as "slow-emu"
     assert deployment_key(emulated, "e", "p1", "slow-emu") == ("e", "p1", "slow-emu@ttfb_ms=300")
 
@@ -95,8 +116,12 @@ def test_rebuilt_from_records_in_any_order_equals_what_was_observed_live(routing
     records = []
     for i in range(60):
         dep, mean = rng.choice([("slow", 300.0), ("quick", 30.0), ("new", 90.0)])
-        records.append((ms(NOW - 600 + i), usage("fast", "p2" if dep == "new" else "p1", dep,
-                                                 ttft_ms=mean * rng.uniform(0.8, 1.2))))
+        records.append(
+            (
+                ms(NOW - 600 + i),
+                usage("fast", "p2" if dep == "new" else "p1", dep, ttft_ms=mean * rng.uniform(0.8, 1.2)),
+            )
+        )
     records += [(ms(NOW - 5 + i), audit("fast", "p1", "quick")) for i in range(3)]
     live = RoutingStats(clock=lambda: NOW)
     for ts, value in records:
@@ -110,8 +135,12 @@ def test_rebuilt_from_records_in_any_order_equals_what_was_observed_live(routing
         assert rebuilt.get(key).ttft_ms == pytest.approx(live.get(key).ttft_ms)
         assert rebuilt.usable(key) == live.usable(key)
     assert not rebuilt.usable(QUICK)
-    order = [d.upstream_model for d in plan(chat("fast", stream=True), routing_config, stats=rebuilt).deployments]
+    order = [
+        d.upstream_model for d in plan(chat("fast", stream=True), routing_config, stats=rebuilt).deployments
+    ]
     assert order == ["new", "slow", "quick"]  # quick is fastest but failing now: last
     # a router that starts empty would have planned in configuration order
-    assert [d.upstream_model for d in plan(chat("fast", stream=True), routing_config,
-                                           stats=RoutingStats()).deployments] == ["slow", "quick", "new"]
+    assert [
+        d.upstream_model
+        for d in plan(chat("fast", stream=True), routing_config, stats=RoutingStats()).deployments
+    ] == ["slow", "quick", "new"]

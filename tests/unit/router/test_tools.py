@@ -27,7 +27,11 @@ WEATHER_PARAMS = {
 }
 WEATHER_FUNCTION = {
     "type": "function",
-    "function": {"name": "get_weather", "description": "The current weather in a city.", "parameters": WEATHER_PARAMS},
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": WEATHER_PARAMS,
+    },
 }
 TIME_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -53,8 +57,13 @@ def demo_types() -> DirectoryTypeRegistry:
 
 def req(tools: list[dict[str, Any]], **params: Any) -> ChatRequested:
     return ChatRequested.model_validate(
-        {"request_id": "r1", "tenant_id": "demo", "model": "demo-openai",
-         "messages": [{"role": "user", "content": "weather?"}], "params": {"tools": tools, **params}}
+        {
+            "request_id": "r1",
+            "tenant_id": "demo",
+            "model": "demo-openai",
+            "messages": [{"role": "user", "content": "weather?"}],
+            "params": {"tools": tools, **params},
+        }
     )
 
 
@@ -71,8 +80,12 @@ def test_inline_gts_schema_becomes_a_function() -> None:
         "function": {
             "name": "get_time",
             "description": "Time in a zone",
-            "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"],
-                           "additionalProperties": False},
+            "parameters": {
+                "type": "object",
+                "properties": {"tz": {"type": "string"}},
+                "required": ["tz"],
+                "additionalProperties": False,
+            },
         },
     }
 
@@ -103,20 +116,32 @@ def test_three_formats_in_one_request_keep_their_order(demo_types: DirectoryType
         ({"type": "gts_ref", "gts_id": "gts.llmgw.demo.tools.get_weather.v01~"}, "is not a GTS type id"),
         ({"type": "gts_ref", "gts_id": "gts.llmgw.demo.tools.get_weather"}, "is not a GTS type id"),
         ({"type": "gts_ref"}, "gts_id None is not a GTS type id"),
-        ({"type": "gts_ref", "gts_id": "gts.llmgw.demo.tools.get_rain.v1~"},
-         r"unknown type gts.llmgw.demo.tools.get_rain.v1~ \(not in the type registry\)"),
-        ({"type": "gts", "schema": {**TIME_SCHEMA, "$id": "gts.acme.clock.tools.get_time.v2~"}},
-         "is not gts://<GTS type id>"),
-        ({"type": "gts", "schema": {**TIME_SCHEMA, "$id": "gts://gts.acme.Clock.tools.get_time.v2~"}},
-         "is not gts://<GTS type id>"),
-        ({"type": "gts", "schema": {k: v for k, v in TIME_SCHEMA.items() if k != "$id"}}, r"schema \$id None"),
+        (
+            {"type": "gts_ref", "gts_id": "gts.llmgw.demo.tools.get_rain.v1~"},
+            r"unknown type gts.llmgw.demo.tools.get_rain.v1~ \(not in the type registry\)",
+        ),
+        (
+            {"type": "gts", "schema": {**TIME_SCHEMA, "$id": "gts.acme.clock.tools.get_time.v2~"}},
+            "is not gts://<GTS type id>",
+        ),
+        (
+            {"type": "gts", "schema": {**TIME_SCHEMA, "$id": "gts://gts.acme.Clock.tools.get_time.v2~"}},
+            "is not gts://<GTS type id>",
+        ),
+        (
+            {"type": "gts", "schema": {k: v for k, v in TIME_SCHEMA.items() if k != "$id"}},
+            r"schema \$id None",
+        ),
         ({"type": "gts", "schema": {k: v for k, v in TIME_SCHEMA.items() if k != "title"}}, "needs a title"),
         ({"type": "gts", "schema": {**TIME_SCHEMA, "title": "Get the time"}}, "is not a tool name"),
         ({"type": "gts", "schema": "nope"}, "schema must be a JSON Schema object"),
         ({"type": "function"}, "needs a function object"),
         ({"type": "function", "function": {"description": "x"}}, "function.name is required"),
         ({"type": "function", "function": {"name": "a" * 65}}, "is not a tool name"),
-        ({"type": "function", "function": {"name": "f", "parameters": "{}"}}, "parameters must be a JSON Schema"),
+        (
+            {"type": "function", "function": {"name": "f", "parameters": "{}"}},
+            "parameters must be a JSON Schema",
+        ),
         ("get_weather", "must be an object"),
     ],
 )
@@ -128,15 +153,22 @@ def test_rejections_name_the_tool(tool: Any, message: str) -> None:
 
 def test_two_tools_of_one_name_are_refused(demo_types: DirectoryTypeRegistry) -> None:
     with pytest.raises(ValidationError, match="a second tool named 'get_weather'") as err:
-        normalise([WEATHER_FUNCTION, {"type": "gts_ref", "gts_id": WEATHER_ID}], {WEATHER_ID: {"title": "get_weather"}})
+        normalise(
+            [WEATHER_FUNCTION, {"type": "gts_ref", "gts_id": WEATHER_ID}],
+            {WEATHER_ID: {"title": "get_weather"}},
+        )
     assert err.value.param == "tools[1]"
 
 
 def test_tool_choice_must_name_an_offered_function() -> None:
-    ok = with_tools(req([WEATHER_FUNCTION], tool_choice={"type": "function", "function": {"name": "get_weather"}}), {})
+    ok = with_tools(
+        req([WEATHER_FUNCTION], tool_choice={"type": "function", "function": {"name": "get_weather"}}), {}
+    )
     assert ok.params.tools == [WEATHER_FUNCTION]
     with pytest.raises(ValidationError, match="tool_choice names function 'get_time'") as err:
-        with_tools(req([WEATHER_FUNCTION], tool_choice={"type": "function", "function": {"name": "get_time"}}), {})
+        with_tools(
+            req([WEATHER_FUNCTION], tool_choice={"type": "function", "function": {"name": "get_time"}}), {}
+        )
     assert err.value.param == "tool_choice"
 
 
@@ -148,8 +180,13 @@ def test_with_tools_leaves_the_request_alone() -> None:
 
 
 def test_referenced_ids_are_well_formed_and_listed_once() -> None:
-    tools = [{"type": "gts_ref", "gts_id": WEATHER_ID}, {"type": "gts_ref", "gts_id": "../../x"},
-             {"type": "gts_ref", "gts_id": WEATHER_ID}, WEATHER_FUNCTION, "junk"]
+    tools = [
+        {"type": "gts_ref", "gts_id": WEATHER_ID},
+        {"type": "gts_ref", "gts_id": "../../x"},
+        {"type": "gts_ref", "gts_id": WEATHER_ID},
+        WEATHER_FUNCTION,
+        "junk",
+    ]
     assert referenced(tools) == [WEATHER_ID]  # type: ignore[arg-type]
 
 
@@ -210,5 +247,7 @@ def test_capabilities_are_checked_before_tools(config) -> None:
 
 
 def test_plan_without_tools_is_unchanged(config) -> None:
-    r = ChatRequested(request_id="r1", tenant_id="demo", model="demo-openai", messages=[{"role": "user", "content": "hi"}])
+    r = ChatRequested(
+        request_id="r1", tenant_id="demo", model="demo-openai", messages=[{"role": "user", "content": "hi"}]
+    )
     assert plan(r, config).request is r

@@ -32,7 +32,9 @@ models: {m: {deployments: [{provider: p, model: up}]}}
 
 def test_unknown_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"models\.m\.deploymnets: Extra inputs are not permitted"):
-        load_config(write(tmp_path, "providers: {p: {kind: openai, base_url: u}}\nmodels: {m: {deploymnets: []}}"))
+        load_config(
+            write(tmp_path, "providers: {p: {kind: openai, base_url: u}}\nmodels: {m: {deploymnets: []}}")
+        )
 
 
 def test_unknown_provider_reference(tmp_path):

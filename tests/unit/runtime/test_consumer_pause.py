@@ -25,8 +25,13 @@ def rec(tp: TopicPartition, offset: int, value: bytes) -> ConsumerRecord:
 
 
 def chat(i: int) -> bytes:
-    return ChatRequested(request_id=f"r{i}", tenant_id="t", model="m",
-                         messages=[{"role": "user", "content": "x"}]).model_dump_json().encode()
+    return (
+        ChatRequested(
+            request_id=f"r{i}", tenant_id="t", model="m", messages=[{"role": "user", "content": "x"}]
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 class FakeKafka:
@@ -64,7 +69,7 @@ class FakeKafka:
         for tp, log in self.logs.items():
             if tp in self._paused or self.pos[tp] >= len(log):
                 continue
-            out[tp] = log[self.pos[tp]:self.pos[tp] + (max_records or 500)]
+            out[tp] = log[self.pos[tp] : self.pos[tp] + (max_records or 500)]
             self.pos[tp] += len(out[tp])
         if not out:
             await asyncio.sleep(0.001)  # the fake's long poll, ended by its timeout
@@ -83,8 +88,13 @@ class NoDlq(DeadLetters):
 
 
 def consumer(fake: FakeKafka, subs: dict[str, Subscription], max_in_flight: int) -> Consumer:
-    c = Consumer(bootstrap_servers="fake:9092", group_id="g", dead_letters=NoDlq(), subscriptions=subs,
-                 max_in_flight=max_in_flight)
+    c = Consumer(
+        bootstrap_servers="fake:9092",
+        group_id="g",
+        dead_letters=NoDlq(),
+        subscriptions=subs,
+        max_in_flight=max_in_flight,
+    )
     c._consumer = fake  # type: ignore[assignment]
     return c
 
@@ -103,6 +113,7 @@ def blocking(gate):
         gate["started"].append(req.request_id)
         await gate["release"].wait()
         gate["done"].append(req.request_id)
+
     return handler
 
 
@@ -131,8 +142,10 @@ async def test_inline_topics_are_not_paused_when_saturated(gate):
         settled.append(record.offset)
 
     fake = FakeKafka({A: [chat(i) for i in range(3)], U: [b"u"] * 4})
-    subs = {"requests": Subscription.of(ChatRequested, blocking(gate)),
-            "usage": Subscription(lambda b: b, settle, name="usage", inline=True)}
+    subs = {
+        "requests": Subscription.of(ChatRequested, blocking(gate)),
+        "usage": Subscription(lambda b: b, settle, name="usage", inline=True),
+    }
     c = consumer(fake, subs, max_in_flight=1)
     task = await run(c)
     try:
@@ -177,8 +190,14 @@ async def test_one_model_and_handler_still_make_one_subscription_for_every_topic
     async def h(req, record):
         pass
 
-    c = Consumer(bootstrap_servers="fake:9092", topics=["a", "b"], group_id="g", model=ChatRequested, handler=h,
-                 dead_letters=NoDlq())
+    c = Consumer(
+        bootstrap_servers="fake:9092",
+        topics=["a", "b"],
+        group_id="g",
+        model=ChatRequested,
+        handler=h,
+        dead_letters=NoDlq(),
+    )
     assert c.topics == ["a", "b"] and c._subs["a"] is c._subs["b"] and c._subs["a"].name == "ChatRequested"
     assert not c._subs["a"].inline
     assert deque() == c._backlog

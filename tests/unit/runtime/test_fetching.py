@@ -20,7 +20,12 @@ def request(session: FetchSession, offsets: dict[int, int]) -> SessionFetchReque
 
 def wire(req: SessionFetchRequest, struct_class=FetchRequest_v11):
     s = req.build(struct_class)
-    return s.session_id, s.session_epoch, {p[0]: p[2] for _, ps in s.topics for p in ps}, s.forgotten_topics_data
+    return (
+        s.session_id,
+        s.session_epoch,
+        {p[0]: p[2] for _, ps in s.topics for p in ps},
+        s.forgotten_topics_data,
+    )
 
 
 def answer(session_id: int = 7, error_code: int = 0) -> SimpleNamespace:

@@ -32,8 +32,13 @@ models:
   local: {deployments: [{provider: p1, model: up-local}]}
 tenants: {t: {}}
 """
-REMOTE = {"remote": {"routing": "cheapest", "capabilities": ["chat"],
-                     "deployments": [{"provider": "p1", "model": "up-remote", "price": {"input_per_mtok": 1.5}}]}}
+REMOTE = {
+    "remote": {
+        "routing": "cheapest",
+        "capabilities": ["chat"],
+        "deployments": [{"provider": "p1", "model": "up-remote", "price": {"input_per_mtok": 1.5}}],
+    }
+}
 
 
 class Registry:
@@ -100,16 +105,23 @@ def test_config_registry_is_the_files_models():
 
 
 def test_parse_catalog_validates_each_entry(caplog):
-    body = orjson.dumps({"models": {
-        **REMOTE,
-        "typo": {"deployments": [{"provider": "p1", "model": "x"}], "routng": "cheapest"},
-        "foreign": {"deployments": [{"provider": "evil", "model": "x"}]},
-        "empty": {"deployments": []},
-    }})
+    body = orjson.dumps(
+        {
+            "models": {
+                **REMOTE,
+                "typo": {"deployments": [{"provider": "p1", "model": "x"}], "routng": "cheapest"},
+                "foreign": {"deployments": [{"provider": "evil", "model": "x"}]},
+                "empty": {"deployments": []},
+            }
+        }
+    )
     with caplog.at_level(logging.WARNING):
         models = parse_catalog(body, {"p1"})
     assert list(models) == ["remote"] and models["remote"].routing == "cheapest"
-    assert "'typo' skipped: routng" in caplog.text and "'foreign' skipped: unknown provider 'evil'" in caplog.text
+    assert (
+        "'typo' skipped: routng" in caplog.text
+        and "'foreign' skipped: unknown provider 'evil'" in caplog.text
+    )
     assert "'empty' skipped" in caplog.text
     for bad in (b"<html>", b"[]", b'{"models": []}', b'{"other": {}}'):
         with pytest.raises(RegistryError):
@@ -174,8 +186,9 @@ def test_a_synchronous_look_past_the_ttl_keeps_what_it_has(registry_server):
 async def test_executor_targets_resolve_models_only_the_registry_knows(registry_server):
     clock = Clock()
     cfg = config(model_registry={"url": registry_server.url})
-    r = HttpModelRegistry(registry_server.url, providers=cfg.providers, initial=cfg.models, cache_ttl_s=60,
-                          clock=clock)
+    r = HttpModelRegistry(
+        registry_server.url, providers=cfg.providers, initial=cfg.models, cache_ttl_s=60, clock=clock
+    )
     assert r.load()
     targets = Targets(cfg, r)
     t = targets.one(Deployment(alias="remote", provider="p1", upstream_model="up-remote"))
@@ -184,9 +197,14 @@ async def test_executor_targets_resolve_models_only_the_registry_knows(registry_
     with pytest.raises(DeadLetter, match="local/p1/up-local"):  # the registry's catalog replaced the file's
         targets.one(Deployment(alias="local", provider="p1", upstream_model="up-local"))
     # the catalog changes: the memo is dropped, the new price is used, a removed deployment is refused
-    registry_server.answer({"remote": {"deployments": [{"provider": "p1", "model": "up-remote",
-                                                        "price": {"input_per_mtok": 9.0}}]},
-                            "other": {"deployments": [{"provider": "p1", "model": "o"}]}})
+    registry_server.answer(
+        {
+            "remote": {
+                "deployments": [{"provider": "p1", "model": "up-remote", "price": {"input_per_mtok": 9.0}}]
+            },
+            "other": {"deployments": [{"provider": "p1", "model": "o"}]},
+        }
+    )
     clock.t += 61
     targets.registry.catalog()
     await r.reading

@@ -17,10 +17,29 @@ def test_requests_and_usage_are_co_partitioned():
 def test_every_design_topic_is_declared_with_its_fields():
     doc = yaml.safe_load((ROOT / "topics.yaml").read_text())["topics"]
     names = {t["name"] for t in doc.values()}
-    assert {"llm.requests", "llm.exec", "llm.chunks", "llm.results", "llm.usage", "llm.audit",
-            "llm.control", "llm.jobs", "llm.dlq", "llm.media.in", "llm.media.out"} <= names
+    assert {
+        "llm.requests",
+        "llm.exec",
+        "llm.chunks",
+        "llm.results",
+        "llm.usage",
+        "llm.audit",
+        "llm.control",
+        "llm.jobs",
+        "llm.dlq",
+        "llm.media.in",
+        "llm.media.out",
+    } <= names
     for role, t in doc.items():
-        for field in ("name", "partitions", "key", "cleanup_policy", "value_schema", "producers", "consumers"):
+        for field in (
+            "name",
+            "partitions",
+            "key",
+            "cleanup_policy",
+            "value_schema",
+            "producers",
+            "consumers",
+        ):
             assert field in t, f"{role} lacks {field}"
     assert doc["jobs"]["cleanup_policy"] == "compact"
 

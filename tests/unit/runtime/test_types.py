@@ -232,7 +232,10 @@ def test_registry_choice_from_config(tmp_path: Path) -> None:
     assert type_registry(TypesConfig(dir="types"), tmp_path).directory == tmp_path / "types"  # type: ignore[attr-defined]
     assert type_registry(TypesConfig(dir="/abs/types"), tmp_path).directory == Path("/abs/types")  # type: ignore[attr-defined]
     http = type_registry(TypesConfig(url="http://reg.example/v1", cache_ttl_s=7), tmp_path)
-    assert isinstance(http, HttpTypeRegistry) and (http.base_url, http.cache_ttl_s) == ("http://reg.example/v1", 7)
+    assert isinstance(http, HttpTypeRegistry) and (http.base_url, http.cache_ttl_s) == (
+        "http://reg.example/v1",
+        7,
+    )
 
 
 def test_types_section_is_strict(tmp_path: Path) -> None:

@@ -25,7 +25,12 @@ def _structs() -> list[type[Struct]]:
     found: set[type[Struct]] = set()
     for m in pkgutil.iter_modules(aiokafka.protocol.__path__):
         for v in vars(importlib.import_module(f"aiokafka.protocol.{m.name}")).values():
-            if isinstance(v, type) and issubclass(v, Struct) and not inspect.isabstract(v) and v is not Struct:
+            if (
+                isinstance(v, type)
+                and issubclass(v, Struct)
+                and not inspect.isabstract(v)
+                and v is not Struct
+            ):
                 if "encode" not in v.__dict__ and "decode" not in v.__dict__:  # (Message has its own)
                     found.add(v)
     return sorted(found, key=lambda c: (c.__module__, c.__name__))
@@ -48,7 +53,11 @@ def _value(kind: Any, rng: random.Random, depth: int = 0) -> Any:
     if kind in (t.Bytes, t.CompactBytes):
         return None if rng.random() < 0.2 else rng.randbytes(rng.choice([0, 1, 7, 300]))
     if isinstance(kind, t.String):
-        return None if rng.random() < 0.2 else "".join(rng.choice("aZ-.é€😀") for _ in range(rng.choice([0, 1, 12])))
+        return (
+            None
+            if rng.random() < 0.2
+            else "".join(rng.choice("aZ-.é€😀") for _ in range(rng.choice([0, 1, 12])))
+        )
     if kind is t.TaggedFields:
         return {}  # (aiokafka writes tags without their sizes: only empty ones round-trip)
     if isinstance(kind, t.Schema):
@@ -56,7 +65,9 @@ def _value(kind: Any, rng: random.Random, depth: int = 0) -> Any:
     if isinstance(kind, t.Array):
         if rng.random() < 0.15:
             return None
-        return [_value(kind.array_of, rng, depth + 1) for _ in range(rng.choice([0, 1, 3]) if depth < 4 else 0)]
+        return [
+            _value(kind.array_of, rng, depth + 1) for _ in range(rng.choice([0, 1, 3]) if depth < 4 else 0)
+        ]
     raise AssertionError(f"no generator for {kind!r}")
 
 
@@ -113,7 +124,9 @@ def test_a_truncated_buffer_fails_as_in_aiokafka(cls):
         for cut in sorted({0, 1, 3, len(raw) // 2, len(raw) - 1}):
             part = raw[:cut]
             ours = _outcome(lambda b=part: cls.decode(BytesIO(b)).__dict__)
-            theirs = _outcome(lambda b=part: dict(zip(cls.SCHEMA.names, _aiokafka_decode(cls, BytesIO(b)), strict=True)))
+            theirs = _outcome(
+                lambda b=part: dict(zip(cls.SCHEMA.names, _aiokafka_decode(cls, BytesIO(b)), strict=True))
+            )
             assert ours == theirs
 
 
@@ -137,5 +150,13 @@ def test_a_nested_item_of_the_wrong_size_fails_as_in_aiokafka():
 
 def test_runs_of_fixed_width_fields_are_packed_at_once():
     source = wire.compile_encoder(FetchRequest_v11.SCHEMA).__llmgw_source__
-    fixed = ["replica_id", "max_wait_time", "min_bytes", "max_bytes", "isolation_level", "session_id", "session_epoch"]
+    fixed = [
+        "replica_id",
+        "max_wait_time",
+        "min_bytes",
+        "max_bytes",
+        "isolation_level",
+        "session_id",
+        "session_epoch",
+    ]
     assert "(" + ", ".join(f"d[{n!r}]" for n in fixed) + ")" in source  # seven fields, one pack call

@@ -23,15 +23,30 @@ T0 = datetime(2025, 6, 1, 9, 59, 58, tzinfo=UTC)
 
 
 def usage(i: int, tenant: str = "demo", at: datetime = T0) -> UsageRecorded:
-    return UsageRecorded(event_id=f"e{i}", request_id=f"r{i}", tenant_id=tenant, user_id=f"u{i % 2}", status="ok",
-                         alias="demo-openai", prompt_tokens=10, completion_tokens=i, total_tokens=10 + i,
-                         cost_usd=0.001, occurred_at=at)
+    return UsageRecorded(
+        event_id=f"e{i}",
+        request_id=f"r{i}",
+        tenant_id=tenant,
+        user_id=f"u{i % 2}",
+        status="ok",
+        alias="demo-openai",
+        prompt_tokens=10,
+        completion_tokens=i,
+        total_tokens=10 + i,
+        cost_usd=0.001,
+        occurred_at=at,
+    )
 
 
 def records(offsets, partition: int = 0):
     """(position, usage) pairs: tenants alternate, and the hour turns at offset 5."""
-    return [(Position(TOPIC, partition, o), usage(o, "acme" if o % 2 else "demo", T0 + timedelta(seconds=o // 5 * 2)))
-            for o in offsets]
+    return [
+        (
+            Position(TOPIC, partition, o),
+            usage(o, "acme" if o % 2 else "demo", T0 + timedelta(seconds=o // 5 * 2)),
+        )
+        for o in offsets
+    ]
 
 
 async def deliver(plugin: S3UsagePlugin, batch: list) -> None:
@@ -68,7 +83,9 @@ async def test_records_go_to_their_tenant_date_and_hour_in_offset_order():
     ]
     assert [orjson.loads(x)["event_id"] for x in store.objects[keys[0]].splitlines()] == ["e1", "e3"]
     assert [orjson.loads(x)["event_id"] for x in store.objects[keys[3]].splitlines()] == ["e6", "e8"]
-    assert UsageRecorded.model_validate_json(store.objects[keys[1]].splitlines()[0]) == usage(5, "acme", T0 + timedelta(seconds=2))
+    assert UsageRecorded.model_validate_json(store.objects[keys[1]].splitlines()[0]) == usage(
+        5, "acme", T0 + timedelta(seconds=2)
+    )
     assert orjson.loads(store.objects[intent_key(TOPIC, 0)])["last"] == 9
     exactly_once(store, range(10))
 
@@ -117,7 +134,9 @@ async def test_killed_between_the_objects_of_one_batch():
 
 async def test_an_intent_is_never_lowered_by_a_shorter_redelivery():
     store = MemoryObjectStore()
-    dying = DyingStore(store, puts=1, only="usage/tenant=")  # batch 0..19: intent and one of four objects land
+    dying = DyingStore(
+        store, puts=1, only="usage/tenant="
+    )  # batch 0..19: intent and one of four objects land
     first = S3UsagePlugin(dying, max_records=100)
     tasks = [asyncio.create_task(first.record(u, pos)) for pos, u in records(range(20))]
     await asyncio.sleep(0)
@@ -183,7 +202,9 @@ async def test_a_failure_after_some_objects_is_retried_without_duplicates():
 @pytest.mark.parametrize("cost", [0.0, 12.5])
 async def test_the_default_plugin_has_no_budget_opinion(cost):
     plugin = S3UsagePlugin(MemoryObjectStore())
-    req = ChatRequested(request_id="r", tenant_id="demo", model="demo-openai", messages=[{"role": "user", "content": "x"}])
+    req = ChatRequested(
+        request_id="r", tenant_id="demo", model="demo-openai", messages=[{"role": "user", "content": "x"}]
+    )
     verdict = await plugin.check_budget(req, max_cost_usd=cost)
     assert verdict.allowed and verdict.remaining_usd is None
     assert await plugin.report_usage(usage(1)) is None

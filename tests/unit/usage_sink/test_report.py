@@ -26,11 +26,33 @@ def test_since_is_a_duration_back_from_now_or_an_iso_date():
         parse_since("yesterday", NOW)
 
 
-def u(i: int, at: datetime, *, tenant="demo", alias="demo-openai", user="ann", client=None, status="ok",
-      prompt=10, completion=5, cost=0.25) -> UsageRecorded:
-    return UsageRecorded(event_id=f"e{i}", request_id=f"r{i}", tenant_id=tenant, user_id=user, client_id=client,
-                         status=status, alias=alias, prompt_tokens=prompt, completion_tokens=completion,
-                         total_tokens=prompt + completion, cost_usd=cost, occurred_at=at)
+def u(
+    i: int,
+    at: datetime,
+    *,
+    tenant="demo",
+    alias="demo-openai",
+    user="ann",
+    client=None,
+    status="ok",
+    prompt=10,
+    completion=5,
+    cost=0.25,
+) -> UsageRecorded:
+    return UsageRecorded(
+        event_id=f"e{i}",
+        request_id=f"r{i}",
+        tenant_id=tenant,
+        user_id=user,
+        client_id=client,
+        status=status,
+        alias=alias,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cost_usd=cost,
+        occurred_at=at,
+    )
 
 
 RECORDS = [
@@ -48,7 +70,9 @@ RECORDS = [
 async def store() -> MemoryObjectStore:
     store = MemoryObjectStore()
     plugin = S3UsagePlugin(store, max_records=1000)
-    tasks = [asyncio.create_task(plugin.record(r, Position("llm.usage", i % 3, i))) for i, r in enumerate(RECORDS)]
+    tasks = [
+        asyncio.create_task(plugin.record(r, Position("llm.usage", i % 3, i))) for i, r in enumerate(RECORDS)
+    ]
     await asyncio.sleep(0)
     plugin.flush()
     await asyncio.gather(*tasks)
@@ -64,12 +88,15 @@ async def test_totals_of_the_tenant_within_the_window(store):
     assert "TOTAL" not in report.table() and report.table().splitlines()[-1].split()[:2] == ["demo", "4"]
 
 
-@pytest.mark.parametrize(("by", "expected"), [
-    ("model", {"demo-openai": (2, 0.5), "demo-anthropic": (2, 0.5)}),
-    ("user", {"ann": (3, 1.0), "bob": (1, 0.0)}),
-    ("key", {"billing": (2, 0.25), "search": (1, 0.5), "-": (1, 0.25)}),
-    ("day", {"2025-06-01": (1, 0.25), "2025-06-02": (1, 0.0), "2025-06-03": (2, 0.75)}),
-])
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        ("model", {"demo-openai": (2, 0.5), "demo-anthropic": (2, 0.5)}),
+        ("user", {"ann": (3, 1.0), "bob": (1, 0.0)}),
+        ("key", {"billing": (2, 0.25), "search": (1, 0.5), "-": (1, 0.25)}),
+        ("day", {"2025-06-01": (1, 0.25), "2025-06-02": (1, 0.0), "2025-06-03": (2, 0.75)}),
+    ],
+)
 async def test_groups(store, by, expected):
     report = await usage_report(store, "demo", since=NOW - timedelta(hours=48), until=NOW, by=by)
     assert {k: (v.requests, round(v.cost_usd, 6)) for k, v in report.groups.items()} == expected
