@@ -1,7 +1,11 @@
-"""Two changes to how aiokafka 0.14's consumers fetch, applied once by ``install``.
+"""Two changes to how aiokafka 0.14's consumers fetch, applied by ``install``.
 
-aiokafka is pinned to 0.14 (pyproject): both wrap private methods of its ``Fetcher`` and
-``AIOKafkaClient``, and ``tests/integration/test_fetching.py`` checks both on a real broker.
+Both wrap private methods of aiokafka's ``Fetcher`` and ``AIOKafkaClient``, so ``install``
+patches only the release they were written against (``AIOKAFKA_VERSIONS``); on any other it
+logs one warning and leaves aiokafka alone. Only the gateway's own service processes install
+them, at start (``services.runtime.service.prepare_process``, unless ``LLMGW_FAST_FETCH=0``):
+importing ``services.runtime.kafka`` or the SDK (``services.client``) patches nothing.
+``tests/integration/test_fetching.py`` checks both changes on a real broker.
 
 **The next fetch follows its records' work.** The fetcher builds and sends the next fetch as
 soon as ``getmany`` drains the buffered records, before the handlers of those records run:
@@ -23,12 +27,19 @@ cancelled request) drops the session: the next request is a full one that opens 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiokafka
 from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.protocol.fetch import FetchRequest
 
+log = logging.getLogger(__name__)
+
+#: The aiokafka releases whose private methods ``install`` wraps (checked exactly).
+AIOKAFKA_VERSIONS = frozenset({"0.14.0"})
 #: Loop turns a consumer's next fetch request waits for the work its records started.
 FETCH_YIELDS = 3
 #: Whether consumers fetch through incremental fetch sessions.
@@ -115,11 +126,31 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
         s.offsets = dict(self.wanted)
 
 
-def install() -> None:
-    """Patch aiokafka once for the whole process (every consumer in it)."""
-    if getattr(Fetcher, "_llmgw_fetching", False):
-        return
-    Fetcher._llmgw_fetching = True  # type: ignore[attr-defined]
+#: aiokafka's own methods while ``install``'s wrap them: (class, name, original).
+_originals: list[tuple[type, str, Any]] = []
+_warned = False
+
+
+def installed() -> bool:
+    return bool(_originals)
+
+
+def install(version: str = aiokafka.__version__) -> bool:
+    """Patch aiokafka once for the whole process (every consumer in it) if ``version`` is one
+    of ``AIOKAFKA_VERSIONS``; else log one warning and patch nothing. True if installed."""
+    global _warned
+    if _originals:
+        return True
+    if version not in AIOKAFKA_VERSIONS:
+        if not _warned:
+            _warned = True
+            log.warning(
+                "aiokafka %s is not a release services.runtime.fetching was written for (%s): "
+                "consumers fetch as aiokafka does",
+                version,
+                ", ".join(sorted(AIOKAFKA_VERSIONS)),
+            )
+        return False
 
     get_actions = Fetcher._get_actions_per_node
 
@@ -158,6 +189,19 @@ def install() -> None:
         request.answered(response)
         return response
 
-    Fetcher._get_actions_per_node = _get_actions_per_node  # type: ignore[method-assign]
-    Fetcher._proc_fetch_request = _proc_fetch_request  # type: ignore[method-assign]
-    AIOKafkaClient.send = client_send  # type: ignore[method-assign]
+    for cls, name, wrapper in (
+        (Fetcher, "_get_actions_per_node", _get_actions_per_node),
+        (Fetcher, "_proc_fetch_request", _proc_fetch_request),
+        (AIOKafkaClient, "send", client_send),
+    ):
+        _originals.append((cls, name, cls.__dict__[name]))
+        setattr(cls, name, wrapper)
+    return True
+
+
+def uninstall() -> None:
+    """Give aiokafka its own methods back (tests; consumers started meanwhile keep the state
+    they built)."""
+    while _originals:
+        cls, name, original = _originals.pop()
+        setattr(cls, name, original)

@@ -26,7 +26,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel, TypeAdapter
 
-from . import fetching, telemetry
+from . import telemetry
 from .codec import encode
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ class DeadLetter(Exception):
 
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-fetching.install()  # see services.runtime.fetching
 
 
 class Publisher:

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from . import telemetry
+from . import fetching, telemetry
 from .logs import configure
 from .settings import Settings
 
@@ -31,11 +31,21 @@ def mark_ready(name: str) -> None:
     log.info("%s ready", name)
 
 
+def prepare_process(settings: Settings) -> None:
+    """What a gateway service process does at start, before its first Kafka client: the
+    fetching changes of ``services.runtime.fetching`` unless ``LLMGW_FAST_FETCH=0``. Only the
+    gateway's own services call this (``run_service``, the edge's worker factory), never the
+    SDK, so a process that merely imports ``services.client`` keeps aiokafka as it is."""
+    if settings.fast_fetch:
+        fetching.install()
+
+
 def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None:
     """Run ``serve`` until SIGTERM/SIGINT, then let it shut down gracefully."""
     settings = Settings.from_env()
     configure(settings.log_level, name)
     telemetry.setup(name, console=settings.otel_console)
+    prepare_process(settings)
     try:
         import uvloop
 

@@ -21,6 +21,8 @@ class Settings:
     ``audit_bucket`` (``LLMGW_USAGE_BUCKET``, ``LLMGW_AUDIT_BUCKET``) are created when missing.
     ``request_log`` (``LLMGW_REQUEST_LOG``, ``0`` turns it off): one JSON line per request outcome
     on standard output (``services/runtime/request_log.py``).
+    ``fast_fetch`` (``LLMGW_FAST_FETCH``, ``0`` turns it off): the gateway's services fetch with
+    ``services/runtime/fetching.py``'s changes to aiokafka.
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -46,6 +48,7 @@ class Settings:
     usage_bucket: str = "llmgw-usage"
     audit_bucket: str = "llmgw-audit"
     request_log: bool = True
+    fast_fetch: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -94,6 +97,8 @@ class Settings:
                 kw[name] = v
         if e.get("LLMGW_REQUEST_LOG", "").lower() in ("0", "false", "no", "off"):
             kw["request_log"] = False
+        if e.get("LLMGW_FAST_FETCH", "").lower() in ("0", "false", "no", "off"):
+            kw["fast_fetch"] = False
         return cls(**kw)  # type: ignore[arg-type]
 
     @property

@@ -9,15 +9,23 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.runtime import fetching
-from services.runtime.kafka import Consumer, DeadLetters  # noqa: F401 - installs the fetching changes
 from tests.integration.test_consumer import make_consumer, request
 from tests.support import eventually
 
 ROUNDS = 10  # records, one at a time; the order of their two requests is counted
+
+
+@pytest.fixture(autouse=True)
+def fetching_installed():
+    """As in the gateway's services (``prepare_process``); aiokafka is itself again after."""
+    assert fetching.install()
+    yield
+    fetching.uninstall()
 
 
 async def _first_requests_after_handlers(
