@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run up down status test test-unit test-integration test-e2e check lint schemas bench clean
+.PHONY: install run up down status test test-unit test-integration test-e2e check lint types schemas bench clean
 
 install: $(BIN)/llmgw
 $(BIN)/llmgw: pyproject.toml
@@ -25,8 +25,9 @@ down:
 status:
 	$(BIN)/llmgw status
 
+# `make test SKIP_UNIT=1` leaves out tests/unit (CI: `make check` has just run them).
 test: install         ## every tier: unit, then a real broker (started by the tests), then the whole stack
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(if $(SKIP_UNIT),--ignore=tests/unit)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -q
@@ -40,6 +41,9 @@ test-e2e: install
 lint: install
 	$(BIN)/ruff check services tests bench
 	$(BIN)/ruff format --check services tests bench
+
+types: install        ## mypy, strict, with the pydantic plugin (configured in pyproject.toml)
+	$(BIN)/mypy
 
 check: lint schemas test-unit   ## format/lint, schema drift, unit tests
 
