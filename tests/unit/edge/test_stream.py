@@ -12,6 +12,7 @@ import pytest
 from services.contracts.errors import ModelNotApproved, ProviderError
 from services.contracts.events import ChunkEmitted, Delta
 from services.edge.app import create_app
+from tests.support import eventually
 
 from .conftest import AsgiCall, chunks_for
 from .openai_spec import check
@@ -98,7 +99,7 @@ async def test_disconnect_before_first_chunk_cancels(app, pipeline):
     pipeline.chunks = lambda req: [30.0, *chunks_for(req, ["never"])]
     c = call(app)
     task = c.start()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(pipeline.requests) == 1, within=2)  # the edge waits for the first chunk
     c.disconnect.set()
     await asyncio.wait_for(task, 2)
     assert pipeline.cancels == [pipeline.requests[0].request_id] and c.status is None
@@ -125,7 +126,7 @@ async def test_slow_reader_is_bounded_and_cancelled(edge_settings, demo_config, 
     c = call(app)
     c.send_gate = asyncio.Event()  # the client reads nothing
     task = c.start()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: bool(pipeline.cancels), within=2)
     assert pipeline.cancels == [pipeline.requests[0].request_id]
     assert len(produced) < 100  # the source stopped after ~4 KiB, not 100k chunks
     c.send_gate.set()  # the client reads again: buffered data, then the error event
