@@ -21,6 +21,7 @@ SPEC = SinkSpec(
     name="audit-sink",
     group=GROUP,
     source="audit",
+    role="audit",
     model=AuditRecorded,
     handler=record_audit,  # type: ignore[arg-type]
     bucket=lambda settings: settings.audit_bucket,

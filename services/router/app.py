@@ -26,6 +26,7 @@ from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.model_registry import model_registry
+from services.runtime.plugins import NoopUsagePlugin, TenantPlugins, UsagePlugin
 from services.runtime.replies import answer_invalid, reject
 from services.runtime.request_log import RequestLog
 from services.runtime.service import mark_ready
@@ -39,6 +40,7 @@ from .feed import StatsFeed
 from .handlers import admit, plan
 from .hooks import pre_call
 from .keeper import LedgerKeeper
+from .plugins import check_budget
 from .stats import Key, RoutingStats, deployment_key
 from .tools import registry_schemas
 
@@ -67,6 +69,10 @@ class Router:
         )
         # rate limits and budgets: a ledger per owned partition holding a governed tenant
         self.governor = Governor(config, self.models.catalog)
+        # tenants' own Usage plugins (entry points): asked at admission, told every usage
+        self.usage_plugins: TenantPlugins[UsagePlugin] = TenantPlugins.build(
+            config, "usage", NoopUsagePlugin()
+        )
         self.keeper: LedgerKeeper | None = None
         subscriptions = {
             topics.requests.name: Subscription.of(
@@ -80,6 +86,7 @@ class Router:
                 self.governor,
                 self.publisher,
                 client_id=f"router-{settings.instance_id}-ledger",
+                usage_plugins=self.usage_plugins.custom,
             )
             subscriptions[topics.usage.name] = self.keeper.subscription()
         self.consumer: Consumer[RequestBase] = Consumer(
@@ -112,6 +119,7 @@ class Router:
         await self.publisher.aclose()
         await self.types.aclose()
         await self.models.aclose()
+        await self.usage_plugins.aclose()
 
     def _deployment(self, alias: str, provider: str, model: str | None) -> Key | None:
         return deployment_key(self.models.catalog(), alias, provider, model)
@@ -150,7 +158,10 @@ class Router:
                 stats=self.stats,
                 admitted=True,
             )
-            # admission (rate limits, budgets): after the plan, which prices the reservation
+            # a tenant's own Usage plugin, then the router's limits and budgets: after the plan,
+            # which prices the reservation
+            if (usage_plugin := self.usage_plugins.custom.get(req.tenant_id)) is not None:
+                await check_budget(usage_plugin, execution, self.models.catalog())
             grant = self.keeper.admit(execution.request, execution, record.partition) if self.keeper else None
         except GatewayError as err:
             await self.reject(req, err)
@@ -175,11 +186,11 @@ class Router:
 
 
 async def serve(settings: Settings) -> None:
-    config = load_config(settings.config_path)
+    config = load_config(settings.config_path, settings.env)
     topics = Topics.load(settings.topics_path, settings.topic_prefix)
     router = Router(settings, config, topics)
     await router.start()
-    mark_ready(f"router {settings.instance_id}")
+    mark_ready("router", settings)
     try:
         await asyncio.Event().wait()
     finally:

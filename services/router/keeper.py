@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -31,10 +31,12 @@ from aiokafka.structs import ConsumerRecord
 from services.contracts.errors import InternalError
 from services.contracts.events import ChatRequested, EmbedRequested, ExecutionPlanned, LedgerSnapshot
 from services.runtime.kafka import MAX_MESSAGE_BYTES, Consumer, Publisher, Subscription
+from services.runtime.plugins import UsagePlugin
 from services.runtime.topics import Topics
 
 from .admission import Governor, Grant
 from .ledger import PartitionLedger
+from .plugins import report
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class LedgerKeeper:
         *,
         client_id: str = "router-ledger",
         snapshot_s: float = SNAPSHOT_S,
+        usage_plugins: Mapping[str, UsagePlugin] | None = None,
     ):
         self.bootstrap = bootstrap_servers
         self.topics = topics
@@ -67,6 +70,9 @@ class LedgerKeeper:
         self.publisher = publisher
         self.client_id = client_id
         self.snapshot_s = snapshot_s
+        #: tenants whose own Usage plugin hears every usage record (``plugins.py``)
+        self.usage_plugins = dict(usage_plugins or {})
+        self._plugin_keys = {t.encode() for t in self.usage_plugins}
         self.count = topics.requests.partitions
         if (
             not topics.usage.partitions
@@ -155,8 +161,13 @@ class LedgerKeeper:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         assert self.consumer is not None
-        assigned = self.consumer.assignment()
         req, use = self.topics.requests.name, self.topics.usage.name
+        if self._plugin_keys:
+            try:
+                await self._report_unreported(ledgers)
+            except Exception:
+                log.exception("re-reporting usage of partitions %s to usage plugins failed", sorted(parts))
+        assigned = self.consumer.assignment()
         done = set()
         for p, ledger in ledgers.items():
             if self._generation.get(p) != generation[p] or TopicPartition(req, p) not in assigned:
@@ -188,6 +199,41 @@ class LedgerKeeper:
         finally:
             await reader.stop()
 
+    async def _report_unreported(self, ledgers: Mapping[int, PartitionLedger]) -> None:
+        """Tell the tenants' Usage plugins the usage records from the group's committed offset to
+        where live settlement will continue (a previous owner may have read them unreported)."""
+        assert self.consumer is not None
+        use = self.topics.usage.name
+        ranges: dict[TopicPartition, tuple[int, int]] = {}
+        for p, ledger in ledgers.items():
+            tp = TopicPartition(use, p)
+            try:
+                committed = await self.consumer.committed(tp)
+            except Exception:
+                log.warning("could not read the committed offset of %s; its usage is not re-reported", tp)
+                continue
+            if committed is not None and committed < ledger.usage_next:
+                ranges[tp] = (committed, ledger.usage_next)
+        if not ranges:
+            return
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
+            fetch_max_wait_ms=10,
+        )
+        await reader.start()
+        try:
+            reader.assign(list(ranges))
+            async for batch in read_range(reader, ranges):
+                for r in batch:
+                    if r.key in self._plugin_keys and r.value:
+                        await report(self.usage_plugins, r.value)
+        finally:
+            await reader.stop()
+
     # --- live -------------------------------------------------------------------------------
 
     async def on_usage(self, raw: bytes, record: ConsumerRecord) -> None:
@@ -203,6 +249,8 @@ class LedgerKeeper:
             ledger.usage_next = record.offset + 1
             return  # the usage sink dead-letters it; the router only reads
         ledger.apply_usage(doc, record.offset, record.timestamp / 1000)
+        if record.key in self._plugin_keys:
+            await report(self.usage_plugins, raw)
 
     def admit(
         self, req: ChatRequested | EmbedRequested, plan: ExecutionPlanned, partition: int

@@ -8,7 +8,6 @@ tenants' API keys are stored as SHA-256 hashes.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -173,9 +172,16 @@ class TenantConfig(Strict):
         return "*" in self.allowed_models or alias in self.allowed_models
 
     @property
+    def custom_usage(self) -> bool:
+        """Whether an entry point is this tenant's Usage plugin (the router asks it at admission
+        and tells it every usage: ``services/router/plugins.py``)."""
+        return self.plugins.usage not in BUILTIN_PLUGINS
+
+    @property
     def governed(self) -> bool:
-        """Whether the router keeps a ledger for this tenant (it has limits or budgets)."""
-        return bool(self.budgets) or self.limits is not None
+        """Whether the router keeps a ledger for this tenant (it has limits, budgets or its own
+        Usage plugin, whose usage the router's group then reads)."""
+        return bool(self.budgets) or self.limits is not None or self.custom_usage
 
     @model_validator(mode="after")
     def _key_names(self) -> TenantConfig:
@@ -331,8 +337,11 @@ def _expand(text: str, env: Mapping[str, str]) -> str:
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The gateway configuration in ``path``, validated. ``${NAME}`` references are replaced from
+    ``env``: a service passes ``settings.env`` (the environment it read at start); without it
+    only ``${NAME:-default}`` references resolve, to their defaults."""
     try:
-        raw = yaml.safe_load(_expand(Path(path).read_text(), os.environ if env is None else env))
+        raw = yaml.safe_load(_expand(Path(path).read_text(), {} if env is None else env))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:

@@ -319,6 +319,10 @@ class Consumer(Generic[M]):
         """The next record of ``tp`` to fetch (an assigned partition)."""
         self._consumer.seek(tp, offset)
 
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` (``None``: the group never committed one)."""
+        return await self._consumer.committed(tp)
+
     def _apply_pauses(self) -> None:
         """Paused: held partitions, and while saturated every partition of a task subscription."""
         assigned = self._consumer.assignment()

@@ -15,10 +15,14 @@ the record is stored: the caller commits the offset after that, so nothing is lo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar, cast
 
 from services.contracts.events import AuditRecorded, RequestBase, UsageRecorded
+
+if TYPE_CHECKING:
+    from .config import GatewayConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +87,68 @@ class NoopUsagePlugin:
         pass
 
 
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+P = TypeVar("P", bound=Closable)
+
+
 class NoopAuditPlugin:
     async def record(self, audit: AuditRecorded, position: Position) -> None:
         pass
 
     async def aclose(self) -> None:
         pass
+
+
+# --- per tenant (``tenants.<t>.plugins``) -------------------------------------------------------
+
+
+class TenantPlugins(Generic[P]):
+    """The plugin of each tenant for one role: ``for_tenant(t)`` is the plugin its configuration
+    names (``s3``: ``default``, the sink's own ledger; ``noop``; or an entry point of the role's
+    group, built once per name at start). A tenant not in the configuration gets ``default``.
+    ``custom`` holds the tenants whose plugin is an entry point (what the router asks)."""
+
+    def __init__(self, default: P, by_tenant: Mapping[str, P], custom: Mapping[str, P]):
+        self.default = default
+        self._by_tenant = dict(by_tenant)
+        self.custom = dict(custom)
+        self._owned = {id(p): p for p in self._by_tenant.values() if p is not default}
+
+    def for_tenant(self, tenant_id: str) -> P:
+        return self._by_tenant.get(tenant_id, self.default)
+
+    async def aclose(self) -> None:
+        """Close every plugin built here, then ``default``."""
+        for p in self._owned.values():
+            await p.aclose()
+        await self.default.aclose()
+
+    @classmethod
+    def build(cls, config: GatewayConfig, role: Literal["usage", "audit"], default: P) -> TenantPlugins[P]:
+        """Every tenant's plugin for ``role``; an entry point that cannot be built raises
+        ``PluginError`` naming the tenant (a service then refuses to start)."""
+        from .entrypoints import AUDIT, USAGE, PluginError, create
+
+        group: str = USAGE if role == "usage" else AUDIT
+        protocol: type[Closable] = UsagePlugin if role == "usage" else AuditPlugin
+        noop: type[Closable] = NoopUsagePlugin if role == "usage" else NoopAuditPlugin
+        built: dict[str, P] = {}
+        by_tenant: dict[str, P] = {}
+        custom: dict[str, P] = {}
+        for tenant, tc in config.tenants.items():
+            name = getattr(tc.plugins, role)
+            if name == "s3":
+                by_tenant[tenant] = default
+                continue
+            if name not in built:
+                try:
+                    built[name] = cast(P, noop() if name == "noop" else create(group, name, protocol))
+                except PluginError as exc:
+                    raise PluginError(f"tenants.{tenant}.plugins.{role}: {exc}") from None
+            by_tenant[tenant] = built[name]
+            if name != "noop":
+                custom[tenant] = built[name]
+        return cls(default, by_tenant, custom)

@@ -2,7 +2,8 @@
 handed to the sink's plugin, whose batches are written to S3 before their offsets commit.
 
 A sink is a ``SinkSpec`` (its name, group, topic role, event model, handler and bucket); this
-module runs it. Records that do not parse go to ``llm.dlq`` (the Consumer does that).
+module runs it. Each record goes to its tenant's plugin (``tenants.<t>.plugins.<role>``:
+``s3``, the sink's own ledger and the default; ``noop``; or an entry point), built at start. Records that do not parse go to ``llm.dlq`` (the Consumer does that).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from .config import load_config
 from .kafka import Consumer, DeadLetters, Publisher
+from .plugins import TenantPlugins
 from .s3 import ObjectStore, S3ObjectStore
 from .service import mark_ready
 from .settings import Settings
@@ -40,15 +43,18 @@ class SinkSpec:
     name: str  # e.g. "usage-sink": client ids, the DLQ's consumer header, readiness
     group: str
     source: str  # the topic role it reads (topics.yaml)
+    role: Literal["usage", "audit"]  # the plugin role (``tenants.<t>.plugins.<role>``)
     model: type[BaseModel]
-    handler: Callable[[Any, BaseModel, Any], Awaitable[None]]  # (plugin, event, record)
+    handler: Callable[[Any, Any, Any], Awaitable[None]]  # (TenantPlugins, event, record)
     bucket: Callable[[Settings], str]
     plugin: Callable[[ObjectStore, BatchSettings], SinkPlugin]  # the default (S3) plugin
     settings: Callable[[Settings], BatchSettings]
 
 
 class SinkService:
-    def __init__(self, spec: SinkSpec, settings: BatchSettings, topics: Topics, plugin: SinkPlugin):
+    def __init__(
+        self, spec: SinkSpec, settings: BatchSettings, topics: Topics, plugin: TenantPlugins[SinkPlugin]
+    ):
         rt = settings.runtime
         self.spec = spec
         self.settings = settings
@@ -91,9 +97,11 @@ async def serve_sink(spec: SinkSpec, settings: Settings, *, store: ObjectStore |
         s3 = S3ObjectStore(spec.bucket(settings), endpoint_url=settings.s3_url)
         await s3.start()  # creates the bucket when it is missing
         store = s3
-    sink = SinkService(spec, batch, topics, spec.plugin(store, batch))
+    config = load_config(settings.config_path, settings.env)
+    plugins = TenantPlugins.build(config, spec.role, spec.plugin(store, batch))
+    sink = SinkService(spec, batch, topics, plugins)
     await sink.start()
-    mark_ready(f"{spec.name} {settings.instance_id}")
+    mark_ready(spec.name, settings)
     try:
         await asyncio.Event().wait()
     finally:

@@ -22,6 +22,7 @@ SPEC = SinkSpec(
     name="usage-sink",
     group=GROUP,
     source="usage",
+    role="usage",
     model=UsageRecorded,
     handler=record_usage,  # type: ignore[arg-type]
     bucket=lambda settings: settings.usage_bucket,

@@ -8,6 +8,7 @@ Everything is removed afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import subprocess
 import sys
@@ -19,16 +20,21 @@ from pathlib import Path
 import orjson
 import pytest
 
+from services.audit_sink.app import serve as serve_audit_sink
 from services.client import GatewayClient
-from services.contracts.errors import RequestBlocked
+from services.contracts.errors import BudgetExceeded, RequestBlocked
+from services.contracts.events import AuditRecorded, UsageRecorded
 from services.router.app import Router
 from services.runtime import entrypoints
 from services.runtime.config import ConfigError, load_config
 from services.runtime.entrypoints import AUDIT, HOOKS, USAGE, PluginError
 from services.runtime.hooks import Hook, Modify, TenantHooks
+from services.runtime.kafka import Publisher
 from services.runtime.plugins import AuditPlugin, UsagePlugin
+from services.runtime.s3 import MemoryObjectStore
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
+from services.usage_sink.app import serve as serve_usage_sink
 from tests.e2e.helpers import TopicTail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +42,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = '''
 """An organisation's own gateway plugins (a throw-away test package)."""
 from services.runtime.hooks import ALLOW, Block, Hook, Modify
-from services.runtime.plugins import NO_OPINION
+from services.runtime.plugins import NO_OPINION, BudgetVerdict
+
+#: what the plugins were told, in order (the tests read them)
+CHECKED, REPORTED, RECORDED, AUDITED = [], [], [], []
 
 
 class ShoutHook(Hook):
@@ -55,13 +64,16 @@ class Billing:
         self.options = options
 
     async def record(self, usage, position):
-        pass
+        RECORDED.append((usage.request_id, position.offset))
 
     async def check_budget(self, request, *, max_cost_usd):
+        CHECKED.append((request.request_id, max_cost_usd))
+        if request.user_id == "broke":
+            return BudgetVerdict(False, remaining_usd=0.25, reason="acme billing: the account of broke is empty")
         return NO_OPINION
 
     async def report_usage(self, usage):
-        pass
+        REPORTED.append(usage.request_id)
 
     async def aclose(self):
         pass
@@ -69,7 +81,7 @@ class Billing:
 
 class Archive:
     async def record(self, audit, position):
-        pass
+        AUDITED.append(audit.request_id)
 
     async def aclose(self):
         pass
@@ -183,7 +195,9 @@ CONFIG = """
 providers:
   p: {kind: openai, base_url: "http://p.invalid/v1"}
 models:
-  m: {deployments: [{provider: p, model: x}]}
+  m:
+    deployments: [{provider: p, model: x, price: {input_per_mtok: 1.0, output_per_mtok: 2.0}}]
+    max_output_tokens: 1000
 tenants:
   acme:
     hooks:
@@ -250,3 +264,143 @@ async def test_a_router_runs_the_installed_hook(
         assert isinstance(await router.hooks.pre("acme").pre[0][1].pre_call(sent), Modify)  # type: ignore[union-attr]
     finally:
         await router.aclose()
+
+
+async def test_a_tenants_usage_plugin_answers_the_routers_budget_questions(
+    installed: str, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """``check_budget`` refuses before anything runs (402 naming the plugin's reason); every
+    usage record of the tenant reaches ``report_usage`` through the router's group."""
+    plugin = sys.modules[installed]
+    path = tmp_path / "gw.yaml"
+    path.write_text(CONFIG)
+    config = load_config(path, env={})
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path, request_log=False
+    )
+    topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
+    await apply_topics(kafka_bootstrap, topics)
+    router = Router(settings, config, topics)
+    await router.start()
+    try:
+        async with (
+            TopicTail(kafka_bootstrap, topics.exec.name) as plans,
+            GatewayClient(kafka_bootstrap, "acme", "broke", topic_prefix=topic_prefix, timeout_s=30) as broke,
+            GatewayClient(kafka_bootstrap, "acme", "rich", topic_prefix=topic_prefix, timeout_s=30) as rich,
+            Publisher(kafka_bootstrap) as pub,
+        ):
+            with pytest.raises(BudgetExceeded) as refused:
+                await broke.chat(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=100)
+            assert "acme billing: the account of broke is empty" in refused.value.message
+            assert refused.value.details["remaining_usd"] == 0.25
+            # priced as the router's own budgets are: prompt bound + max_tokens at the model's price
+            (rid, cost) = plugin.CHECKED[-1]
+            assert 100 * 2.0 / 1e6 < cost < 200 * 2.0 / 1e6
+            sent = rich.build_request("m", [{"role": "user", "content": "fine"}], stream=False)
+            await rich.send(sent)
+            await plans.until(lambda rs: any(sent.request_id.encode() in r.value for r in rs))
+            assert plugin.CHECKED[-1][0] == sent.request_id
+            usage = UsageRecorded(
+                request_id=sent.request_id,
+                tenant_id="acme",
+                user_id="rich",
+                status="ok",
+                alias="m",
+                provider="p",
+                model="x",
+                prompt_tokens=3,
+                completion_tokens=5,
+                total_tokens=8,
+                cost_usd=0.00001,
+            )
+            await (await pub.publish(topics.usage.name, usage, key="acme"))
+            await wait_for(
+                lambda: sent.request_id in plugin.REPORTED, what="report_usage of the usage record"
+            )
+            await router.aclose()  # commits what it read
+            # usage arriving while no router runs: the next owner's rebuild reads past it and
+            # reports it to the plugin from the group's committed offset
+            later = usage.model_copy(update={"request_id": f"later-{uuid.uuid4().hex[:8]}"})
+            await (await pub.publish(topics.usage.name, later, key="acme"))
+            router = Router(settings, config, topics)
+            await router.start()
+            await wait_for(
+                lambda: later.request_id in plugin.REPORTED, what="the unreported usage after a restart"
+            )
+    finally:
+        await router.aclose()
+
+
+async def test_the_sinks_hand_each_tenants_records_to_its_plugins(
+    installed: str, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Records of ``acme`` go to its entry-point plugins; another tenant's to the sink's S3 ledger."""
+    plugin = sys.modules[installed]
+    path = tmp_path / "gw.yaml"
+    path.write_text(CONFIG + "  other: {}\n")
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path, request_log=False
+    )
+    topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
+    await apply_topics(kafka_bootstrap, topics)
+    usage_store, audit_store = MemoryObjectStore(), MemoryObjectStore()
+    tasks = [
+        asyncio.create_task(serve_usage_sink(settings, store=usage_store)),
+        asyncio.create_task(serve_audit_sink(settings, store=audit_store)),
+    ]
+    try:
+        async with Publisher(kafka_bootstrap) as pub:
+            ids = {t: f"req-{t}-{uuid.uuid4().hex[:8]}" for t in ("acme", "other")}
+            for tenant, rid in ids.items():
+                common = {"request_id": rid, "tenant_id": tenant, "user_id": "u"}
+                await (
+                    await pub.publish(
+                        topics.usage.name,
+                        UsageRecorded(
+                            **common, status="ok", alias="m", provider="p", model="x", total_tokens=2
+                        ),
+                        key=tenant,
+                    )
+                )
+                await (
+                    await pub.publish(
+                        topics.audit.name,
+                        AuditRecorded(**common, action="completed", actor="test"),
+                        key=tenant,
+                    )
+                )
+
+            async def stored(store: MemoryObjectStore, rid: str) -> bool:
+                for key in await store.keys(""):
+                    obj = await store.get(key)
+                    if obj is not None and rid.encode() in obj.body:
+                        return True
+                return False
+
+            await wait_for(
+                lambda: ids["acme"] in [r for r, _ in plugin.RECORDED], what="acme usage at its plugin"
+            )
+            await wait_for(lambda: ids["acme"] in plugin.AUDITED, what="acme audit at its plugin")
+            await wait_for_async(lambda: stored(usage_store, ids["other"]), what="other's usage in S3")
+            await wait_for_async(lambda: stored(audit_store, ids["other"]), what="other's audit in S3")
+            assert not await stored(usage_store, ids["acme"]) and not await stored(audit_store, ids["acme"])
+            assert ids["other"] not in [r for r, _ in plugin.RECORDED] and ids["other"] not in plugin.AUDITED
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_for(check, *, what: str, timeout: float = 30.0) -> None:
+    async def ok() -> bool:
+        return bool(check())
+
+    await wait_for_async(ok, what=what, timeout=timeout)
+
+
+async def wait_for_async(check, *, what: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
