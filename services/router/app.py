@@ -186,11 +186,11 @@ class Router:
 
 
 async def serve(settings: Settings) -> None:
-    config = load_config(settings.config_path, settings.env)
+    config = load_config(settings.config_path)
     topics = Topics.load(settings.topics_path, settings.topic_prefix)
     router = Router(settings, config, topics)
     await router.start()
-    mark_ready("router", settings)
+    mark_ready(f"router {settings.instance_id}")
     try:
         await asyncio.Event().wait()
     finally:
