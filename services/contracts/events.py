@@ -441,8 +441,21 @@ AuditAction = Literal[
 ]
 
 
+class AuditContent(Model):
+    """Prompt and completion text of an audited request: only for a tenant whose policy says
+    ``audit.include_content: true`` (never otherwise). ``messages`` / ``input``: the request's
+    messages or embedding inputs as the recording service held them (a pre-call hook's change
+    applied: text the ``pii_redaction`` hook redacted stays redacted);
+    ``completion``: the answer's text (outcome records of requests that produced one)."""
+
+    messages: list[Message] | None = None
+    input: list[str] | None = None
+    completion: str | None = None
+
+
 class AuditRecorded(Envelope):
-    """Who did what, when. Topic ``llm.audit``, key tenant_id. No prompt text."""
+    """Who did what, when. Topic ``llm.audit``, key tenant_id. No prompt or completion text
+    unless the tenant's policy asks for ``content``."""
 
     type: Literal["llm.audit.v1"] = "llm.audit.v1"
     action: AuditAction
@@ -454,6 +467,9 @@ class AuditRecorded(Envelope):
     client_id: str | None = None
     error_code: ErrorCode | None = None
     reason: str | None = None
+    content: AuditContent | None = Field(
+        default=None, description="Prompt and completion text, only under audit.include_content: true"
+    )
 
 
 # --- governance ledger (the router's own topics) ---------------------------------------

@@ -39,6 +39,7 @@ from services.contracts.events import (
     ResultProduced,
     utcnow,
 )
+from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher
@@ -323,7 +324,14 @@ class Executor:
             await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
             await self.publisher.publish(self.topics.usage.name, record, key=req.tenant_id),
             await started.published(),
-            await self._audit(plan, action, dep, error, reason=reason),
+            await self._audit(
+                plan,
+                action,
+                dep,
+                error,
+                reason=reason,
+                completion=outcome.message.content if outcome is not None else None,
+            ),
         ]
 
     async def _audit(
@@ -334,7 +342,10 @@ class Executor:
         error: GatewayError | None = None,
         reason: str | None = None,
         at: datetime | None = None,
+        completion: str | None = None,
     ) -> asyncio.Future[object]:
+        """One audit record of ``plan``'s request; ``content`` (its text and ``completion``) only
+        for a tenant whose policy includes content (``services/runtime/audit.py``)."""
         req = plan.request
         dep = dep or self.targets.one(plan.deployments[0])
         event = AuditRecorded(
@@ -351,6 +362,7 @@ class Executor:
             client_id=req.client_id,
             error_code=error.code if error else None,  # type: ignore[arg-type]
             reason=reason or (error.message if error else None),
+            content=audit_content(self.config, req, completion),
         )
         return await self.publisher.publish(self.topics.audit.name, event, key=req.tenant_id)
 

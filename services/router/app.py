@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 
 from services.contracts.errors import GatewayError
 from services.contracts.events import AnyRequest, ChatRequested, ModelsListRequested, RequestBase
+from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
@@ -142,7 +143,9 @@ class Router:
             # policies, then the tenant's pre-call hooks, before planning (the hooks' outcomes: .hooks)
             admit(req, self.config, raw_size=len(record.value or b""))
             if (chain := self.hooks.pre(req.tenant_id)) is not None:
-                checked = await pre_call(chain, req, self.publisher, self.topics, self.request_log)  # type: ignore[arg-type]
+                checked = await pre_call(
+                    chain, req, self.publisher, self.topics, self.request_log, audit_content(self.config, req)
+                )  # type: ignore[arg-type]
                 if checked is None:
                     return  # blocked: answered and audited
                 req = checked
@@ -175,7 +178,7 @@ class Router:
         await asyncio.gather(*futs)
 
     async def reject(self, req: RequestBase, err: GatewayError) -> None:
-        await reject(self.publisher, self.topics, req, err, "router")
+        await reject(self.publisher, self.topics, req, err, "router", content=audit_content(self.config, req))
         self.request_log.rejected(req, err.code)
 
     async def reject_invalid(self, record: ConsumerRecord, exc: pydantic.ValidationError) -> None:

@@ -3,15 +3,15 @@
 ``pre_call`` answers the request to plan (unchanged, or as the hooks modified it), or, when a hook
 blocked it, ``None`` after answering the caller: the result carries the block's error
 (``request_blocked`` naming the rule in the message and ``error.details.rule``, or the error the
-hook chose) and ``llm.audit`` gets ``blocked`` with the rule as ``reason`` (never the offending
-text); both are acknowledged before the request's offset is committed.
+hook chose) and ``llm.audit`` gets ``blocked`` with the rule as ``reason`` (the offending text
+only as ``content`` for a tenant whose policy includes content); both are acknowledged before the request's offset is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from services.contracts.events import AuditRecorded, ErrorInfo, ResultProduced
+from services.contracts.events import AuditContent, AuditRecorded, ErrorInfo, ResultProduced
 from services.runtime.hooks import Block, HookChain, HookRequest, block_error
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
@@ -20,18 +20,25 @@ from services.runtime.topics import Topics
 
 
 async def pre_call(
-    chain: HookChain, req: HookRequest, publisher: Publisher, topics: Topics, log: RequestLog
+    chain: HookChain,
+    req: HookRequest,
+    publisher: Publisher,
+    topics: Topics,
+    log: RequestLog,
+    content: AuditContent | None = None,
 ) -> HookRequest | None:
     """Raises ``GatewayError`` when a hook failed (the caller answers it like any rejection)."""
     checked = await chain.pre_call(req)
     if not isinstance(checked, Block):
         return checked
-    await refuse(publisher, topics, req, checked)
+    await refuse(publisher, topics, req, checked, content)
     log.rejected(req, block_error(checked, "request").code)
     return None
 
 
-async def refuse(publisher: Publisher, topics: Topics, req: HookRequest, block: Block) -> None:
+async def refuse(
+    publisher: Publisher, topics: Topics, req: HookRequest, block: Block, content: AuditContent | None = None
+) -> None:
     err = block_error(block, "request")
     topic, partition = result_target(req, topics)
     result = ResultProduced(
@@ -60,6 +67,7 @@ async def refuse(publisher: Publisher, topics: Topics, req: HookRequest, block: 
         client_id=req.client_id,
         error_code=err.code,
         reason=block.rule,  # type: ignore[arg-type]
+        content=content,
     )
     await asyncio.gather(
         await publisher.publish(topic, result, key=req.request_id, partition=partition),

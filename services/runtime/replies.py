@@ -13,6 +13,7 @@ from aiokafka.structs import ConsumerRecord
 from services.contracts.errors import CapabilityNotSupported, GatewayError, ValidationError
 from services.contracts.events import (
     OPERATIONS,
+    AuditContent,
     AuditRecorded,
     ErrorInfo,
     ReplyTo,
@@ -49,6 +50,7 @@ async def reject(
     actor: str,
     alias: str | None = None,
     action: str | None = None,
+    content: AuditContent | None = None,
 ) -> None:
     """Answer ``req`` with ``err`` (its ``details`` too) and record an audit event: ``action``,
     by default ``rate_limited`` / ``budget_exceeded`` for those codes, else ``blocked``; both
@@ -81,6 +83,7 @@ async def reject(
         client_id=req.client_id,
         error_code=err.code,  # type: ignore[arg-type]
         reason=err.message,
+        content=content,
     )
     futs = [
         await publisher.publish(topic, result, key=req.request_id, partition=partition),
