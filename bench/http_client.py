@@ -1,14 +1,14 @@
-"""CPU per provider call of the executor's HTTP transports, one after the other on one server.
+"""CPU per provider call of the executor's HTTP client, ``AiohttpTransport``, as configured
+by default and with ``trust_env`` (``LLMGW_PROVIDER_TRUST_ENV=1``), one after the other on one
+server.
 
     python -m bench.http_client [--calls 4000] [--url http://127.0.0.1:18080/v1/chat/completions]
 
-Each transport POSTs a small chat request ``--calls`` times in sequence (after 200 warm-up
+Each variant POSTs a small chat request ``--calls`` times in sequence (after 200 warm-up
 calls) and the script prints the client process's CPU time per call (``getrusage``: user +
 system, so the socket calls count) and the wall time per call. Without ``--url`` it starts
 its own server in a child process: keep-alive HTTP/1.1 answering every POST with a fixed
-OpenAI chat completion, so the server's CPU is not the client's. Transports: ``h1``
-(``H1Transport``, the executor's), ``aiohttp`` (``AiohttpTransport``, used with
-``LLMGW_PROVIDER_TRUST_ENV=1``) and ``httpx`` (``HttpxTransport``).
+OpenAI chat completion, so the server's CPU is not the client's.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import multiprocessing
 import resource
 import socket
 import time
+from collections.abc import Callable
 
 import orjson
 import uvloop
 
-from services.executor.providers.h1 import H1Transport
-from services.executor.providers.transport import AiohttpTransport, HttpTransport, HttpxTransport
+from services.executor.providers.transport import AiohttpTransport, HttpTransport
 
-TRANSPORTS: dict[str, type] = {"h1": H1Transport, "aiohttp": AiohttpTransport, "httpx": HttpxTransport}
+TRANSPORTS: dict[str, Callable[[], HttpTransport]] = {
+    "aiohttp": AiohttpTransport,
+    "aiohttp-trust-env": lambda: AiohttpTransport(trust_env=True),
+}
 BODY = orjson.dumps(
     {"model": "mock-gpt", "messages": [{"role": "user", "content": "Say hello in one short line."}]}
 )
@@ -101,7 +104,7 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--url", help="a server to POST to (default: a local one in a child process)")
-    parser.add_argument("--transports", default="h1,aiohttp,httpx")
+    parser.add_argument("--transports", default=",".join(TRANSPORTS))
     args = parser.parse_args()
     server = None
     url = args.url
@@ -115,7 +118,7 @@ def main() -> None:
     try:
         for name in args.transports.split(","):
             cpu_us, wall_us = uvloop.run(measure(name, url, args.calls))
-            print(f"{name:8s} {cpu_us:7.1f} us CPU per call  {wall_us:7.1f} us wall per call")
+            print(f"{name:18s} {cpu_us:7.1f} us CPU per call  {wall_us:7.1f} us wall per call")
     finally:
         if server is not None:
             server.terminate()

@@ -53,7 +53,6 @@ from .chunker import ChunkEmitter
 from .embed import EmbedRunner, Requests
 from .handlers import Attempted, Outcome, chunk_template, error_info, execute, settle, usage_record
 from .hooks import check_answer, response_guard
-from .providers.h1 import H1Transport
 from .providers.transport import AiohttpTransport, HttpTransport
 from .targets import Target, Targets
 
@@ -430,11 +429,11 @@ class _RateLimited:
 
 
 def _transport(settings: Settings) -> HttpTransport:
-    """``H1Transport`` (lean, no proxies); ``AiohttpTransport`` when provider calls must honour
-    the proxy variables and ``.netrc`` (``LLMGW_PROVIDER_TRUST_ENV=1``)."""
-    if settings.provider_trust_env:
-        return AiohttpTransport(trust_env=True)
-    return H1Transport()
+    """The one provider client: aiohttp, a pool of at most ``LLMGW_PROVIDER_MAX_CONNECTIONS``
+    connections, honouring ``HTTP(S)_PROXY`` / ``NO_PROXY`` with ``LLMGW_PROVIDER_TRUST_ENV=1``."""
+    return AiohttpTransport(
+        trust_env=settings.provider_trust_env, max_connections=settings.provider_max_connections
+    )
 
 
 def _remember(store: OrderedDict[str, object], key: str, value: object) -> None:

@@ -21,6 +21,9 @@ class Settings:
     ``audit_bucket`` (``LLMGW_USAGE_BUCKET``, ``LLMGW_AUDIT_BUCKET``) are created when missing.
     ``request_log`` (``LLMGW_REQUEST_LOG``, ``0`` turns it off): one JSON line per request outcome
     on standard output (``services/runtime/request_log.py``).
+    ``provider_trust_env`` (``LLMGW_PROVIDER_TRUST_ENV``) and ``provider_max_connections``
+    (``LLMGW_PROVIDER_MAX_CONNECTIONS``): the executor's provider client honours the proxy
+    variables, and keeps at most that many connections open.
     ``fast_fetch`` (``LLMGW_FAST_FETCH``, ``0`` turns it off): the gateway's services fetch with
     ``services/runtime/fetching.py``'s changes to aiokafka.
     """
@@ -43,6 +46,7 @@ class Settings:
     kafka_port: int = 9092
     external_kafka: bool = False
     provider_trust_env: bool = False
+    provider_max_connections: int = 512
     otel_console: bool = False
     s3_endpoint: str | None = None
     usage_bucket: str = "llmgw-usage"
@@ -86,6 +90,10 @@ class Settings:
             kw["otel_console"] = True
         if e.get("LLMGW_PROVIDER_TRUST_ENV") in ("1", "true", "yes"):
             kw["provider_trust_env"] = True
+        if v := e.get("LLMGW_PROVIDER_MAX_CONNECTIONS"):
+            if not v.isdigit() or int(v) < 1:
+                raise ValueError(f"LLMGW_PROVIDER_MAX_CONNECTIONS must be a whole number > 0, got {v!r}")
+            kw["provider_max_connections"] = int(v)
         if v := e.get("LLMGW_EDGE_HOST"):
             kw["edge_host"] = v
         for name, key in (

@@ -4,7 +4,7 @@ A provider implements only the capabilities it offers; the registry is keyed by
 (provider kind, operation). A chat adapter is pure mapping plus two I/O methods (STYLE 4): ``to_wire`` builds the
 upstream body, ``from_wire`` reads a whole response, a ``StreamParser`` turns stream
 lines into ``StreamDelta``s; only ``complete`` and ``stream`` touch HTTP, through an
-``HttpTransport``. No ``aiohttp`` or ``httpx`` error escapes an adapter:
+``HttpTransport``. No ``aiohttp`` error escapes an adapter:
 ``map_http_errors`` turns them into ``ProviderError`` / ``ProviderTimeout`` (STYLE 13).
 """
 
@@ -17,14 +17,12 @@ from typing import Any, Protocol
 
 import aiohttp
 import aiohttp.http
-import httpx
 
 from services.contracts.errors import ProviderError, ProviderTimeout
 from services.contracts.events import AssistantMessage, ChatRequested, EmbedRequested, ToolCallDelta, Usage
 
 from ..targets import Target
 from ._embeddings import Embeddings
-from .h1 import UpstreamConnectionError
 from .transport import HttpTransport
 
 
@@ -100,19 +98,14 @@ class EmbeddingsAdapter(Protocol):
 @contextlib.contextmanager
 def map_http_errors(provider: str) -> Iterator[None]:
     """Translate transport failures at the adapter boundary: timeouts (aiohttp's are
-    ``TimeoutError``s, as are ``H1Transport``'s) become ``ProviderTimeout``; any other
-    transport failure (refused, reset, dropped mid-body, malformed HTTP) becomes
-    ``ProviderError`` with no upstream status."""
+    ``TimeoutError``s) become ``ProviderTimeout``; any other transport failure (refused,
+    reset, dropped mid-body, malformed HTTP) becomes ``ProviderError`` with no upstream
+    status."""
     try:
         yield
-    except (httpx.TimeoutException, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise ProviderTimeout(f"{provider}: upstream timed out ({type(exc).__name__})") from exc
-    except (
-        httpx.HTTPError,
-        aiohttp.ClientError,
-        aiohttp.http.HttpProcessingError,
-        UpstreamConnectionError,
-    ) as exc:
+    except (aiohttp.ClientError, aiohttp.http.HttpProcessingError) as exc:
         raise ProviderError(
             f"{provider}: upstream connection failed ({type(exc).__name__}: {exc})",
             details={"upstream_status": None},

@@ -1,13 +1,11 @@
-"""The HTTP port the adapters post through, and two of its implementations.
+"""The HTTP port the adapters post through, and its one implementation, ``AiohttpTransport``.
 
-The executor's default is ``H1Transport`` (``h1.py``). ``AiohttpTransport`` (one pooled
-``aiohttp.ClientSession``) serves when provider calls must honour proxy settings.
-``HttpxTransport`` wraps an ``httpx.AsyncClient``; the unit tests drive it over
-``httpx.MockTransport``.
+Every provider call goes through one pooled ``aiohttp.ClientSession`` (the executor builds it
+from ``Settings``: ``services.executor.app._transport``). The adapters see only the
+``HttpTransport`` Protocol, so a test may drive them through any object that implements it.
 
-All leave their own exceptions alone: ``map_http_errors`` translates them at the adapter
-boundary (STYLE 13). All split streamed bodies with ``split_lines``, so an adapter sees
-the same lines whichever transport carries them.
+The transport leaves aiohttp's exceptions alone: ``map_http_errors`` translates them at the
+adapter boundary (STYLE 13). Streamed bodies are split with ``split_lines``.
 """
 
 from __future__ import annotations
@@ -21,14 +19,15 @@ from typing import Protocol
 
 import aiohttp
 import certifi
-import httpx
 
-#: Defaults kept from the httpx client the executor used before: the longest wait for
-#: the next bytes of an answer, and for a TCP (and TLS) connection.
+#: The longest wait for the next bytes of an answer, and for a connection (a free one from
+#: the pool, DNS, TCP and TLS).
 READ_TIMEOUT_S = 600.0
 CONNECT_TIMEOUT_S = 10.0
 #: How long an idle pooled connection is kept for reuse.
 KEEPALIVE_S = 30.0
+#: The most connections open to providers at once (all hosts together).
+MAX_CONNECTIONS = 512
 
 # CPython leaked aborted SSL transports before python/cpython#118960 (3.12.8, 3.13.1);
 # aiohttp's clean-up works around it and warns when asked for it on a fixed version.
@@ -75,7 +74,7 @@ async def split_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
     """Re-cut a body that arrives in arbitrary pieces into lines (see ``StreamingReply.lines``).
 
     Splitting bytes on ``\\n`` is safe for UTF-8, which never uses that byte inside a
-    multi-byte character; undecodable bytes become U+FFFD, as httpx decodes them."""
+    multi-byte character; undecodable bytes become U+FFFD."""
     pending: list[bytes] = []
     async for chunk in chunks:
         start = 0
@@ -120,10 +119,16 @@ class AiohttpStreamingReply:
 
 class AiohttpTransport:
     """One ``aiohttp.ClientSession``, created on first use (it must be made inside the
-    running loop) and closed by ``aclose``. The pool is unbounded: the executor's
-    ``max_in_flight`` bounds concurrency. No cookies are kept; proxy variables and
-    ``.netrc`` are ignored unless ``trust_env`` (reading them costs two thread hops per request); TLS
-    verifies against certifi's roots, as httpx does."""
+    running loop) and closed by ``aclose``.
+
+    * **Pool**: at most ``max_connections`` connections at once, all hosts together; a call
+      finding them all busy waits for one, and that wait counts against ``connect_timeout_s``
+      (then it fails as a timeout). Idle connections are kept ``keepalive_s``.
+    * **Proxies**: with ``trust_env``, aiohttp's own reading of ``HTTP_PROXY`` /
+      ``HTTPS_PROXY`` / ``NO_PROXY`` (and ``.netrc`` credentials) for every call (it costs two
+      thread hops per call); without, every call goes straight to its URL.
+    * No cookies are kept; redirects are not followed; TLS verifies against certifi's roots.
+    """
 
     def __init__(
         self,
@@ -131,18 +136,22 @@ class AiohttpTransport:
         read_timeout_s: float = READ_TIMEOUT_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         keepalive_s: float = KEEPALIVE_S,
+        max_connections: int = MAX_CONNECTIONS,
         trust_env: bool = False,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         self._trust_env = trust_env
         self._connect_timeout_s = connect_timeout_s
         self._keepalive_s = keepalive_s
+        self.max_connections = max_connections
         self._timeout = self._timeout_for(read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
     def _timeout_for(self, read_timeout_s: float) -> aiohttp.ClientTimeout:
-        # ``connect`` covers DNS, TCP and TLS (the pool never makes a request wait);
-        # ``total`` must be unset, aiohttp's default would cut every call at 5 minutes.
+        # ``connect`` covers the wait for a pooled connection, DNS, TCP and TLS; ``total``
+        # must be unset, aiohttp's default would cut every call at 5 minutes.
         return aiohttp.ClientTimeout(total=None, connect=self._connect_timeout_s, sock_read=read_timeout_s)
 
     def _client(self) -> aiohttp.ClientSession:
@@ -150,7 +159,7 @@ class AiohttpTransport:
             if self._closed:
                 raise RuntimeError("AiohttpTransport is closed")
             connector = aiohttp.TCPConnector(
-                limit=0,
+                limit=self.max_connections,
                 keepalive_timeout=self._keepalive_s,
                 enable_cleanup_closed=_SSL_TRANSPORTS_LEAK,
                 ssl=ssl.create_default_context(cafile=certifi.where()),
@@ -190,63 +199,6 @@ class AiohttpTransport:
             await self._session.close()
 
     async def __aenter__(self) -> AiohttpTransport:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-# --- httpx -------------------------------------------------------------------------
-
-
-class HttpxStreamingReply:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-
-    async def read(self) -> bytes:
-        return await self._response.aread()
-
-    def lines(self) -> AsyncIterator[str]:
-        return split_lines(self._response.aiter_bytes())
-
-
-class HttpxTransport:
-    """An ``httpx.AsyncClient`` (by default one configured as the executor's used to be),
-    which ``aclose`` closes."""
-
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500),
-        )
-
-    def _timeout_arg(self, timeout_s: float | None) -> httpx.Timeout:
-        if timeout_s is None:
-            return self.client.timeout
-        return httpx.Timeout(timeout_s, connect=self.client.timeout.connect)
-
-    async def post_json(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None
-    ) -> tuple[int, bytes]:
-        response = await self.client.post(
-            url, content=body, headers=headers, timeout=self._timeout_arg(timeout_s)
-        )
-        return response.status_code, response.content
-
-    @contextlib.asynccontextmanager
-    async def stream_lines(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None
-    ) -> AsyncIterator[StreamingReply]:
-        async with self.client.stream(
-            "POST", url, content=body, headers=headers, timeout=self._timeout_arg(timeout_s)
-        ) as response:
-            yield HttpxStreamingReply(response)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    async def __aenter__(self) -> HttpxTransport:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

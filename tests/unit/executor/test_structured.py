@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from services.contracts.errors import ValidationError
@@ -24,12 +23,12 @@ from services.contracts.events import (
 )
 from services.emulator import create_app
 from services.executor.app import Executor
-from services.executor.providers.transport import HttpxTransport
 from services.executor.structured import JSON_OBJECT, contract_for, pointer
 from services.router.handlers import plan
 from services.runtime.config import load_config
 from services.runtime.settings import ROOT, Settings
 from services.runtime.topics import Topics
+from tests.unit.providers.support import AsgiTransport
 
 SCHEMA = {
     "type": "object",
@@ -161,7 +160,7 @@ class Recorder:
 @pytest.fixture
 async def executor() -> AsyncIterator[Executor]:
     settings = Settings()
-    http = HttpxTransport(httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app())))
+    http = AsgiTransport(create_app())
     ex = Executor(settings, Topics.load(ROOT / "topics.yaml", ""), http=http)
     kafka_publisher, ex.publisher = ex.publisher, Recorder()  # type: ignore[assignment]
     try:

@@ -1,18 +1,26 @@
-"""Which HTTP client the executor calls providers through."""
+"""The executor's provider client: aiohttp, built from ``Settings``."""
 
 from __future__ import annotations
 
-import dataclasses
+import pytest
 
 from services.executor.app import _transport
-from services.executor.providers.h1 import H1Transport
 from services.executor.providers.transport import AiohttpTransport
 from services.runtime.settings import Settings
 
 
-def test_provider_calls_go_through_h1_unless_proxies_must_be_honoured() -> None:
-    settings = Settings.from_env({})
-    assert type(_transport(settings)) is H1Transport
-    proxied = _transport(dataclasses.replace(settings, provider_trust_env=True))
-    assert type(proxied) is AiohttpTransport and proxied._trust_env is True
-    assert type(_transport(Settings.from_env({"LLMGW_PROVIDER_TRUST_ENV": "1"}))) is AiohttpTransport
+def test_provider_calls_go_through_one_bounded_aiohttp_pool() -> None:
+    default = _transport(Settings.from_env({}))
+    assert type(default) is AiohttpTransport
+    assert default._trust_env is False and default.max_connections == 512
+    tuned = _transport(
+        Settings.from_env({"LLMGW_PROVIDER_TRUST_ENV": "1", "LLMGW_PROVIDER_MAX_CONNECTIONS": "64"})
+    )
+    assert type(tuned) is AiohttpTransport
+    assert tuned._trust_env is True and tuned.max_connections == 64
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_pool_bound_that_is_not_a_positive_number_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="LLMGW_PROVIDER_MAX_CONNECTIONS must be"):
+        Settings.from_env({"LLMGW_PROVIDER_MAX_CONNECTIONS": value})

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -26,13 +25,13 @@ from services.contracts.events import (
 from services.emulator import create_app
 from services.executor.app import Executor
 from services.executor.chunker import ChunkEmitter
-from services.executor.providers.transport import HttpxTransport
 from services.router.handlers import plan
 from services.runtime.config import load_config
 from services.runtime.hooks import Hook, HookChain, TenantHooks
 from services.runtime.settings import ROOT, Settings
 from services.runtime.topics import Topics
 from tests.support import eventually
+from tests.unit.providers.support import AsgiTransport
 
 
 class Recorder:
@@ -51,7 +50,7 @@ class Recorder:
 
 @pytest.fixture
 async def executor() -> AsyncIterator[Executor]:
-    http = HttpxTransport(httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app())))
+    http = AsgiTransport(create_app())
     ex = Executor(Settings(), Topics.load(ROOT / "topics.yaml", ""), http=http)
     kafka_publisher, ex.publisher = ex.publisher, Recorder()  # type: ignore[assignment]
     try:

@@ -1,4 +1,4 @@
-"""Adapters against the provider emulator in-process (its ASGI app behind ``HttpxTransport``):
+"""Adapters against the provider emulator in-process (its ASGI app behind ``AsgiTransport``):
 the capability suites (tools, structured output) check each chat adapter against the
 emulator's wire formats, sync and streaming, with no network."""
 
@@ -7,15 +7,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from services.contracts.events import ChatParams, ChatRequested, Message, ToolCall, ToolCallDelta
 from services.emulator import create_app
 from services.executor.providers.base import StreamDelta
 from services.executor.providers.registry import adapters
-from services.executor.providers.transport import HttpxTransport
 from services.executor.targets import Target
+
+from .support import AsgiTransport
 
 CHAT = adapters("chat")
 KINDS = sorted(CHAT)
@@ -24,10 +24,9 @@ BASE_URL = {"openai": "http://emulator/v1", "anthropic": "http://emulator", "oll
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[HttpxTransport]:
-    http = HttpxTransport(httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app())))
-    yield http
-    await http.aclose()
+async def emulator() -> AsyncIterator[AsgiTransport]:
+    async with AsgiTransport(create_app()) as http:
+        yield http
 
 
 def target(kind: str, scenario: str = "") -> Target:

@@ -1,10 +1,11 @@
 """Helpers for the provider tests: request and deployment factories, a recording
-handler, canned responses (which ``upstreams`` serve through either transport), and
-stream collection."""
+handler, canned responses (which ``upstreams`` serve over real HTTP), stream collection, and
+``AsgiTransport`` (adapters against an ASGI app in this process)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import orjson
 
 from services.contracts.events import ChatParams, ChatRequested, Message
 from services.executor.providers.base import StreamDelta, StreamParser
+from services.executor.providers.transport import StreamingReply, split_lines
 from services.executor.targets import Target
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -103,3 +105,52 @@ def streamed(
             raise then
 
     return lambda request: httpx.Response(200, content=chunks(), headers={"content-type": content_type})
+
+
+class AsgiTransport:
+    """An ``HttpTransport`` into an ASGI app in this process (the provider emulator), so a
+    suite can check adapters against its wire formats with no network. Test-only (on httpx's
+    ASGI transport); every provider call of the gateway goes through ``AiohttpTransport``."""
+
+    def __init__(self, app: Any) -> None:
+        self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+
+    async def post_json(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None
+    ) -> tuple[int, bytes]:
+        response = await self._client.post(url, content=body, headers=headers, timeout=_timeout(timeout_s))
+        return response.status_code, response.content
+
+    @contextlib.asynccontextmanager
+    async def stream_lines(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None
+    ) -> AsyncIterator[StreamingReply]:
+        async with self._client.stream(
+            "POST", url, content=body, headers=headers, timeout=_timeout(timeout_s)
+        ) as r:
+            yield _AsgiReply(r)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> AsgiTransport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _AsgiReply:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+
+    async def read(self) -> bytes:
+        return await self._response.aread()
+
+    def lines(self) -> AsyncIterator[str]:
+        return split_lines(self._response.aiter_bytes())
+
+
+def _timeout(timeout_s: float | None) -> Any:
+    return httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s

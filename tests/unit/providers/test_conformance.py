@@ -1,7 +1,7 @@
 """One suite, every registered adapter (STYLE 19): the same normalised expectations, with
 each provider's recorded wire samples supplied by ``fixtures/<kind>.py``. Tests that take
-``upstream`` run over both transports: ``HttpxTransport`` on a mock, ``AiohttpTransport``
-against a real local server."""
+``upstream`` run over the executor's own transport (``AiohttpTransport``) against a real local
+server."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One suite for every adapter offering ``embed`` (STYLE 19): the same normalised expectations,
 each provider's recorded samples from ``fixtures/<kind>_embeddings.py``. Tests taking
-``upstream`` run over every transport (httpx on a mock, aiohttp and H1 against a real server)."""
+``upstream`` run over the executor's own transport (aiohttp) against a real local server."""
 
 from __future__ import annotations
 

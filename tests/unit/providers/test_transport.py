@@ -1,4 +1,5 @@
-"""The HTTP port: line splitting, and what each transport does on the wire."""
+"""The HTTP port: line splitting, and what ``AiohttpTransport`` does on the wire: timeouts,
+connection reuse, the pool's bound, proxies."""
 
 from __future__ import annotations
 
@@ -11,18 +12,16 @@ import httpx
 import pytest
 
 from services.contracts.errors import ProviderError, ProviderTimeout
-from services.executor.providers.h1 import H1Transport, UpstreamConnectionError
 from services.executor.providers.registry import adapters
-from services.executor.providers.transport import AiohttpTransport, HttpxTransport, split_lines
+from services.executor.providers.transport import AiohttpTransport, split_lines
+from tests.support import eventually
 
 from .fixtures import FIXTURES, TEXT
 from .support import answer, chat, collect, deployment, joined, raising, streamed
-from .upstreams import LIVE_TRANSPORTS, LiveUpstream, Upstream
+from .upstreams import LiveUpstream, Upstream
 
 ADAPTERS = adapters("chat")
-
-#: What each real transport's refused connection is, underneath the ``ProviderError``.
-REFUSED = {AiohttpTransport: aiohttp.ClientConnectorError, H1Transport: UpstreamConnectionError}
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY")
 
 
 async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -72,7 +71,7 @@ async def test_status_and_body_pass_through_and_redirects_are_not_followed(upstr
     assert rec.request.headers["x-k"] == "v" and rec.request.content == b'{"a":1}'
 
 
-# --- the real transports ---------------------------------------------------------------
+# --- on the wire ---------------------------------------------------------------------------
 
 
 def closed_port() -> int:
@@ -82,13 +81,11 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("transport", sorted(LIVE_TRANSPORTS))
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))
-async def test_connection_refused_is_a_provider_error(kind: str, transport: str) -> None:
+async def test_connection_refused_is_a_provider_error(kind: str) -> None:
     fx = FIXTURES[kind]
     dep = deployment(kind, f"http://127.0.0.1:{closed_port()}", fx.UPSTREAM_MODEL)
-    real = LIVE_TRANSPORTS[transport]
-    async with real() as http:
+    async with AiohttpTransport() as http:
         with pytest.raises(ProviderError) as whole:
             await ADAPTERS[kind].complete(http, chat(), dep, None)
         with pytest.raises(ProviderError) as streamed_err:
@@ -96,11 +93,10 @@ async def test_connection_refused_is_a_provider_error(kind: str, transport: str)
     for err in (whole.value, streamed_err.value):
         assert type(err) is ProviderError
         assert err.details == {"upstream_status": None}
-        assert isinstance(err.__cause__, REFUSED[real])
+        assert isinstance(err.__cause__, aiohttp.ClientConnectorError)
 
 
-@pytest.mark.parametrize("transport", sorted(LIVE_TRANSPORTS))
-async def test_an_answer_that_is_not_http_is_a_provider_error(transport: str) -> None:
+async def test_an_answer_that_is_not_http_is_a_provider_error() -> None:
     async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
@@ -111,7 +107,7 @@ async def test_an_answer_that_is_not_http_is_a_provider_error(transport: str) ->
     port = server.sockets[0].getsockname()[1]
     fx = FIXTURES["openai"]
     try:
-        async with LIVE_TRANSPORTS[transport]() as http:
+        async with AiohttpTransport() as http:
             with pytest.raises(ProviderError) as err:
                 await ADAPTERS["openai"].complete(
                     http, chat(), deployment("openai", f"http://127.0.0.1:{port}", fx.UPSTREAM_MODEL), None
@@ -124,7 +120,7 @@ async def test_an_answer_that_is_not_http_is_a_provider_error(transport: str) ->
 
 async def test_a_per_call_timeout_overrides_the_default(live_upstream: LiveUpstream) -> None:
     live_upstream.serve(raising(httpx.ReadTimeout))
-    async with live_upstream.transport() as http:  # default read timeout: 600 s
+    async with AiohttpTransport() as http:  # default read timeout: 600 s
         with pytest.raises(TimeoutError):
             await http.post_json(live_upstream.origin + "/x", {}, b"{}", 0.1)
         with pytest.raises(TimeoutError):
@@ -173,26 +169,83 @@ async def test_stall_mid_stream_honours_the_read_timeout(live_upstream: LiveUpst
     assert 0.15 <= loop.time() - t0 < 2
 
 
-@pytest.mark.parametrize("transport", sorted(LIVE_TRANSPORTS))
-async def test_real_transport_lifecycle(transport: str) -> None:
-    http = LIVE_TRANSPORTS[transport]()
+async def test_transport_lifecycle() -> None:
+    http = AiohttpTransport()
     await http.aclose()  # never used: nothing to close
     with pytest.raises(RuntimeError, match="closed"):
         await http.post_json("http://127.0.0.1:1/", {}, b"", None)
 
 
-def test_default_timeouts_match_the_previous_client() -> None:
+def test_default_timeouts_and_pool() -> None:
     # 600 s between bytes, 10 s to connect, no cap on a whole call: aiohttp's default
     # total of 5 minutes would cut long generations.
-    assert AiohttpTransport()._timeout == aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=600.0)
-    assert HttpxTransport().client.timeout == httpx.Timeout(600.0, connect=10.0)
+    http = AiohttpTransport()
+    assert http._timeout == aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=600.0)
+    assert http.max_connections == 512
+    with pytest.raises(ValueError, match="max_connections must be at least 1, not 0"):
+        AiohttpTransport(max_connections=0)
 
 
-async def test_httpx_transport_per_call_timeout_keeps_the_connect_timeout(mock_http) -> None:
-    http, rec = mock_http(answer(200, b"{}"))
-    await http.post_json("http://x.test/", {}, b"{}", 0.5)
-    await http.post_json("http://x.test/", {}, b"{}", None)
-    assert [r.extensions["timeout"] for r in rec.requests] == [
-        {"connect": 5.0, "read": 0.5, "write": 0.5, "pool": 0.5},
-        {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0},  # the client's own (httpx's default)
-    ]
+async def held_until(release: asyncio.Event) -> AsyncIterator[bytes]:
+    yield b"{"
+    await release.wait()
+    yield b"}"
+
+
+async def test_the_pool_is_bounded_and_a_call_waits_for_a_free_connection(
+    live_upstream: LiveUpstream,
+) -> None:
+    """With one connection allowed and it busy, a second call waits for it, for at most the
+    connect timeout; once the first call is done the next one reuses its connection."""
+    release = asyncio.Event()
+    _, rec = live_upstream.serve(lambda request: httpx.Response(200, content=held_until(release)))
+    url = live_upstream.origin + "/v1/x"
+    async with AiohttpTransport(max_connections=1, connect_timeout_s=0.3) as http:
+        first = asyncio.create_task(http.post_json(url, {}, b"{}", None))
+        await eventually(lambda: len(rec.requests) == 1, within=5)
+        async with asyncio.timeout(5):  # an unbounded pool would send it, and it would hang
+            with pytest.raises(aiohttp.ConnectionTimeoutError):
+                await http.post_json(url, {}, b"{}", None)
+        assert len(rec.requests) == 1
+        release.set()
+        assert await first == (200, b"{}")
+        assert await http.post_json(url, {}, b"{}", None) == (200, b"{}")
+    assert len(rec.requests) == 2 and len(live_upstream.peers) == 1
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+async def test_with_trust_env_calls_go_through_the_proxy_the_environment_names(
+    live_upstream: LiveUpstream, no_proxy_variables: pytest.MonkeyPatch
+) -> None:
+    """The proxy (here the live upstream, answering as a forward proxy would) gets the request
+    with the provider's absolute URL; no DNS lookup of the provider happens here."""
+    _, rec = live_upstream.serve(answer(200, b'{"via": "proxy"}'))
+    no_proxy_variables.setenv("HTTP_PROXY", live_upstream.origin)
+    async with AiohttpTransport(trust_env=True) as http:
+        assert await http.post_json("http://provider.test/v1/x", {}, b"{}", None) == (
+            200,
+            b'{"via": "proxy"}',
+        )
+        async with http.stream_lines("http://provider.test/v1/y", {}, b"{}", None) as reply:
+            assert reply.status == 200
+    assert [str(r.url) for r in rec.requests] == ["http://provider.test/v1/x", "http://provider.test/v1/y"]
+
+
+async def test_no_proxy_and_the_default_go_straight_to_the_provider(
+    live_upstream: LiveUpstream, no_proxy_variables: pytest.MonkeyPatch
+) -> None:
+    _, rec = live_upstream.serve(answer(200, b"{}"))
+    no_proxy_variables.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")  # would refuse
+    url = live_upstream.origin + "/v1/x"
+    async with AiohttpTransport() as http:  # trust_env off: the variables are not read
+        assert (await http.post_json(url, {}, b"{}", None))[0] == 200
+    no_proxy_variables.setenv("NO_PROXY", "127.0.0.1")
+    async with AiohttpTransport(trust_env=True) as http:
+        assert (await http.post_json(url, {}, b"{}", None))[0] == 200
+    assert len(rec.requests) == 2

@@ -1,18 +1,24 @@
-"""Fake upstreams that serve the same ``Handler``s through either transport.
+"""A fake upstream that serves the tests' ``Handler``s over real HTTP.
 
-``MockUpstream`` answers in-process through ``httpx.MockTransport`` behind an
-``HttpxTransport``: no network. ``LiveUpstream`` is a real HTTP server on a free local
-port, reached through a real transport (``AiohttpTransport`` or ``H1Transport``); it acts a handler's failures out on the
-wire: an ``httpx.TimeoutException`` (raised before the answer or by its body) makes it
-stall until the client gives up, any other exception makes it drop the connection.
-Streamed bodies are written and flushed piece by piece, so the client receives them in
-separate TCP segments.
+``LiveUpstream`` is an aiohttp server on a free local port, reached through the executor's
+own transport (``AiohttpTransport``). Handlers speak in ``httpx.Request`` / ``httpx.Response``
+(test vocabulary only: no provider call goes through httpx). It acts a handler's failures out
+on the wire: an ``httpx.TimeoutException`` (raised before the answer or by its body) makes it
+stall until the client gives up, any other exception makes it drop the connection. Streamed
+bodies are written and flushed piece by piece, so the client receives them in separate TCP
+segments.
+
+``serve(respond, reroute=True)`` is for deployments configured with a provider's own URL
+(``https://api.openai.test/v1``): the transport it returns (``Rerouted``) sends every call to
+this server instead, and the handler sees the URL the adapter asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import NoReturn, Protocol
 from urllib.parse import urlsplit
 
@@ -20,8 +26,7 @@ import httpx
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 
-from services.executor.providers.h1 import H1Transport
-from services.executor.providers.transport import AiohttpTransport, HttpTransport, HttpxTransport
+from services.executor.providers.transport import AiohttpTransport, HttpTransport, StreamingReply
 
 from .support import Handler, Recorder
 
@@ -29,11 +34,14 @@ from .support import Handler, Recorder
 _FRAMING = {"content-length", "transfer-encoding", "connection"}
 #: The live transport's read timeout: a stalled upstream fails a test this fast.
 LIVE_READ_TIMEOUT_S = 0.2
+#: Carries the URL a ``Rerouted`` call was meant for.
+_MEANT_FOR = "x-test-meant-for"
 
 
 class Upstream(Protocol):
-    def serve(self, respond: Handler) -> tuple[HttpTransport, Recorder]:
-        """A transport whose requests ``respond`` answers, and the recorder of those requests."""
+    def serve(self, respond: Handler, reroute: bool = False) -> tuple[HttpTransport, Recorder]:
+        """A transport whose requests ``respond`` answers, and the recorder of those requests
+        (``reroute``: whatever URL they name)."""
         ...
 
     def base_url(self, configured: str) -> str:
@@ -42,35 +50,9 @@ class Upstream(Protocol):
         ...
 
 
-class MockUpstream:
-    def __init__(self) -> None:
-        self._transports: list[HttpTransport] = []
-
-    def serve(self, respond: Handler) -> tuple[HttpTransport, Recorder]:
-        recorder = Recorder(respond)
-        http = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(recorder)))
-        self._transports.append(http)
-        return http, recorder
-
-    def base_url(self, configured: str) -> str:
-        return configured
-
-    async def aclose(self) -> None:
-        for http in self._transports:
-            await http.aclose()
-
-
-#: The real transports a ``LiveUpstream`` can be reached through, by name.
-LIVE_TRANSPORTS: dict[str, type[AiohttpTransport] | type[H1Transport]] = {
-    "aiohttp": AiohttpTransport,
-    "h1": H1Transport,
-}
-
-
 class LiveUpstream:
-    def __init__(self, read_timeout_s: float = LIVE_READ_TIMEOUT_S, transport: str = "aiohttp") -> None:
+    def __init__(self, read_timeout_s: float = LIVE_READ_TIMEOUT_S) -> None:
         self._read_timeout_s = read_timeout_s
-        self.transport = LIVE_TRANSPORTS[transport]
         # handler_cancellation: a stalled handler ends when its client hangs up.
         self._server = RawTestServer(self._handle, host="127.0.0.1")
         self._respond: Handler | None = None
@@ -85,12 +67,12 @@ class LiveUpstream:
     async def start(self) -> None:
         await self._server.start_server()
 
-    def serve(self, respond: Handler) -> tuple[HttpTransport, Recorder]:
+    def serve(self, respond: Handler, reroute: bool = False) -> tuple[HttpTransport, Recorder]:
         recorder = Recorder(respond)
         self._respond = recorder
-        http = self.transport(read_timeout_s=self._read_timeout_s)
+        http = AiohttpTransport(read_timeout_s=self._read_timeout_s)
         self._transports.append(http)
-        return http, recorder
+        return (Rerouted(http, self.origin) if reroute else http), recorder
 
     def base_url(self, configured: str) -> str:
         return self.origin + urlsplit(configured).path
@@ -106,8 +88,8 @@ class LiveUpstream:
         self.peers.add(request.transport.get_extra_info("peername"))
         sent = httpx.Request(
             request.method,
-            str(request.url),
-            headers=list(request.headers.items()),
+            request.headers.get(_MEANT_FOR) or str(request.url),
+            headers=[(k, v) for k, v in request.headers.items() if k.lower() != _MEANT_FOR],
             content=await request.read(),
         )
         try:
@@ -131,6 +113,32 @@ class LiveUpstream:
             return _drop(request, response)
         await response.write_eof()
         return response
+
+
+class Rerouted:
+    """An ``HttpTransport`` that sends every call to ``origin`` (same path and query), naming
+    the URL it was meant for in a header ``LiveUpstream`` reads back."""
+
+    def __init__(self, http: AiohttpTransport, origin: str) -> None:
+        self._http, self._origin = http, origin
+
+    def _local(self, url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+        parts = urlsplit(url)
+        local = self._origin + parts.path + (f"?{parts.query}" if parts.query else "")
+        return local, {**headers, _MEANT_FOR: url}
+
+    async def post_json(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None
+    ) -> tuple[int, bytes]:
+        return await self._http.post_json(*self._local(url, headers), body, timeout_s)
+
+    def stream_lines(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None
+    ) -> AbstractAsyncContextManager[StreamingReply]:
+        return self._http.stream_lines(*self._local(url, headers), body, timeout_s)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 async def _stall() -> NoReturn:
