@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import infra
+from services.runtime.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     state = tmp_path_factory.mktemp("kafka")
     port, controller = infra.free_port(), infra.free_port()
-    cmd, _ = infra.kafka_command(state, port, controller)
+    cmd, _ = infra.kafka_command(state, port, controller, Settings.from_env().cache_dir)
     log = open(state / "kafka.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -2,7 +2,7 @@
 Apache Kafka in KRaft combined mode from jars resolved through Maven, and an
 S3 endpoint (moto's standalone server).
 
-The jars are cached in ``$LLMGW_CACHE`` (default ``~/.cache/llmgw``); the broker's
+The jars are cached in ``Settings.cache_dir`` (``$LLMGW_CACHE``, default ``~/.cache/llmgw``); the broker's
 data lives in the state directory, so a restarted broker keeps its topics.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import shutil
 import socket
 import subprocess
@@ -19,21 +18,17 @@ import time
 import uuid
 from pathlib import Path
 
-from services.runtime.settings import ROOT
+from services.runtime.settings import ROOT, Settings
 
 POM = ROOT / "infra" / "kafka" / "pom.xml"
 LOG4J = ROOT / "infra" / "kafka" / "log4j2.properties"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLMGW_CACHE", Path.home() / ".cache" / "llmgw"))
-
-
-def kafka_jars() -> Path:
-    """Resolve ``org.apache.kafka:kafka_2.13`` and its runtime dependencies (once)."""
+def kafka_jars(cache_dir: Path) -> Path:
+    """Resolve ``org.apache.kafka:kafka_2.13`` and its runtime dependencies (once, into ``cache_dir``)."""
     version = _pom_version()
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:10]  # a changed pom is a new cache entry
-    out = cache_dir() / f"kafka-{version}-{digest}"
+    out = cache_dir / f"kafka-{version}-{digest}"
     marker = out / ".complete"
     if marker.exists():
         return out
@@ -98,9 +93,12 @@ def wait_port(
     raise TimeoutError(f"{what or 'process'} not listening on {host}:{port} after {timeout:.0f}s")
 
 
-def kafka_command(state: Path, port: int, controller_port: int) -> tuple[list[str], dict[str, str]]:
-    """Write the broker config, format storage on first use, return the java command."""
-    jars = kafka_jars()
+def kafka_command(
+    state: Path, port: int, controller_port: int, cache_dir: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Write the broker config, format storage on first use, return the java command. The jars
+    are cached in ``cache_dir`` (a process's ``Settings.cache_dir``; the default location if none)."""
+    jars = kafka_jars(cache_dir or Settings().cache_dir)
     data = state / "kafka" / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = state / "kafka" / "server.properties"

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from .stack import Stack
 
-    load_config(settings.config_path)  # a bad config stops start-up here, naming the key
+    load_config(settings.config_path, settings.env)  # a bad config stops start-up here, naming the key
     stack = Stack(settings)
     t0 = time.monotonic()
     stack.up(routers=args.routers, executors=args.executors, edge=not args.no_edge)
@@ -196,7 +196,7 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
-    cfg = load_config(settings.config_path)
+    cfg = load_config(settings.config_path, settings.env)
     print(f"llmgw: {settings.config_path} is valid ({len(cfg.models)} models, {len(cfg.tenants)} tenants)")
     return 0
 

@@ -63,7 +63,7 @@ class Stack:
         py = sys.executable
         comps: list[Component] = []
         if not s.external_kafka:
-            cmd, _ = infra.kafka_command(self.state, s.kafka_port, infra.free_port())
+            cmd, _ = infra.kafka_command(self.state, s.kafka_port, infra.free_port(), s.cache_dir)
             comps.append(Component("kafka", cmd, endpoint=s.bootstrap_servers, health=f"tcp:{s.kafka_port}"))
         comps.append(
             Component(
@@ -158,7 +158,8 @@ class Stack:
         ready = self.state / "run" / f"{c.name}.ready"
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.unlink(missing_ok=True)
-        env = os.environ | c.env | {"LLMGW_READY_FILE": str(ready), "PYTHONUNBUFFERED": "1"}
+        # the environment this CLI read at start, as the services' own
+        env = {**self.settings.env, **c.env, "LLMGW_READY_FILE": str(ready), "PYTHONUNBUFFERED": "1"}
         with open(c.log, "ab") as log:
             proc = subprocess.Popen(
                 c.cmd,

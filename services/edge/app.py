@@ -132,7 +132,7 @@ class EdgeApp:
             self._pipeline = client
             self.rejections.audit = self.rejections.audit or client.audit
         self.edge.pipeline = self._pipeline
-        mark_ready(f"edge {self.settings.runtime.instance_id}")
+        mark_ready("edge", self.settings.runtime)
 
     async def shutdown(self) -> None:
         """After the server stopped taking requests and let streams in flight finish."""
@@ -154,7 +154,8 @@ def create_app(
     s = EdgeSettings.of(settings if settings is not None else EdgeSettings.from_env())
     path = Path(s.runtime.config_path)
     created = int(path.stat().st_mtime) if config is None and path.exists() else 0
-    return EdgeApp(s, config or load_config(path), pipeline=pipeline, created=created, audit=audit)
+    config = config or load_config(path, s.runtime.env)
+    return EdgeApp(s, config, pipeline=pipeline, created=created, audit=audit)
 
 
 def app_factory() -> EdgeApp:

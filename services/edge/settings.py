@@ -6,11 +6,10 @@ edge reads the environment (STYLE 15).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.runtime.settings import Settings
+from services.runtime.settings import Settings, positive_float, positive_int
 
 MiB = 1024 * 1024
 
@@ -40,20 +39,16 @@ class EdgeSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
-        e = os.environ if env is None else env
-        kw: dict[str, object] = {"runtime": Settings.from_env(None if env is None else dict(env))}
-        for name, key, conv in (
-            ("max_body_bytes", "LLMGW_EDGE_MAX_BODY_BYTES", int),
-            ("keepalive_s", "LLMGW_EDGE_KEEPALIVE_S", float),
-            ("stream_buffer_bytes", "LLMGW_EDGE_STREAM_BUFFER_BYTES", int),
-            ("shutdown_grace_s", "LLMGW_EDGE_SHUTDOWN_GRACE_S", float),
-        ):
-            if v := e.get(key):
-                value = conv(v)
-                if value <= 0:
-                    raise ValueError(f"{key} must be > 0, got {v!r}")
-                kw[name] = value
-        return cls(**kw)  # type: ignore[arg-type]
+        """From ``env``, by default the environment as ``Settings.from_env`` reads it."""
+        rt = Settings.from_env(env)
+        e = rt.env
+        return cls(
+            runtime=rt,
+            max_body_bytes=positive_int(e, "LLMGW_EDGE_MAX_BODY_BYTES", cls.max_body_bytes),
+            keepalive_s=positive_float(e, "LLMGW_EDGE_KEEPALIVE_S", cls.keepalive_s),
+            stream_buffer_bytes=positive_int(e, "LLMGW_EDGE_STREAM_BUFFER_BYTES", cls.stream_buffer_bytes),
+            shutdown_grace_s=positive_float(e, "LLMGW_EDGE_SHUTDOWN_GRACE_S", cls.shutdown_grace_s),
+        )
 
     @classmethod
     def of(cls, settings: Settings | EdgeSettings) -> EdgeSettings:

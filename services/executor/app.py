@@ -73,7 +73,7 @@ class Executor:
     ):
         self.settings = settings
         self.topics = topics
-        self.config = config or load_config(settings.config_path)
+        self.config = config or load_config(settings.config_path, settings.env)
         self.targets = Targets(self.config)
         self.hooks = TenantHooks.from_config(self.config)  # post-response hooks per tenant, built at start
         self.request_log = RequestLog.of(settings, "executor")
@@ -444,9 +444,9 @@ def _remember(store: OrderedDict[str, object], key: str, value: object) -> None:
 
 async def serve(settings: Settings) -> None:
     topics = Topics.load(settings.topics_path, settings.topic_prefix)
-    executor = Executor(settings, topics, load_config(settings.config_path))
+    executor = Executor(settings, topics, load_config(settings.config_path, settings.env))
     await executor.start()
-    mark_ready(f"executor {settings.instance_id}")
+    mark_ready("executor", settings)
     try:
         await asyncio.Event().wait()
     finally:

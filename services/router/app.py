@@ -189,11 +189,11 @@ class Router:
 
 
 async def serve(settings: Settings) -> None:
-    config = load_config(settings.config_path)
+    config = load_config(settings.config_path, settings.env)
     topics = Topics.load(settings.topics_path, settings.topic_prefix)
     router = Router(settings, config, topics)
     await router.start()
-    mark_ready(f"router {settings.instance_id}")
+    mark_ready("router", settings)
     try:
         await asyncio.Event().wait()
     finally:

@@ -8,7 +8,6 @@ tenants' API keys are stored as SHA-256 hashes.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -338,8 +337,11 @@ def _expand(text: str, env: Mapping[str, str]) -> str:
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The gateway configuration in ``path``, validated. ``${NAME}`` references are replaced from
+    ``env``: a service passes ``settings.env`` (the environment it read at start); without it
+    only ``${NAME:-default}`` references resolve, to their defaults."""
     try:
-        raw = yaml.safe_load(_expand(Path(path).read_text(), os.environ if env is None else env))
+        raw = yaml.safe_load(_expand(Path(path).read_text(), {} if env is None else env))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:

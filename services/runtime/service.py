@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from . import fetching, telemetry
 from .logs import configure
@@ -18,17 +17,18 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def mark_ready(name: str) -> None:
-    """Tell the launcher (``llmgw up``) this process is serving: it waits for this file.
+def mark_ready(service: str, settings: Settings) -> None:
+    """Tell the launcher (``llmgw up``) this process is serving: it waits for
+    ``settings.ready_file``.
 
     Start-up objects (modules, config, clients) move to the GC's permanent generation and
     young collections run less often, so collections stay short under load (tail latency).
     """
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    if path := os.environ.get("LLMGW_READY_FILE"):
-        Path(path).write_text(f"{os.getpid()}\n")
-    log.info("%s ready", name)
+    if settings.ready_file is not None:
+        settings.ready_file.write_text(f"{os.getpid()}\n")
+    log.info("%s %s ready", service, settings.instance_id)
 
 
 def prepare_process(settings: Settings) -> None:

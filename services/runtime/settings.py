@@ -1,14 +1,35 @@
-"""Process settings: the only place that reads the environment (STYLE 15)."""
+"""Process settings: the only place that reads the environment (STYLE 15).
+
+``Settings.from_env()`` reads ``os.environ`` once, at start, and keeps what it read in
+``Settings.env``; everything else that depends on the environment takes it from there: the
+services' own settings (``services/<svc>/settings.py``), the ``${NAME}`` references of the
+config file (``load_config(path, settings.env)``), provider secrets (``Settings.secret``) and
+the environment of the processes ``llmgw up`` starts. ``tests/unit/runtime/test_settings.py``
+fails when another module under ``services/`` reads the environment.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_N = TypeVar("_N", int, float)
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,9 @@ class Settings:
     variables, and keeps at most that many connections open.
     ``fast_fetch`` (``LLMGW_FAST_FETCH``, ``0`` turns it off): the gateway's services fetch with
     ``services/runtime/fetching.py``'s changes to aiokafka.
+    ``ready_file`` (``LLMGW_READY_FILE``): written once the service serves (``llmgw up`` waits
+    for it). ``cache_dir`` (``LLMGW_CACHE``): where ``llmgw up`` keeps the Kafka jars.
+    ``env``: the environment as read at start (never printed: it holds secrets).
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -33,10 +57,8 @@ class Settings:
     topics_path: Path = ROOT / "topics.yaml"
     topic_prefix: str = ""
     state_dir: Path = ROOT / ".llmgw"
-    instance_id: str = field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    )
-    log_level: str = "INFO"
+    instance_id: str = field(default_factory=_instance_id)
+    log_level: LogLevel = "INFO"
     max_in_flight: int = 512
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
@@ -53,61 +75,47 @@ class Settings:
     audit_bucket: str = "llmgw-audit"
     request_log: bool = True
     fast_fetch: bool = True
+    ready_file: Path | None = None
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "llmgw")
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        kw: dict[str, object] = {}
-        if v := e.get("KAFKA_BOOTSTRAP_SERVERS"):
-            kw["bootstrap_servers"] = v
-            kw["external_kafka"] = True
-        elif v := e.get("LLMGW_KAFKA_PORT"):
-            kw["kafka_port"] = int(v)
-            kw["bootstrap_servers"] = f"127.0.0.1:{v}"
-        if v := e.get("LLMGW_CONFIG"):
-            kw["config_path"] = Path(v)
-        if v := e.get("LLMGW_TOPICS"):
-            kw["topics_path"] = Path(v)
-        if v := e.get("LLMGW_TOPIC_PREFIX"):
-            kw["topic_prefix"] = v
-        if v := e.get("LLMGW_STATE_DIR"):
-            kw["state_dir"] = Path(v)
-        if v := e.get("LLMGW_INSTANCE_ID"):
-            kw["instance_id"] = v
-        if v := e.get("LLMGW_LOG_LEVEL"):
-            kw["log_level"] = v
-        if v := e.get("LLMGW_MAX_IN_FLIGHT"):
-            kw["max_in_flight"] = int(v)
-        for name, key in (
-            ("edge_port", "LLMGW_EDGE_PORT"),
-            ("edge_workers", "LLMGW_EDGE_WORKERS"),
-            ("emulator_port", "LLMGW_EMULATOR_PORT"),
-            ("s3_port", "LLMGW_S3_PORT"),
-        ):
-            if v := e.get(key):
-                kw[name] = int(v)
-        if e.get("LLMGW_OTEL_CONSOLE") in ("1", "true", "yes"):
-            kw["otel_console"] = True
-        if e.get("LLMGW_PROVIDER_TRUST_ENV") in ("1", "true", "yes"):
-            kw["provider_trust_env"] = True
-        if v := e.get("LLMGW_PROVIDER_MAX_CONNECTIONS"):
-            if not v.isdigit() or int(v) < 1:
-                raise ValueError(f"LLMGW_PROVIDER_MAX_CONNECTIONS must be a whole number > 0, got {v!r}")
-            kw["provider_max_connections"] = int(v)
-        if v := e.get("LLMGW_EDGE_HOST"):
-            kw["edge_host"] = v
-        for name, key in (
-            ("s3_endpoint", "LLMGW_S3_ENDPOINT"),
-            ("usage_bucket", "LLMGW_USAGE_BUCKET"),
-            ("audit_bucket", "LLMGW_AUDIT_BUCKET"),
-        ):
-            if v := e.get(key):
-                kw[name] = v
-        if e.get("LLMGW_REQUEST_LOG", "").lower() in ("0", "false", "no", "off"):
-            kw["request_log"] = False
-        if e.get("LLMGW_FAST_FETCH", "").lower() in ("0", "false", "no", "off"):
-            kw["fast_fetch"] = False
-        return cls(**kw)  # type: ignore[arg-type]
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (by default the process's environment, read here and only here).
+        A value that does not parse is a ``ValueError`` naming the variable."""
+        e: Mapping[str, str] = MappingProxyType(dict(os.environ if env is None else env))
+        bootstrap = e.get("KAFKA_BOOTSTRAP_SERVERS")
+        kafka_port = positive_int(e, "LLMGW_KAFKA_PORT", cls.kafka_port)
+        return cls(
+            bootstrap_servers=bootstrap or f"127.0.0.1:{kafka_port}",
+            external_kafka=bool(bootstrap),
+            kafka_port=kafka_port,
+            config_path=_path(e, "LLMGW_CONFIG") or cls.config_path,
+            topics_path=_path(e, "LLMGW_TOPICS") or cls.topics_path,
+            topic_prefix=e.get("LLMGW_TOPIC_PREFIX") or cls.topic_prefix,
+            state_dir=_path(e, "LLMGW_STATE_DIR") or cls.state_dir,
+            instance_id=e.get("LLMGW_INSTANCE_ID") or _instance_id(),
+            log_level=_log_level(e),
+            max_in_flight=positive_int(e, "LLMGW_MAX_IN_FLIGHT", cls.max_in_flight),
+            edge_host=e.get("LLMGW_EDGE_HOST") or cls.edge_host,
+            edge_port=positive_int(e, "LLMGW_EDGE_PORT", cls.edge_port),
+            edge_workers=positive_int(e, "LLMGW_EDGE_WORKERS", cls.edge_workers),
+            emulator_port=positive_int(e, "LLMGW_EMULATOR_PORT", cls.emulator_port),
+            s3_port=positive_int(e, "LLMGW_S3_PORT", cls.s3_port),
+            otel_console=flag(e, "LLMGW_OTEL_CONSOLE", cls.otel_console),
+            provider_trust_env=flag(e, "LLMGW_PROVIDER_TRUST_ENV", cls.provider_trust_env),
+            provider_max_connections=positive_int(
+                e, "LLMGW_PROVIDER_MAX_CONNECTIONS", cls.provider_max_connections
+            ),
+            s3_endpoint=e.get("LLMGW_S3_ENDPOINT") or None,
+            usage_bucket=e.get("LLMGW_USAGE_BUCKET") or cls.usage_bucket,
+            audit_bucket=e.get("LLMGW_AUDIT_BUCKET") or cls.audit_bucket,
+            request_log=flag(e, "LLMGW_REQUEST_LOG", cls.request_log),
+            fast_fetch=flag(e, "LLMGW_FAST_FETCH", cls.fast_fetch),
+            ready_file=_path(e, "LLMGW_READY_FILE"),
+            cache_dir=_path(e, "LLMGW_CACHE") or Path.home() / ".cache" / "llmgw",
+            env=e,
+        )
 
     @property
     def s3_url(self) -> str:
@@ -115,5 +123,50 @@ class Settings:
         return self.s3_endpoint or f"http://127.0.0.1:{self.s3_port}"
 
     def secret(self, env_name: str | None) -> str | None:
-        """A provider secret, by the env var name the config refers to."""
-        return os.environ.get(env_name) if env_name else None
+        """A provider secret, by the env var name the config refers to (from ``env``)."""
+        return self.env.get(env_name) if env_name else None
+
+
+def positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    """``env[key]`` as an integer > 0 (``default`` when unset or empty)."""
+    return _positive(env, key, default, int)
+
+
+def positive_float(env: Mapping[str, str], key: str, default: float) -> float:
+    """``env[key]`` as a number > 0 (``default`` when unset or empty)."""
+    return _positive(env, key, default, float)
+
+
+def _positive(env: Mapping[str, str], key: str, default: _N, conv: type[_N]) -> _N:
+    if not (v := env.get(key)):
+        return default
+    try:
+        value = conv(v)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {v!r}") from None
+    if value <= 0:
+        raise ValueError(f"{key} must be > 0, got {v!r}")
+    return value
+
+
+def flag(env: Mapping[str, str], key: str, default: bool) -> bool:
+    """``env[key]`` as a switch: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``."""
+    if not (v := env.get(key, "").strip().lower()):
+        return default
+    if v in _ON:
+        return True
+    if v in _OFF:
+        return False
+    raise ValueError(f"{key} must be one of {'/'.join(_ON + _OFF)}, got {env[key]!r}")
+
+
+def _path(env: Mapping[str, str], key: str) -> Path | None:
+    return Path(v) if (v := env.get(key)) else None
+
+
+def _log_level(env: Mapping[str, str]) -> LogLevel:
+    v = env.get("LLMGW_LOG_LEVEL", "").upper() or "INFO"
+    for level in _LEVELS:
+        if v == level:
+            return level
+    raise ValueError(f"LLMGW_LOG_LEVEL must be one of {', '.join(_LEVELS)}, got {v!r}")

@@ -97,11 +97,11 @@ async def serve_sink(spec: SinkSpec, settings: Settings, *, store: ObjectStore |
         s3 = S3ObjectStore(spec.bucket(settings), endpoint_url=settings.s3_url)
         await s3.start()  # creates the bucket when it is missing
         store = s3
-    config = load_config(settings.config_path)
+    config = load_config(settings.config_path, settings.env)
     plugins = TenantPlugins.build(config, spec.role, spec.plugin(store, batch))
     sink = SinkService(spec, batch, topics, plugins)
     await sink.start()
-    mark_ready(f"{spec.name} {settings.instance_id}")
+    mark_ready(spec.name, settings)
     try:
         await asyncio.Event().wait()
     finally:

@@ -4,11 +4,10 @@ the sink reads the environment (STYLE 15)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.runtime.settings import Settings
+from services.runtime.settings import Settings, positive_int
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,11 @@ class SinkSettings:
 
     @classmethod
     def from_env(cls, runtime: Settings | None = None, env: Mapping[str, str] | None = None) -> SinkSettings:
-        e = os.environ if env is None else env
-        kw: dict[str, object] = {"runtime": runtime or Settings.from_env(None if env is None else dict(env))}
-        for name, key in (
-            ("batch_records", "LLMGW_USAGE_SINK_BATCH_RECORDS"),
-            ("batch_ms", "LLMGW_USAGE_SINK_BATCH_MS"),
-        ):
-            if v := e.get(key):
-                if int(v) <= 0:
-                    raise ValueError(f"{key} must be > 0, got {v!r}")
-                kw[name] = int(v)
-        return cls(**kw)  # type: ignore[arg-type]
+        """From ``runtime.env`` (the environment the process read at start), or from ``env``."""
+        rt = runtime or Settings.from_env(env)
+        e = rt.env if env is None else env
+        return cls(
+            runtime=rt,
+            batch_records=positive_int(e, "LLMGW_USAGE_SINK_BATCH_RECORDS", cls.batch_records),
+            batch_ms=positive_int(e, "LLMGW_USAGE_SINK_BATCH_MS", cls.batch_ms),
+        )
