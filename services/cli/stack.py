@@ -158,8 +158,8 @@ class Stack:
         ready = self.state / "run" / f"{c.name}.ready"
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.unlink(missing_ok=True)
-        # the environment this CLI read at start, as the services' own
-        env = {**self.settings.env, **c.env, "LLMGW_READY_FILE": str(ready), "PYTHONUNBUFFERED": "1"}
+        # the processes inherit this one's environment (PATH, HOME, JAVA_HOME ...), handed on unread
+        env = os.environ | c.env | {"LLMGW_READY_FILE": str(ready), "PYTHONUNBUFFERED": "1"}
         with open(c.log, "ab") as log:
             proc = subprocess.Popen(
                 c.cmd,
