@@ -129,8 +129,9 @@ def bench_config(base: Path, scenarios: dict[str, str]) -> dict[str, Any]:
 def check_attached_config(path: Path, scenarios: dict[str, str]) -> None:
     """The attached stack must route the benchmark aliases to the scenarios we send direct."""
     from services.runtime.config import load_config
+    from services.runtime.settings import Settings
 
-    cfg = load_config(path)
+    cfg = load_config(path, Settings.from_env().env)
     problems = []
     for key, alias in ALIASES.items():
         m = cfg.models.get(alias)

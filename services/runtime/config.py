@@ -336,12 +336,12 @@ def _expand(text: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(sub, text)
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
     """The gateway configuration in ``path``, validated. ``${NAME}`` references are replaced from
-    ``env``: a service passes ``settings.env`` (the environment it read at start); without it
-    only ``${NAME:-default}`` references resolve, to their defaults."""
+    ``env``: a service passes ``settings.env``, the environment it read at start (``{}``: only
+    ``${NAME:-default}`` references resolve, to their defaults)."""
     try:
-        raw = yaml.safe_load(_expand(Path(path).read_text(), {} if env is None else env))
+        raw = yaml.safe_load(_expand(Path(path).read_text(), env))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:

@@ -16,7 +16,7 @@ RESTRICTED = {"authorization": "Bearer sk-llmgw-restricted"}
 
 @pytest.fixture(scope="module")
 def demo_config(stack_settings):
-    return load_config(stack_settings.config_path)
+    return load_config(stack_settings.config_path, stack_settings.env)
 
 
 async def test_list_models_over_kafka_filters_by_capability(gw):

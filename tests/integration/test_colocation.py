@@ -53,7 +53,7 @@ async def env(
 def router(env: tuple[Settings, Topics], name: str) -> Router:
     settings, topics = env
     s = dataclasses.replace(settings, instance_id=name)
-    return Router(s, load_config(s.config_path), topics)
+    return Router(s, load_config(s.config_path, s.env), topics)
 
 
 def parts(r: Router, topic: str) -> set[int]:

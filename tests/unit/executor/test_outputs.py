@@ -65,7 +65,7 @@ async def test_a_short_requests_outputs_share_one_produce_request():
     them: one produce request (and one ack) instead of two for each short request."""
     settings = Settings()
     topics = Topics.load(ROOT / "topics.yaml", "")
-    config = load_config(settings.config_path)
+    config = load_config(settings.config_path, settings.env)
     tenant = next(iter(config.tenants))
     req = ChatRequested(
         request_id=new_id(),

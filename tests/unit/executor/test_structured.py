@@ -173,7 +173,7 @@ async def executor() -> AsyncIterator[Executor]:
 
 
 async def run(ex: Executor, model: str, *, stream: bool, scenario: str = "", **params: Any) -> Recorder:
-    config = load_config(Settings().config_path)
+    config = load_config(Settings().config_path, {})
     extra = {"emulator_scenario": scenario} if scenario else {}
     req = ChatRequested(
         request_id=new_id(),
@@ -245,7 +245,7 @@ async def test_stream_violation_ends_with_the_error_instead_of_stop(executor: Ex
 
 
 async def test_violation_is_not_a_reason_to_fall_back(executor: Executor) -> None:
-    config = load_config(Settings().config_path)
+    config = load_config(Settings().config_path, {})
     req = ChatRequested(
         request_id=new_id(),
         tenant_id="demo",

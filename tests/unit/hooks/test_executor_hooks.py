@@ -74,7 +74,7 @@ async def run(
         params=ChatParams(extra={"emulator_scenario": "echo"}),
         **kw,
     )
-    await ex.handle(plan(req, load_config(Settings().config_path)), None)  # type: ignore[arg-type]
+    await ex.handle(plan(req, load_config(Settings().config_path, {})), None)  # type: ignore[arg-type]
     return ex.publisher  # type: ignore[return-value]
 
 

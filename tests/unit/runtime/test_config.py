@@ -33,30 +33,30 @@ models: {m: {deployments: [{provider: p, model: up}]}}
 def test_unknown_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"models\.m\.deploymnets: Extra inputs are not permitted"):
         load_config(
-            write(tmp_path, "providers: {p: {kind: openai, base_url: u}}\nmodels: {m: {deploymnets: []}}")
+            write(tmp_path, "providers: {p: {kind: openai, base_url: u}}\nmodels: {m: {deploymnets: []}}"), {}
         )
 
 
 def test_unknown_provider_reference(tmp_path):
     with pytest.raises(ConfigError, match=r"models\.m\.deployments\.0\.provider: unknown provider 'q'"):
-        load_config(write(tmp_path, MINIMAL.replace("provider: p", "provider: q")))
+        load_config(write(tmp_path, MINIMAL.replace("provider: p", "provider: q")), {})
 
 
 def test_bad_kind_and_bad_hash(tmp_path):
     with pytest.raises(ConfigError, match=r"providers\.p\.kind"):
-        load_config(write(tmp_path, MINIMAL.replace("kind: openai", "kind: cohere")))
+        load_config(write(tmp_path, MINIMAL.replace("kind: openai", "kind: cohere")), {})
     bad = MINIMAL + "tenants: {t: {api_keys: [{sha256: notahash, user: u}]}}\n"
     with pytest.raises(ConfigError, match=r"tenants\.t\.api_keys\.0\.sha256"):
-        load_config(write(tmp_path, bad))
+        load_config(write(tmp_path, bad), {})
 
 
 def test_missing_env_var_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="NOPE_VAR"):
         load_config(write(tmp_path, MINIMAL.replace("http://x/v1", "${NOPE_VAR}")), env={})
     with pytest.raises(ConfigError, match="file not found"):
-        load_config(tmp_path / "absent.yaml")
+        load_config(tmp_path / "absent.yaml", {})
 
 
 def test_not_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(write(tmp_path, "a: [b"))
+        load_config(write(tmp_path, "a: [b"), {})

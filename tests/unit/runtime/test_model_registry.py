@@ -229,10 +229,10 @@ def test_model_registry_section(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(text)
     with pytest.raises(ConfigError, match="tenants.t.allowed_models: unknown model 'remote'"):
-        load_config(p)
+        load_config(p, {})
     p.write_text(text + "model_registry: {url: 'http://127.0.0.1:1', cache_ttl_s: 5}\n")
-    cfg = load_config(p)
+    cfg = load_config(p, {})
     assert cfg.model_registry is not None and cfg.model_registry.cache_ttl_s == 5
     p.write_text(text + "model_registry: {url: 'http://x', cache_ttl_s: 0}\n")
     with pytest.raises(ConfigError, match="model_registry.cache_ttl_s"):
-        load_config(p)
+        load_config(p, {})

@@ -83,4 +83,4 @@ def test_config_references_resolve_from_the_settings_environment(tmp_path):
     s = Settings.from_env({"P_URL": "http://p:1/v1"})
     assert load_config(path, s.env).providers["p"].base_url == "http://p:1/v1"
     with pytest.raises(ConfigError, match="P_URL is referenced by the config but not set"):
-        load_config(path)  # no environment given: none is read behind the caller's back
+        load_config(path, {})  # only the environment given is read
