@@ -42,6 +42,7 @@ from .handlers import admit, plan
 from .hooks import pre_call
 from .keeper import LedgerKeeper
 from .plugins import check_budget
+from .settings import RouterSettings
 from .stats import Key, RoutingStats, deployment_key
 from .tools import registry_schemas
 
@@ -51,8 +52,9 @@ REQUEST = TypeAdapter(AnyRequest)
 
 
 class Router:
-    def __init__(self, settings: Settings, config: GatewayConfig, topics: Topics):
-        self.settings = settings
+    def __init__(self, settings: Settings | RouterSettings, config: GatewayConfig, topics: Topics):
+        own = RouterSettings.of(settings)
+        self.settings = settings = own.runtime
         self.config = config
         self.topics = topics
         self.publisher = Publisher(settings.bootstrap_servers, client_id=f"router-{settings.instance_id}")
@@ -97,7 +99,7 @@ class Router:
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, "router"),
             on_assigned=self.keeper.on_assigned if self.keeper else None,
             on_revoked=self.keeper.on_revoked if self.keeper else None,
-            max_in_flight=settings.max_in_flight,
+            max_in_flight=own.max_in_flight,
             assignor="range",  # partition i of llm.requests and of llm.usage on one instance
             client_id=f"router-{settings.instance_id}",
         )
@@ -191,7 +193,7 @@ class Router:
 async def serve(settings: Settings) -> None:
     config = load_config(settings.config_path, settings.env)
     topics = Topics.load(settings.topics_path, settings.topic_prefix)
-    router = Router(settings, config, topics)
+    router = Router(RouterSettings.from_env(settings), config, topics)
     await router.start()
     mark_ready("router", settings)
     try:

@@ -21,8 +21,10 @@ def test_compose_parses_and_runs_every_service_like_llmgw_up():
 
 def test_every_service_has_the_same_skeleton():
     for name in ["router", "executor", "edge", "usage_sink", "audit_sink"]:
-        for f in ["__init__.py", "__main__.py", "app.py", "handlers.py"]:
+        for f in ["__init__.py", "__main__.py", "app.py", "handlers.py", "settings.py"]:
             assert (ROOT / "services" / name / f).exists(), f"services/{name}/{f}"
+    for f in ["__init__.py", "__main__.py", "app.py", "settings.py"]:  # its handlers: one module per API
+        assert (ROOT / "services" / "emulator" / f).exists(), f"services/emulator/{f}"
 
 
 def test_services_never_import_each_other():

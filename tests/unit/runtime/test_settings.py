@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from services.edge.settings import EdgeSettings
+from services.emulator.settings import EmulatorSettings
+from services.executor.settings import ExecutorSettings
+from services.router.settings import RouterSettings
 from services.runtime.config import ConfigError, load_config
 from services.runtime.settings import Settings
 from services.usage_sink.settings import SinkSettings
@@ -59,6 +62,16 @@ def test_settings_keep_the_environment_they_read():
     assert Settings().secret("OPENAI_API_KEY") is None  # built without an environment: none
     sink = SinkSettings.from_env(runtime=Settings.from_env({"LLMGW_USAGE_SINK_BATCH_RECORDS": "7"}))
     assert sink.batch_records == 7
+
+
+def test_each_service_settings_read_the_process_environment():
+    rt = Settings.from_env(
+        {"LLMGW_MAX_IN_FLIGHT": "3", "LLMGW_PROVIDER_TRUST_ENV": "1", "LLMGW_EMULATOR_PORT": "8200"}
+    )
+    assert RouterSettings.of(rt).max_in_flight == 3 and RouterSettings.of(Settings()).max_in_flight == 512
+    ex = ExecutorSettings.of(rt)
+    assert ex.max_in_flight == 3 and ex.provider_trust_env and ex.runtime is rt
+    assert EmulatorSettings.from_env(rt).port == 8200
 
 
 def test_settings_name_the_variable_they_cannot_read():
