@@ -3,18 +3,39 @@
 Every error has a wire ``code`` (carried in result events), an ``http_status``
 (used by the edge) and ``retryable`` (whether the same request may succeed later).
 ``ERRORS`` maps code -> class and is built from the subclasses, so adding an
-error is adding a class.
+error is adding a class and its code to ``ErrorCode`` (an import-time check fails on drift).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
+
+#: Every wire code, in the order the schemas list them (sorted).
+ErrorCode = Literal[
+    "authentication_error",
+    "budget_exceeded",
+    "cancelled",
+    "capability_not_supported",
+    "gateway_timeout",
+    "internal_error",
+    "job_expired",
+    "job_not_found",
+    "model_not_approved",
+    "model_not_found",
+    "payload_too_large",
+    "provider_error",
+    "provider_timeout",
+    "rate_limited",
+    "request_blocked",
+    "response_blocked",
+    "validation_error",
+]
 
 
 class GatewayError(Exception):
     """Root of every error the gateway reports to a caller."""
 
-    code: ClassVar[str] = "internal_error"
+    code: ClassVar[ErrorCode] = "internal_error"
     http_status: ClassVar[int] = 500
     #: The table's default; an instance may know better (see ``ProviderError``).
     retryable: bool = False
@@ -170,5 +191,8 @@ def _all_subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
     return out
 
 
-ERRORS: dict[str, type[GatewayError]] = {c.code: c for c in [GatewayError, *_all_subclasses(GatewayError)]}
-ERROR_CODES: tuple[str, ...] = tuple(sorted(ERRORS))
+_CLASSES: list[type[GatewayError]] = [GatewayError, *_all_subclasses(GatewayError)]
+ERRORS: dict[str, type[GatewayError]] = {c.code: c for c in _CLASSES}
+ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
+if sorted(ERRORS) != list(ERROR_CODES):  # pragma: no cover - caught by any import in the tests
+    raise RuntimeError(f"ErrorCode {ERROR_CODES} and the error classes {sorted(ERRORS)} disagree")

@@ -15,9 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .errors import ERROR_CODES
-
-ErrorCode = Literal[ERROR_CODES]  # type: ignore[valid-type]
+from .errors import ErrorCode as ErrorCode  # re-exported: the codes events carry
 
 
 def new_id() -> str:
