@@ -40,7 +40,7 @@ def visible_aliases(
 
 def capabilities(model: ModelConfig) -> list[str]:
     """The alias's capabilities and those its deployments add, in that order."""
-    caps = list(model.capabilities)
+    caps: list[str] = list(model.capabilities)
     for d in model.deployments:
         caps += [c for c in d.capabilities or () if c not in caps]
     return caps

@@ -10,7 +10,7 @@ from services.contracts.events import AnyEvent, Envelope
 
 E = TypeVar("E", bound=BaseModel)
 
-_any = TypeAdapter(AnyEvent)
+_any: TypeAdapter[Envelope] = TypeAdapter(AnyEvent)
 
 
 def encode(event: BaseModel) -> bytes:
@@ -23,4 +23,4 @@ def decode(raw: bytes, model: type[E]) -> E:
 
 
 def decode_any(raw: bytes) -> Envelope:
-    return _any.validate_json(raw)  # type: ignore[no-any-return]
+    return _any.validate_json(raw)

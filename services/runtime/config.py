@@ -22,6 +22,7 @@ from services.contracts.events import Price
 Capability = Literal[
     "chat", "stream", "tools", "vision", "json_schema", "embeddings", "documents", "audio_in", "audio_out"
 ]
+DEFAULT_CAPABILITIES: tuple[Capability, ...] = ("chat", "stream")  # of an alias that names none
 
 
 #: The capability a model needs for each operation it serves.
@@ -58,7 +59,7 @@ class DeploymentConfig(Strict):
 
 class ModelConfig(Strict):
     deployments: list[DeploymentConfig] = Field(min_length=1)
-    capabilities: list[Capability] = Field(default_factory=lambda: ["chat", "stream"])
+    capabilities: list[Capability] = Field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
     context_window: int = Field(default=8192, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
     description: str | None = None

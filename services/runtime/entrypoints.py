@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 HOOKS = "llmgw.hooks"
 USAGE = "llmgw.usage"
@@ -64,7 +64,7 @@ def load(group: str, name: str, builtins: Mapping[str, Factory] | None = None) -
         ) from exc
     if not callable(factory):
         raise PluginError(f"{group} plugin {name!r} ({ep.value}) is not a class or function")
-    return factory  # type: ignore[no-any-return]
+    return cast(Factory, factory)
 
 
 def create(
@@ -87,7 +87,7 @@ def create(
     missing = missing_members(obj, role)
     if missing:
         raise PluginError(f"{group} plugin {name!r} is not a {role.__name__}: it lacks {', '.join(missing)}")
-    return obj  # type: ignore[return-value]
+    return cast(T, obj)  # missing_members found every member of role
 
 
 def protocol_members(role: type) -> list[str]:

@@ -13,6 +13,7 @@ from aiokafka.structs import ConsumerRecord
 from services.contracts.errors import CapabilityNotSupported, GatewayError, ValidationError
 from services.contracts.events import (
     OPERATIONS,
+    AuditAction,
     AuditContent,
     AuditRecorded,
     ErrorInfo,
@@ -39,7 +40,10 @@ def chunk_target(req: RequestBase, topics: Topics) -> tuple[str, int | None]:
 
 
 #: The audit action of a rejection, by error code (others are ``blocked``).
-REJECTION_ACTIONS = {"rate_limited": "rate_limited", "budget_exceeded": "budget_exceeded"}
+REJECTION_ACTIONS: dict[str, AuditAction] = {
+    "rate_limited": "rate_limited",
+    "budget_exceeded": "budget_exceeded",
+}
 
 
 async def reject(
@@ -49,7 +53,7 @@ async def reject(
     err: GatewayError,
     actor: str,
     alias: str | None = None,
-    action: str | None = None,
+    action: AuditAction | None = None,
     content: AuditContent | None = None,
 ) -> None:
     """Answer ``req`` with ``err`` (its ``details`` too) and record an audit event: ``action``,
@@ -68,7 +72,7 @@ async def reject(
             code=err.code,
             message=err.message,
             param=err.param,
-            retryable=err.retryable,  # type: ignore[arg-type]
+            retryable=err.retryable,
             details=err.details,
         ),
     )
@@ -76,12 +80,12 @@ async def reject(
         request_id=req.request_id,
         tenant_id=req.tenant_id,
         user_id=req.user_id,
-        action=action or REJECTION_ACTIONS.get(err.code, "blocked"),  # type: ignore[arg-type]
+        action=action or REJECTION_ACTIONS.get(err.code, "blocked"),
         operation=req.operation,
         actor=actor,
         alias=model,
         client_id=req.client_id,
-        error_code=err.code,  # type: ignore[arg-type]
+        error_code=err.code,
         reason=err.message,
         content=content,
     )

@@ -8,7 +8,8 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from . import fetching, telemetry
 from .logs import configure
@@ -40,7 +41,7 @@ def prepare_process(settings: Settings) -> None:
         fetching.install()
 
 
-def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None:
+def run_service(name: str, serve: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
     """Run ``serve`` until SIGTERM/SIGINT, then let it shut down gracefully."""
     settings = Settings.from_env()
     configure(settings.log_level, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Topics:
         except KeyError:
             raise AttributeError(f"no topic with role {role!r} in topics.yaml") from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[TopicSpec]:
         return iter(self._specs.values())
 
     def by_name(self, name: str) -> TopicSpec | None:

@@ -185,7 +185,8 @@ def _ibans(text: str, lo: int) -> Iterable[Span]:
         length = IBAN_LENGTHS.get(m.group()[:2])
         if length is None:
             continue
-        chars, i, n = [], m.start(), len(text)
+        chars: list[str] = []
+        i, n = m.start(), len(text)
         while i < n and len(chars) < length:
             c = text[i]
             if c.isdigit() or "A" <= c <= "Z":
@@ -250,7 +251,8 @@ def redact(text: str, kinds: Iterable[str] = KINDS) -> str:
 
 
 def _apply(text: str, spans: list[Span]) -> str:
-    out, at = [], 0
+    out: list[str] = []
+    at = 0
     for s in spans:
         out += (text[at : s.start], MARKS[s.kind])
         at = s.end

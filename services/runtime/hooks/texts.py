@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from services.contracts.events import ChatRequested, Message
 
@@ -67,7 +68,7 @@ def _message(m: Message, fn: Callable[[str], str]) -> Message | None:
     return m.model_copy(update=update) if update else None
 
 
-def _part(p: dict, fn: Callable[[str], str]) -> dict:  # type: ignore[type-arg]
+def _part(p: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
     if p.get("type") != "text" or not isinstance(p.get("text"), str):
         return p
     t = fn(p["text"])
