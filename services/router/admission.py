@@ -57,7 +57,8 @@ class Grant:
 
 def tenant_partition(tenant_id: str, partitions: int) -> int:
     """The partition a record keyed ``tenant_id`` lands in (the producers' default partitioner)."""
-    return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % partitions
+    h: int = murmur2(tenant_id.encode())
+    return (h & 0x7FFFFFFF) % partitions
 
 
 def prompt_bound(req: ChatRequested | EmbedRequested) -> int:
@@ -169,9 +170,9 @@ class Governor:
         prompt = prompt_bound(req)
         tokens = 0
         info = None
-        if scopes:
+        if scopes and (rates := t.config.limits) is not None:  # scopes come from the tenant's limits
             out = max_output(req)
-            tokens = prompt + (out if out is not None else t.config.limits.output_tokens)  # type: ignore[union-attr]
+            tokens = prompt + (out if out is not None else rates.output_tokens)
             info = limits.check(scopes, tokens, now)
         cost = 0.0
         if t.budgeted:

@@ -127,7 +127,7 @@ class Router:
     def _deployment(self, alias: str, provider: str, model: str | None) -> Key | None:
         return deployment_key(self.models.catalog(), alias, provider, model)
 
-    async def handle(self, req: RequestBase, record: ConsumerRecord) -> None:
+    async def handle(self, req: AnyRequest, record: ConsumerRecord) -> None:
         try:
             if isinstance(req, ModelsListRequested):
                 await answer_models(
@@ -147,7 +147,7 @@ class Router:
             if (chain := self.hooks.pre(req.tenant_id)) is not None:
                 checked = await pre_call(
                     chain, req, self.publisher, self.topics, self.request_log, audit_content(self.config, req)
-                )  # type: ignore[arg-type]
+                )
                 if checked is None:
                     return  # blocked: answered and audited
                 req = checked
@@ -158,7 +158,7 @@ class Router:
                 req,
                 self.config,
                 raw_size=len(record.value or b""),
-                tool_schemas=schemas,  # type: ignore[arg-type]
+                tool_schemas=schemas,
                 catalog=self.models.catalog(),
                 stats=self.stats,
                 admitted=True,
@@ -175,8 +175,9 @@ class Router:
             execution.ratelimit = grant.ratelimit
         # the plan and the admission record are enqueued back to back: one produce request
         futs = [await self.publisher.publish(self.topics.exec.name, execution, key=req.request_id)]
-        if grant is not None and (adm := await self.keeper.write(grant, record.partition)) is not None:  # type: ignore[union-attr]
-            futs.append(adm)
+        if grant is not None and self.keeper is not None:  # a grant comes from the keeper
+            if (adm := await self.keeper.write(grant, record.partition)) is not None:
+                futs.append(adm)
         await asyncio.gather(*futs)
 
     async def reject(self, req: RequestBase, err: GatewayError) -> None:

@@ -26,7 +26,7 @@ def models_result(
     """The answer; ``ModelNotFound`` when the filter names one alias the tenant cannot see
     (one it sees but the other filters exclude answers an empty list)."""
     admit(req, config)
-    models = list_models(config, req.tenant_id, req.filter, *([health] if health else []), models=catalog)
+    models = list_models(config, req.tenant_id, req.filter, health, models=catalog)
     want = req.filter.model
     if want is not None and not models and want not in visible_aliases(config, req.tenant_id, catalog):
         raise ModelNotFound(f"model {want!r} does not exist or is not available to you", param="model")

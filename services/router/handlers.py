@@ -30,7 +30,7 @@ from services.contracts.errors import (
 from services.contracts.events import ChatRequested, Deployment, EmbedRequested, ExecutionPlanned, RequestBase
 from services.runtime.catalog import capabilities
 from services.runtime.config import GatewayConfig, ModelConfig, Policies
-from services.runtime.hooks import ALLOW, block_error
+from services.runtime.hooks import Block, block_error
 from services.runtime.hooks.policies import (
     DisabledModelsHook,
     PolicyHook,
@@ -52,8 +52,8 @@ def admit(req: RequestBase, config: GatewayConfig, *, raw_size: int | None = Non
         raise ModelNotApproved(f"tenant {req.tenant_id!r} is not configured, so it may use no model")
     for hook in policy_hooks(config.policies):
         verdict = hook.check(req, raw_size)
-        if verdict is not ALLOW:
-            raise block_error(verdict, "request")  # type: ignore[arg-type]
+        if isinstance(verdict, Block):
+            raise block_error(verdict, "request")
 
 
 _policy_hooks: dict[int, tuple[Policies, tuple[PolicyHook, ...]]] = {}

@@ -52,7 +52,7 @@ async def refuse(
             code=err.code,
             message=err.message,
             param=err.param,
-            retryable=err.retryable,  # type: ignore[arg-type]
+            retryable=err.retryable,
             details=err.details,
         ),
     )
@@ -66,7 +66,7 @@ async def refuse(
         alias=req.model,
         client_id=req.client_id,
         error_code=err.code,
-        reason=block.rule,  # type: ignore[arg-type]
+        reason=block.rule,
         content=content,
     )
     await asyncio.gather(

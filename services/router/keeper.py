@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -35,7 +35,7 @@ from services.runtime.plugins import UsagePlugin
 from services.runtime.topics import Topics
 
 from .admission import Governor, Grant
-from .ledger import PartitionLedger
+from .ledger import PartitionLedger, TenantLedger
 from .plugins import report
 
 log = logging.getLogger(__name__)
@@ -323,8 +323,8 @@ async def rebuild(
     uses = {p: TopicPartition(topics.usage.name, p) for p in parts}
     everything = [*snaps, *adms.values(), *uses.values()]
     reader.assign(everything)
-    ends = await reader.end_offsets(everything)
-    begins = await reader.beginning_offsets(everything)
+    ends: dict[TopicPartition, int] = await reader.end_offsets(everything)
+    begins: dict[TopicPartition, int] = await reader.beginning_offsets(everything)
 
     found: dict[int, list[tuple[int, LedgerSnapshot]]] = {p: [] for p in parts}
     async for batch in read_range(reader, {tp: (begins[tp], ends[tp]) for tp in snaps}):
@@ -343,14 +343,14 @@ async def rebuild(
     since = {p: int(governor.replay_since(ledgers[p].configs, now) * 1000) for p in parts}
     at = await reader.offsets_for_times({tp: since[p] for d in (adms, uses) for p, tp in d.items()})
 
-    def start(p: int, tp: TopicPartition, covered: str) -> int:
+    def start(p: int, tp: TopicPartition, covered: Callable[[TenantLedger], int]) -> int:
         found = at.get(tp)
-        first = found.offset if found is not None else ends[tp]
+        first: int = found.offset if found is not None else ends[tp]
         tenants = [ledgers[p].tenant(t) for t in ledgers[p].configs]  # (one without a snapshot: from 0)
-        return max(first, min((getattr(t, covered) for t in tenants if t is not None), default=0), begins[tp])
+        return max(first, min((covered(t) for t in tenants if t is not None), default=0), begins[tp])
 
     async for batch in read_range(
-        reader, {adms[p]: (start(p, adms[p], "admissions_from"), ends[adms[p]]) for p in parts}
+        reader, {adms[p]: (start(p, adms[p], lambda t: t.admissions_from), ends[adms[p]]) for p in parts}
     ):
         for r in batch:
             if r.value:
@@ -358,7 +358,7 @@ async def rebuild(
     keys = {t.encode() for t in governor.tenants}
     loads = orjson.loads
     async for batch in read_range(
-        reader, {uses[p]: (start(p, uses[p], "usage_from"), ends[uses[p]]) for p in parts}
+        reader, {uses[p]: (start(p, uses[p], lambda t: t.usage_from), ends[uses[p]]) for p in parts}
     ):
         ledger = ledgers[batch[0].partition]
         for r in batch:

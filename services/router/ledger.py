@@ -21,6 +21,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from services.contracts.events import LedgerEntry, LedgerSnapshot
 from services.runtime.config import Rate, TenantConfig
@@ -290,7 +291,7 @@ class PartitionLedger:
         if t is not None:
             t.restore(snap, now)
 
-    def replay_admission(self, doc: dict, offset: int, now: float) -> None:  # type: ignore[type-arg]
+    def replay_admission(self, doc: dict[str, Any], offset: int, now: float) -> None:
         """An ``llm.admission.v1`` record (decoded JSON) read back at ``offset``."""
         t = self.tenant(doc.get("tenant_id", ""))
         if t is None or offset < t.admissions_from:
@@ -310,7 +311,7 @@ class PartitionLedger:
             now,
         )
 
-    def apply_usage(self, doc: dict, offset: int, at: float, *, replay: bool = False) -> None:  # type: ignore[type-arg]
+    def apply_usage(self, doc: dict[str, Any], offset: int, at: float, *, replay: bool = False) -> None:
         """An ``llm.usage.v1`` record (decoded JSON) at ``offset``, written at ``at``."""
         t = self.tenant(doc.get("tenant_id", ""))
         if t is not None and not (replay and offset < t.usage_from):

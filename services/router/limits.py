@@ -145,10 +145,15 @@ def info(scopes: list[Scope], requests: int, tokens: int, now: float) -> RateLim
             left = max(tpm - s.window.tokens - tokens, 0)
             if tok is None or left < tok[0]:
                 tok = (left, tpm, s.window)
-    out: dict[str, int | float] = {}
-    for dim, found in (("requests", req), ("tokens", tok)):
-        if found is not None:
-            left, limit, w = found
-            reset = w.reset_s(now) if w.entries else (WINDOW_S if requests else 0.0)
-            out |= {f"limit_{dim}": limit, f"remaining_{dim}": left, f"reset_{dim}_s": round(reset, 3)}
-    return RateLimitInfo.model_construct(**out)  # type: ignore[arg-type]
+
+    def reset_s(w: Window) -> float:
+        return round(w.reset_s(now) if w.entries else (WINDOW_S if requests else 0.0), 3)
+
+    return RateLimitInfo.model_construct(
+        limit_requests=req[1] if req else None,
+        remaining_requests=req[0] if req else None,
+        reset_requests_s=reset_s(req[2]) if req else None,
+        limit_tokens=tok[1] if tok else None,
+        remaining_tokens=tok[0] if tok else None,
+        reset_tokens_s=reset_s(tok[2]) if tok else None,
+    )

@@ -54,7 +54,8 @@ def order(
         return deps
     if stats is None:
         return _by(model.routing, alias, deps, None, streamed, rng)
-    usable, unusable = [], []
+    usable: list[DeploymentConfig] = []
+    unusable: list[DeploymentConfig] = []
     for d in deps:
         (usable if stats.usable((alias, d.provider, d.model)) else unusable).append(d)
     return _by(model.routing, alias, usable, stats, streamed, rng) + _by(

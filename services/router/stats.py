@@ -192,7 +192,7 @@ def deployment_key(
     if not names:
         return None
     if model in names:
-        return alias, provider, model  # type: ignore[return-value]
+        return alias, provider, model
     if len(names) == 1:
         return alias, provider, names[0]
     if not model:

@@ -87,7 +87,7 @@ def list_models(
     config: GatewayConfig,
     tenant_id: str,
     f: ModelFilter | None = None,
-    health: Health = _healthy,
+    health: Health | None = None,
     models: Mapping[str, ModelConfig] | None = None,
 ) -> list[ModelInfo]:
     """The tenant's models of ``models`` (default: the file's ``models``; the router passes its
@@ -98,7 +98,7 @@ def list_models(
     models = config.models if models is None else models
     kinds = {name: p.kind for name, p in config.providers.items()}
     return [
-        model_info(a, models[a], health)
+        model_info(a, models[a], health or _healthy)
         for a in visible_aliases(config, tenant_id, models)
         if matches(a, models[a], f, kinds)
     ]
