@@ -23,7 +23,7 @@ SPEC = SinkSpec(
     source="audit",
     role="audit",
     model=AuditRecorded,
-    handler=record_audit,  # type: ignore[arg-type]
+    handler=record_audit,
     bucket=lambda settings: settings.audit_bucket,
     plugin=lambda store, s: S3AuditPlugin(store, max_records=s.batch_records, max_wait_s=s.batch_ms / 1000),
     settings=lambda settings: SinkSettings.from_env(runtime=settings),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import orjson
 
@@ -34,7 +35,7 @@ from .layout import chain_name, chain_prefix, head_key, object_key
 
 log = logging.getLogger(__name__)
 Source = tuple[str, int]
-Item = tuple[int, dict]  # (offset, event)
+Item = tuple[int, dict[str, Any]]  # (offset, event)
 
 
 class S3AuditPlugin:

@@ -9,9 +9,14 @@ import runpy
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from services.runtime.config import ConfigError, load_config
 from services.runtime.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: commands that need no client start faster
+    from services.client import GatewayClient
 
 SERVICES = ("router", "executor", "edge", "emulator", "usage-sink", "audit-sink")
 
@@ -238,7 +243,13 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
-def _over_kafka(settings: Settings, tenant: str, user: str, timeout: float, call) -> int:  # type: ignore[no-untyped-def]
+def _over_kafka(
+    settings: Settings,
+    tenant: str,
+    user: str,
+    timeout: float,
+    call: Callable[[GatewayClient], Awaitable[None]],
+) -> int:
     """Run ``call(gw)`` with a client of ``tenant``; a gateway error prints its code, exit 1."""
     from services.client import GatewayClient
     from services.contracts.errors import GatewayError
@@ -263,8 +274,12 @@ def _over_kafka(settings: Settings, tenant: str, user: str, timeout: float, call
 
 
 def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
-    async def call(gw) -> None:  # type: ignore[no-untyped-def]
+    from services.contracts.errors import InternalError
+
+    async def call(gw: GatewayClient) -> None:
         r = await gw.embed(model=args.model, input=args.texts, dimensions=args.dimensions)
+        if r.output is None or r.output.kind != "embeddings":
+            raise InternalError(f"the answer to {r.request_id} carries no embeddings")
         for text, item in zip(args.texts, r.output.data, strict=True):
             head = ", ".join(f"{v:.4f}" for v in item.embedding[:4])
             print(f"{text!r}: [{head}, ...] ({len(item.embedding)} dims)")
@@ -274,7 +289,7 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    async def call(gw) -> None:  # type: ignore[no-untyped-def]
+    async def call(gw: GatewayClient) -> None:
         models = await gw.list_models(
             capability=args.capability, **{k: v for k in ("operation", "provider") if (v := getattr(args, k))}
         )

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
@@ -271,7 +271,8 @@ def _find(comps: list[Component], name: str) -> Component:
     return c
 
 
-def _alive(pid: int | None) -> bool:
+def _alive(pid: int | None) -> TypeGuard[int]:
+    """Whether ``pid`` is a running process (so not ``None``)."""
     if not pid:
         return False
     try:

@@ -24,6 +24,7 @@ from services.runtime.settings import Settings
 
 from .asgi import (
     ClientGone,
+    ErrorFormat,
     Receive,
     Request,
     Response,
@@ -76,7 +77,7 @@ class EdgeApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, time.perf_counter(), {})
-        errors = openai_errors
+        errors: ErrorFormat = openai_errors
         route = None
         try:
             route, req.params = self._router.match(scope["method"], scope["path"])
@@ -91,8 +92,8 @@ class EdgeApp:
         except (GatewayError, HTTPError) as err:
             req.request_id = req.request_id or new_id()
             status, body = errors(err, req)
-            if Rejections.own(req, err):
-                await self.rejections.record(req, err, status, route.operation if route else None)  # type: ignore[arg-type]
+            if isinstance(err, GatewayError) and Rejections.own(req, err):
+                await self.rejections.record(req, err, status, route.operation if route else None)
             # (after a 413 the server reads and discards the rest of the body, keeping the
             # connection: closing it under an unread upload makes clients see a reset, not the 413)
             resp = Response(status, body, err.headers if isinstance(err, HTTPError) else None)

@@ -44,8 +44,9 @@ class Rejections:
         self.audit = audit
 
     @staticmethod
-    def own(req: Request, err: Exception) -> bool:
-        return isinstance(err, GatewayError) and err.code in OWN and not req.dispatched
+    def own(req: Request, err: GatewayError) -> bool:
+        """Whether the edge itself answered ``err`` before the pipeline saw ``req``."""
+        return err.code in OWN and not req.dispatched
 
     async def record(self, req: Request, err: GatewayError, status: int, operation: str | None) -> None:
         caller = req.caller
@@ -76,7 +77,7 @@ class Rejections:
             operation=operation,
             actor="edge",
             client_id=req.client_id,
-            error_code=err.code,  # type: ignore[arg-type]
+            error_code=err.code,
             reason=err.message + who,
         )
         try:

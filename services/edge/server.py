@@ -11,7 +11,7 @@ in one segment; a stream's head, sent alone, still leaves within the same turn.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -62,13 +62,15 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     scope's ``DISCONNECT_HOOK`` (``Request.until_disconnect``) is called, so a request waiting
     for its answer is cancelled at once."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_Coalescing(transport, self.loop))  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # the loop's TCP transport; _Coalescing is a Transport by its methods (its own, the rest delegated)
+        coalescing = _Coalescing(cast(asyncio.Transport, transport), self.loop)
+        super().connection_made(cast(asyncio.Transport, coalescing))
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
             hook = cycle.scope.get(DISCONNECT_HOOK)
-            if hook is not None:
+            if callable(hook):
                 hook()

@@ -34,7 +34,7 @@ class EdgeSettings:
     max_body_bytes: int = 8 * MiB
     keepalive_s: float = 10.0
     stream_buffer_bytes: int = 1 * MiB
-    shutdown_grace_s: float = 10.0
+    shutdown_grace_s: int = 10  # whole seconds (uvicorn's timeout_graceful_shutdown)
     timeout_margin_s: float = 5.0
 
     @classmethod
@@ -47,7 +47,7 @@ class EdgeSettings:
             max_body_bytes=positive_int(e, "LLMGW_EDGE_MAX_BODY_BYTES", cls.max_body_bytes),
             keepalive_s=positive_float(e, "LLMGW_EDGE_KEEPALIVE_S", cls.keepalive_s),
             stream_buffer_bytes=positive_int(e, "LLMGW_EDGE_STREAM_BUFFER_BYTES", cls.stream_buffer_bytes),
-            shutdown_grace_s=positive_float(e, "LLMGW_EDGE_SHUTDOWN_GRACE_S", cls.shutdown_grace_s),
+            shutdown_grace_s=positive_int(e, "LLMGW_EDGE_SHUTDOWN_GRACE_S", cls.shutdown_grace_s),
         )
 
     @classmethod

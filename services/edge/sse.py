@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 from services.contracts.errors import Cancelled, GatewayError, InternalError
@@ -152,7 +152,8 @@ class SseResponse:
             self._error = InternalError(f"stream failed: {type(exc).__name__}")
         finally:
             try:
-                await events.aclose()  # type: ignore[attr-defined]
+                if isinstance(events, AsyncGenerator):  # its cleanup (the cancel) runs now
+                    await events.aclose()
             finally:
                 self._done = True
                 self._wake.set()

@@ -32,10 +32,16 @@ class SinkPlugin(Protocol):
 
 
 class BatchSettings(Protocol):
-    runtime: Settings
-    batch_records: int
-    batch_ms: int
-    max_in_flight: int
+    """What a sink's settings (``services/<sink>/settings.py``) give the sink service."""
+
+    @property
+    def runtime(self) -> Settings: ...
+    @property
+    def batch_records(self) -> int: ...
+    @property
+    def batch_ms(self) -> int: ...
+    @property
+    def max_in_flight(self) -> int: ...
 
 
 @dataclass(frozen=True)

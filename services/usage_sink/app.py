@@ -24,7 +24,7 @@ SPEC = SinkSpec(
     source="usage",
     role="usage",
     model=UsageRecorded,
-    handler=record_usage,  # type: ignore[arg-type]
+    handler=record_usage,
     bucket=lambda settings: settings.usage_bucket,
     plugin=lambda store, s: S3UsagePlugin(store, max_records=s.batch_records, max_wait_s=s.batch_ms / 1000),
     settings=lambda settings: SinkSettings.from_env(runtime=settings),

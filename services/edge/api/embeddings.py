@@ -145,7 +145,7 @@ async def create_embeddings(edge: Edge, req: Request) -> Response:
     event = build_event(edge, req, call)
     timeout = edge.timeout_for(call.fields.get("total_ms"))
     try:
-        result = await req.until_disconnect(edge.gw.result(event, timeout))  # type: ignore[arg-type]
+        result = await req.until_disconnect(edge.gw.result(event, timeout))
     except GatewayError as err:
         return error_answer(err)
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
