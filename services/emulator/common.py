@@ -205,7 +205,7 @@ def refused_input(inputs: list[str], scenario: Scenario) -> int | None:
 BODY_FIELD = "emulator_scenario"
 
 
-def scenario_spec(request: Request, body: dict) -> str | None:
+def scenario_spec(request: Request, body: dict[str, Any]) -> str | None:
     """The scenario of a request: the body field ``emulator_scenario`` (which a gateway passes
     through to the provider like any unknown field) merged with the header (the header wins)."""
     field = body.get(BODY_FIELD)
@@ -219,7 +219,7 @@ def scenario_header(request: Request) -> str | None:
     """The raw ``x-emulator-scenario`` header, if any (scans the ASGI headers directly)."""
     for name, value in request.scope["headers"]:
         if name == _HEADER_BYTES:
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None
 
 
@@ -278,7 +278,8 @@ class Stream(Response):
         media_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.head, self.body, self.tail, self.scenario = head, body, tail, scenario
+        # (``events``, not Response's ``body``: that one is the whole body's bytes)
+        self.head, self.events, self.tail, self.scenario = head, body, tail, scenario
         self.status_code = 200
         self.background = None
         self.media_type = media_type
@@ -288,7 +289,7 @@ class Stream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         cut = self.scenario.disconnect_after
-        parts = self.body if cut is None else self.body[:cut]
+        parts = self.events if cut is None else self.events[:cut]
         preamble = b"".join(self.head)
         if preamble:
             parts = [preamble + parts[0], *parts[1:]] if parts else [preamble]

@@ -241,7 +241,7 @@ def offered_functions(tools_value: Any) -> list[tuple[str, Any]]:
             continue  # custom / built-in tools: offered, never called by the emulator
         function = tool.get("function")
         name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str) or not name:
+        if not isinstance(function, dict) or not isinstance(name, str) or not name:
             raise BadRequest(
                 f"Missing required parameter: 'tools[{i}].function.name'.", param=f"tools[{i}].function.name"
             )
@@ -290,7 +290,7 @@ def plan_tool_calls(body: dict[str, Any], scenario: Scenario, after_tool_result:
             )
         mode = "required"
     elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        spec = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else {}
+        spec = v if isinstance(v := choice.get("allowed_tools"), dict) else {}
         names = {
             (t.get("function") or {}).get("name") or t.get("name")
             for t in spec.get("tools") or ()
@@ -559,7 +559,7 @@ def _embedding_inputs(value: Any) -> list[tuple[Any, str, int]]:
     if isinstance(value, list) and value:
         if all(isinstance(v, int) for v in value):
             return [(value, " ".join(map(str, value)), len(value))]
-        out = []
+        out: list[tuple[Any, str, int]] = []
         for item in value:
             if isinstance(item, str):
                 out.append((item, item, text.count_words(item)))

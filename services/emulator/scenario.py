@@ -51,8 +51,10 @@ same few model/header strings over and over.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 HEADER = "x-emulator-scenario"
 
@@ -150,7 +152,8 @@ def _positive_int(key: str, raw: str) -> int:
     return value
 
 
-_CONVERTERS = {
+#: Each key's converter returns a value of its ``Scenario`` field's type (checked by the tests).
+_CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "ttfb_ms": _non_negative_float,
     "chunk_delay_ms": _non_negative_float,
     "tokens": _non_negative_int,
@@ -203,8 +206,7 @@ def parse_pairs(spec: str) -> dict[str, str]:
 def build(pairs: dict[str, str], default_key: str = "") -> Scenario:
     """Convert checked pairs into a :class:`Scenario` (``key`` defaults to ``default_key``)."""
     values = {key: _CONVERTERS[key](key, raw) for key, raw in pairs.items()}
-    values.setdefault("key", default_key)
-    return Scenario(**values)
+    return replace(Scenario(key=default_key), **values)
 
 
 @lru_cache(maxsize=4096)

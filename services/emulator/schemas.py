@@ -29,7 +29,7 @@ accepts everything it can be given keeps the conforming value.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 MAX_DEPTH = 8
 
@@ -117,10 +117,10 @@ def _kind(schema: dict[str, Any]) -> str | None:
 
 
 def _number(schema: dict[str, Any], default: float, integer: bool) -> float | int:
-    lo, hi = schema.get("minimum"), schema.get("maximum")
+    raw_lo, raw_hi = schema.get("minimum"), schema.get("maximum")
     ex_lo, ex_hi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    lo = lo if _is_num(lo) else None
-    hi = hi if _is_num(hi) else None
+    lo: float | None = raw_lo if _is_num(raw_lo) else None
+    hi: float | None = raw_hi if _is_num(raw_hi) else None
     if _is_num(ex_lo):
         bound = math.floor(ex_lo) + 1 if integer else ex_lo + max(abs(ex_lo) * 1e-6, 1e-6)
         lo = bound if lo is None else max(lo, bound)
@@ -145,12 +145,13 @@ def _number(schema: dict[str, Any], default: float, integer: bool) -> float | in
     return float(value)
 
 
-def _is_num(value: Any) -> bool:
+def _is_num(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _string(schema: dict[str, Any], seed: int) -> str:
-    value = _FORMATS.get(schema.get("format"), f"tok{seed}")  # type: ignore[arg-type]
+    fmt = schema.get("format")
+    value = _FORMATS.get(fmt, f"tok{seed}") if isinstance(fmt, str) else f"tok{seed}"
     low, high = schema.get("minLength"), schema.get("maxLength")
     if isinstance(low, int) and len(value) < low:
         value += "x" * (low - len(value))
@@ -223,8 +224,8 @@ def _object(ctx: _Context, schema: dict[str, Any], depth: int) -> dict[str, Any]
 def _array(ctx: _Context, schema: dict[str, Any], depth: int) -> list[Any]:
     prefix = schema.get("prefixItems")
     items = schema.get("items")
-    low = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 0
-    high = schema.get("maxItems") if isinstance(schema.get("maxItems"), int) else None
+    low = v if isinstance(v := schema.get("minItems"), int) else 0
+    high = v if isinstance(v := schema.get("maxItems"), int) else None
     out: list[Any] = []
     if isinstance(prefix, list):
         out = [_build(ctx, sub, depth + 1) for sub in prefix]
