@@ -181,6 +181,6 @@ def _error_info(err: GatewayError) -> ErrorInfo:
         code=err.code,
         message=err.message,
         retryable=err.retryable,
-        param=err.param,  # type: ignore[arg-type]
+        param=err.param,
         details=err.details,
     )

@@ -20,6 +20,8 @@ from .handlers import Outcome
 async def check_answer(chain: HookChain, req: ChatRequested, outcome: Outcome) -> None:
     """Run ``chain``'s post-response hooks on a whole answer, updating ``outcome`` in place."""
     msg = outcome.message
+    if msg is None:  # not a chat answer: nothing for these hooks
+        return
     text, calls = msg.content or "", tuple(msg.tool_calls or ())
     verdict = await chain.post_response(HookResponse(req, text, calls))
     if isinstance(verdict, Block):

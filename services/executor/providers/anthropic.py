@@ -201,7 +201,7 @@ def answer_tool(req: ChatRequested) -> dict[str, Any] | None:
     if kind != "json_schema":
         return None
     spec = rf.get("json_schema") or {}
-    schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {"type": "object"}
+    schema = v if isinstance(v := spec.get("schema"), dict) else {"type": "object"}
     if schema.get("type") != "object":
         raise CapabilityNotSupported(
             "anthropic structured output needs a response_format schema whose root is an object",
