@@ -64,7 +64,7 @@ class FetchSession:
         self.id, self.epoch, self.offsets = 0, _INITIAL_EPOCH, {}
 
 
-class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
+class SessionFetchRequest(FetchRequest):
     """aiokafka's fetch request for ``topics`` (all wanted partitions), sent as the next
     request of ``session``: only what changed goes on the wire (v7+; older versions get the
     full request without a session)."""
@@ -82,7 +82,7 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
         self.wanted = {(t, p): offset for t, parts in base._topics for p, offset, _ in parts}
         self.sent_epoch: int | None = None
 
-    def build(self, request_struct_class):  # type: ignore[no-untyped-def]
+    def build(self, request_struct_class: Any) -> Any:
         version = request_struct_class.API_VERSION
         if version < 7 or not SESSIONS:
             return super().build(request_struct_class)
@@ -154,7 +154,7 @@ def install(version: str = aiokafka.__version__) -> bool:
 
     get_actions = Fetcher._get_actions_per_node
 
-    def _get_actions_per_node(self: Fetcher, assignment):  # type: ignore[no-untyped-def]
+    def _get_actions_per_node(self: Fetcher, assignment: Any) -> tuple[Any, ...]:
         fetch_requests, *rest = get_actions(self, assignment)
         if getattr(self, "_llmgw_assignment", None) is not assignment:  # new assignment, new sessions
             self._llmgw_assignment = assignment
@@ -168,7 +168,7 @@ def install(version: str = aiokafka.__version__) -> bool:
 
     proc = Fetcher._proc_fetch_request
 
-    async def _proc_fetch_request(self: Fetcher, assignment, node_id, request):  # type: ignore[no-untyped-def]
+    async def _proc_fetch_request(self: Fetcher, assignment: Any, node_id: int, request: Any) -> Any:
         try:
             for _ in range(FETCH_YIELDS):
                 await asyncio.sleep(0)
@@ -178,7 +178,7 @@ def install(version: str = aiokafka.__version__) -> bool:
 
     send = AIOKafkaClient.send
 
-    async def client_send(self: AIOKafkaClient, node_id, request, **kw):  # type: ignore[no-untyped-def]
+    async def client_send(self: AIOKafkaClient, node_id: int, request: Any, **kw: Any) -> Any:
         if not isinstance(request, SessionFetchRequest):
             return await send(self, node_id, request, **kw)
         try:
