@@ -100,10 +100,14 @@ class Publisher:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[object]:
-        return await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
+        fut: asyncio.Future[object] = await self._producer.send(
+            topic, value, key=key, partition=partition, headers=headers
+        )
+        return fut
 
     async def partitions_for(self, topic: str) -> set[int]:
-        return await self._producer.partitions_for(topic)  # type: ignore[no-any-return]
+        parts: set[int] = await self._producer.partitions_for(topic)
+        return parts
 
 
 class DeadLetters:
@@ -197,7 +201,7 @@ class Subscription:
         on_invalid: InvalidHandler | None = None,
     ) -> Subscription:
         decode = model.validate_json if isinstance(model, TypeAdapter) else model.model_validate_json
-        return cls(decode, handler, name or getattr(model, "__name__", "event"), on_invalid)
+        return cls(decode, handler, name or str(getattr(model, "__name__", "event")), on_invalid)
 
 
 class Consumer(Generic[M]):
@@ -241,7 +245,7 @@ class Consumer(Generic[M]):
     ):
         if subscriptions is None:
             assert model is not None and handler is not None, "give model and handler, or subscriptions"
-            sub = Subscription.of(model, handler, name=model_name, on_invalid=on_invalid)  # type: ignore[arg-type]
+            sub = Subscription.of(model, handler, name=model_name, on_invalid=on_invalid)
             subscriptions = {t: sub for t in topics}
         self._subs = dict(subscriptions)
         self.topics = list(self._subs)
@@ -321,7 +325,8 @@ class Consumer(Generic[M]):
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset of ``tp`` (``None``: the group never committed one)."""
-        return await self._consumer.committed(tp)
+        offset: int | None = await self._consumer.committed(tp)
+        return offset
 
     def _apply_pauses(self) -> None:
         """Paused: held partitions, and while saturated every partition of a task subscription."""
@@ -455,8 +460,8 @@ class Consumer(Generic[M]):
         self.assigned.set()
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: Consumer[BaseModel]):
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, consumer: Consumer[Any]):
         self._c = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
