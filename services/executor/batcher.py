@@ -30,7 +30,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -159,8 +159,9 @@ class _Job:
             usage = Usage(
                 prompt_tokens=self.prompt, total_tokens=self.total, units={"inputs": len(self.vectors)}
             )
+            vectors = cast(list[Vector], self.vectors)  # every piece has answered: no None left
             self.future.set_result(
-                Share(self.vectors, usage, self.model, (self.last - self.first) * 1000, self.calls)  # type: ignore[arg-type]
+                Share(vectors, usage, self.model, (self.last - self.first) * 1000, self.calls)
             )
 
 

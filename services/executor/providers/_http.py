@@ -8,7 +8,7 @@ not the JSON object the adapter expects becomes ``ProviderError``.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -86,14 +86,17 @@ def loads_line(provider: str, payload: str) -> dict[str, Any]:
     return obj
 
 
+T = TypeVar("T")
+
+
 async def post_json(
     http: HttpTransport,
     provider: str,
     url: str,
     hdrs: Mapping[str, str],
     body: dict[str, Any],
-    from_wire: Callable[[dict[str, Any]], Completion],
-) -> Completion:
+    from_wire: Callable[[dict[str, Any]], T],
+) -> T:
     """POST ``body`` and read the whole answer through ``from_wire``."""
     with map_http_errors(provider):
         status, raw = await http.post_json(url, hdrs, orjson.dumps(body), None)
@@ -188,23 +191,30 @@ def stream_via(
     return stream_deltas(http, deployment.provider, url, hdrs, body, parser)
 
 
+class JSONEndpoint(WireMapping, Protocol):
+    """What an adapter using ``PostsJSON`` has: the pure mapping and its one endpoint."""
+
+    def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]: ...
+
+
 class PostsJSON:
     """``complete`` and ``stream`` for an adapter that POSTs JSON to one endpoint; the adapter
-    supplies ``endpoint(deployment, api_key) -> (url, headers)`` and the pure mapping."""
+    supplies ``endpoint(deployment, api_key) -> (url, headers)`` and the pure mapping (it is a
+    ``JSONEndpoint``)."""
 
     def endpoint(self, deployment: Target, api_key: str | None) -> tuple[str, dict[str, str]]:
         raise NotImplementedError
 
     async def complete(
-        self, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
+        self: JSONEndpoint, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
     ) -> Completion:
-        return await complete_via(self, http, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
+        return await complete_via(self, http, req, deployment, *self.endpoint(deployment, api_key))
 
     def stream(
-        self, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
+        self: JSONEndpoint, http: HttpTransport, req: ChatRequested, deployment: Target, api_key: str | None
     ) -> AsyncGenerator[StreamDelta, None]:
         """An async generator: nothing is sent until it is iterated."""
-        return stream_via(self, http, req, deployment, *self.endpoint(deployment, api_key))  # type: ignore[arg-type]
+        return stream_via(self, http, req, deployment, *self.endpoint(deployment, api_key))
 
 
 class PostsEmbeddings:
@@ -224,13 +234,13 @@ class PostsEmbeddings:
         self, http: HttpTransport, req: EmbedRequested, deployment: Target, api_key: str | None
     ) -> Embeddings:
         url, hdrs = self.endpoint(deployment, api_key)
-        done: Embeddings = await post_json(  # type: ignore[assignment]
+        done = await post_json(
             http,
             deployment.provider,
             url,
             hdrs,
             self.to_wire(req, deployment),
-            lambda body: self.from_wire(body, req),  # type: ignore[arg-type,return-value]
+            lambda body: self.from_wire(body, req),
         )
         done.model = done.model or deployment.upstream_model
         return done
