@@ -45,7 +45,7 @@ lint: install
 types: install        ## mypy, strict, with the pydantic plugin (configured in pyproject.toml)
 	$(BIN)/mypy
 
-check: lint schemas test-unit   ## format/lint, schema drift, unit tests
+check: lint types schemas test-unit   ## format/lint, types, schema drift, unit tests
 
 schemas: install
 	$(BIN)/llmgw schemas check
