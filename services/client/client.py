@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError, GatewayTimeout
 from services.contracts.events import (
@@ -36,8 +36,9 @@ from services.contracts.events import (
 )
 from services.runtime import telemetry
 from services.runtime.codec import decode_any
-from services.runtime.kafka import MAX_MESSAGE_BYTES, Publisher
+from services.runtime.kafka import Publisher
 from services.runtime.settings import ROOT
+from services.runtime.tail import Tail
 from services.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -110,15 +111,9 @@ class GatewayClient:
         self._bootstrap = bootstrap_servers
         self._publisher = Publisher(bootstrap_servers, client_id=f"client-{tenant_id}")
         self._reply_partition = reply_partition
-        self._replies = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=500,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
-        )
+        self._replies: Tail | None = None
         self._waiting: dict[str, asyncio.Queue[Any]] = {}
         self._requests: dict[str, RequestBase] = {}
-        self._reader: asyncio.Task[None] | None = None
         self.reply_to: ReplyTo | None = None
 
     async def __aenter__(self) -> GatewayClient:
@@ -130,40 +125,36 @@ class GatewayClient:
 
     async def start(self) -> None:
         await self._publisher.start()
-        await self._replies.start()
         topic = self.topics.replies.name
         parts = sorted(await self._publisher.partitions_for(topic))
         if not parts:
             raise GatewayError(f"reply topic {topic} does not exist (run `llmgw topics apply`)")
         partition = self._reply_partition if self._reply_partition is not None else random.choice(parts)
-        tp = TopicPartition(topic, partition)
-        self._replies.assign([tp])
-        await self._replies.seek_to_end(tp)
-        await self._replies.position(tp)  # resolve now: replies to our first request come after this
+        self._replies = Tail(
+            self._bootstrap,
+            topic,
+            self._on_reply,
+            partitions=[partition],
+            client_id=f"client-{self.tenant_id}",
+        )
+        await self._replies.start()  # from the end: replies to our first request come after this
         self.reply_to = ReplyTo(topic=topic, partition=partition)
-        self._reader = asyncio.create_task(self._read())
 
     async def aclose(self) -> None:
-        if self._reader:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self._replies.stop()
+        if self._replies is not None:
+            await self._replies.aclose()
         await self._publisher.aclose()
 
-    async def _read(self) -> None:
-        while True:
-            batches = await self._replies.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for r in records:
-                    q = self._waiting.get(r.key.decode()) if r.key else None
-                    if q is None:
-                        continue  # another client's reply, or one we stopped waiting for
-                    try:
-                        q.put_nowait(decode_any(r.value or b""))
-                    except Exception as exc:  # a bad reply must not stop replies to everyone else
-                        log.error("undecodable reply at %s@%d: %s", r.topic, r.offset, exc)
-                        q.put_nowait(_undecodable(r.key.decode(), self.tenant_id, exc))
+    def _on_reply(self, r: ConsumerRecord) -> None:
+        """One record of the reply partition: to the call waiting for its request, if any."""
+        q = self._waiting.get(r.key.decode()) if r.key else None
+        if q is None:
+            return  # another client's reply, or one we stopped waiting for
+        try:
+            q.put_nowait(decode_any(r.value or b""))
+        except Exception as exc:  # a bad reply must not stop replies to everyone else
+            log.error("undecodable reply at %s@%d: %s", r.topic, r.offset, exc)
+            q.put_nowait(_undecodable(r.key.decode(), self.tenant_id, exc))
 
     # --- requests ------------------------------------------------------------------------
 

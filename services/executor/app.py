@@ -6,7 +6,8 @@ instance (no consumer group) from the moment it starts.
 
 Plans name deployments only; the provider URL, credential and price come from this
 process's configuration (``targets.py``), and a plan naming anything else is dead-lettered.
-Each operation has its runner: chat here, embeddings in ``embed.py``.
+Each operation has its runner (``chat.py``, ``embed.py``); ``attempts.py`` tries the plan's
+deployments and keeps the record of what was tried, which ``outcome.py`` publishes from.
 
 State: the ids of requests finished recently (so a redelivered plan is not sent to
 a provider twice while this process lives) and the tasks in flight. Neither
@@ -16,51 +17,55 @@ survives a restart; after one, plans not yet committed are run again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-import time
 from collections import OrderedDict
-from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
 import pydantic
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.contracts.errors import GatewayError, ResponseBlocked
-from services.contracts.events import (
-    AuditRecorded,
-    CancelRequested,
-    ExecutionPlanned,
-    Latency,
-    RateLimitInfo,
-    ResultProduced,
-    utcnow,
-)
+from services.contracts.errors import GatewayError
+from services.contracts.events import AuditRecorded, CancelRequested, ExecutionPlanned, utcnow
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher
-from services.runtime.replies import answer_invalid, chunk_target, result_target
-from services.runtime.request_log import RequestLog, UsageLogging
+from services.runtime.replies import answer_invalid
+from services.runtime.request_log import RequestLog
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
+from services.runtime.tail import Tail
 from services.runtime.topics import Topics, apply_topics
 
-from .chunker import ChunkEmitter
-from .embed import EmbedRunner, Requests
-from .handlers import Attempted, Outcome, chunk_template, error_info, execute, settle, usage_record
-from .hooks import check_answer, response_guard
+from .attempts import Attempts, attempt
+from .chat import ChatRunner
+from .embed import EmbedRunner
+from .handlers import Outcome, settle
+from .outcome import Outcomes
 from .providers.transport import AiohttpTransport, HttpTransport
 from .targets import Target, Targets
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-executor"
 RECENT = 100_000
-#: How long a request runs before its ``started`` audit event is published (see ``_StartedAudit``).
-STARTED_AUDIT_DELAY_S = 0.05
+
+
+class PlanCall(Protocol):
+    """One plan's provider calls, as a runner starts them (``ChatCall``, ``EmbedCall``)."""
+
+    @property
+    def acks(self) -> list[asyncio.Future[object]]: ...
+
+    def prepare(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def __call__(self, target: Target, fallback_from: Target | None) -> Outcome: ...
+
+
+class Runner(Protocol):
+    def start(self, plan: ExecutionPlanned) -> PlanCall: ...
 
 
 class Executor:
@@ -70,6 +75,7 @@ class Executor:
         topics: Topics,
         config: GatewayConfig | None = None,
         http: HttpTransport | None = None,
+        publisher: Publisher | None = None,
     ):
         self.settings = settings
         self.topics = topics
@@ -77,11 +83,9 @@ class Executor:
         self.targets = Targets(self.config)
         self.hooks = TenantHooks.from_config(self.config)  # post-response hooks per tenant, built at start
         self.request_log = RequestLog.of(settings, "executor")
-        self._api_keys: dict[str, str] = {}  # embed requests in flight that name their API key
-        self._ratelimits: dict[str, RateLimitInfo] = {}  # embed plans in flight with rate-limit numbers
         self.http: HttpTransport = http or _transport(settings)
         cid = f"executor-{settings.instance_id}"
-        self.publisher = Publisher(settings.bootstrap_servers, client_id=cid)
+        self.publisher = publisher or Publisher(settings.bootstrap_servers, client_id=cid)
         self.consumer: Consumer[ExecutionPlanned] = Consumer(
             bootstrap_servers=settings.bootstrap_servers,
             topics=[topics.exec.name],
@@ -93,67 +97,49 @@ class Executor:
             max_in_flight=settings.max_in_flight,
             client_id=cid,
         )
+        self.control = Tail(
+            settings.bootstrap_servers,
+            topics.control.name,
+            self._on_control,
+            partitions=range(topics.control.partitions),
+            client_id=cid,
+        )
         self._running: dict[str, asyncio.Task[Outcome]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._cancelled: OrderedDict[str, str] = OrderedDict()
-        self._control = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, client_id=cid, enable_auto_commit=False
-        )
-        self._control_task: asyncio.Task[None] | None = None
         self.embed = EmbedRunner(
-            publisher=UsageLogging(
-                _RateLimited(self.publisher, self._ratelimits),  # type: ignore[arg-type]
-                topics.usage.name,
-                self.request_log,
-                self._api_keys,
-            ),
-            topics=topics,
-            http=self.http,
-            secret=settings.secret,
-            window_ms=self.config.defaults.embed_batch_window_ms,
-            audit=self._audit,
-            started=lambda plan: _StartedAudit(self, plan),
-            requests=Requests(self._running, self._finished, self._cancelled, _remember),  # type: ignore[arg-type]
+            http=self.http, secret=settings.secret, window_ms=self.config.defaults.embed_batch_window_ms
+        )
+        self.chat = ChatRunner(
+            publisher=self.publisher, topics=topics, http=self.http, secret=settings.secret, hooks=self.hooks
+        )
+        self._runners: dict[str, Runner] = {"chat": self.chat, "embed": self.embed}
+        self.outcomes = Outcomes(
+            publisher=self.publisher, topics=topics, audit=self._audit, request_log=self.request_log
         )
 
     async def start(self) -> None:
         await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
         await self.publisher.start()
-        await self._control.start()
-        parts = self._control.partitions_for_topic(self.topics.control.name) or set()
-        if not parts:
-            await self._control._client.force_metadata_update()
-            parts = self._control.partitions_for_topic(self.topics.control.name) or {0}
-        tps = [TopicPartition(self.topics.control.name, p) for p in parts]
-        self._control.assign(tps)
-        await self._control.seek_to_end(*tps)
-        self._control_task = asyncio.create_task(self._read_control())
+        await self.control.start()
         await self.consumer.start()
 
     async def aclose(self) -> None:
         await self.consumer.aclose()
-        if self._control_task:
-            self._control_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._control_task
-        await self._control.stop()
+        await self.control.aclose()
         await self.embed.aclose()
         await self.publisher.aclose()
         await self.http.aclose()
 
     # --- control -------------------------------------------------------------------
 
-    async def _read_control(self) -> None:
-        while True:
-            batches = await self._control.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for r in records:
-                    try:
-                        cancel = CancelRequested.model_validate_json(r.value or b"")
-                    except ValueError:
-                        log.warning("ignoring invalid control event at offset %d", r.offset)
-                        continue
-                    self.cancel(cancel.request_id, cancel.reason)
+    def _on_control(self, record: ConsumerRecord) -> None:
+        try:
+            cancel = CancelRequested.model_validate_json(record.value or b"")
+        except ValueError:
+            log.warning("ignoring invalid control event at offset %d", record.offset)
+            return
+        self.cancel(cancel.request_id, cancel.reason)
 
     def cancel(self, request_id: str, reason: str) -> None:
         """Cancel a request in flight here; remember it in case its plan is still on the way."""
@@ -171,167 +157,39 @@ class Executor:
         not know, else ``validation_error``."""
         await answer_invalid(self.publisher, self.topics, record, exc, actor="executor", inner="request")
 
-    async def handle(self, plan: ExecutionPlanned, record: ConsumerRecord) -> None:
-        req = plan.request
-        rid = req.request_id
+    async def handle(self, plan: ExecutionPlanned, record: ConsumerRecord | None) -> None:
+        """Run one plan: its attempts in a task of their own (a cancel stops it), under the total
+        deadline; then its outputs, all acknowledged before this returns (and the plan commits)."""
+        rid = plan.request.request_id
         if rid in self._finished or rid in self._running:
             return  # redelivered while its first run finished or is still going: run once
-        targets = self.targets.resolve(plan)  # DeadLetter: the plan names what we do not have
-        if req.operation == "chat":
-            await self._chat(plan, targets)
-        elif req.operation == "embed":
-            if key := getattr(req, "api_key", None):
-                self._api_keys[rid] = key
-            if plan.ratelimit is not None:
-                self._ratelimits[rid] = plan.ratelimit
-            try:
-                await self.embed.run(plan, targets)
-            finally:
-                self._api_keys.pop(rid, None)
-                self._ratelimits.pop(rid, None)
-        else:  # the plan's type admits only executable operations
-            raise DeadLetter(f"operation {req.operation!r} has no runner in this executor")
-
-    async def _chat(self, plan: ExecutionPlanned, targets: list[Target]) -> None:
-        req = plan.request
-        rid = req.request_id
-        t0 = time.perf_counter()
-        acks: list[asyncio.Future[object]] = []
-        emitter = None
-        post = self.hooks.post(req.tenant_id)  # None: the tenant has no post-response hooks
-        check = None
-        if req.stream:
-            topic, partition = chunk_target(req, self.topics)
-
-            async def send(chunk):  # type: ignore[no-untyped-def]
-                return await self.publisher.publish(topic, chunk, key=rid, partition=partition)
-
-            guard = response_guard(post, req) if post is not None else None  # type: ignore[arg-type]
-            template = chunk_template(plan)
-            template.ratelimit = plan.ratelimit  # on the first chunk: the edge's response head
-            emitter = ChunkEmitter(send, template, plan.chunk_window_ms, guard)
-        elif post is not None:
-            check = functools.partial(check_answer, post, req)
-        attempted = Attempted(emitter=emitter)
-
-        async def on_fallback(failed: Target, nxt: Target, err: GatewayError) -> None:
-            attempted.failed(failed, err)
-            acks.append(await started.published())
-            acks.append(
-                await self._audit(
-                    plan, "fallback_triggered", failed, err, reason=f"{err.message}; next: {nxt.label}"
-                )
-            )
-
-        run = asyncio.create_task(
-            execute(plan, targets, self.http, self.settings.secret, emitter, attempted, on_fallback, check)
-        )
+        attempts = Attempts(self.targets.resolve(plan))  # DeadLetter: the plan names what we do not have
+        runner = self._runners.get(plan.request.operation)
+        if runner is None:  # the plan's type admits only executable operations
+            raise DeadLetter(f"operation {plan.request.operation!r} has no runner in this executor")
+        call = runner.start(plan)
+        run = asyncio.create_task(self._attempts(plan, call, attempts))
         self._running[rid] = run
         if rid in self._cancelled:
             run.cancel(self._cancelled.pop(rid))
-        started = _StartedAudit(self, plan)
+        started = self.outcomes.started(plan, attempts)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + plan.total_ms / 1000 if plan.total_ms else None
         try:
-            outcome, error = await settle(run, rid, plan.total_ms, started.discard)
+            outcome, error = await settle(run, rid, deadline, plan.total_ms)
+        except asyncio.CancelledError:  # this process is stopping: the plan runs again elsewhere
+            started.discard()
+            raise
         finally:
             self._running.pop(rid, None)
-            if emitter is not None:
-                emitter.cancel_timer()
-        total_ms = (time.perf_counter() - t0) * 1000
-        if emitter is not None:
-            acks += emitter.acks
-        acks += await self._publish_outcome(plan, targets, outcome, error, attempted, total_ms, started)
+            call.close()
+        acks = call.acks + await self.outcomes.publish(plan, outcome, error, attempts, started)
         await asyncio.gather(*acks)
         _remember(self._finished, rid, None)
 
-    async def _publish_outcome(
-        self,
-        plan: ExecutionPlanned,
-        targets: list[Target],
-        outcome: Outcome | None,
-        error: GatewayError | None,
-        attempted: Attempted,
-        total_ms: float,
-        started: _StartedAudit,
-    ) -> list[asyncio.Future[object]]:
-        req = plan.request
-        ids = {
-            "request_id": req.request_id,
-            "tenant_id": req.tenant_id,
-            "user_id": req.user_id,
-            "operation": req.operation,
-        }
-        dep = outcome.deployment if outcome else attempted.deployment or targets[0]
-        if outcome is not None and outcome.error is not None:
-            error = outcome.error  # the provider answered, the answer was refused: billed, then failed
-        if error is None:
-            assert outcome is not None
-            result = ResultProduced(
-                **ids,
-                status="ok",
-                message=outcome.message,
-                finish_reason=outcome.finish_reason,  # type: ignore[arg-type]
-                alias=dep.alias,
-                provider=dep.provider,
-                model=outcome.model,
-                fallback_used=outcome.fallback_used,
-                fallback_from=targets[0].label if outcome.fallback_used else None,
-                usage=outcome.usage,
-                latency=Latency(ttft_ms=outcome.ttft_ms, total_ms=total_ms, provider_ms=outcome.provider_ms),
-                streamed=req.stream,
-                ratelimit=plan.ratelimit,
-            )
-        else:
-            result = ResultProduced(
-                **ids,
-                status="error",
-                alias=dep.alias,
-                provider=dep.provider,
-                model=outcome.model if outcome else dep.upstream_model,
-                error=error_info(error),
-                fallback_used=outcome.fallback_used if outcome else False,
-                fallback_from=targets[0].label if outcome and outcome.fallback_used else None,
-                usage=outcome.usage if outcome else None,
-                latency=Latency(
-                    ttft_ms=outcome.ttft_ms if outcome else None,
-                    total_ms=total_ms,
-                    provider_ms=outcome.provider_ms if outcome else None,
-                ),
-                streamed=req.stream,
-                ratelimit=plan.ratelimit,
-            )
-        usage = outcome.usage if outcome else None
-        record = usage_record(
-            ids,
-            req,
-            dep,
-            result.model,
-            usage,
-            error,
-            total_ms,
-            ttft_ms=outcome.ttft_ms if outcome else None,
-            fallback_used=outcome.fallback_used if outcome else False,
-            failures=attempted.failures,
-        )
-        status = record.status
-        topic, partition = result_target(req, self.topics)
-        action = "completed" if error is None else ("cancelled" if status == "cancelled" else "failed")
-        reason = None
-        if isinstance(error, ResponseBlocked):  # a post-response hook refused the answer
-            action, reason = "blocked", error.details.get("rule")
-        self.request_log.executed(record, getattr(req, "api_key", None))
-        return [
-            await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
-            await self.publisher.publish(self.topics.usage.name, record, key=req.tenant_id),
-            await started.published(),
-            await self._audit(
-                plan,
-                action,
-                dep,
-                error,
-                reason=reason,
-                completion=outcome.message.content if outcome is not None else None,
-            ),
-        ]
+    async def _attempts(self, plan: ExecutionPlanned, call: PlanCall, attempts: Attempts) -> Outcome:
+        call.prepare()  # may fail the request before any provider call
+        return await attempt(attempts, plan.retries, call)
 
     async def _audit(
         self,
@@ -364,68 +222,6 @@ class Executor:
             content=audit_content(self.config, req, completion),
         )
         return await self.publisher.publish(self.topics.audit.name, event, key=req.tenant_id)
-
-
-class _StartedAudit:
-    """The ``started`` audit event of one request, published ``STARTED_AUDIT_DELAY_S`` after
-    the start, or with the outcome when the request ends sooner.
-
-    A short request then has nothing but its provider call between its plan and its
-    result: the event's produce request, and the broker's work on it, would otherwise
-    compete with the call for the CPU, and aiokafka sends one produce request per broker at a
-    time, so the result could wait for the event's ack. The event keeps the start as
-    ``occurred_at`` and still precedes the request's other audit events on its partition.
-    """
-
-    __slots__ = ("_executor", "_plan", "_at", "_timer", "_task")
-
-    def __init__(self, executor: Executor, plan: ExecutionPlanned):
-        self._executor = executor
-        self._plan = plan
-        self._at = utcnow()
-        self._task: asyncio.Future[asyncio.Future[object]] | None = None
-        self._timer = asyncio.get_running_loop().call_later(STARTED_AUDIT_DELAY_S, self._publish_now)
-
-    def _send(self) -> Coroutine[None, None, asyncio.Future[object]]:
-        return self._executor._audit(self._plan, "started", at=self._at)
-
-    def _publish_now(self) -> None:
-        self._task = asyncio.create_task(self._send())
-
-    async def published(self) -> asyncio.Future[object]:
-        """The event's ack future, publishing it now if the delay has not passed. Later
-        calls return the same future (the event goes out once).
-
-        Published inline, not in a task: the event then joins the produce request of the
-        events enqueued just before it (the result and usage), not a second one after it."""
-        if self._task is None:
-            self._timer.cancel()
-            self._task = asyncio.get_running_loop().create_future()
-            try:
-                ack = await self._send()
-            except BaseException as exc:
-                self._task.set_exception(exc)
-                self._task.exception()  # retrieved: the exception goes to this caller
-                raise
-            self._task.set_result(ack)
-            return ack
-        return await self._task
-
-    def discard(self) -> None:
-        self._timer.cancel()
-
-
-class _RateLimited:
-    """The embeddings runner's publisher: the result of a plan with rate-limit numbers carries
-    them (``ResultProduced.ratelimit``), as chat results do."""
-
-    def __init__(self, publisher: Publisher, ratelimits: dict[str, RateLimitInfo]):
-        self._publisher, self._ratelimits = publisher, ratelimits
-
-    async def publish(self, topic: str, event: Any, **kw: Any) -> asyncio.Future[object]:
-        if isinstance(event, ResultProduced) and event.ratelimit is None:
-            event.ratelimit = self._ratelimits.get(event.request_id)
-        return await self._publisher.publish(topic, event, **kw)
 
 
 def _transport(settings: Settings) -> HttpTransport:

@@ -1,7 +1,9 @@
-"""Running one execution plan: attempts, retries, fallback, timeouts, streaming.
+"""One provider call of a chat plan (whole or streamed), the request's total deadline, and the
+event fields the outcome publisher builds from what happened.
 
-``execute`` returns an ``Outcome`` (or raises ``GatewayError``); publishing the
-result, usage and audit events is the app's job.
+``complete_once`` / ``stream_once`` return an ``Outcome`` or raise ``GatewayError``; attempts,
+retries and fallback are ``attempts.py``'s, publishing the result, usage and audit events is
+``outcome.py``'s.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderError, ProviderTimeout
+from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderTimeout
 from services.contracts.events import (
     AssistantMessage,
     ChunkEmitted,
+    EmbeddingsOutput,
     ErrorInfo,
     ExecutionPlanned,
     FailedAttempt,
@@ -32,66 +35,48 @@ from services.runtime.pricing import cost_usd
 from .chunker import ChunkEmitter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
-from .structured import CHECKED_FINISH, OutputContract, contract_for
+from .structured import CHECKED_FINISH, OutputContract
 from .targets import Target
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SecretLookup = Callable[[str | None], str | None]
-OnFallback = Callable[[Target, Target, GatewayError], Awaitable[None]]
 #: The tenant's post-response hooks on a whole answer (``hooks.check_answer``), updating it in place.
 CheckAnswer = Callable[["Outcome"], Awaitable[None]]
 
 
 @dataclass
 class Outcome:
-    """A provider answered. ``error`` is set when the answer itself is refused (structured
-    output that breaks its schema): the call happened and its usage is billed, but the
-    caller gets the error, not the message."""
+    """A provider answered: a chat ``message`` (with ``finish_reason``) or another operation's
+    ``output``. ``error`` is set when the answer itself is refused (structured output that
+    breaks its schema, a post-response hook's block): the call happened and its usage is
+    billed, but the caller gets the error, not the answer."""
 
-    message: AssistantMessage
-    finish_reason: str
     usage: Usage
     deployment: Target
     model: str
-    fallback_used: bool
-    ttft_ms: float | None
     provider_ms: float
+    ttft_ms: float | None = None
+    message: AssistantMessage | None = None
+    finish_reason: str | None = None
+    output: EmbeddingsOutput | None = None
     chunks: int = 0
     error: GatewayError | None = None
 
 
-@dataclass
-class Attempted:
-    """What was tried, kept for the error path (which deployment failed last)."""
-
-    deployment: Target | None = None
-    emitter: ChunkEmitter | None = None
-    #: Deployments that failed before the next one was tried (named in the usage event).
-    failures: list[FailedAttempt] = field(default_factory=list)
-
-    def failed(self, target: Target, err: GatewayError) -> None:
-        self.failures.append(
-            FailedAttempt(
-                alias=target.alias, provider=target.provider, model=target.upstream_model, error_code=err.code
-            )
-        )  # type: ignore[arg-type]
-
-
 async def settle(
-    run: asyncio.Task[T], request_id: str, total_ms: int | None, stopping: Callable[[], None]
+    run: asyncio.Task[T], request_id: str, deadline: float | None, total_ms: int | None
 ) -> tuple[T | None, GatewayError | None]:
-    """Await a request's run under its total deadline: ``(outcome, None)`` or ``(None, error)``.
-    A cancel of the run (the caller's) is ``Cancelled``, the deadline ``ProviderTimeout``, a
-    ``GatewayError`` itself, anything else (an adapter bug) ``InternalError``. When the awaiting
-    task is itself being cancelled (this process is stopping), ``stopping()`` runs and the
-    cancellation goes on: the plan runs again elsewhere."""
+    """Await a request's run until its total ``deadline`` (event-loop time): ``(outcome, None)``
+    or ``(None, error)``. A cancel of the run (the caller's) is ``Cancelled``, the deadline
+    ``ProviderTimeout``, a ``GatewayError`` itself, anything else (an adapter bug)
+    ``InternalError``. When the awaiting task is itself being cancelled (this process is
+    stopping), the cancellation goes on: the plan runs again elsewhere."""
     try:
-        async with asyncio.timeout(total_ms / 1000 if total_ms else None):
+        async with asyncio.timeout_at(deadline):
             return await run, None
     except asyncio.CancelledError:
         if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-            stopping()
             raise
         return None, Cancelled(f"request {request_id} was cancelled")
     except TimeoutError:
@@ -103,59 +88,6 @@ async def settle(
         return None, InternalError(f"executor failed: {type(exc).__name__}: {exc}")
 
 
-def retryable(err: GatewayError) -> bool:
-    """Whether another attempt may succeed: provider failures that say so (timeouts, 5xx, 408,
-    429, lost connections); never a provider's 4xx verdict, nor an error of the gateway's own."""
-    return isinstance(err, (ProviderError, ProviderTimeout)) and err.retryable
-
-
-async def execute(
-    plan: ExecutionPlanned,
-    targets: list[Target],
-    http: HttpTransport,
-    secret: SecretLookup,
-    emitter: ChunkEmitter | None,
-    attempted: Attempted,
-    on_fallback: OnFallback,
-    check: CheckAnswer | None = None,
-) -> Outcome:
-    """Try each deployment in order (with ``plan.retries`` retries of retryable failures)
-    until one answers. Once a chunk has gone out, no other attempt is made: the caller
-    already holds part of this answer. An answer that breaks the request's structured-output
-    contract, or that a post-response hook blocks (``check`` for a whole answer, the emitter's
-    guard for a stream), is final (an ``Outcome`` with ``error``): neither retried nor a fallback;
-    a hook that fails (``internal_error``) is final too."""
-    contract = (
-        contract_for(plan.request.params.response_format) if plan.request.params.response_format else None
-    )
-    last: GatewayError | None = None
-    for i, dep in enumerate(targets):
-        if i > 0 and last is not None:
-            await on_fallback(targets[i - 1], dep, last)
-        attempted.deployment = dep
-        if emitter is not None and i > 0:
-            emitter.set_fallback(f"{targets[0].label} -> {dep.label}")
-        for _ in range(plan.retries + 1):
-            try:
-                if emitter is not None:
-                    return await _stream_once(
-                        plan, dep, http, secret(dep.api_key_env), emitter, i > 0, contract
-                    )
-                outcome = await _complete_once(plan, dep, http, secret(dep.api_key_env), i > 0, contract)
-            except GatewayError as err:
-                last = err
-                if emitter is not None and emitter.sent_any:
-                    raise
-                if not retryable(err):
-                    break
-                continue
-            if check is not None and outcome.error is None:
-                await check(outcome)
-            return outcome
-    assert last is not None
-    raise last
-
-
 def _checked(contract: OutputContract | None, message: AssistantMessage, finish: str) -> GatewayError | None:
     """The contract's verdict on a text answer (tool-call answers have no text to check)."""
     if contract is None or finish not in CHECKED_FINISH or message.tool_calls:
@@ -163,38 +95,35 @@ def _checked(contract: OutputContract | None, message: AssistantMessage, finish:
     return contract.violation(message.content, finish)
 
 
-async def _complete_once(
+async def complete_once(
     plan: ExecutionPlanned,
     dep: Target,
     http: HttpTransport,
     key: str | None,
-    fallback: bool,
     contract: OutputContract | None = None,
 ) -> Outcome:
+    """One whole answer from ``dep``, checked against the request's output ``contract``."""
     t0 = time.perf_counter()
     done = await adapter_for(dep.kind, "chat").complete(http, plan.request, dep, key)
     ms = (time.perf_counter() - t0) * 1000
-    error = _checked(contract, done.message, done.finish_reason)
     return Outcome(
-        done.message,
-        done.finish_reason,
         done.usage,
         dep,
         done.model or dep.upstream_model,
-        fallback,
-        ms,
-        ms,
-        error=error,
+        provider_ms=ms,
+        ttft_ms=ms,
+        message=done.message,
+        finish_reason=done.finish_reason,
+        error=_checked(contract, done.message, done.finish_reason),
     )
 
 
-async def _stream_once(
+async def stream_once(
     plan: ExecutionPlanned,
     dep: Target,
     http: HttpTransport,
     key: str | None,
     emitter: ChunkEmitter,
-    fallback: bool,
     contract: OutputContract | None = None,
 ) -> Outcome:
     """The assembled answer is checked against ``contract`` before the terminal chunk, which
@@ -261,14 +190,13 @@ async def _stream_once(
     elif not emitter.closed:
         await emitter.finish("error", usage, error=error_info(error))
     return Outcome(
-        message,
-        finish,
         usage,
         dep,
         model or dep.upstream_model,
-        fallback,
-        ttft,
-        (time.perf_counter() - t0) * 1000,
+        provider_ms=(time.perf_counter() - t0) * 1000,
+        ttft_ms=ttft,
+        message=message,
+        finish_reason=finish,
         chunks=emitter.seq,
         error=error,
     )

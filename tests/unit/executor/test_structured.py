@@ -161,14 +161,11 @@ class Recorder:
 async def executor() -> AsyncIterator[Executor]:
     settings = Settings()
     http = AsgiTransport(create_app())
-    ex = Executor(settings, Topics.load(ROOT / "topics.yaml", ""), http=http)
-    kafka_publisher, ex.publisher = ex.publisher, Recorder()  # type: ignore[assignment]
+    ex = Executor(settings, Topics.load(ROOT / "topics.yaml", ""), http=http, publisher=Recorder())  # type: ignore[arg-type]
     try:
         yield ex
-    finally:  # never started: closing only releases them
-        await kafka_publisher.aclose()
+    finally:  # never started: closing only releases it
         await ex.consumer._consumer.stop()
-        await ex._control.stop()
         await http.aclose()
 
 

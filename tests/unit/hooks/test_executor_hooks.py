@@ -51,14 +51,11 @@ class Recorder:
 @pytest.fixture
 async def executor() -> AsyncIterator[Executor]:
     http = AsgiTransport(create_app())
-    ex = Executor(Settings(), Topics.load(ROOT / "topics.yaml", ""), http=http)
-    kafka_publisher, ex.publisher = ex.publisher, Recorder()  # type: ignore[assignment]
+    ex = Executor(Settings(), Topics.load(ROOT / "topics.yaml", ""), http=http, publisher=Recorder())  # type: ignore[arg-type]
     try:
         yield ex
-    finally:  # never started: closing only releases them
-        await kafka_publisher.aclose()
+    finally:  # never started: closing only releases it
         await ex.consumer._consumer.stop()
-        await ex._control.stop()
         await http.aclose()
 
 
@@ -130,7 +127,7 @@ async def test_stream_modified_and_allowed(executor: Executor) -> None:
     assert text_of(chunks) == "ping [EMAIL] soon" and chunks[-1].finish_reason == "stop"
     (result,) = rec.of(ResultProduced)
     assert result.message.content == "ping [EMAIL] soon"  # the result says what the caller got
-    executor.publisher = Recorder()  # type: ignore[assignment]
+    executor.publisher.events.clear()  # type: ignore[attr-defined]
     rec = await run(executor, "plain text", stream=True, tenant="demo")
     assert text_of(rec.of(ChunkEmitted)) == "plain text"
 
@@ -141,9 +138,9 @@ class Failing(Hook):
 
 
 async def test_a_failing_hook_fails_the_answer_without_fallback(executor: Executor) -> None:
-    executor.hooks = TenantHooks({"demo": HookChain([("moderation", Failing())])})
+    executor.chat.hooks = TenantHooks({"demo": HookChain([("moderation", Failing())])})
     for stream in (False, True):
-        executor.publisher = Recorder()  # type: ignore[assignment]
+        executor.publisher.events.clear()  # type: ignore[attr-defined]
         rec = await run(executor, "hello", stream=stream, tenant="demo", fallbacks=["demo-anthropic"])
         (result,) = rec.of(ResultProduced)
         assert result.error.code == "internal_error" and "hook 'moderation' failed" in result.error.message
