@@ -195,4 +195,7 @@ _CLASSES: list[type[GatewayError]] = [GatewayError, *_all_subclasses(GatewayErro
 ERRORS: dict[str, type[GatewayError]] = {c.code: c for c in _CLASSES}
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 if sorted(ERRORS) != list(ERROR_CODES):  # pragma: no cover - caught by any import in the tests
-    raise RuntimeError(f"ErrorCode {ERROR_CODES} and the error classes {sorted(ERRORS)} disagree")
+    raise RuntimeError(
+        f"ErrorCode and the error classes differ in {sorted(set(ERROR_CODES) ^ set(ERRORS))}:"
+        " each class's code goes into ErrorCode, sorted"
+    )
