@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -243,12 +244,9 @@ class LedgerKeeper:
         if record.key not in self.keys:
             ledger.usage_next = record.offset + 1
             return
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        if not _readable(ledger.apply_usage, raw, record, record.timestamp / 1000):
             ledger.usage_next = record.offset + 1
             return  # the usage sink dead-letters it; the router only reads
-        ledger.apply_usage(doc, record.offset, record.timestamp / 1000)
         if record.key in self._plugin_keys:
             await report(self.usage_plugins, raw)
 
@@ -354,20 +352,45 @@ async def rebuild(
     ):
         for r in batch:
             if r.value:
-                ledgers[r.partition].replay_admission(orjson.loads(r.value), r.offset, now)
+                _readable(ledgers[r.partition].replay_admission, r.value, r, now)
     keys = {t.encode() for t in governor.tenants}
-    loads = orjson.loads
     async for batch in read_range(
         reader, {uses[p]: (start(p, uses[p], lambda t: t.usage_from), ends[uses[p]]) for p in parts}
     ):
         ledger = ledgers[batch[0].partition]
+        replay = functools.partial(ledger.apply_usage, replay=True)
         for r in batch:
             if r.key in keys and r.value:
-                ledger.apply_usage(loads(r.value), r.offset, r.timestamp / 1000, replay=True)
+                _readable(replay, r.value, r, r.timestamp / 1000)
     for p, ledger in ledgers.items():
         ledger.usage_next = ends[uses[p]]
         ledger.admissions_next = ends[adms[p]]
     return ledgers
+
+
+def _readable(
+    apply: Callable[[dict[str, Any], int, float], None], raw: bytes, r: ConsumerRecord, at: float
+) -> bool:
+    """``apply(doc, offset, at)`` for a record's JSON; a record that is not JSON, not an object,
+    or lacks what ``apply`` reads (a field missing, of the wrong type) is skipped with a warning:
+    the ledger counts only what it can read, and one bad record never stops a rebuild (the
+    usage sink dead-letters bad usage records; the router only reads)."""
+    try:
+        doc = orjson.loads(raw)
+        if not isinstance(doc, dict):
+            raise TypeError(f"a JSON {type(doc).__name__}, not an object")
+        apply(doc, r.offset, at)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning(
+            "ledger: skipping an unreadable record at %s[%d]@%d (%s: %s)",
+            r.topic,
+            r.partition,
+            r.offset,
+            type(exc).__name__,
+            exc,
+        )
+        return False
+    return True
 
 
 async def read_range(

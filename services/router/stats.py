@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -100,25 +101,42 @@ class RoutingStats:
     def observe(self, value: bytes, timestamp_ms: int, resolve: Resolve) -> bool:
         """One ``llm.usage`` or ``llm.audit`` record (its JSON value and Kafka timestamp);
         whether it counted. Audit records other than ``fallback_triggered`` are skipped before
-        they are parsed; a record that does not parse is ignored."""
+        they are parsed; a record that does not parse, or holds a field of the wrong type, is
+        ignored (the usage sink dead-letters it): no record stops the statistics."""
         is_audit = b'"llm.audit.v1"' in value
         if is_audit and _FALLBACK not in value:
             return False
         try:
             e = orjson.loads(value)
             alias, provider = e["alias"], e["provider"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            model = e.get("model")
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return False
-        if not (isinstance(alias, str) and isinstance(provider, str)):
+        if not (isinstance(alias, str) and isinstance(provider, str) and isinstance(model, str | None)):
             return False
-        key = resolve(alias, provider, e.get("model"))
+        try:
+            return self._observe(e, alias, provider, model, timestamp_ms / 1000, resolve, is_audit)
+        except (TypeError, ValueError, AttributeError):  # a field of the wrong type (unhashable, ...)
+            return False
+
+    def _observe(
+        self,
+        e: dict[str, Any],
+        alias: str,
+        provider: str,
+        model: str | None,
+        at: float,
+        resolve: Resolve,
+        is_audit: bool,
+    ) -> bool:
+        key = resolve(alias, provider, model)
         if key is None:
             return False
-        at = timestamp_ms / 1000
         if not is_audit and e.get("failed_attempts"):
             self._earlier_failures(e["failed_attempts"], at, resolve)
         if is_audit or e.get("status") == "error":
-            if e.get("error_code") not in FAILURES:
+            code = e.get("error_code")
+            if not isinstance(code, str) or code not in FAILURES:
                 return False
             self.failure(key, at)
         elif e.get("status") == "ok":

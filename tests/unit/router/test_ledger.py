@@ -3,6 +3,8 @@ state the live ledger had, whatever the snapshot already holds (replays are idem
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 import pytest
 import yaml
@@ -180,3 +182,40 @@ def test_a_mark_moves_the_replay_of_tenants_it_covers(gov, config):
     fresh = PartitionLedger(0, gov.tenants)  # only marks: every tenant starts at the last one
     fresh.restore_all([(0, second[0])], T0 + 4)
     assert (fresh.tenant("g").admissions_from, fresh.tenant("g").usage_from) == (5, 7)
+
+
+def test_unreadable_admission_and_usage_records_are_skipped_by_a_rebuild(gov, config):
+    """What a rebuild reads back may hold records that are not what they claim (the chaos suite
+    writes malformed ones under a governed tenant's key): each is skipped, and the rest of the
+    partition still counts (a raise here held the partition's requests for good)."""
+    from aiokafka.structs import ConsumerRecord
+
+    from services.router.keeper import _readable
+
+    live, log = PartitionLedger(0, gov.tenants), Log()
+    run(gov, config, live, log, "r1", T0)
+    use(live, log, "r1", 300, 0.0004, T0 + 1)
+
+    def rec(offset: int, topic: str = "llm.usage") -> ConsumerRecord:
+        return ConsumerRecord(topic, 0, offset, 0, 0, b"g", b"", None, 0, 0, [])
+
+    bad = [
+        b"{not json",
+        b"[]",
+        b"42",
+        b'{"tenant_id": "g"}',
+        b'{"tenant_id": "g", "request_id": "x", "total_tokens": "many"}',
+    ]
+    led = PartitionLedger(0, gov.tenants)
+    read = [
+        _readable(led.replay_admission, raw, rec(i, "llm.admissions"), T0 + 2) for i, raw in enumerate(bad)
+    ]
+    read.append(
+        _readable(led.replay_admission, orjson.dumps(log.admissions[0]), rec(9, "llm.admissions"), T0 + 2)
+    )
+    assert read == [False] * len(bad) + [True]
+    replay = functools.partial(led.apply_usage, replay=True)
+    read = [_readable(replay, raw, rec(i), T0 + 2) for i, raw in enumerate(bad)]
+    read.append(_readable(replay, orjson.dumps(log.usage[0][0]), rec(9), T0 + 1))
+    assert read == [False] * len(bad) + [True]
+    assert state(led, T0 + 2) == state(live, T0 + 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
 from services.router.handlers import plan
@@ -144,3 +145,21 @@ def test_rebuilt_from_records_in_any_order_equals_what_was_observed_live(routing
         d.upstream_model
         for d in plan(chat("fast", stream=True), routing_config, stats=RoutingStats()).deployments
     ] == ["slow", "quick", "new"]
+
+
+def test_a_malformed_record_naming_a_deployment_is_ignored_and_stops_nothing(resolve):
+    """Records that name a known deployment but hold a field of the wrong type (as the chaos
+    suite sends them to llm.usage): ignored, none raises (a raise stopped the statistics feed,
+    and a restarted router replaying the last hour could not start)."""
+    s = RoutingStats(clock=lambda: NOW)
+    known = {"alias": "fast", "provider": "p1", "model": "quick"}
+    for doc in (
+        known | {"status": "error", "error_code": ["provider_error"]},  # unhashable
+        known | {"status": "error", "error_code": {"code": 1}},
+        known | {"model": ["quick"], "status": "ok"},
+        known | {"status": "ok", "failed_attempts": [{"alias": "fast", "provider": "p1", "model": [1]}]},
+        known | {"status": "ok", "failed_attempts": 5, "ttft_ms": "fast"},
+        [known],
+    ):
+        s.observe(orjson.dumps(doc), ms(NOW), resolve)  # no exception
+    assert s.observe(usage("fast", "p1", "quick", ttft_ms=40.0), ms(NOW), resolve)  # and it goes on
