@@ -41,6 +41,8 @@ from services.runtime.settings import ROOT
 from services.runtime.tail import Tail
 from services.runtime.topics import Topics
 
+from .streams import StreamCheck
+
 log = logging.getLogger(__name__)
 _PARAMS = set(ChatParams.model_fields) - {"extra"}
 #: Request fields every operation takes as keyword arguments (``api_key``: the name of the key a
@@ -304,21 +306,27 @@ class GatewayClient:
             yield chunk
 
     async def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]:
-        """Chunks in ``seq`` order. A stream that fails after it began (the final chunk carries
-        ``error``, finish reason ``error``) yields that chunk, then raises its error."""
+        """Chunks in ``seq`` order, each once (``streams.StreamCheck``: duplicates dropped, a
+        restart of the plan replayed against what was delivered; a gap, or a restart whose answer
+        differs, raises ``StreamInterrupted``). A stream that fails after it began (the final chunk
+        carries ``error``, finish reason ``error``) yields that chunk, then raises its error."""
         finished = False
+        check = StreamCheck(req.request_id)
         try:
             async with asyncio.timeout(timeout):
                 q = await self.send(req)
                 while True:
                     event = await q.get()
                     if isinstance(event, ChunkEmitted):
-                        if event.final:
+                        chunk = check.accept(event)
+                        if chunk is None:
+                            continue
+                        if chunk.final:
                             finished = True
-                        yield event
-                        if event.final:
-                            if event.error is not None:
-                                raise error_from(event.error, req.request_id)
+                        yield chunk
+                        if chunk.final:
+                            if chunk.error is not None:
+                                raise error_from(chunk.error, req.request_id)
                             return
                     elif isinstance(event, ResultProduced):
                         finished = True

@@ -28,6 +28,7 @@ ErrorCode = Literal[
     "rate_limited",
     "request_blocked",
     "response_blocked",
+    "stream_interrupted",
     "validation_error",
 ]
 
@@ -131,6 +132,17 @@ class ProviderTimeout(GatewayError):
     http_status = 504
     retryable = True
     openai_type = "timeout_error"
+
+
+class StreamInterrupted(GatewayError):
+    """SDK / edge: a stream cannot go on without losing or repeating text the caller already
+    holds: chunks went missing (a gap in ``seq``), or the plan ran again after its executor failed
+    and the new answer differs from the part delivered. ``details["reason"]``: ``gap`` / ``restart``."""
+
+    code = "stream_interrupted"
+    http_status = 502
+    retryable = True
+    openai_type = "api_error"
 
 
 class JobNotFound(GatewayError):

@@ -277,10 +277,17 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 
 
 class ChunkEmitted(Envelope):
-    """A piece of a streamed answer. ``seq`` is gap-free from 0; the last chunk has ``final``."""
+    """A piece of a streamed answer. ``seq`` is gap-free from 0 within one ``run_id``; the last
+    chunk has ``final``."""
 
     type: Literal["llm.chunk.v1"] = "llm.chunk.v1"
     seq: int = Field(ge=0)
+    run_id: str | None = Field(
+        default=None,
+        description="The run of the plan that sent this chunk. A plan run again (its executor failed"
+        " mid-stream) streams again from seq 0 under a new run_id: the restart marker. Readers keep the"
+        " newest run's chunks and replay it against what they already delivered (README: Streams)",
+    )
     delta: Delta = Field(default_factory=Delta)
     final: bool = False
     finish_reason: FinishReason | None = None

@@ -29,6 +29,7 @@ from services.contracts.events import (
     ToolCallFunction,
     Usage,
     UsageRecorded,
+    new_id,
 )
 from services.runtime.pricing import cost_usd
 
@@ -257,6 +258,10 @@ def usage_record(
 
 
 def chunk_template(plan: ExecutionPlanned) -> ChunkEmitted:
-    """The chunk events' common fields (``seq`` and the rest are set per chunk)."""
+    """The chunk events' common fields (``seq`` and the rest are set per chunk). ``run_id`` is new
+    for every run of the plan: a plan run again after its executor failed mid-stream starts its
+    chunks again from ``seq`` 0 under another ``run_id``, which is how its readers know."""
     req = plan.request
-    return ChunkEmitted(request_id=req.request_id, tenant_id=req.tenant_id, user_id=req.user_id, seq=0)
+    return ChunkEmitted(
+        request_id=req.request_id, tenant_id=req.tenant_id, user_id=req.user_id, seq=0, run_id=new_id()
+    )
