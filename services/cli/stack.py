@@ -26,6 +26,9 @@ from services.runtime.topics import Topics, apply_topics
 from . import infra
 
 INFRA = ("kafka", "s3", "emulator")  # started and waited for before the services
+#: How long ``stop`` and ``down`` wait after SIGTERM before SIGKILL: longer than a service's
+#: drain (``services.runtime.kafka.DRAIN_S``, 25 s), so a stopped service finishes what it holds.
+STOP_GRACE_S = 30.0
 
 
 @dataclass
@@ -224,7 +227,7 @@ class Stack:
             )
         return out
 
-    def down(self, grace: float = 15) -> list[str]:
+    def down(self, grace: float = STOP_GRACE_S) -> list[str]:
         """SIGTERM every process (services first, the broker last), SIGKILL after ``grace``."""
         comps = list(reversed(self.load()))
         stopped = []
@@ -251,7 +254,7 @@ class Stack:
         self._wait(c, timeout)
         return c
 
-    def stop(self, name: str, grace: float = 15, sig: int = signal.SIGTERM) -> None:
+    def stop(self, name: str, grace: float = STOP_GRACE_S, sig: int = signal.SIGTERM) -> None:
         """Stop one component; KeyError names the known ones when ``name`` is not one."""
         c = _find(self.load(), name)
         if not _alive(c.pid):

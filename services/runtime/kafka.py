@@ -26,7 +26,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel, TypeAdapter
 
-from . import telemetry
+from . import service, telemetry
 from .codec import encode
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class DeadLetter(Exception):
 
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: How long ``Consumer.aclose`` (a SIGTERM) lets in-flight handlers finish before it commits
+#: and leaves (``llmgw stop`` waits 30 s before SIGKILL).
+DRAIN_S = 25.0
 
 
 class Publisher:
@@ -110,14 +113,25 @@ class Publisher:
         return parts
 
 
+class DeadLetterFailed(Exception):
+    """A record could not be written to ``llm.dlq`` within ``DeadLetters.retry_s``: the consumer
+    that read it stops (and with it the service: ``services.runtime.service.fail``) rather than
+    leave the record's partition uncommitted behind it."""
+
+
 class DeadLetters:
     """Sends a record that cannot be processed to ``llm.dlq``: the original bytes, unchanged,
-    with the reason and the source position in headers. Nothing is lost, nothing blocks."""
+    with the reason and the source position in headers. Nothing is lost, nothing blocks.
 
-    def __init__(self, publisher: Publisher, topic: str, consumer_name: str):
+    A failed send is tried again after 0.1 s, 0.2 s, ... (doubling, at most 2 s apart, each
+    attempt bounded by what is left) for up to ``retry_s`` (60 s: longer than a broker restart);
+    then ``send`` raises ``DeadLetterFailed``."""
+
+    def __init__(self, publisher: Publisher, topic: str, consumer_name: str, *, retry_s: float = 60.0):
         self._publisher = publisher
         self._topic = topic
         self._consumer = consumer_name
+        self.retry_s = retry_s
 
     async def send(self, record: ConsumerRecord, reason: str) -> None:
         headers = [
@@ -128,11 +142,40 @@ class DeadLetters:
             ("dlq.consumer", self._consumer.encode()),
         ]
         value = record.value or b""
-        fut = await self._publisher.send_raw(self._topic, value, key=record.key, headers=headers)
-        await fut
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason[:200]
-        )
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_s
+        delay, attempt = 0.1, 1
+        while True:
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                    fut = await self._publisher.send_raw(self._topic, value, key=record.key, headers=headers)
+                    fut.add_done_callback(_retrieved)  # an attempt given up on may still fail later
+                    await asyncio.shield(fut)  # the producer's own future is left to the producer
+                break
+            except Exception as exc:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise DeadLetterFailed(
+                        f"could not dead-letter {where} to {self._topic} in {attempt} attempts over "
+                        f"{self.retry_s:g}s: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.warning(
+                    "dead-lettering %s failed (attempt %d: %s: %s); trying again in %.1fs",
+                    where,
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    min(delay, left),
+                )
+                await asyncio.sleep(min(delay, left))
+                delay, attempt = min(delay * 2, 2.0), attempt + 1
+        log.warning("dead-lettered %s: %s", where, reason[:200])
+
+
+def _retrieved(fut: asyncio.Future[object]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def validation_reason(exc: pydantic.ValidationError) -> str:
@@ -210,12 +253,19 @@ class Consumer(Generic[M]):
     with different event types, ``subscriptions`` (topic -> ``Subscription``) in their place.
 
     * A record that does not decode goes to the DLQ with the reason, then ``on_invalid``
-      (e.g. to tell the caller) runs. A handler that raises also dead-letters its record.
-      Neither stops the consumer.
+      (e.g. to tell the caller) runs; an ``on_invalid`` that fails is logged. A handler that
+      raises also dead-letters its record. Neither stops the consumer.
+    * A record that cannot be dead-lettered (``DeadLetterFailed``, after ``DeadLetters``' own
+      retries), or a fetch that raises, stops the consumer loudly: it is logged, ``failure``
+      holds the error, fetching stops and ``services.runtime.service.fail`` stops the service
+      (which then exits non-zero). The record stays uncommitted, so the group's next owner of
+      its partition reads it again; nothing is pinned silently.
     * At ``max_in_flight`` the consumer's partitions are paused (records already fetched wait
       in order) and resumed as handlers finish: the fetch loop never blocks, so a saturated
-      service keeps polling and stays in its group past ``max.poll.interval.ms``. Inline
-      subscriptions are never paused for this.
+      service keeps polling and stays in its group past ``max.poll.interval.ms``
+      (``max_poll_interval_ms``). Inline subscriptions are never paused for this.
+    * Commits run every 0.2 s, when partitions are revoked and at ``aclose``; a failed commit is
+      logged (the periodic one is retried; the offsets stay uncommitted until one succeeds).
     * ``on_assigned`` runs (synchronously) as partitions are assigned, before any of their
       records is handled; it may ``hold`` some (paused until ``release``, e.g. while state is
       rebuilt) and ``seek`` them. ``on_revoked`` runs once revoked partitions' handlers had up
@@ -241,6 +291,8 @@ class Consumer(Generic[M]):
         assignor: str = "roundrobin",
         auto_offset_reset: str = "earliest",
         revoke_grace_s: float = 5.0,
+        drain_s: float = DRAIN_S,
+        max_poll_interval_ms: int = 300000,
         client_id: str = "llmgw",
     ):
         if subscriptions is None:
@@ -249,6 +301,7 @@ class Consumer(Generic[M]):
             subscriptions = {t: sub for t in topics}
         self._subs = dict(subscriptions)
         self.topics = list(self._subs)
+        self.group_id = group_id
         self._dlq = dead_letters
         self._max_in_flight = max_in_flight
         self._in_flight = 0
@@ -261,9 +314,12 @@ class Consumer(Generic[M]):
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._revoke_grace_s = revoke_grace_s
+        self._drain_s = drain_s
         self._run_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self.assigned = asyncio.Event()
+        #: Why the consumer stopped on its own (``DeadLetterFailed``, a failed fetch); else None.
+        self.failure: BaseException | None = None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -278,7 +334,7 @@ class Consumer(Generic[M]):
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
             session_timeout_ms=10000,
             heartbeat_interval_ms=3000,
-            max_poll_interval_ms=300000,
+            max_poll_interval_ms=max_poll_interval_ms,
         )
 
     async def start(self) -> None:
@@ -288,8 +344,10 @@ class Consumer(Generic[M]):
         self._commit_task = asyncio.create_task(self._commit_loop(), name="commit")
 
     async def aclose(self) -> None:
-        """Stop fetching, let in-flight handlers finish, commit, ``on_revoked`` for every
-        partition, leave the group."""
+        """Drain and leave: stop fetching, give in-flight handlers up to ``drain_s`` to finish,
+        commit what finished, ``on_revoked`` for every partition, leave the group. Records never
+        started, and handlers still running after ``drain_s``, stay uncommitted: the group reads
+        them again. What was drained, committed and left behind is logged."""
         for t in (self._run_task, self._commit_task):
             if t:
                 t.cancel()
@@ -297,15 +355,32 @@ class Consumer(Generic[M]):
                     await t
         inflight = [t for ts in self._tasks.values() for t in ts]
         if inflight:
-            await asyncio.wait(inflight, timeout=self._revoke_grace_s)
-        with contextlib.suppress(Exception):
+            log.info("draining %d in-flight handlers (up to %gs)", len(inflight), self._drain_s)
+            _, still = await asyncio.wait(inflight, timeout=self._drain_s)
+            if still:
+                log.warning(
+                    "%d handlers still running after %gs: their records stay uncommitted and are"
+                    " read again by the group",
+                    len(still),
+                    self._drain_s,
+                )
+        try:
             await self._commit()
+        except Exception:
+            log.exception("offset commit at close failed: the group reads the uncommitted records again")
         if self._on_revoked is not None:  # leaving the group gives every partition up (aiokafka says nothing)
             try:
                 await self._on_revoked(self.assignment())
             except Exception:
                 log.exception("on_revoked failed while closing")
         await self._consumer.stop()
+        log.info(
+            "left group %s: %d handlers drained, %d records not started, committed %s",
+            self.group_id,
+            len(inflight),
+            len(self._backlog),
+            {f"{tp.topic}[{tp.partition}]": o for tp, o in sorted(self._committed.items())},
+        )
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
@@ -347,6 +422,31 @@ class Consumer(Generic[M]):
             self._apply_pauses()
 
     async def _run(self) -> None:
+        try:
+            await self._fetch_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # DeadLetterFailed of an inline record, or a fetch that raised
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop consuming for good and stop the service (``service.fail``): logged once."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        log.critical(
+            "consumer of %s (group %s) stops: %s: %s",
+            ", ".join(self.topics),
+            self.group_id,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        if self._run_task is not None and self._run_task is not asyncio.current_task():
+            self._run_task.cancel()
+        service.fail(exc)
+
+    async def _fetch_loop(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             for tp, records in batches.items():
@@ -358,8 +458,8 @@ class Consumer(Generic[M]):
                 for record in records:
                     if sub.inline:
                         progress.started(record.offset)
-                        if await self._dispatch(sub, record):
-                            progress.finished(record.offset)
+                        await self._dispatch(sub, record)  # DeadLetterFailed: the consumer stops
+                        progress.finished(record.offset)
                     elif self._backlog or self._in_flight >= self._max_in_flight:
                         self._backlog.append((tp, record))
                     else:
@@ -378,38 +478,47 @@ class Consumer(Generic[M]):
     async def _process(
         self, tp: TopicPartition, record: ConsumerRecord, progress: _PartitionProgress
     ) -> None:
+        settled = False
         try:
-            settled = await self._dispatch(self._subs[tp.topic], record)
+            if self.failure is None:  # after a failure nothing more is handled (nor committed)
+                await self._dispatch(self._subs[tp.topic], record)
+                settled = True
+        except Exception as exc:  # DeadLetterFailed
+            self._fail(exc)
         finally:
             self._in_flight -= 1
-            while self._backlog and self._in_flight < self._max_in_flight:
+            while self._backlog and self._in_flight < self._max_in_flight and self.failure is None:
                 self._start(*self._backlog.popleft())
             self._check_saturation()
         if settled:
             progress.finished(record.offset)
 
-    async def _dispatch(self, sub: Subscription, record: ConsumerRecord) -> bool:
-        """True once the record is handled or dead-lettered; False leaves it uncommitted."""
+    async def _dispatch(self, sub: Subscription, record: ConsumerRecord) -> None:
+        """Handle the record or dead-letter it; ``DeadLetterFailed`` when even that fails
+        (the record must then stay uncommitted)."""
         try:
-            try:
-                event = sub.decode(record.value or b"")
-            except pydantic.ValidationError as exc:
-                await self._dlq.send(record, f"{sub.name}: {validation_reason(exc)}")
-                if sub.on_invalid is not None:
+            event = sub.decode(record.value or b"")
+        except pydantic.ValidationError as exc:
+            await self._dlq.send(record, f"{sub.name}: {validation_reason(exc)}")
+            if sub.on_invalid is not None:
+                try:
                     await sub.on_invalid(record, exc)
-                return True
-            try:
-                with telemetry.consuming(record.topic, record.headers):
-                    await sub.handler(event, record)
-            except DeadLetter as exc:
-                await self._dlq.send(record, str(exc))
-            except Exception as exc:  # a bug or an unexpected failure: park the record, go on
-                log.exception("handler failed for %s[%d]@%d", record.topic, record.partition, record.offset)
-                await self._dlq.send(record, f"handler error: {type(exc).__name__}: {exc}")
-            return True
-        except Exception:
-            log.exception("could not dead-letter %s[%d]@%d", record.topic, record.partition, record.offset)
-            return False  # not committed: the record is redelivered after a restart
+                except Exception:  # the record is in the DLQ: telling its caller is best effort
+                    log.exception(
+                        "on_invalid failed for %s[%d]@%d", record.topic, record.partition, record.offset
+                    )
+            return
+        except Exception as exc:  # a decoder that raises something else: still a bad record
+            await self._dlq.send(record, f"{sub.name}: undecodable: {type(exc).__name__}: {exc}")
+            return
+        try:
+            with telemetry.consuming(record.topic, record.headers):
+                await sub.handler(event, record)
+        except DeadLetter as exc:
+            await self._dlq.send(record, str(exc))
+        except Exception as exc:  # a bug or an unexpected failure: park the record, go on
+            log.exception("handler failed for %s[%d]@%d", record.topic, record.partition, record.offset)
+            await self._dlq.send(record, f"handler error: {type(exc).__name__}: {exc}")
 
     async def _commit_loop(self) -> None:
         while True:
@@ -437,8 +546,13 @@ class Consumer(Generic[M]):
         inflight = [t for tp in revoked for t in self._tasks.get(tp, ())]
         if inflight:
             await asyncio.wait(inflight, timeout=self._revoke_grace_s)
-        with contextlib.suppress(Exception):
+        try:
             await self._commit(only=revoked)
+        except Exception:
+            log.exception(
+                "offset commit of revoked %s failed: their new owner reads the uncommitted records again",
+                sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked),
+            )
         for tp in revoked:
             self._progress.pop(tp, None)
             self._committed.pop(tp, None)

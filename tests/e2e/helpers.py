@@ -50,7 +50,39 @@ class TopicTail:
                 await self._changed.wait()
         return self.records
 
+    async def caught_up(self) -> bool:
+        """Whether every record the topic held when asked has been read (and kept)."""
+        tps = list(self._c.assignment())
+        ends = await self._c.end_offsets(tps)
+        for tp in tps:
+            if await self._c.position(tp) < ends[tp]:  # the reading task keeps what it fetched at once
+                return False
+        return True
+
     async def __aexit__(self, *exc: object) -> None:
         if self._task:
             self._task.cancel()
         await self._c.stop()
+
+
+async def group_members(bootstrap: str, group: str) -> dict[str, dict[str, list[int]]]:
+    """The members of consumer group ``group`` as the broker has them: client id -> topic ->
+    assigned partitions (empty while the group rebalances)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        out: dict[str, dict[str, list[int]]] = {}
+        for resp in await admin.describe_consumer_groups([group]):
+            for g in resp.to_object()["groups"]:
+                for m in g["members"]:
+                    parts: dict[str, list[int]] = {}
+                    if m["member_assignment"]:
+                        a = ConsumerProtocolMemberAssignment.decode(m["member_assignment"])
+                        parts = {t: sorted(ps) for t, ps in a.assignment}
+                    out[m["client_id"]] = parts
+        return out
+    finally:
+        await admin.close()
