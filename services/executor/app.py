@@ -20,13 +20,13 @@ import asyncio
 import logging
 from collections import OrderedDict
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pydantic
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError
-from services.contracts.events import AuditRecorded, CancelRequested, ExecutionPlanned, utcnow
+from services.contracts.events import AuditAction, AuditRecorded, CancelRequested, ExecutionPlanned, utcnow
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
@@ -49,6 +49,7 @@ from .targets import Target, Targets
 log = logging.getLogger(__name__)
 GROUP = "llmgw-executor"
 RECENT = 100_000
+V = TypeVar("V")
 
 
 class PlanCall(Protocol):
@@ -194,7 +195,7 @@ class Executor:
     async def _audit(
         self,
         plan: ExecutionPlanned,
-        action: str,
+        action: AuditAction,
         dep: Target | None = None,
         error: GatewayError | None = None,
         reason: str | None = None,
@@ -210,14 +211,14 @@ class Executor:
             request_id=req.request_id,
             tenant_id=req.tenant_id,
             user_id=req.user_id,
-            action=action,  # type: ignore[arg-type]
+            action=action,
             operation=req.operation,
             actor="executor",
             alias=dep.alias,
             provider=dep.provider,
             model=dep.upstream_model,
             client_id=req.client_id,
-            error_code=error.code if error else None,  # type: ignore[arg-type]
+            error_code=error.code if error else None,
             reason=reason or (error.message if error else None),
             content=audit_content(self.config, req, completion),
         )
@@ -232,7 +233,7 @@ def _transport(settings: Settings) -> HttpTransport:
     )
 
 
-def _remember(store: OrderedDict[str, object], key: str, value: object) -> None:
+def _remember(store: OrderedDict[str, V], key: str, value: V) -> None:
     store[key] = value
     if len(store) > RECENT:
         store.popitem(last=False)

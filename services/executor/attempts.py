@@ -87,9 +87,10 @@ class Attempts:
                 alias=t.target.alias,
                 provider=t.target.provider,
                 model=t.target.upstream_model,
-                error_code=t.error.code,  # type: ignore[union-attr,arg-type]
+                error_code=t.error.code,
             )
             for t, _ in self.fallbacks()
+            if t.error is not None  # (always: fallbacks() are failed calls)
         ]
 
 

@@ -81,7 +81,8 @@ class ChatCall:
     def prepare(self) -> None:
         """Before any provider call: the request's output contract (an invalid schema raises
         ``ValidationError``, failing the request with no call made)."""
-        rf = self._plan.request.params.response_format  # type: ignore[union-attr]
+        req = self._plan.request
+        rf = req.params.response_format if isinstance(req, ChatRequested) else None
         self._contract = contract_for(rf) if rf else None
 
     @property

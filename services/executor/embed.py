@@ -15,6 +15,7 @@ from services.contracts.events import Embedding, EmbeddingsOutput, EmbedRequeste
 from .batcher import EmbedBatcher
 from .handlers import Outcome, SecretLookup
 from .providers._embeddings import Embeddings
+from .providers.base import EmbeddingsAdapter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
 from .targets import Target
@@ -29,8 +30,8 @@ class EmbedRunner:
         self.batcher = EmbedBatcher(self._call, window_ms)
 
     async def _call(self, req: EmbedRequested, target: Target) -> Embeddings:
-        adapter = adapter_for(target.kind, "embed")
-        return await adapter.embed(self.http, req, target, self.secret(target.api_key_env))  # type: ignore[no-any-return]
+        adapter: EmbeddingsAdapter = adapter_for(target.kind, "embed")
+        return await adapter.embed(self.http, req, target, self.secret(target.api_key_env))
 
     async def aclose(self) -> None:
         await self.batcher.aclose()

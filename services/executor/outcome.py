@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from services.contracts.errors import GatewayError, ResponseBlocked
-from services.contracts.events import ExecutionPlanned, Latency, ResultProduced
+from services.contracts.events import AuditAction, ExecutionPlanned, Latency, ResultProduced
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
 from services.runtime.request_log import RequestLog
@@ -35,7 +35,7 @@ class Audit(Protocol):
     def __call__(
         self,
         plan: ExecutionPlanned,
-        action: str,
+        action: AuditAction,
         dep: Target | None = None,
         error: GatewayError | None = None,
         reason: str | None = None,
@@ -119,7 +119,7 @@ class Outcomes:
         dep = outcome.deployment if outcome else attempts.last
         total_ms = attempts.elapsed_ms()
         result = result_event(plan, outcome, error, attempts, total_ms)
-        ids = {
+        ids: dict[str, object] = {
             "request_id": req.request_id,
             "tenant_id": req.tenant_id,
             "user_id": req.user_id,
@@ -138,7 +138,9 @@ class Outcomes:
             failures=attempts.failures(),
         )
         self.request_log.executed(usage, req.api_key)
-        action = "completed" if error is None else ("cancelled" if usage.status == "cancelled" else "failed")
+        action: AuditAction = (
+            "completed" if error is None else ("cancelled" if usage.status == "cancelled" else "failed")
+        )
         reason = None
         if isinstance(error, ResponseBlocked):  # a post-response hook refused the answer
             action, reason = "blocked", error.details.get("rule")
