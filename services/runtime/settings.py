@@ -42,9 +42,6 @@ class Settings:
     ``audit_bucket`` (``LLMGW_USAGE_BUCKET``, ``LLMGW_AUDIT_BUCKET``) are created when missing.
     ``request_log`` (``LLMGW_REQUEST_LOG``, ``0`` turns it off): one JSON line per request outcome
     on standard output (``services/runtime/request_log.py``).
-    ``provider_trust_env`` (``LLMGW_PROVIDER_TRUST_ENV``) and ``provider_max_connections``
-    (``LLMGW_PROVIDER_MAX_CONNECTIONS``): the executor's provider client honours the proxy
-    variables, and keeps at most that many connections open.
     ``fast_fetch`` (``LLMGW_FAST_FETCH``, ``0`` turns it off): the gateway's services fetch with
     ``services/runtime/fetching.py``'s changes to aiokafka.
     ``ready_file`` (``LLMGW_READY_FILE``): written once the service serves (``llmgw up`` waits
@@ -59,7 +56,6 @@ class Settings:
     state_dir: Path = ROOT / ".llmgw"
     instance_id: str = field(default_factory=_instance_id)
     log_level: LogLevel = "INFO"
-    max_in_flight: int = 512
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
     edge_workers: int = 1
@@ -67,8 +63,6 @@ class Settings:
     s3_port: int = 9000
     kafka_port: int = 9092
     external_kafka: bool = False
-    provider_trust_env: bool = False
-    provider_max_connections: int = 512
     otel_console: bool = False
     s3_endpoint: str | None = None
     usage_bucket: str = "llmgw-usage"
@@ -96,17 +90,12 @@ class Settings:
             state_dir=_path(e, "LLMGW_STATE_DIR") or cls.state_dir,
             instance_id=e.get("LLMGW_INSTANCE_ID") or _instance_id(),
             log_level=_log_level(e),
-            max_in_flight=positive_int(e, "LLMGW_MAX_IN_FLIGHT", cls.max_in_flight),
             edge_host=e.get("LLMGW_EDGE_HOST") or cls.edge_host,
             edge_port=positive_int(e, "LLMGW_EDGE_PORT", cls.edge_port),
             edge_workers=positive_int(e, "LLMGW_EDGE_WORKERS", cls.edge_workers),
             emulator_port=positive_int(e, "LLMGW_EMULATOR_PORT", cls.emulator_port),
             s3_port=positive_int(e, "LLMGW_S3_PORT", cls.s3_port),
             otel_console=flag(e, "LLMGW_OTEL_CONSOLE", cls.otel_console),
-            provider_trust_env=flag(e, "LLMGW_PROVIDER_TRUST_ENV", cls.provider_trust_env),
-            provider_max_connections=positive_int(
-                e, "LLMGW_PROVIDER_MAX_CONNECTIONS", cls.provider_max_connections
-            ),
             s3_endpoint=e.get("LLMGW_S3_ENDPOINT") or None,
             usage_bucket=e.get("LLMGW_USAGE_BUCKET") or cls.usage_bucket,
             audit_bucket=e.get("LLMGW_AUDIT_BUCKET") or cls.audit_bucket,

@@ -78,7 +78,7 @@ def test_settings_name_the_variable_they_cannot_read():
     with pytest.raises(ValueError, match="LLMGW_EDGE_PORT must be a number, got 'x'"):
         Settings.from_env({"LLMGW_EDGE_PORT": "x"})
     with pytest.raises(ValueError, match="LLMGW_MAX_IN_FLIGHT must be > 0"):
-        Settings.from_env({"LLMGW_MAX_IN_FLIGHT": "0"})
+        RouterSettings.from_env(env={"LLMGW_MAX_IN_FLIGHT": "0"})
     with pytest.raises(ValueError, match="LLMGW_OTEL_CONSOLE must be one of"):
         Settings.from_env({"LLMGW_OTEL_CONSOLE": "maybe"})
     with pytest.raises(ValueError, match="LLMGW_LOG_LEVEL must be one of DEBUG, INFO"):
