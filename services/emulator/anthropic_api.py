@@ -54,10 +54,12 @@ from .common import (
     Drop,
     Silent,
     Stream,
+    answered,
     generation_delay,
     json_response,
     preflight,
     read_json,
+    record_call,
     retry_headers,
     scenario_spec,
 )
@@ -247,6 +249,13 @@ _MESSAGE_STOP = _event("message_stop", {"type": "message_stop"})
 
 
 async def messages(request: Request) -> Response:
+    """One chat call, logged for ``GET /_emulator/calls`` (kind ``chat``) once it parsed."""
+    call: dict[str, Any] = {}
+    response = await _messages(request, call)
+    return answered(call["entry"], response) if call else response
+
+
+async def _messages(request: Request, call: dict[str, Any]) -> Response:
     try:
         body = await read_json(request)
         model, msgs, max_tokens = _validate(body)
@@ -258,6 +267,7 @@ async def messages(request: Request) -> Response:
         return error(400, exc.message)
     except ScenarioError as exc:
         return error(400, str(exc))
+    call["entry"] = record_call(request, "chat", name, [text.last_user_text(msgs)])
     outcome = await preflight(request, scenario)
     if outcome is not None:
         return Silent() if outcome == GONE else error(outcome, headers=retry_headers(scenario))

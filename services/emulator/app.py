@@ -6,16 +6,18 @@
 
 Emulator-only routes (under ``/_emulator/``, a prefix no provider uses):
 
-``GET /_emulator/calls[?kind=embeddings]``
+``GET /_emulator/calls[?kind=embeddings|chat]``
     The calls this app instance (in practice: this emulator process) received, oldest
-    first, at most the last :data:`~.common.CALLS_KEPT` (10 000). Only embeddings calls are
-    recorded (``kind`` may be omitted; another kind is a 400): ``/v1/embeddings``,
-    ``/api/embed`` and the legacy ``/api/embeddings``, each once its body and scenario parsed,
-    as ``{"kind": "embeddings", "path", "model" (without the scenario), "inputs": [...]
-    (as sent: strings, or token arrays for OpenAI), "time" (unix seconds), "status"}``;
-    ``status`` is the HTTP status answered (also for scenario failures), ``null`` while
-    in flight or for dropped / hung requests. Chat calls are not recorded (benchmarks).
-``DELETE /_emulator/calls[?kind=embeddings]``
+    first, at most the last :data:`~.common.CALLS_KEPT` (10 000), of the kind asked for (``kind``
+    ``embeddings`` or ``chat``; omitted: both; another kind is a 400). Embeddings calls
+    (``/v1/embeddings``, ``/api/embed`` and the legacy ``/api/embeddings``) and chat calls
+    (``/v1/chat/completions``, ``/v1/messages``, ``/api/chat``) are logged once their body and
+    scenario parsed, as ``{"kind", "path", "model" (without the scenario), "inputs": [...]
+    (embeddings: as sent, strings or token arrays for OpenAI; chat: the last user message's
+    text), "time" (unix seconds), "status"}``; ``status`` is the HTTP status answered (also for
+    scenario failures; 200 for a stream once its head is sent), ``null`` while in flight or for
+    dropped / hung requests.
+``DELETE /_emulator/calls[?kind=embeddings|chat]``
     Forget the recorded calls; answers ``{"deleted": N}``.
 """
 

@@ -163,7 +163,7 @@ async def read_json(request: Request) -> dict[str, Any]:
 CALLS_KEPT = 10_000
 """How many recorded calls ``/_emulator/calls`` keeps (the oldest go first)."""
 
-CALL_KINDS = ("embeddings",)
+CALL_KINDS = ("embeddings", "chat")
 
 
 def new_call_log() -> deque[dict[str, Any]]:
@@ -240,17 +240,24 @@ async def preflight(request: Request, scenario: Scenario) -> int | None:
     Returns ``None`` to proceed, an HTTP error status to answer with, or
     :data:`GONE` when a hanging request's client went away.
     """
-    if scenario.hang:
+    if scenario.hang or _counted(request, ("hang_first", scenario.key), scenario.hang_first):
         await wait_for_disconnect(request.receive)
         return GONE
     if scenario.ttfb_ms:
         await sleep_at_least(scenario.ttfb_ms / 1000)
     if scenario.fail_first:
-        counters: dict[str, int] = request.app.state.fail_counts
-        seen = counters.get(scenario.key, 0)
-        counters[scenario.key] = seen + 1
-        return scenario.fail_status() if seen < scenario.fail_first else None
+        return scenario.fail_status() if _counted(request, scenario.key, scenario.fail_first) else None
     return scenario.status
+
+
+def _counted(request: Request, key: object, first: int) -> bool:
+    """Whether this call is one of the first ``first`` calls counted under ``key`` (it counts)."""
+    if not first:
+        return False
+    counters: dict[object, int] = request.app.state.fail_counts
+    seen = counters.get(key, 0)
+    counters[key] = seen + 1
+    return seen < first
 
 
 async def generation_delay(scenario: Scenario, tokens: int) -> None:

@@ -127,11 +127,19 @@ def _tool_call(index: int, call: tools.Call) -> dict[str, Any]:
 
 
 async def chat(request: Request) -> Response:
+    """One chat call, logged for ``GET /_emulator/calls`` (kind ``chat``) once it parsed."""
+    call: dict[str, Any] = {}
+    response = await _chat(request, call)
+    return answered(call["entry"], response) if call else response
+
+
+async def _chat(request: Request, call: dict[str, Any]) -> Response:
     started = time.perf_counter_ns()
     begun = await _parse(request, _check_chat)
     if isinstance(begun, Response):
         return begun
     body, name, scenario = begun
+    call["entry"] = record_call(request, "chat", name, [text.last_user_text(body.get("messages"))])
     refused = await _preflight(request, scenario)
     if refused is not None:
         return refused

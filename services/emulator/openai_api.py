@@ -393,6 +393,13 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
 
 
 async def chat_completions(request: Request) -> Response:
+    """One chat call, logged for ``GET /_emulator/calls`` (kind ``chat``) once it parsed."""
+    call: dict[str, Any] = {}
+    response = await _chat_completions(request, call)
+    return answered(call["entry"], response) if call else response
+
+
+async def _chat_completions(request: Request, call: dict[str, Any]) -> Response:
     try:
         body = await read_json(request)
         model, messages = body.get("model"), body.get("messages")
@@ -409,6 +416,7 @@ async def chat_completions(request: Request) -> Response:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:
         return error(400, str(exc), param="model")
+    call["entry"] = record_call(request, "chat", name, [text.last_user_text(messages)])
     outcome = await preflight(request, scenario)
     if outcome is not None:
         return Silent() if outcome == GONE else scenario_error(outcome, scenario)

@@ -16,7 +16,9 @@ Keys (unknown keys are an error naming the key):
 ``status``           HTTP error status (400..599) answered with the provider's error body
 ``fail_first``       the first N calls fail (with ``status``, default 500), later ones succeed;
                      counted per ``key``
-``key``              counter key for ``fail_first`` (default: the whole scenario string)
+``hang_first``       the first N calls hang (as ``hang``), later ones are answered; counted per
+                     ``key`` apart from ``fail_first`` (a provider that stops answering for a while)
+``key``              counter key for ``fail_first`` / ``hang_first`` (default: the whole scenario string)
 ``disconnect_after`` stream N content chunks then drop the connection (non-streaming: drop at once)
 ``hang``             1 = accept the request and never answer until the client goes away
 ``cached``           report N cached prompt tokens (capped at the prompt size)
@@ -74,6 +76,7 @@ class Scenario:
     tokens: int = 8
     status: int | None = None
     fail_first: int = 0
+    hang_first: int = 0
     key: str = ""
     disconnect_after: int | None = None
     hang: bool = False
@@ -159,6 +162,7 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "tokens": _non_negative_int,
     "status": _status,
     "fail_first": _non_negative_int,
+    "hang_first": _non_negative_int,
     "key": _text,
     "disconnect_after": _non_negative_int,
     "hang": _flag,

@@ -139,6 +139,20 @@ def test_fail_first_counts_per_key(http, unique_key):
     assert r.status_code == 500
 
 
+def test_hang_first_hangs_the_first_calls_of_a_key(emulator_url, unique_key):
+    model = f"emu@hang_first=1,key={unique_key},tokens=1"
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=emulator_url, timeout=0.3) as c:
+        c.post("/v1/chat/completions", json={"model": model, "messages": MESSAGES})
+    with httpx.Client(base_url=emulator_url, timeout=5) as c:
+        r = c.post("/v1/chat/completions", json={"model": model, "messages": MESSAGES})
+        assert r.status_code == 200  # the second call of the key is answered
+        # fail_first keeps its own count under the same key
+        r = c.post(
+            "/v1/chat/completions", json={"model": f"emu@fail_first=1,key={unique_key}", "messages": MESSAGES}
+        )
+        assert r.status_code == 500
+
+
 def test_retry_after_headers(http):
     r = http.post(
         "/v1/messages",

@@ -174,7 +174,25 @@ def test_call_log_records_each_embeddings_call(own):
         ("/v1/embeddings", "e", [[1, 2, 3]], 429),
     ]
     assert all(c["kind"] == "embeddings" and started <= c["time"] <= time.time() for c in calls)
-    assert own.get("/_emulator/calls").json() == calls  # kind may be left out
+    everything = own.get("/_emulator/calls").json()  # kind left out: chat calls too
+    assert [c for c in everything if c["kind"] == "embeddings"] == calls
+
+
+def test_call_log_records_each_chat_call(own):
+    tag = uuid.uuid4().hex
+    said = [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"hi {tag}"}]
+    own.post("/v1/chat/completions", json={"model": "gpt-emu", "messages": said})
+    own.post("/v1/chat/completions", json={"model": "gpt-emu@status=503", "messages": said, "stream": True})
+    own.post("/v1/messages", json={"model": "claude-emu", "max_tokens": 9, "messages": said[1:]})
+    own.post("/api/chat", json={"model": "llama-emu", "messages": said, "stream": False})
+    own.post("/v1/chat/completions", json={"model": "gpt-emu"})  # invalid: not recorded
+    calls = own.get("/_emulator/calls", params={"kind": "chat"}).json()
+    assert [(c["path"], c["model"], c["inputs"], c["status"]) for c in calls] == [
+        ("/v1/chat/completions", "gpt-emu", [f"hi {tag}"], 200),
+        ("/v1/chat/completions", "gpt-emu", [f"hi {tag}"], 503),
+        ("/v1/messages", "claude-emu", [f"hi {tag}"], 200),
+        ("/api/chat", "llama-emu", [f"hi {tag}"], 200),
+    ]
 
 
 def test_call_log_reset_and_bad_kind(own):
@@ -182,8 +200,8 @@ def test_call_log_reset_and_bad_kind(own):
     own.post("/api/embed", json={"model": "e", "input": ["two"]})
     assert own.delete("/_emulator/calls", params={"kind": "embeddings"}).json() == {"deleted": 2}
     assert own.get("/_emulator/calls", params={"kind": "embeddings"}).json() == []
-    r = own.get("/_emulator/calls", params={"kind": "chat"})
-    assert r.status_code == 400 and "chat" in r.json()["error"]
+    r = own.get("/_emulator/calls", params={"kind": "images"})
+    assert r.status_code == 400 and "images" in r.json()["error"]
     # Invalid requests (no inputs to speak of) are not recorded.
     own.post("/v1/embeddings", json={"model": "e"})
     assert own.get("/_emulator/calls").json() == []
