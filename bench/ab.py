@@ -3,8 +3,8 @@
 against one broker kept warm for the whole run, and one markdown report of both arms (every
 alternation, medians, spread).
 
-    python -m bench.ab --arm patched:LLMGW_FAST_FETCH=1 --arm plain:LLMGW_FAST_FETCH=0
-    python -m bench.ab --arm before:dir=/tmp/wt-before --arm after:dir=/tmp/wt-after --only http
+    python -m bench.ab --arm before:dir=/tmp/wt-before --arm after:dir=/tmp/wt-after
+    python -m bench.ab --arm logged:LLMGW_REQUEST_LOG=1 --arm quiet:LLMGW_REQUEST_LOG=0 --only http
 
 An arm is ``NAME[:dir=CHECKOUT][:VAR=VALUE]...``: the benches run from that checkout (default
 this one; a git worktree with ``.venv`` linked to this checkout's) with those environment

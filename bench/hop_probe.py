@@ -1,13 +1,10 @@
 """The machine's floor for one Kafka hop between two processes, with the gateway's client settings.
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m bench.hop_probe [--requests 3000] [--partitions 1]
-        [--aiokafka-fetch]
 
 A ping process publishes to topic A; an echo process (a child) reads A and publishes each record
 to topic B; the ping process reads B. Both use the gateway's producer settings (idempotent,
-acks=all, linger 0), a 500 ms long-poll fetch and the gateway's way of fetching
-(``services.runtime.fetching``: fetch sessions, the next fetch after the handler's sends;
-``--aiokafka-fetch`` measures aiokafka's own instead). Half the round trip is what one hop costs
+acks=all, linger 0) and a 500 ms long-poll fetch. Half the round trip is what one hop costs
 on this machine at concurrency 1: the edge path has three, so the gateway's added latency at
 concurrency 1 cannot be below about three times this, plus the provider call. Run it next to
 ``bench.http_bench`` to tell a slower machine from a slower gateway: it drifts with the machine
@@ -28,7 +25,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.kafka_bench import summary
-from services.runtime import fetching
 
 
 def _producer(bootstrap: str) -> AIOKafkaProducer:
@@ -76,7 +72,6 @@ async def ping(bootstrap: str, requests: int, partitions: int) -> None:
         b,
         "--partitions",
         str(partitions),
-        *(["--aiokafka-fetch"] if not fetching.SESSIONS else []),
         stdout=asyncio.subprocess.PIPE,
         env=dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap),
     )
@@ -103,9 +98,8 @@ async def ping(bootstrap: str, requests: int, partitions: int) -> None:
         await admin.delete_topics([a, b])
         await admin.close()
     hop = summary([ms / 2 for ms in rtt[len(rtt) // 5 :]])  # the first fifth warms connections and the JIT
-    how = "gateway's fetching" if fetching.SESSIONS else "aiokafka's fetching"
     print(
-        f"one Kafka hop between two processes ({partitions} partition(s), {how}, {len(rtt) - len(rtt) // 5} round trips):"
+        f"one Kafka hop between two processes ({partitions} partition(s), {len(rtt) - len(rtt) // 5} round trips):"
     )
     print(f"  p50 {hop['p50']:.2f} ms  p90 {hop['p90']:.2f} ms  p99 {hop['p99']:.2f} ms")
     print(f"  three hops (the edge path's floor before any gateway work): p50 {3 * hop['p50']:.2f} ms")
@@ -115,16 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.hop_probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--partitions", type=int, default=1)
-    ap.add_argument(
-        "--aiokafka-fetch", action="store_true", help="aiokafka's own fetching, not the gateway's"
-    )
     ap.add_argument("--echo", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    if args.aiokafka_fetch:
-        fetching.SESSIONS, fetching.FETCH_YIELDS = False, 0
-    else:
-        fetching.install()
     import uvloop
 
     if args.echo:

@@ -19,7 +19,7 @@ from services.contracts.events import new_id
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.logs import configure
 from services.runtime.request_log import RequestLog
-from services.runtime.service import mark_ready, prepare_process
+from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 
 from .asgi import (
@@ -163,5 +163,4 @@ def app_factory() -> EdgeApp:
     """uvicorn's factory (``services.edge.app:app_factory``): runs in every worker process."""
     settings = EdgeSettings.from_env()
     configure(settings.runtime.log_level, "edge")
-    prepare_process(settings.runtime)
     return create_app(settings)

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import fetching, telemetry
+from . import telemetry
 from .logs import configure
 from .settings import Settings
 
@@ -30,15 +30,6 @@ def mark_ready(service: str, settings: Settings) -> None:
     if settings.ready_file is not None:
         settings.ready_file.write_text(f"{os.getpid()}\n")
     log.info("%s %s ready", service, settings.instance_id)
-
-
-def prepare_process(settings: Settings) -> None:
-    """What a gateway service process does at start, before its first Kafka client: the
-    fetching changes of ``services.runtime.fetching`` unless ``LLMGW_FAST_FETCH=0``. Only the
-    gateway's own services call this (``run_service``, the edge's worker factory), never the
-    SDK, so a process that merely imports ``services.client`` keeps aiokafka as it is."""
-    if settings.fast_fetch:
-        fetching.install()
 
 
 #: The running service's stop, while ``run_service`` runs (one service per process).
@@ -61,7 +52,6 @@ def run_service(name: str, serve: Callable[[Settings], Coroutine[Any, Any, None]
     settings = Settings.from_env()
     configure(settings.log_level, name)
     telemetry.setup(name, console=settings.otel_console)
-    prepare_process(settings)
     try:
         import uvloop
 

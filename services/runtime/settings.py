@@ -42,8 +42,6 @@ class Settings:
     ``audit_bucket`` (``LLMGW_USAGE_BUCKET``, ``LLMGW_AUDIT_BUCKET``) are created when missing.
     ``request_log`` (``LLMGW_REQUEST_LOG``, ``0`` turns it off): one JSON line per request outcome
     on standard output (``services/runtime/request_log.py``).
-    ``fast_fetch`` (``LLMGW_FAST_FETCH``, ``0`` turns it off): the gateway's services fetch with
-    ``services/runtime/fetching.py``'s changes to aiokafka.
     ``ready_file`` (``LLMGW_READY_FILE``): written once the service serves (``llmgw up`` waits
     for it). ``cache_dir`` (``LLMGW_CACHE``): where ``llmgw up`` keeps the Kafka jars.
     ``env``: the environment as read at start (never printed: it holds secrets).
@@ -68,7 +66,6 @@ class Settings:
     usage_bucket: str = "llmgw-usage"
     audit_bucket: str = "llmgw-audit"
     request_log: bool = True
-    fast_fetch: bool = True
     ready_file: Path | None = None
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "llmgw")
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
@@ -100,7 +97,6 @@ class Settings:
             usage_bucket=e.get("LLMGW_USAGE_BUCKET") or cls.usage_bucket,
             audit_bucket=e.get("LLMGW_AUDIT_BUCKET") or cls.audit_bucket,
             request_log=flag(e, "LLMGW_REQUEST_LOG", cls.request_log),
-            fast_fetch=flag(e, "LLMGW_FAST_FETCH", cls.fast_fetch),
             ready_file=_path(e, "LLMGW_READY_FILE"),
             cache_dir=_path(e, "LLMGW_CACHE") or Path.home() / ".cache" / "llmgw",
             env=e,
