@@ -533,6 +533,20 @@ class CancelRequested(Envelope):
     reason: str = "client_cancelled"
 
 
+# --- executor bookkeeping (the executor's own topics) ----------------------------------
+
+
+class ExecutionFinished(Envelope):
+    """A plan's outputs (result, usage, audit) are acknowledged: its request is not run again.
+    Topic ``llm.finished``, key request_id, written to the partition number of the plan's
+    ``llm.exec`` partition; read back by the executor that is assigned that partition."""
+
+    type: Literal["llm.finished.v1"] = "llm.finished.v1"
+    exec_partition: int = Field(ge=0, description="The llm.exec partition of the plan")
+    exec_offset: int = Field(ge=0, description="The plan's offset in it")
+    status: Literal["ok", "error", "cancelled"]
+
+
 AnyEvent = Annotated[
     AnyRequest
     | ExecutionPlanned
@@ -541,7 +555,8 @@ AnyEvent = Annotated[
     | UsageRecorded
     | AuditRecorded
     | CancelRequested
-    | AdmissionRecorded,
+    | AdmissionRecorded
+    | ExecutionFinished,
     Field(discriminator="type"),
 ]
 
@@ -557,6 +572,7 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         AuditRecorded,
         CancelRequested,
         AdmissionRecorded,
+        ExecutionFinished,
     )
 }
 

@@ -9,20 +9,23 @@ process's configuration (``targets.py``), and a plan naming anything else is dea
 Each operation has its runner (``chat.py``, ``embed.py``); ``attempts.py`` tries the plan's
 deployments and keeps the record of what was tried, which ``outcome.py`` publishes from.
 
-State: the ids of requests finished recently (so a redelivered plan is not sent to
-a provider twice while this process lives) and the tasks in flight. Neither
-survives a restart; after one, plans not yet committed are run again.
+State: the ids of requests finished recently (a redelivered plan whose id is there is committed
+without running) and the tasks in flight. What finished is also on ``llm.finished``, read back
+for each ``llm.exec`` partition as it is assigned, before its plans are served (``finished.py``):
+a plan redelivered after a restart is not sent to a provider again either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
 from datetime import datetime
 from typing import Protocol, TypeVar
 
 import pydantic
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError
@@ -41,6 +44,7 @@ from services.runtime.topics import Topics, apply_topics
 from .attempts import Attempts, attempt
 from .chat import ChatRunner
 from .embed import EmbedRunner
+from .finished import Finished, check_partitions
 from .handlers import Outcome, settle
 from .outcome import Outcomes
 from .providers.transport import AiohttpTransport, HttpTransport
@@ -81,6 +85,7 @@ class Executor:
     ):
         own = ExecutorSettings.of(settings)
         self.settings = settings = own.runtime
+        self._exit_after_publish = own.fault_exit_after_publish
         self.topics = topics
         self.config = config or load_config(settings.config_path, settings.env)
         self.targets = Targets(self.config)
@@ -97,7 +102,17 @@ class Executor:
             handler=self.handle,
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, "executor"),
             on_invalid=self.reject_invalid,
+            on_assigned=self._assigned,
+            on_revoked=self._revoked,
             max_in_flight=own.max_in_flight,
+            client_id=cid,
+        )
+        check_partitions(topics)
+        self.finished = Finished(
+            bootstrap_servers=settings.bootstrap_servers,
+            topics=topics,
+            consumer=self.consumer,
+            remember=lambda rid: _remember(self._finished, rid, None),
             client_id=cid,
         )
         self.control = Tail(
@@ -129,10 +144,17 @@ class Executor:
 
     async def aclose(self) -> None:
         await self.consumer.aclose()
+        await self.finished.aclose()
         await self.control.aclose()
         await self.embed.aclose()
         await self.publisher.aclose()
         await self.http.aclose()
+
+    def _assigned(self, tps: set[TopicPartition]) -> None:
+        self.finished.on_assigned(tps)  # held until what finished there is read back
+
+    async def _revoked(self, tps: set[TopicPartition]) -> None:
+        await self.finished.on_revoked(tps)
 
     # --- control -------------------------------------------------------------------
 
@@ -186,9 +208,13 @@ class Executor:
         finally:
             self._running.pop(rid, None)
             call.close()
-        acks = call.acks + await self.outcomes.publish(plan, outcome, error, attempts, started)
+        source = (record.partition, record.offset) if record is not None else None
+        acks = call.acks + await self.outcomes.publish(plan, outcome, error, attempts, started, source)
         await asyncio.gather(*acks)
         _remember(self._finished, rid, None)
+        if rid == self._exit_after_publish:  # a test's fault point: outputs acknowledged, not committed
+            log.warning("LLMGW_FAULT_EXIT_AFTER_PUBLISH: exiting after the outputs of %s", rid)
+            os._exit(137)
 
     async def _attempts(self, plan: ExecutionPlanned, call: PlanCall, attempts: Attempts) -> Outcome:
         call.prepare()  # may fail the request before any provider call

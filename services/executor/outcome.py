@@ -21,6 +21,7 @@ from services.runtime.request_log import RequestLog
 from services.runtime.topics import Topics
 
 from .attempts import Attempts
+from .finished import marker
 from .handlers import Outcome, error_info, usage_record
 from .targets import Target
 
@@ -110,9 +111,11 @@ class Outcomes:
         error: GatewayError | None,
         attempts: Attempts,
         started: StartedAudit,
+        source: tuple[int, int] | None = None,
     ) -> list[Ack]:
         """Result, usage, ``started`` (unless already out), one ``fallback_triggered`` per
-        deployment given up, and the final audit event; their ack futures."""
+        deployment given up, the final audit event, and the plan's ``llm.finished`` marker when its
+        ``source`` (``llm.exec`` partition, offset) is known; their ack futures."""
         req = plan.request
         if outcome is not None and outcome.error is not None:
             error = outcome.error  # the provider answered, the answer was refused: billed, then failed
@@ -158,6 +161,13 @@ class Outcomes:
             )
         completion = outcome.message.content if outcome is not None and outcome.message else None
         acks.append(await self.audit(plan, action, dep, error, reason=reason, completion=completion))
+        if source is not None:
+            done = marker(plan, *source, usage.status)
+            acks.append(
+                await self.publisher.publish(
+                    self.topics.finished.name, done, key=req.request_id, partition=source[0]
+                )
+            )
         return acks
 
 

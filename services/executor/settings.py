@@ -18,12 +18,17 @@ class ExecutorSettings:
       variables and ``.netrc``.
     * ``provider_max_connections`` (``LLMGW_PROVIDER_MAX_CONNECTIONS``, 512): connections the
       provider client keeps open at most.
+    * ``fault_exit_after_publish`` (``LLMGW_FAULT_EXIT_AFTER_PUBLISH``, a request id; tests only):
+      once every output of that request is acknowledged, and before its plan's offset is committed,
+      the process exits at once (status 137, as if SIGKILLed): the deterministic point between "the
+      provider answered" and "the plan is committed" that the crash tests need.
     """
 
     runtime: Settings = field(default_factory=Settings)
     max_in_flight: int = 512
     provider_trust_env: bool = False
     provider_max_connections: int = 512
+    fault_exit_after_publish: str | None = None
 
     @classmethod
     def from_env(
@@ -39,6 +44,7 @@ class ExecutorSettings:
             provider_max_connections=positive_int(
                 e, "LLMGW_PROVIDER_MAX_CONNECTIONS", cls.provider_max_connections
             ),
+            fault_exit_after_publish=e.get("LLMGW_FAULT_EXIT_AFTER_PUBLISH") or None,
         )
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import orjson
 
@@ -45,6 +46,7 @@ class Answers:
 class BatchingPublisher:
     def __init__(self) -> None:
         self.requests: list[list[tuple[str, str]]] = []
+        self.markers: list[tuple[int | None, str, int, int, str]] = []
         self._pending: list[tuple[str, str]] = []
 
     def _send(self) -> None:
@@ -55,14 +57,17 @@ class BatchingPublisher:
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._send)
         self._pending.append((topic, getattr(event, "action", None) or event.type))
+        if event.type == "llm.finished.v1":
+            self.markers.append((partition, key, event.exec_partition, event.exec_offset, event.status))
         ack = asyncio.get_running_loop().create_future()
         ack.set_result(None)
         return ack
 
 
 async def test_a_short_requests_outputs_share_one_produce_request():
-    """Result, usage, ``started`` and ``completed`` are enqueued without a loop turn between
-    them: one produce request (and one ack) instead of two for each short request."""
+    """Result, usage, ``started``, ``completed`` and the ``llm.finished`` marker are enqueued
+    without a loop turn between them: one produce request (and one ack) instead of two for each
+    short request, and the marker travels with the outputs it vouches for."""
     settings = Settings()
     topics = Topics.load(ROOT / "topics.yaml", "")
     config = load_config(settings.config_path, settings.env)
@@ -77,7 +82,7 @@ async def test_a_short_requests_outputs_share_one_produce_request():
     publisher = BatchingPublisher()
     executor = Executor(settings, topics, http=Answers(), publisher=publisher)  # type: ignore[arg-type]
     try:
-        await executor.handle(plan(req, config), None)
+        await executor.handle(plan(req, config), SimpleNamespace(partition=3, offset=41))  # type: ignore[arg-type]
         await asyncio.sleep(0)
     finally:  # never started: closing only releases it
         await executor.consumer._consumer.stop()
@@ -87,5 +92,7 @@ async def test_a_short_requests_outputs_share_one_produce_request():
             (topics.usage.name, "llm.usage.v1"),
             (topics.audit.name, "started"),
             (topics.audit.name, "completed"),
+            (topics.finished.name, "llm.finished.v1"),
         ]
     ]
+    assert publisher.markers == [(3, req.request_id, 3, 41, "ok")]
