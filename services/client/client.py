@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 _PARAMS = set(ChatParams.model_fields) - {"extra"}
 #: Request fields every operation takes as keyword arguments (``api_key``: the name of the key a
 #: caller is counted under for per-key limits and budgets; SDK callers are trusted services).
-_COMMON = ("metadata", "request_id", "client_id", "user_id", "tenant_id", "api_key")
+_COMMON = ("metadata", "request_id", "client_id", "user_id", "tenant_id", "api_key", "max_attempts")
 _END = object()
 
 
@@ -79,10 +79,9 @@ def _undecodable(request_id: str, tenant_id: str, exc: Exception) -> ResultProdu
         request_id=request_id,
         tenant_id=tenant_id,
         status="error",
-        error={
-            "code": "internal_error",
-            "message": f"reply to {request_id} could not be read by this SDK: {exc}",
-        },
+        error=ErrorInfo(
+            code="internal_error", message=f"reply to {request_id} could not be read by this SDK: {exc}"
+        ),
     )
 
 
@@ -168,7 +167,16 @@ class GatewayClient:
         params = {k: kw.pop(k) for k in list(kw) if k in _PARAMS}
         fields = {
             k: kw.pop(k)
-            for k in ("fallbacks", "metadata", "request_id", "client_id", "user_id", "tenant_id", "api_key")
+            for k in (
+                "fallbacks",
+                "metadata",
+                "request_id",
+                "client_id",
+                "user_id",
+                "tenant_id",
+                "api_key",
+                "max_attempts",
+            )
             if k in kw
         }
         timeouts = Timeouts(ttft_ms=kw.pop("ttft_ms", None), total_ms=kw.pop("total_ms", None))

@@ -116,6 +116,13 @@ class RequestBase(Envelope):
         description="The name of the API key the caller authenticated with (set by the edge; never the key"
         " or its hash); per-key rate limits and budgets count under it",
     )
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="The most provider calls this request may make, every deployment and retry together"
+        " (lower than the gateway's own limit to have an effect)",
+    )
 
 
 class ModelRequest(RequestBase):
@@ -321,6 +328,10 @@ class Latency(Model):
     ttft_ms: float | None = None
     total_ms: float | None = None
     provider_ms: float | None = None
+    queue_ms: float | None = Field(
+        default=None,
+        description="From the request's occurred_at to its executor taking it up (counts against total_ms)",
+    )
 
 
 class Embedding(Model):
@@ -385,6 +396,9 @@ class ResultProduced(Envelope):
     )
     usage: Usage | None = None
     latency: Latency = Field(default_factory=Latency)
+    attempts: int = Field(
+        default=0, ge=0, description="Provider calls made, every deployment and retry together"
+    )
     streamed: bool = False
     ratelimit: RateLimitInfo | None = Field(
         default=None, description="The plan's rate-limit numbers (the edge's x-ratelimit-* headers)"
@@ -431,6 +445,9 @@ class UsageRecorded(Envelope):
     failed_attempts: list[FailedAttempt] | None = Field(
         default=None,
         description="Deployments that failed before this one answered (or before the request failed)",
+    )
+    attempts: int = Field(
+        default=0, ge=0, description="Provider calls made, every deployment and retry together"
     )
 
 

@@ -41,7 +41,7 @@ from services.runtime.settings import Settings
 from services.runtime.tail import Tail
 from services.runtime.topics import Topics, apply_topics
 
-from .attempts import Attempts, attempt
+from .attempts import Attempts, Deadline, RetryPolicy, Until, attempt, queued_ms
 from .chat import ChatRunner
 from .embed import EmbedRunner
 from .finished import Finished, check_partitions
@@ -67,7 +67,7 @@ class PlanCall(Protocol):
 
     def close(self) -> None: ...
 
-    async def __call__(self, target: Target, fallback_from: Target | None) -> Outcome: ...
+    async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome: ...
 
 
 class Runner(Protocol):
@@ -192,16 +192,16 @@ class Executor:
         runner = self._runners.get(plan.request.operation)
         if runner is None:  # the plan's type admits only executable operations
             raise DeadLetter(f"operation {plan.request.operation!r} has no runner in this executor")
+        attempts.queued_ms = queued_ms(plan, attempts)
+        deadline = Deadline.of(plan, attempts.queued_ms)  # time queued in llm.exec counts
         call = runner.start(plan)
-        run = asyncio.create_task(self._attempts(plan, call, attempts))
+        run = asyncio.create_task(self._attempts(plan, call, attempts, deadline))
         self._running[rid] = run
         if rid in self._cancelled:
             run.cancel(self._cancelled.pop(rid))
         started = self.outcomes.started(plan, attempts)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + plan.total_ms / 1000 if plan.total_ms else None
         try:
-            outcome, error = await settle(run, rid, deadline, plan.total_ms)
+            outcome, error = await settle(run, rid, deadline.at, plan.total_ms)
         except asyncio.CancelledError:  # this process is stopping: the plan runs again elsewhere
             started.discard()
             raise
@@ -216,9 +216,11 @@ class Executor:
             log.warning("LLMGW_FAULT_EXIT_AFTER_PUBLISH: exiting after the outputs of %s", rid)
             os._exit(137)
 
-    async def _attempts(self, plan: ExecutionPlanned, call: PlanCall, attempts: Attempts) -> Outcome:
+    async def _attempts(
+        self, plan: ExecutionPlanned, call: PlanCall, attempts: Attempts, deadline: Deadline
+    ) -> Outcome:
         call.prepare()  # may fail the request before any provider call
-        return await attempt(attempts, plan.retries, call)
+        return await attempt(attempts, RetryPolicy.of(self.config.defaults, plan), deadline, call)
 
     async def _audit(
         self,

@@ -1,15 +1,32 @@
-"""Attempts over a plan's deployments, for any operation: retries, fallback, and the record of
-what was tried.
+"""Attempts over a plan's deployments, for any operation: retries with back-off, deadlines,
+fallback, and the record of what was tried.
 
-``attempt`` calls each deployment in plan order, retrying a retryable failure ``retries``
-times, until one answers; it raises the last error when none does. It fills an ``Attempts``
-record as it goes (every provider call with its time and error), and that record is all the
-outcome publisher reads about them: the attempt count, the failed deployments named in the
-usage event, the ``fallback_triggered`` audit events, the timings.
+``attempt`` calls each deployment in plan order until one answers, and raises the last error
+when none does:
+
+* a retryable failure (``retryable``: timeouts, 5xx, 408, 429, lost connections) is retried on
+  the same deployment up to its alias's ``retries`` (else the plan's, ``defaults.retries``), after
+  a wait (``RetryPolicy.delay_ms``): the provider's ``Retry-After`` / ``retry-after-ms`` when it
+  sent one (a wait longer than ``retry_after_max_ms``, or than the time left, gives the deployment
+  up instead), else exponential back-off with full jitter;
+* any other failure, and a deployment out of retries, moves on to the next deployment;
+* every call is bounded by the request's total deadline (``total_ms``, counted from the request's
+  ``occurred_at``: time queued counts) and by its provider's ``timeout_s``: a call past its
+  provider's timeout is a retryable ``provider_timeout``, so it is retried or falls back while the
+  request has time left; once the total deadline has passed nothing more is tried;
+* ``max_attempts`` (the gateway's ``defaults.max_attempts`` and the request's, the lower) caps the
+  provider calls of the request, every deployment together.
+
+It fills an ``Attempts`` record as it goes (every provider call with its time and error), and that
+record is all the outcome publisher reads about them: the attempt count, the failed deployments
+named in the usage event, the ``fallback_triggered`` audit events, the timings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,9 +34,11 @@ from datetime import datetime
 from typing import TypeVar
 
 from services.contracts.errors import GatewayError, ProviderError, ProviderTimeout
-from services.contracts.events import FailedAttempt, utcnow
+from services.contracts.events import ExecutionPlanned, FailedAttempt, utcnow
+from services.runtime.config import Backoff, Defaults
 
 from .targets import Target
+from .watch import RETRY_AFTER_MS
 
 T = TypeVar("T")
 
@@ -33,9 +52,88 @@ class Final(Exception):
         self.error = error
 
 
-#: ``call(target, fallback_from)`` makes one provider call; ``fallback_from`` is the first planned
-#: deployment when ``target`` is not it.
-Call = Callable[[Target, Target | None], Awaitable[T]]
+@dataclass(frozen=True, slots=True)
+class Until:
+    """When one call must have ended (event-loop time; None: never), and whether that is the
+    request's total deadline (else the provider's ``timeout_s``)."""
+
+    at: float | None
+    total: bool
+
+    def timed_out(self, target: Target, total_ms: int | None) -> ProviderTimeout:
+        if self.total:
+            return ProviderTimeout(f"request exceeded total_ms={total_ms}")
+        return ProviderTimeout(
+            f"{target.provider}: no answer within the provider's timeout_s={target.timeout_s:g}",
+            details={"upstream_status": None},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """The request's total deadline (event-loop time; None: no limit) and the ``total_ms`` it
+    comes from."""
+
+    at: float | None
+    total_ms: int | None = None
+
+    @classmethod
+    def of(cls, plan: ExecutionPlanned, queued_ms: float) -> Deadline:
+        if not plan.total_ms:
+            return cls(None)
+        return cls(asyncio.get_running_loop().time() + (plan.total_ms - queued_ms) / 1000, plan.total_ms)
+
+    def left(self) -> float:
+        """Seconds left (``inf`` without a deadline)."""
+        return math.inf if self.at is None else self.at - asyncio.get_running_loop().time()
+
+    def expired(self) -> ProviderTimeout:
+        return ProviderTimeout(f"request exceeded total_ms={self.total_ms}")
+
+    def until(self, target: Target) -> Until:
+        """A call's deadline: the request's, or ``target.timeout_s`` from now when that comes first."""
+        if target.timeout_s is None:
+            return Until(self.at, True)
+        own = asyncio.get_running_loop().time() + target.timeout_s
+        return Until(own, False) if self.at is None or own < self.at else Until(self.at, True)
+
+
+#: ``call(target, fallback_from, until)`` makes one provider call, ended by ``until``;
+#: ``fallback_from`` is the first planned deployment when ``target`` is not it.
+Call = Callable[[Target, Target | None, Until], Awaitable[T]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a request's failed calls are retried (see the module docstring)."""
+
+    retries: int = 0
+    max_attempts: int | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    retry_after_max_ms: float = 30_000.0
+
+    @classmethod
+    def of(cls, defaults: Defaults, plan: ExecutionPlanned) -> RetryPolicy:
+        caps = [n for n in (defaults.max_attempts, plan.request.max_attempts) if n is not None]
+        return cls(plan.retries, min(caps) if caps else None, defaults.backoff, defaults.retry_after_max_ms)
+
+    def delay_ms(self, retry: int, err: GatewayError, rng: random.Random | None = None) -> float | None:
+        """The wait before retry ``retry`` (1: the first) of a deployment that failed with ``err``:
+        the provider's ``Retry-After`` plus up to 10% (at most ``backoff.initial_ms``) so callers
+        told the same time do not all return at once; else a random time up to
+        ``min(max_ms, initial_ms * multiplier ** (retry - 1))``. None: the provider asks for longer
+        than ``retry_after_max_ms`` (the deployment is given up)."""
+        r = rng or _rng
+        asked = err.details.get(RETRY_AFTER_MS)
+        if isinstance(asked, (int, float)):
+            if asked > self.retry_after_max_ms:
+                return None
+            return float(asked) + r.uniform(0, min(asked * 0.1, self.backoff.initial_ms))
+        b = self.backoff
+        return r.uniform(0, min(b.max_ms, b.initial_ms * b.multiplier ** (retry - 1)))
+
+
+_rng = random.Random()
 
 
 @dataclass(slots=True)
@@ -58,6 +156,8 @@ class Attempts:
     calls: list[Tried] = field(default_factory=list)
     started_at: datetime = field(default_factory=utcnow)
     t0: float = field(default_factory=time.perf_counter)
+    queued_ms: float = 0.0  # from the request's occurred_at to started_at
+    waited_ms: float = 0.0  # spent waiting between retries
 
     @property
     def count(self) -> int:
@@ -94,25 +194,45 @@ class Attempts:
         ]
 
 
+def queued_ms(plan: ExecutionPlanned, record: Attempts) -> float:
+    """How long the request waited before this executor took it up: from its ``occurred_at`` (the
+    caller's clock; hosts' clocks are assumed to agree) to ``record.started_at``, never negative."""
+    return max((record.started_at - plan.request.occurred_at).total_seconds() * 1000, 0.0)
+
+
 def retryable(err: GatewayError) -> bool:
     """Whether another attempt may succeed: provider failures that say so (timeouts, 5xx, 408,
     429, lost connections); never a provider's 4xx verdict, nor an error of the gateway's own."""
     return isinstance(err, (ProviderError, ProviderTimeout)) and err.retryable
 
 
-async def attempt(record: Attempts, retries: int, call: Call[T]) -> T:
-    """Each planned deployment in order until one answers (``retries`` more calls of a
-    retryable failure first). A non-retryable failure moves on to the next deployment; a
-    ``Final`` one ends the request."""
+async def attempt(
+    record: Attempts, policy: RetryPolicy, deadline: Deadline, call: Call[T], rng: random.Random | None = None
+) -> T:
+    """Each planned deployment in order until one answers (see the module docstring). A ``Final``
+    failure ends the request at once."""
     last: GatewayError | None = None
     first = record.planned[0]
     for i, target in enumerate(record.planned):
-        for _ in range(retries + 1):
+        retries = policy.retries if target.retries is None else target.retries
+        for k in range(retries + 1):
+            if policy.max_attempts is not None and record.count >= policy.max_attempts:
+                assert last is not None
+                raise last
+            if k:
+                assert last is not None
+                wait = policy.delay_ms(k, last, rng)
+                if wait is None or wait / 1000 >= deadline.left():
+                    break  # not worth waiting for, or no time for: the next deployment
+                record.waited_ms += wait
+                await asyncio.sleep(wait / 1000)
+            if deadline.left() <= 0:
+                raise deadline.expired()
             tried = Tried(target, i, utcnow(), 0.0)
             record.calls.append(tried)
             t0 = time.perf_counter()
             try:
-                return await call(target, first if i else None)
+                return await call(target, first if i else None, deadline.until(target))
             except Final as final:
                 tried.error = final.error
                 raise final.error from None

@@ -18,7 +18,7 @@ from services.runtime.kafka import Publisher
 from services.runtime.replies import chunk_target
 from services.runtime.topics import Topics
 
-from .attempts import Final
+from .attempts import Final, Until
 from .chunker import ChunkEmitter
 from .handlers import CheckAnswer, Outcome, SecretLookup, chunk_template, complete_once, stream_once
 from .hooks import check_answer, response_guard
@@ -94,11 +94,11 @@ class ChatCall:
         if self._emitter is not None:
             self._emitter.cancel_timer()
 
-    async def __call__(self, target: Target, fallback_from: Target | None) -> Outcome:
+    async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome:
         r, emitter = self._runner, self._emitter
         key = r.secret(target.api_key_env)
         if emitter is None:
-            outcome = await complete_once(self._plan, target, r.http, key, self._contract)
+            outcome = await complete_once(self._plan, target, r.http, key, until, self._contract)
             if self._check is not None and outcome.error is None:
                 try:
                     await self._check(outcome)
@@ -108,7 +108,7 @@ class ChatCall:
         if fallback_from is not None:
             emitter.set_fallback(f"{fallback_from.label} -> {target.label}")
         try:
-            return await stream_once(self._plan, target, r.http, key, emitter, self._contract)
+            return await stream_once(self._plan, target, r.http, key, emitter, until, self._contract)
         except GatewayError as err:
             if emitter.sent_any:
                 raise Final(err) from err

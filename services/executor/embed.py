@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
+from services.contracts.errors import GatewayError
 from services.contracts.events import Embedding, EmbeddingsOutput, EmbedRequested, ExecutionPlanned
 
+from .attempts import Until
 from .batcher import EmbedBatcher
 from .handlers import Outcome, SecretLookup
 from .providers._embeddings import Embeddings
@@ -19,6 +21,7 @@ from .providers.base import EmbeddingsAdapter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
 from .targets import Target
+from .watch import Watched
 
 
 class EmbedRunner:
@@ -30,22 +33,28 @@ class EmbedRunner:
         self.batcher = EmbedBatcher(self._call, window_ms)
 
     async def _call(self, req: EmbedRequested, target: Target) -> Embeddings:
+        """One provider call of a batch; a refusal carries the wait its response asked for."""
         adapter: EmbeddingsAdapter = adapter_for(target.kind, "embed")
-        return await adapter.embed(self.http, req, target, self.secret(target.api_key_env))
+        watch = Watched(self.http)
+        try:
+            return await adapter.embed(watch, req, target, self.secret(target.api_key_env))
+        except GatewayError as err:
+            watch.annotate(err)
+            raise
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
 
     def start(self, plan: ExecutionPlanned) -> EmbedCall:
         assert isinstance(plan.request, EmbedRequested)
-        return EmbedCall(self.batcher, plan.request)
+        return EmbedCall(self.batcher, plan.request, plan.total_ms)
 
 
 class EmbedCall:
     """The provider calls of one embed plan (``attempts.Call``): each a share of a batch."""
 
-    def __init__(self, batcher: EmbedBatcher, req: EmbedRequested):
-        self._batcher, self._req = batcher, req
+    def __init__(self, batcher: EmbedBatcher, req: EmbedRequested, total_ms: int | None):
+        self._batcher, self._req, self._total_ms = batcher, req, total_ms
 
     @property
     def acks(self) -> list[asyncio.Future[object]]:
@@ -57,9 +66,13 @@ class EmbedCall:
     def close(self) -> None:
         pass
 
-    async def __call__(self, target: Target, fallback_from: Target | None) -> Outcome:
+    async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome:
         adapter_for(target.kind, "embed")  # capability_not_supported before any HTTP
-        share = await self._batcher.embed(self._req, target)
+        try:
+            async with asyncio.timeout_at(until.at):  # a request past it leaves its batch
+                share = await self._batcher.embed(self._req, target)
+        except TimeoutError:
+            raise until.timed_out(target, self._total_ms) from None
         return Outcome(
             share.usage,
             target,

@@ -33,11 +33,13 @@ from services.contracts.events import (
 )
 from services.runtime.pricing import cost_usd
 
+from .attempts import Until
 from .chunker import ChunkEmitter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
 from .structured import CHECKED_FINISH, OutputContract
 from .targets import Target
+from .watch import Watched
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,11 +103,32 @@ async def complete_once(
     dep: Target,
     http: HttpTransport,
     key: str | None,
+    until: Until,
     contract: OutputContract | None = None,
 ) -> Outcome:
-    """One whole answer from ``dep``, checked against the request's output ``contract``."""
+    """One whole answer from ``dep``, checked against the request's output ``contract``. Its
+    response head must arrive within ``plan.ttft_ms`` and the answer by ``until``; a refusal
+    carries the wait its response asked for (``details["retry_after_ms"]``)."""
     t0 = time.perf_counter()
-    done = await adapter_for(dep.kind, "chat").complete(http, plan.request, dep, key)
+    watch = Watched(http)
+    head_by = _after(plan.ttft_ms)
+    clock = asyncio.timeout_at(_earliest(head_by, until.at))
+    watch.on_head = lambda: clock.reschedule(until.at)
+    try:
+        async with clock:
+            done = await adapter_for(dep.kind, "chat").complete(watch, plan.request, dep, key)
+    except TimeoutError:
+        if not clock.expired():
+            raise
+        if watch.head_at is None and head_by is not None and (until.at is None or head_by <= until.at):
+            raise ProviderTimeout(
+                f"{dep.provider}: no response head within ttft_ms={plan.ttft_ms}",
+                details={"upstream_status": None},
+            ) from None
+        raise until.timed_out(dep, plan.total_ms) from None
+    except GatewayError as err:
+        watch.annotate(err)
+        raise
     ms = (time.perf_counter() - t0) * 1000
     return Outcome(
         done.usage,
@@ -125,10 +148,12 @@ async def stream_once(
     http: HttpTransport,
     key: str | None,
     emitter: ChunkEmitter,
+    until: Until,
     contract: OutputContract | None = None,
 ) -> Outcome:
-    """The assembled answer is checked against ``contract`` before the terminal chunk, which
-    then carries the error (``finish_reason: error``) instead of the provider's finish. When the
+    """The first token must arrive within ``plan.ttft_ms`` and the stream end by ``until``. The
+    assembled answer is checked against ``contract`` before the terminal chunk, which then
+    carries the error (``finish_reason: error``) instead of the provider's finish. When the
     emitter's guard blocks the answer, reading stops at once and the outcome carries that error."""
     t0 = time.perf_counter()
     ttft: float | None = None
@@ -136,38 +161,44 @@ async def stream_once(
     tools: dict[int, ToolCallDelta] = {}
     finish, usage, model = "stop", None, None
     emitter.set_source(dep.provider, dep.upstream_model)
-    stream = adapter_for(dep.kind, "chat").stream(http, plan.request, dep, key)
-    first_deadline = plan.ttft_ms / 1000 if plan.ttft_ms else None
+    watch = Watched(http)
+    stream = adapter_for(dep.kind, "chat").stream(watch, plan.request, dep, key)
+    first_by = _after(plan.ttft_ms)
+    clock = asyncio.timeout_at(_earliest(first_by, until.at))
     try:
-        while True:
-            try:
-                if ttft is None and first_deadline is not None:
-                    async with asyncio.timeout(first_deadline):
-                        delta = await anext(stream)
-                else:
+        async with clock:
+            while True:
+                try:
                     delta = await anext(stream)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise ProviderTimeout(
-                    f"{dep.provider}: no token within ttft_ms={plan.ttft_ms}",
-                    details={"upstream_status": None},
-                ) from None
-            if ttft is None and (delta.content or delta.tool_calls):
-                ttft = (time.perf_counter() - t0) * 1000
-                emitter.first_token(ttft)
-            if delta.content:
-                text.append(delta.content)
-            for tc in delta.tool_calls or ():
-                cur = tools.setdefault(tc.index, ToolCallDelta(index=tc.index))
-                cur.id, cur.name = cur.id or tc.id, cur.name or tc.name
-                cur.arguments += tc.arguments
-            finish = delta.finish_reason or finish
-            usage = delta.usage or usage
-            model = delta.model or model
-            await emitter.add(delta.content, delta.tool_calls)
-            if emitter.blocked is not None:
-                break  # the caller's stream has ended: stop the provider's
+                except StopAsyncIteration:
+                    break
+                if ttft is None and (delta.content or delta.tool_calls):
+                    ttft = (time.perf_counter() - t0) * 1000
+                    emitter.first_token(ttft)
+                    clock.reschedule(until.at)
+                if delta.content:
+                    text.append(delta.content)
+                for tc in delta.tool_calls or ():
+                    cur = tools.setdefault(tc.index, ToolCallDelta(index=tc.index))
+                    cur.id, cur.name = cur.id or tc.id, cur.name or tc.name
+                    cur.arguments += tc.arguments
+                finish = delta.finish_reason or finish
+                usage = delta.usage or usage
+                model = delta.model or model
+                await emitter.add(delta.content, delta.tool_calls)
+                if emitter.blocked is not None:
+                    break  # the caller's stream has ended: stop the provider's
+    except TimeoutError:
+        if not clock.expired():
+            raise
+        if ttft is None and first_by is not None and (until.at is None or first_by <= until.at):
+            raise ProviderTimeout(
+                f"{dep.provider}: no token within ttft_ms={plan.ttft_ms}", details={"upstream_status": None}
+            ) from None
+        raise until.timed_out(dep, plan.total_ms) from None
+    except GatewayError as err:
+        watch.annotate(err)
+        raise
     finally:
         emitter.cancel_timer()
         await stream.aclose()
@@ -203,12 +234,21 @@ async def stream_once(
     )
 
 
+def _after(ms: int | None) -> float | None:
+    """Event-loop time ``ms`` from now (None: never)."""
+    return asyncio.get_running_loop().time() + ms / 1000 if ms else None
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 def error_info(err: GatewayError) -> ErrorInfo:
     """An error as events carry it: ``upstream_status`` has its own field, other details
     (structured-output violations, the provider's error type) stay in ``details``."""
     details = err.details
     return ErrorInfo(
-        code=err.code,  # type: ignore[arg-type]
+        code=err.code,
         message=err.message,
         retryable=err.retryable,
         param=err.param,
@@ -229,6 +269,7 @@ def usage_record(
     ttft_ms: float | None = None,
     fallback_used: bool = False,
     failures: list[FailedAttempt] | None = None,
+    attempts: int = 0,
 ) -> UsageRecorded:
     """The ``llm.usage`` event of one executed request (any operation): what ``dep`` reported,
     priced by the catalog; status ``ok``, ``cancelled`` or ``error``."""
@@ -249,11 +290,12 @@ def usage_record(
         cost_usd=cost_usd(usage, dep) if usage else 0.0,
         ttft_ms=ttft_ms,
         total_ms=total_ms,
-        error_code=error.code if error else None,  # type: ignore[arg-type]
+        error_code=error.code if error else None,
         streamed=req.stream,
         fallback_used=fallback_used,
         units=usage.units if usage else {},
         failed_attempts=failures or None,
+        attempts=attempts,
     )
 
 

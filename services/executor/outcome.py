@@ -139,6 +139,7 @@ class Outcomes:
             ttft_ms=outcome.ttft_ms if outcome else None,
             fallback_used=result.fallback_used,
             failures=attempts.failures(),
+            attempts=attempts.count,
         )
         self.request_log.executed(usage, req.api_key)
         action: AuditAction = (
@@ -203,7 +204,9 @@ def result_event(
             ttft_ms=outcome.ttft_ms if outcome else None,
             total_ms=total_ms,
             provider_ms=outcome.provider_ms if outcome else None,
+            queue_ms=attempts.queued_ms,
         ),
+        attempts=attempts.count,
         streamed=req.stream,
         ratelimit=plan.ratelimit,
     )

@@ -1,7 +1,8 @@
 """Where a plan's deployments really are: resolved from the executor's own configuration.
 
 A plan names deployments only (alias, provider, upstream model). The provider's kind, URL,
-credential variable and timeout, the price and the batch limit all come from the
+credential variable and timeout, the price, the batch limit, the alias's retries and circuit
+breaker all come from the
 configuration this process loaded; a plan naming anything it does not have is not run
 (``DeadLetter``), so nothing written to ``llm.exec`` can choose where a secret is sent.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.contracts.events import Deployment, ExecutionPlanned, Price
-from services.runtime.config import GatewayConfig
+from services.runtime.config import BreakerConfig, GatewayConfig
 from services.runtime.kafka import DeadLetter
 from services.runtime.model_registry import ModelRegistry, model_registry
 
@@ -35,6 +36,9 @@ class Target:
     price: Price = field(default_factory=Price)
     timeout_s: float | None = None
     max_batch_inputs: int = 2048
+    #: The alias's own retries and circuit breaker (None: the configuration's defaults).
+    retries: int | None = None
+    breaker: BreakerConfig | None = None
 
     @property
     def label(self) -> str:
@@ -96,4 +100,6 @@ class Targets:
             price=dep.price,
             timeout_s=provider.timeout_s,
             max_batch_inputs=dep.max_batch_inputs,
+            retries=model.retries if model is not None else None,
+            breaker=model.breaker if model is not None else None,
         )

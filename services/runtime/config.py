@@ -43,7 +43,37 @@ class ProviderConfig(Strict):
     kind: Literal["openai", "anthropic", "ollama"]
     base_url: str
     api_key_env: str | None = None
-    timeout_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="The longest one call to this provider may take, from sending it to the answer's"
+        " last byte; past it the call is a retryable provider_timeout (retried, or the next deployment)",
+    )
+
+
+class Backoff(Strict):
+    """The wait before retry *k* of a deployment: a random time between 0 and
+    ``min(max_ms, initial_ms * multiplier ** (k - 1))`` ("full jitter"), unless the provider
+    said how long to wait (``Retry-After`` / ``retry-after-ms``)."""
+
+    initial_ms: float = Field(default=200.0, gt=0)
+    max_ms: float = Field(default=10_000.0, gt=0)
+    multiplier: float = Field(default=2.0, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Backoff:
+        if self.max_ms < self.initial_ms:
+            raise ValueError(f"max_ms ({self.max_ms:g}) must be at least initial_ms ({self.initial_ms:g})")
+        return self
+
+
+class BreakerConfig(Strict):
+    """A deployment whose last ``failures`` calls failed (provider errors and timeouts) is skipped
+    for ``cooldown_s``; then one request probes it, and its outcome closes the circuit or opens it
+    again (README "Circuit breaking")."""
+
+    failures: int = Field(default=5, ge=1, le=1000)
+    cooldown_s: float = Field(default=30.0, gt=0, le=86_400)
 
 
 class DeploymentConfig(Strict):
@@ -64,6 +94,15 @@ class ModelConfig(Strict):
     max_output_tokens: int = Field(default=4096, gt=0)
     description: str | None = None
     routing: Routing = "weighted"
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Retries of a retryable failure on each of this alias's deployments (default: defaults.retries)",
+    )
+    breaker: BreakerConfig | None = Field(
+        default=None, description="This alias's deployments' circuit breaker (default: defaults.breaker)"
+    )
 
     def operations(self) -> list[str]:
         return [op for op, cap in OPERATION_CAPABILITY.items() if cap in self.capabilities]
@@ -206,6 +245,20 @@ class Policies(Strict):
 
 class Defaults(Strict):
     retries: int = Field(default=0, ge=0, le=10)
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="The most provider calls one request may make, every deployment and retry together",
+    )
+    backoff: Backoff = Field(default_factory=Backoff)
+    retry_after_max_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="The longest Retry-After honoured: a provider asking for longer is given up for the"
+        " next deployment",
+    )
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     ttft_ms: int | None = Field(default=None, gt=0)
     total_ms: int = Field(default=600_000, gt=0)
     chunk_window_ms: int = Field(default=20, ge=0, le=1000)

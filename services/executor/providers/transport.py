@@ -35,9 +35,11 @@ _SSL_TRANSPORTS_LEAK = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.versio
 
 
 class StreamingReply(Protocol):
-    """An answer whose body is still arriving."""
+    """An answer whose body is still arriving: its status and headers (looked up
+    case-insensitively; the executor reads ``Retry-After`` / ``retry-after-ms`` from them)."""
 
     status: int
+    headers: Mapping[str, str]
 
     async def read(self) -> bytes:
         """The whole remaining body (for error answers)."""
@@ -106,6 +108,7 @@ class AiohttpStreamingReply:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
         return await self._response.read()

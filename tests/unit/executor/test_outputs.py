@@ -8,6 +8,7 @@ executor's doing, and the real broker tests (``tests/e2e/test_audit.py``) cover 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from types import SimpleNamespace
 
@@ -30,14 +31,25 @@ ANSWER = {
 }
 
 
+class Answer:
+    status, headers = 200, {"content-type": "application/json"}
+
+    async def read(self) -> bytes:
+        return orjson.dumps(ANSWER)
+
+    def lines(self):  # pragma: no cover - not streamed here
+        raise AssertionError("not streamed")
+
+
 class Answers:
     """An ``HttpTransport`` that answers every POST at once with ``ANSWER``."""
 
     async def post_json(self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None):
         return 200, orjson.dumps(ANSWER)
 
-    def stream_lines(self, *a, **kw):  # pragma: no cover - not streamed here
-        raise AssertionError("not streamed")
+    @contextlib.asynccontextmanager
+    async def stream_lines(self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None):
+        yield Answer()
 
     async def aclose(self) -> None:
         pass

@@ -144,6 +144,7 @@ class _AsgiReply:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
         return await self._response.aread()
