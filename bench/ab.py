@@ -14,7 +14,8 @@ stops its own stack. Figures per alternation:
 
 * http_bench (peer-bench harness; wrk, stream_client): added p50 (``+p50``: gateway minus
   direct; TTFT for streams), the gateway's own p50 (``gw p50``) and CPU ms per request of the services (router, executor, edge, the
-  sinks: their process trees in the measured window / requests the mock saw), and peer-bench's
+  sinks: their process trees in the measured window / requests the mock saw; the executor's
+  alone too), and peer-bench's
   own figure for the whole stack tree (services + emulator + S3), for each point.
 * kafka_bench (SDK -> router -> executor): added p50 and CPU ms per request of router +
   executor, and with the broker (its window CPU, so on the shared broker of this run).
@@ -96,6 +97,7 @@ def run_http(arm: Arm, label: str, args: list[str], env: dict[str, str]) -> dict
 
 def http_figures(result: dict[str, Any], stack: dict[str, Any]) -> dict[str, dict[str, float]]:
     services = {pid for name, pid in stack["processes"].items() if SERVICES.match(name) and pid}
+    executors = [pid for name, pid in stack["processes"].items() if name.startswith("executor") and pid]
     out: dict[str, dict[str, float]] = {}
     for p in result["points"]:
         d, g = p["direct"], p["gateway"]
@@ -107,6 +109,7 @@ def http_figures(result: dict[str, Any], stack: dict[str, Any]) -> dict[str, dic
             "+p50 ms": g[lat]["p50"] - d[lat]["p50"],
             "gw p50 ms": g[lat]["p50"],
             "services CPU ms/req": 1000 * sum(v for pid, v in per_pid.items() if int(pid) in services) / n,
+            "executor CPU ms/req": 1000 * sum(per_pid.get(str(pid), 0.0) for pid in executors) / n,
             "stack CPU ms/req": 1000 * g["gateway_proc"]["cpu_s"] / n,
         }
     return out
