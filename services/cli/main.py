@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.runtime.config import ConfigError, load_config
 from services.runtime.settings import Settings
@@ -141,13 +141,35 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from .stack import Stack
 
     rows = Stack(settings).status()
+    circuits: list[dict[str, Any]] | None = None
+    circuits_error = None
+    if any(r["name"] == "kafka" and r["running"] for r in rows):
+        from .circuits import circuit_states
+
+        try:
+            circuits = asyncio.run(circuit_states(settings))
+        except Exception as exc:  # the components' status is still worth printing
+            circuits_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if args.json:
-        print(json.dumps({"components": rows}, indent=2))
+        out: dict[str, Any] = {"components": rows}
+        if circuits is not None:
+            out["circuits"] = circuits
+        if circuits_error is not None:
+            out["circuits_error"] = circuits_error
+        print(json.dumps(out, indent=2))
     else:
         for r in rows:
             print(
                 f"{r['name']:<12} {'up' if r['running'] else 'down':<5} healthy={r['healthy']} pid={r['pid']} {r['endpoint'] or ''}"
             )
+        if circuits_error is not None:
+            print(f"circuits: unknown ({circuits_error})")
+        elif circuits is not None:
+            shut = [c for c in circuits if c["state"] != "closed"]
+            print(f"circuits: {len(circuits) - len(shut)} closed" + (", not closed:" if shut else ""))
+            for c in shut:
+                until = f" until {c['until']}" if c["until"] else ""
+                print(f"  {c['deployment']:<40} {c['state']}{until} failures={c['failures']} by={c['by']}")
     return 0 if rows and all(r["running"] for r in rows) else 3
 
 

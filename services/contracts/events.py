@@ -564,6 +564,40 @@ class ExecutionFinished(Envelope):
     status: Literal["ok", "error", "cancelled"]
 
 
+CircuitState = Literal["closed", "open", "half_open"]
+
+
+class BreakerChanged(Model):
+    """A deployment's circuit changed: state, not a request's event (so no request id). Topic
+    ``llm.breakers`` (compacted, one partition, key ``alias/provider/model``): its last record per
+    deployment is the circuit's state, which executors, routers and ``llmgw status`` read.
+
+    * ``open``: the deployment is skipped until ``until`` (its last ``failures`` calls failed);
+    * ``half_open``: ``by`` claimed the one probe request; the claim lapses at ``until``
+      (the first claim after an ``open`` wins, later ones are void);
+    * ``closed``: the probe (or a call) succeeded; the deployment carries traffic."""
+
+    type: Literal["llm.breaker.v1"] = "llm.breaker.v1"
+    event_id: str = Field(default_factory=new_id)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    alias: str
+    provider: str
+    model: str = Field(description="The upstream model")
+    state: CircuitState
+    failures: int = Field(default=0, ge=0, description="Consecutive failed calls seen when it opened")
+    until: datetime | None = Field(
+        default=None, description="open: when the cool-down ends; half_open: when the probe's claim lapses"
+    )
+    by: str = Field(description="The executor instance that wrote it")
+    claim: str | None = Field(default=None, description="half_open: the probe's claim id")
+    error_code: ErrorCode | None = Field(default=None, description="The failure that opened it")
+    reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.alias}/{self.provider}/{self.model}"
+
+
 AnyEvent = Annotated[
     AnyRequest
     | ExecutionPlanned
@@ -598,4 +632,5 @@ EVENT_SCHEMAS: dict[str, Any] = {
     **EVENT_MODELS,
     "llm.request.v1": AnyRequest,
     "llm.ledger.v1": LedgerSnapshot,
+    "llm.breaker.v1": BreakerChanged,
 }

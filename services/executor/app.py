@@ -42,6 +42,7 @@ from services.runtime.tail import Tail
 from services.runtime.topics import Topics, apply_topics
 
 from .attempts import Attempts, Deadline, RetryPolicy, Until, attempt, queued_ms
+from .breaker import Breakers
 from .chat import ChatRunner
 from .embed import EmbedRunner
 from .finished import Finished, check_partitions
@@ -132,6 +133,13 @@ class Executor:
             publisher=self.publisher, topics=topics, http=self.http, secret=settings.secret, hooks=self.hooks
         )
         self._runners: dict[str, Runner] = {"chat": self.chat, "embed": self.embed}
+        self.breakers = Breakers(
+            bootstrap_servers=settings.bootstrap_servers,
+            topics=topics,
+            publisher=self.publisher,
+            instance=cid,
+            defaults=self.config.defaults.breaker,
+        )
         self.outcomes = Outcomes(
             publisher=self.publisher, topics=topics, audit=self._audit, request_log=self.request_log
         )
@@ -140,12 +148,14 @@ class Executor:
         await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
         await self.publisher.start()
         await self.control.start()
+        await self.breakers.start()  # every circuit's state, read back before a plan is served
         await self.consumer.start()
 
     async def aclose(self) -> None:
         await self.consumer.aclose()
         await self.finished.aclose()
         await self.control.aclose()
+        await self.breakers.aclose()
         await self.embed.aclose()
         await self.publisher.aclose()
         await self.http.aclose()
@@ -220,7 +230,8 @@ class Executor:
         self, plan: ExecutionPlanned, call: PlanCall, attempts: Attempts, deadline: Deadline
     ) -> Outcome:
         call.prepare()  # may fail the request before any provider call
-        return await attempt(attempts, RetryPolicy.of(self.config.defaults, plan), deadline, call)
+        policy = RetryPolicy.of(self.config.defaults, plan)
+        return await attempt(attempts, policy, deadline, call, self.breakers)
 
     async def _audit(
         self,

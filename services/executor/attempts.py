@@ -15,7 +15,9 @@ when none does:
   provider's timeout is a retryable ``provider_timeout``, so it is retried or falls back while the
   request has time left; once the total deadline has passed nothing more is tried;
 * ``max_attempts`` (the gateway's ``defaults.max_attempts`` and the request's, the lower) caps the
-  provider calls of the request, every deployment together.
+  provider calls of the request, every deployment together;
+* a deployment whose circuit is open (``breaker.py``) is skipped without a call, and each call's
+  outcome is told to its circuit.
 
 It fills an ``Attempts`` record as it goes (every provider call with its time and error), and that
 record is all the outcome publisher reads about them: the attempt count, the failed deployments
@@ -31,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from services.contracts.errors import GatewayError, ProviderError, ProviderTimeout
 from services.contracts.events import ExecutionPlanned, FailedAttempt, utcnow
@@ -39,6 +41,9 @@ from services.runtime.config import Backoff, Defaults
 
 from .targets import Target
 from .watch import RETRY_AFTER_MS
+
+if TYPE_CHECKING:
+    from .breaker import Ticket
 
 T = TypeVar("T")
 
@@ -98,6 +103,14 @@ class Deadline:
         return Until(own, False) if self.at is None or own < self.at else Until(self.at, True)
 
 
+class Circuits(Protocol):
+    """The circuit breakers (``breaker.Breakers``): leave to call a deployment, and each call's end."""
+
+    async def admit(self, target: Target) -> Ticket | ProviderError: ...
+
+    def done(self, ticket: Ticket, error: GatewayError | None, failed: bool) -> None: ...
+
+
 #: ``call(target, fallback_from, until)`` makes one provider call, ended by ``until``;
 #: ``fallback_from`` is the first planned deployment when ``target`` is not it.
 Call = Callable[[Target, Target | None, Until], Awaitable[T]]
@@ -145,6 +158,7 @@ class Tried:
     at: datetime
     ms: float
     error: GatewayError | None = None
+    skipped: bool = False  # not called: its circuit is open (``error`` says so)
 
 
 @dataclass
@@ -161,8 +175,8 @@ class Attempts:
 
     @property
     def count(self) -> int:
-        """Provider calls made (every deployment together)."""
-        return len(self.calls)
+        """Provider calls made (every deployment together; skipped deployments are not calls)."""
+        return sum(not t.skipped for t in self.calls)
 
     @property
     def last(self) -> Target:
@@ -190,7 +204,7 @@ class Attempts:
                 error_code=t.error.code,
             )
             for t, _ in self.fallbacks()
-            if t.error is not None  # (always: fallbacks() are failed calls)
+            if t.error is not None and not t.skipped  # (fallbacks() are failed or skipped calls)
         ]
 
 
@@ -207,7 +221,12 @@ def retryable(err: GatewayError) -> bool:
 
 
 async def attempt(
-    record: Attempts, policy: RetryPolicy, deadline: Deadline, call: Call[T], rng: random.Random | None = None
+    record: Attempts,
+    policy: RetryPolicy,
+    deadline: Deadline,
+    call: Call[T],
+    circuits: Circuits | None = None,
+    rng: random.Random | None = None,
 ) -> T:
     """Each planned deployment in order until one answers (see the module docstring). A ``Final``
     failure ends the request at once."""
@@ -228,19 +247,36 @@ async def attempt(
                 await asyncio.sleep(wait / 1000)
             if deadline.left() <= 0:
                 raise deadline.expired()
+            ticket = await circuits.admit(target) if circuits is not None else None
+            if isinstance(ticket, ProviderError):  # its circuit is open: the next deployment
+                record.calls.append(Tried(target, i, utcnow(), 0.0, ticket, skipped=True))
+                last = ticket
+                break
             tried = Tried(target, i, utcnow(), 0.0)
             record.calls.append(tried)
             t0 = time.perf_counter()
             try:
-                return await call(target, first if i else None, deadline.until(target))
+                out = await call(target, first if i else None, deadline.until(target))
             except Final as final:
                 tried.error = final.error
+                _told(circuits, ticket, final.error)
                 raise final.error from None
             except GatewayError as err:
                 tried.error = last = err
+                _told(circuits, ticket, err)
                 if not retryable(err):
                     break
+                continue
             finally:
                 tried.ms = (time.perf_counter() - t0) * 1000
+            _told(circuits, ticket, None)
+            return out
     assert last is not None
     raise last
+
+
+def _told(circuits: Circuits | None, ticket: Ticket | None, error: GatewayError | None) -> None:
+    """A call's end, for its circuit: a provider failure counts against the deployment, a verdict
+    on the request (a 4xx, a refused answer) or an error of the gateway's own does not."""
+    if circuits is not None and ticket is not None:
+        circuits.done(ticket, error, error is not None and retryable(error))

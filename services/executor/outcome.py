@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from services.contracts.errors import GatewayError, ResponseBlocked
-from services.contracts.events import AuditAction, ExecutionPlanned, Latency, ResultProduced
+from services.contracts.events import AuditAction, ExecutionPlanned, Latency, ResultProduced, UsageRecorded
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
 from services.runtime.request_log import RequestLog
@@ -119,57 +119,80 @@ class Outcomes:
         req = plan.request
         if outcome is not None and outcome.error is not None:
             error = outcome.error  # the provider answered, the answer was refused: billed, then failed
-        dep = outcome.deployment if outcome else attempts.last
         total_ms = attempts.elapsed_ms()
         result = result_event(plan, outcome, error, attempts, total_ms)
-        ids: dict[str, object] = {
-            "request_id": req.request_id,
-            "tenant_id": req.tenant_id,
-            "user_id": req.user_id,
-            "operation": req.operation,
-        }
-        usage = usage_record(
-            ids,
-            req,
-            dep,
-            result.model,
-            outcome.usage if outcome else None,
-            error,
-            total_ms,
-            ttft_ms=outcome.ttft_ms if outcome else None,
-            fallback_used=result.fallback_used,
-            failures=attempts.failures(),
-            attempts=attempts.count,
-        )
+        usage = usage_event(plan, outcome, error, attempts, result, total_ms)
         self.request_log.executed(usage, req.api_key)
-        action: AuditAction = (
-            "completed" if error is None else ("cancelled" if usage.status == "cancelled" else "failed")
-        )
-        reason = None
-        if isinstance(error, ResponseBlocked):  # a post-response hook refused the answer
-            action, reason = "blocked", error.details.get("rule")
         topic, partition = result_target(req, self.topics)
         acks = [
             await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
             await self.publisher.publish(self.topics.usage.name, usage, key=req.tenant_id),
             await started.published(),
+            *await self._audits(plan, outcome, error, attempts, usage.status),
         ]
+        if source is not None:
+            done = marker(plan, *source, usage.status)
+            finished = self.topics.finished.name
+            acks.append(await self.publisher.publish(finished, done, key=req.request_id, partition=source[0]))
+        return acks
+
+    async def _audits(
+        self,
+        plan: ExecutionPlanned,
+        outcome: Outcome | None,
+        error: GatewayError | None,
+        attempts: Attempts,
+        status: str,
+    ) -> list[Ack]:
+        """One ``fallback_triggered`` per deployment given up, then the request's final audit event."""
+        acks = []
         for failed, nxt in attempts.fallbacks():
             assert failed.error is not None
             why = f"{failed.error.message}; next: {nxt.label}"
             acks.append(
                 await self.audit(plan, "fallback_triggered", failed.target, failed.error, why, failed.at)
             )
+        action: AuditAction = (
+            "completed" if error is None else ("cancelled" if status == "cancelled" else "failed")
+        )
+        reason = None
+        if isinstance(error, ResponseBlocked):  # a post-response hook refused the answer
+            action, reason = "blocked", error.details.get("rule")
+        dep = outcome.deployment if outcome else attempts.last
         completion = outcome.message.content if outcome is not None and outcome.message else None
         acks.append(await self.audit(plan, action, dep, error, reason=reason, completion=completion))
-        if source is not None:
-            done = marker(plan, *source, usage.status)
-            acks.append(
-                await self.publisher.publish(
-                    self.topics.finished.name, done, key=req.request_id, partition=source[0]
-                )
-            )
         return acks
+
+
+def usage_event(
+    plan: ExecutionPlanned,
+    outcome: Outcome | None,
+    error: GatewayError | None,
+    attempts: Attempts,
+    result: ResultProduced,
+    total_ms: float,
+) -> UsageRecorded:
+    """The request's ``llm.usage`` record: what the answering (or last tried) deployment reported."""
+    req = plan.request
+    ids: dict[str, object] = {
+        "request_id": req.request_id,
+        "tenant_id": req.tenant_id,
+        "user_id": req.user_id,
+        "operation": req.operation,
+    }
+    return usage_record(
+        ids,
+        req,
+        outcome.deployment if outcome else attempts.last,
+        result.model,
+        outcome.usage if outcome else None,
+        error,
+        total_ms,
+        ttft_ms=outcome.ttft_ms if outcome else None,
+        fallback_used=result.fallback_used,
+        failures=attempts.failures(),
+        attempts=attempts.count,
+    )
 
 
 def result_event(

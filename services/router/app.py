@@ -2,8 +2,9 @@
 
 State: the model catalog (the Model Registry's: the configuration's ``models``, or an HTTP
 registry's, re-read every ``cache_ttl_s``) and per-deployment routing statistics (moving
-averages of time to first token, recent failures: ``stats.py``), rebuilt at start from the
-last hour of ``llm.usage`` and ``llm.audit`` before the first request is read (``feed.py``).
+averages of time to first token, recent failures, the executors' circuit breakers: ``stats.py``),
+rebuilt at start from the last hour of ``llm.usage`` and ``llm.breakers`` before the first request
+is read (``feed.py``).
 Rate limits and budgets of governed tenants (``admission.py``): the router's group reads
 ``llm.requests`` and ``llm.usage`` with the range assignor, so the instance owning a tenant's
 requests also sees its usage; the ledger of each owned partition is rebuilt from
@@ -65,7 +66,7 @@ class Router:
         self.request_log = RequestLog.of(settings, "router")
         self.feed = StatsFeed(
             settings.bootstrap_servers,
-            [topics.usage.name],
+            [topics.usage.name, topics.breakers.name],  # outcomes, and the executors' circuit breakers
             self.stats,
             self._deployment,
             client_id=f"router-{settings.instance_id}-stats",

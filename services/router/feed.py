@@ -1,6 +1,7 @@
-"""Keeps the router's ``RoutingStats`` current from ``llm.usage`` and ``llm.audit``.
+"""Keeps the router's ``RoutingStats`` current from the topics it is given: ``llm.usage`` and the
+executors' circuit breakers, ``llm.breakers`` (``llm.audit`` records count too, if given).
 
-Every router instance reads every partition of both topics with its own consumer (no group,
+Every router instance reads every partition of them with its own consumer (no group,
 nothing committed): the statistics are the same in every instance and none owns them. At
 start the feed seeks each partition to the first record of the last ``lookback_s`` seconds
 (``offsets_for_times``; at most ``max_replay`` records back per partition), replays up to

@@ -10,15 +10,20 @@ A deployment is ``(alias, provider, upstream model)``. What counts, per record:
   tried) is a failure of the deployment it names, with the same error codes.
 * ``llm.audit`` ``fallback_triggered`` says the same; the router's feed reads only
   ``llm.usage`` (one record per request instead of four), but such records still count here.
+* ``llm.breakers`` (``llm.breaker.v1``, the executors' circuit breakers): a deployment whose
+  circuit is ``open`` is unusable until its ``until``, one ``half_open`` (being probed) until its
+  claim's ``until``; ``closed`` lifts that.
 
 Moving averages are exponentially weighted (``ALPHA`` per observation), two per deployment,
 because they measure different things: ``ttft_ms``, the time to first token of streamed
 answers, and ``response_ms``, the time of whole (non-streamed) answers (the usage record's
 ``ttft_ms``, which for a whole answer is the provider call, else its ``total_ms``).
 
-**Usable rule**: a deployment is unusable while its last ``K`` (3) outcomes are all failures
-and the oldest of those three is less than ``WINDOW_S`` (300 s) old. One success makes it
-usable again; so does time (the three failures age out), after which it is tried again.
+**Usable rule**: a deployment is unusable while its circuit is open or being probed (the
+executors skip it meanwhile), or while its last ``K`` (3) outcomes are all failures and the
+oldest of those three is less than ``WINDOW_S`` (300 s) old. One success makes it usable again;
+so does time (the three failures age out, the circuit's cool-down ends), after which it is tried
+again.
 
 Usage records name the model the provider reported, which may differ from the configured
 upstream name (``gpt-4o`` answering as ``gpt-4o-2024-08-06``); a ``Resolve`` callback maps a
@@ -31,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -45,6 +51,7 @@ K = 3
 WINDOW_S = 300.0
 FAILURES = frozenset({"provider_error", "provider_timeout"})
 _FALLBACK = b'"fallback_triggered"'
+_BREAKER = b'"llm.breaker.v1"'
 
 Key = tuple[str, str, str]
 #: (alias, provider, model as recorded) -> the configured deployment, or None to ignore the record.
@@ -57,6 +64,9 @@ class DeploymentStats:
     response_ms: float | None = None
     #: (unix time s, failed) of the latest outcomes, oldest first
     outcomes: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=K))
+    #: unix time s until which its circuit is open or being probed (None: closed)
+    circuit_until: float | None = None
+    circuit: str = "closed"
 
 
 def ewma(avg: float | None, x: float, alpha: float = ALPHA) -> float:
@@ -103,6 +113,8 @@ class RoutingStats:
         whether it counted. Audit records other than ``fallback_triggered`` are skipped before
         they are parsed; a record that does not parse, or holds a field of the wrong type, is
         ignored (the usage sink dead-letters it): no record stops the statistics."""
+        if _BREAKER in value:
+            return self._circuit(value, resolve)
         is_audit = b'"llm.audit.v1"' in value
         if is_audit and _FALLBACK not in value:
             return False
@@ -164,6 +176,29 @@ class RoutingStats:
                 if key is not None:
                     self.failure(key, at)
 
+    def _circuit(self, value: bytes, resolve: Resolve) -> bool:
+        """One ``llm.breaker.v1`` record: the deployment's circuit state."""
+        try:
+            e = orjson.loads(value)
+            alias, provider, state = e["alias"], e["provider"], e["state"]
+            until = datetime.fromisoformat(e["until"]).timestamp() if e.get("until") else None
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return False
+        if not (isinstance(alias, str) and isinstance(provider, str)) or state not in (
+            "open",
+            "half_open",
+            "closed",
+        ):
+            return False
+        key = resolve(alias, provider, e.get("model"))
+        if key is None:
+            return False
+        s = self._entry(key)
+        s.circuit = state
+        s.circuit_until = None if state == "closed" else until
+        self.observed += 1
+        return True
+
     def rebuild(self, records: Iterable[tuple[int, bytes]], resolve: Resolve) -> int:
         """Replay records (Kafka timestamp in ms, value) in timestamp order, as they happened
         across partitions; how many counted."""
@@ -172,14 +207,20 @@ class RoutingStats:
     # --- what routing reads ------------------------------------------------------------------
 
     def usable(self, key: Key, now: float | None = None) -> bool:
-        """False while the last ``K`` outcomes are failures, the oldest under ``window_s`` old."""
+        """False while its circuit is open or probed, or while the last ``K`` outcomes are
+        failures, the oldest under ``window_s`` old."""
         s = self._by_key.get(key)
-        if s is None or len(s.outcomes) < K:
+        if s is None:
+            return True
+        now = self._clock() if now is None else now
+        if s.circuit_until is not None and now < s.circuit_until:
+            return False
+        if len(s.outcomes) < K:
             return True
         oldest, _ = s.outcomes[0]
         if not all(failed for _, failed in s.outcomes):
             return True
-        return (self._clock() if now is None else now) - oldest > self.window_s
+        return now - oldest > self.window_s
 
     def average(self, key: Key, streamed: bool) -> float | None:
         """The moving average routing ``fastest`` orders by: time to first token for a

@@ -70,8 +70,9 @@ class Backoff(Strict):
 class BreakerConfig(Strict):
     """A deployment whose last ``failures`` calls failed (provider errors and timeouts) is skipped
     for ``cooldown_s``; then one request probes it, and its outcome closes the circuit or opens it
-    again (README "Circuit breaking")."""
+    again (README "Circuit breaking"). ``enabled: false``: never skipped."""
 
+    enabled: bool = True
     failures: int = Field(default=5, ge=1, le=1000)
     cooldown_s: float = Field(default=30.0, gt=0, le=86_400)
 

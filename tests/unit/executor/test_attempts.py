@@ -117,7 +117,7 @@ async def run(script: Script, policy: RetryPolicy, *targets: Target, total_ms: i
     record = Attempts(list(targets))
     deadline = Deadline(asyncio.get_running_loop().time() + total_ms / 1000 if total_ms else None, total_ms)
     try:
-        return await attempt(record, policy, deadline, script, random.Random(0)), record
+        return await attempt(record, policy, deadline, script, rng=random.Random(0)), record
     except Exception as exc:
         return exc, record
 
