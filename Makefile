@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run up down status test test-unit test-integration test-e2e check lint types schemas bench clean
+.PHONY: install run up down status test test-unit test-integration test-e2e chaos check lint types schemas bench clean
 
 install: $(BIN)/llmgw
 $(BIN)/llmgw: pyproject.toml
@@ -27,7 +27,7 @@ status:
 
 # `make test SKIP_UNIT=1` leaves out tests/unit (CI: `make check` has just run them).
 test: install         ## every tier: unit, then a real broker (started by the tests), then the whole stack
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(if $(SKIP_UNIT),--ignore=tests/unit)
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider --ignore=tests/chaos $(if $(SKIP_UNIT),--ignore=tests/unit)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -q
@@ -37,6 +37,9 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/python -m pytest tests/e2e -q
+
+chaos: install        ## faults on the whole stack, its own broker (about 3 minutes); prints the table
+	$(BIN)/python -m pytest tests/chaos -q -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check services tests bench
