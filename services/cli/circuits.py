@@ -5,30 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.events import BreakerChanged
+from services.runtime.circuits import Circuit, apply
 from services.runtime.settings import Settings
 from services.runtime.tail import Tail
 from services.runtime.topics import Topics
 
 
 async def circuit_states(settings: Settings, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Every deployment's last circuit record, sorted by deployment; ``state`` is what the
-    executors act on now (an ``open`` circuit whose cool-down has ended is ``cooled``: its next
-    request probes it)."""
+    """Every deployment's circuit, read from the whole log as the executors read it, sorted by
+    deployment; ``state`` is what they act on now (``cooled``: an open circuit whose cool-down, or a
+    probe claim that, has ended: its next request probes it)."""
     topics = Topics.load(settings.topics_path, settings.topic_prefix)
-    last: dict[str, BreakerChanged] = {}
+    circuits: dict[str, Circuit] = {}
 
     def keep(r: ConsumerRecord) -> None:
         if r.value:
             try:
-                ev = BreakerChanged.model_validate_json(r.value)
+                apply(circuits, BreakerChanged.model_validate_json(r.value))
             except ValueError:
                 return
-            last[ev.key] = ev
 
     tail = Tail(
         settings.bootstrap_servers,
@@ -47,20 +48,23 @@ async def circuit_states(settings: Settings, timeout_s: float = 10.0) -> list[di
             await tail.aclose()
     now = time.time()
     rows = []
-    for key, ev in sorted(last.items()):
-        until = ev.until.timestamp() if ev.until else None
-        state = ev.state
-        if state == "open" and until is not None and until <= now:
-            state = "cooled"  # type: ignore[assignment]
+    for key, c in sorted(circuits.items()):
+        state: str = c.state
+        if c.until is not None and c.until <= now and state != "closed":
+            state = "cooled"  # its next request probes it
         rows.append(
             {
                 "deployment": key,
                 "state": state,
-                "failures": ev.failures,
-                "until": ev.until.isoformat(timespec="milliseconds") if ev.until else None,
-                "since": ev.occurred_at.isoformat(timespec="milliseconds"),
-                "by": ev.by,
-                "error_code": ev.error_code,
+                "failures": c.failures,
+                "until": _iso(c.until),
+                "since": _iso(c.since),
+                "by": c.by,
+                "error_code": c.error_code,
             }
         )
     return rows
+
+
+def _iso(t: float | None) -> str | None:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds") if t is not None else None

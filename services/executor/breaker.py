@@ -14,7 +14,9 @@ A deployment whose breaker is not ``enabled`` is always called and never counted
 * **open**: until ``until`` the deployment is skipped (no call; the attempts go on with the next
   deployment, or the request fails with ``provider_error`` saying the circuit is open).
 * **probe**: the first request to reach the deployment after ``until`` writes a ``half_open``
-  claim and waits until it has read the log back to it: the first claim after the ``open`` wins,
+  claim (key ``alias/provider/model#probe``: compaction keeps the state records apart from the
+  claims) and waits until it has read the log back to it: the first claim after the ``open`` wins
+  (``services/runtime/circuits.py``, the reading every reader of the log shares),
   and only its request calls the provider; the others skip it meanwhile. The probe's success
   writes ``closed``; its failure writes ``open`` again for another cool-down. A claim whose probe
   never reports (its executor died, the request was cancelled) lapses after ``cooldown_s``, and
@@ -35,12 +37,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
 
 from services.contracts.errors import GatewayError, ProviderError
 from services.contracts.events import BreakerChanged, CircuitState, new_id
+from services.runtime.circuits import Circuit, apply, record_key
 from services.runtime.config import BreakerConfig
-from services.runtime.kafka import Publisher
-from services.runtime.tail import Tail
+from services.runtime.kafka import DeadLetters, Publisher, validation_reason
+from services.runtime.tail import Malformed, Tail
 from services.runtime.topics import Topics
 
 from .targets import Target
@@ -52,18 +56,6 @@ CLAIM_WAIT_S = 5.0
 
 def key_of(target: Target) -> str:
     return f"{target.alias}/{target.provider}/{target.upstream_model}"
-
-
-@dataclass
-class Circuit:
-    """One deployment as the log says: ``until`` (unix seconds) ends an ``open`` cool-down or a
-    ``half_open`` claim; ``claim`` is the winning probe claim while half open."""
-
-    state: CircuitState = "closed"
-    until: float | None = None
-    failures: int = 0
-    claim: str | None = None
-    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +94,7 @@ class Breakers:
             start_at="beginning",
             client_id=f"{instance}-breakers",
             fetch_max_wait_ms=100,
+            dead_letters=DeadLetters(publisher, topics.dlq.name, f"{instance}-breakers"),
         )
 
     async def start(self) -> None:
@@ -126,20 +119,9 @@ class Breakers:
             return  # a tombstone
         try:
             ev = BreakerChanged.model_validate_json(record.value)
-        except ValueError:
-            log.warning("ignoring an unreadable record of %s at offset %d", self.topic, record.offset)
-            return
-        c = self.circuits.setdefault(ev.key, Circuit())
-        until = ev.until.timestamp() if ev.until else None
-        if ev.state == "open":
-            c.state, c.until, c.failures, c.claim, c.by = "open", until, ev.failures, None, ev.by
-        elif ev.state == "closed":
-            c.state, c.until, c.failures, c.claim, c.by = "closed", None, 0, None, ev.by
-        elif c.state == "open" or (
-            c.state == "half_open" and c.until is not None and ev.occurred_at.timestamp() >= c.until
-        ):
-            c.state, c.until, c.claim, c.by = "half_open", until, ev.claim, ev.by  # the first claim wins
-        # any other claim came second: void
+        except ValidationError as exc:
+            raise Malformed(f"BreakerChanged: {validation_reason(exc)}") from exc
+        apply(self.circuits, ev)
 
     async def _write(self, target: Target, state: CircuitState, **fields: Any) -> asyncio.Future[Any]:
         """Enqueue one transition of ``target``; its ack future."""
@@ -152,7 +134,7 @@ class Breakers:
             occurred_at=datetime.fromtimestamp(self.clock(), UTC),  # the clock claims are judged by
             **fields,
         )
-        return await self.publisher.publish(self.topic, ev, key=ev.key, partition=0)
+        return await self.publisher.publish(self.topic, ev, key=record_key(ev), partition=0)
 
     def _send(self, target: Target, state: CircuitState, **fields: Any) -> None:
         """Write a transition in the background; a failure to write it is logged."""

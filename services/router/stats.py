@@ -36,11 +36,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
+from services.contracts.events import BreakerChanged
+from services.runtime.circuits import Circuit
+from services.runtime.circuits import apply as apply_circuit
 from services.runtime.config import ModelConfig
 
 #: Weight of the newest observation in a moving average.
@@ -83,6 +85,7 @@ class RoutingStats:
         self.window_s = window_s
         self._clock = clock
         self._by_key: dict[Key, DeploymentStats] = {}
+        self._circuits: dict[str, Circuit] = {}  # by the records' own deployment names
         self.observed = 0  # records that counted
 
     def get(self, key: Key) -> DeploymentStats | None:
@@ -177,25 +180,19 @@ class RoutingStats:
                     self.failure(key, at)
 
     def _circuit(self, value: bytes, resolve: Resolve) -> bool:
-        """One ``llm.breaker.v1`` record: the deployment's circuit state."""
+        """One ``llm.breaker.v1`` record: the deployment's circuit, read as the executors read it
+        (``services/runtime/circuits.py``: a void probe claim changes nothing)."""
         try:
-            e = orjson.loads(value)
-            alias, provider, state = e["alias"], e["provider"], e["state"]
-            until = datetime.fromisoformat(e["until"]).timestamp() if e.get("until") else None
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            ev = BreakerChanged.model_validate_json(value)
+        except ValueError:
             return False
-        if not (isinstance(alias, str) and isinstance(provider, str)) or state not in (
-            "open",
-            "half_open",
-            "closed",
-        ):
-            return False
-        key = resolve(alias, provider, e.get("model"))
+        key = resolve(ev.alias, ev.provider, ev.model)
         if key is None:
             return False
+        c = apply_circuit(self._circuits, ev)
         s = self._entry(key)
-        s.circuit = state
-        s.circuit_until = None if state == "closed" else until
+        s.circuit = c.state
+        s.circuit_until = None if c.state == "closed" else c.until
         self.observed += 1
         return True
 
