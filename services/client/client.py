@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pydantic
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError, GatewayTimeout
@@ -36,9 +37,9 @@ from services.contracts.events import (
 )
 from services.runtime import telemetry
 from services.runtime.codec import decode_any
-from services.runtime.kafka import Publisher
+from services.runtime.kafka import DeadLetters, Publisher, validation_reason
 from services.runtime.settings import ROOT
-from services.runtime.tail import Tail
+from services.runtime.tail import Malformed, Tail
 from services.runtime.topics import Topics
 
 from .streams import StreamCheck
@@ -137,6 +138,11 @@ class GatewayClient:
             self._on_reply,
             partitions=[partition],
             client_id=f"client-{self.tenant_id}",
+            # a reply this SDK cannot read, to a call it is waiting for: its caller is told, and
+            # the record goes to llm.dlq (bounded retries: the reply reader serves every call)
+            dead_letters=DeadLetters(
+                self._publisher, self.topics.dlq.name, f"client-{self.tenant_id}", retry_s=10.0
+            ),
         )
         await self._replies.start()  # from the end: replies to our first request come after this
         self.reply_to = ReplyTo(topic=topic, partition=partition)
@@ -147,15 +153,21 @@ class GatewayClient:
         await self._publisher.aclose()
 
     def _on_reply(self, r: ConsumerRecord) -> None:
-        """One record of the reply partition: to the call waiting for its request, if any."""
-        q = self._waiting.get(r.key.decode()) if r.key else None
+        """One record of the reply partition: to the call waiting for its request, if any (only
+        those are decoded: another client's replies cost nothing here). One that does not
+        decode ends its call with ``internal_error`` and raises ``Malformed`` (the tail
+        dead-letters it)."""
+        rid = r.key.decode(errors="replace") if r.key else ""
+        q = self._waiting.get(rid)
         if q is None:
             return  # another client's reply, or one we stopped waiting for
         try:
             q.put_nowait(decode_any(r.value or b""))
         except Exception as exc:  # a bad reply must not stop replies to everyone else
             log.error("undecodable reply at %s@%d: %s", r.topic, r.offset, exc)
-            q.put_nowait(_undecodable(r.key.decode(), self.tenant_id, exc))
+            q.put_nowait(_undecodable(rid, self.tenant_id, exc))
+            why = validation_reason(exc) if isinstance(exc, pydantic.ValidationError) else repr(exc)
+            raise Malformed(f"reply: {why}") from exc
 
     # --- requests ------------------------------------------------------------------------
 

@@ -33,12 +33,12 @@ from services.contracts.events import AuditAction, AuditRecorded, CancelRequeste
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
-from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher
+from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher, validation_reason
 from services.runtime.replies import answer_invalid
 from services.runtime.request_log import RequestLog
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
-from services.runtime.tail import Tail
+from services.runtime.tail import Malformed, Tail
 from services.runtime.topics import Topics, apply_topics
 
 from .attempts import Attempts, Deadline, RetryPolicy, Until, attempt, queued_ms
@@ -122,6 +122,7 @@ class Executor:
             self._on_control,
             partitions=range(topics.control.partitions),
             client_id=cid,
+            dead_letters=DeadLetters(self.publisher, topics.dlq.name, cid),
         )
         self._running: dict[str, asyncio.Task[Outcome]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -171,9 +172,8 @@ class Executor:
     def _on_control(self, record: ConsumerRecord) -> None:
         try:
             cancel = CancelRequested.model_validate_json(record.value or b"")
-        except ValueError:
-            log.warning("ignoring invalid control event at offset %d", record.offset)
-            return
+        except pydantic.ValidationError as exc:
+            raise Malformed(f"CancelRequested: {validation_reason(exc)}") from exc
         self.cancel(cancel.request_id, cancel.reason)
 
     def cancel(self, request_id: str, reason: str) -> None:

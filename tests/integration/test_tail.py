@@ -1,14 +1,17 @@
 """The runtime's tail-reader on a real broker: from the end (or the beginning), every record in
-partition order, a failing handler skipped, ``reach`` / ``caught_up`` as synchronisation."""
+partition order, a failing handler skipped, ``reach`` / ``caught_up`` as synchronisation, and a
+record the handler reports ``Malformed`` dead-lettered (or, when that fails, logged) as it reads on."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.runtime.kafka import Publisher
-from services.runtime.tail import Tail
+from services.runtime.kafka import DeadLetterFailed, DeadLetters, Publisher
+from services.runtime.tail import Malformed, Tail
 
 
 async def _topic(bootstrap: str, partitions: int) -> str:
@@ -73,3 +76,82 @@ async def test_from_the_beginning_and_one_partition_only(kafka_bootstrap: str):
             assert seen == [b"r1", b"r3", b"r5"]
         finally:
             await tail.aclose()
+
+
+async def test_a_malformed_record_is_dead_lettered_with_its_reason_and_the_tail_reads_on(
+    kafka_bootstrap: str,
+):
+    topic, dlq = await _topic(kafka_bootstrap, 2), await _topic(kafka_bootstrap, 1)
+    seen: list[bytes] = []
+
+    def on_record(r):  # type: ignore[no-untyped-def]
+        if not r.value.startswith(b"ok"):
+            raise Malformed(f"not ok: {r.value[:10]!r}")
+        seen.append(r.value)
+
+    async with Publisher(kafka_bootstrap) as pub:
+        tail = Tail(
+            kafka_bootstrap,
+            topic,
+            on_record,
+            partitions=range(2),
+            dead_letters=DeadLetters(pub, dlq, "tail-test"),
+        )
+        dead: list = []
+        reader = Tail(kafka_bootstrap, dlq, dead.append, partitions=[0])
+        await tail.start()
+        await reader.start()
+        try:
+            sent = []
+            for i, value in enumerate([b"ok1", b"bad1", b"ok2", b"{bad2", b"ok3"]):
+                sent.append(await (await pub.send_raw(topic, value, key=b"k%d" % i, partition=i % 2)))
+            await tail.caught_up()
+            await reader.caught_up()  # the dead letters were acknowledged before the tail read on
+        finally:
+            await tail.aclose()
+            await reader.aclose()
+    assert sorted(seen) == [b"ok1", b"ok2", b"ok3"]
+    by_value = {r.value: (r.key, dict(r.headers)) for r in dead}
+    assert sorted(by_value) == [b"bad1", b"{bad2"]
+    for value, meta in ((b"bad1", sent[1]), (b"{bad2", sent[3])):
+        key, h = by_value[value]
+        assert key == b"k%d" % sent.index(meta)
+        assert h["dlq.reason"] == f"not ok: {value[:10]!r}".encode()
+        assert h["dlq.source.topic"] == topic.encode()
+        assert (int(h["dlq.source.partition"]), int(h["dlq.source.offset"])) == (meta.partition, meta.offset)
+        assert h["dlq.consumer"] == b"tail-test"
+
+
+class _Unsendable(DeadLetters):
+    def __init__(self) -> None:
+        self.tried: list[int] = []
+
+    async def send(self, record, reason: str) -> None:  # type: ignore[no-untyped-def]
+        self.tried.append(record.offset)
+        raise DeadLetterFailed(f"could not dead-letter offset {record.offset}")
+
+
+async def test_a_dead_letter_that_cannot_be_sent_is_logged_and_the_tail_goes_on(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+):
+    topic = await _topic(kafka_bootstrap, 1)
+    seen: list[bytes] = []
+
+    def on_record(r):  # type: ignore[no-untyped-def]
+        if r.value == b"bad":
+            raise Malformed("bad")
+        seen.append(r.value)
+
+    dlq = _Unsendable()
+    tail = Tail(kafka_bootstrap, topic, on_record, partitions=[0], dead_letters=dlq)
+    await tail.start()
+    try:
+        async with Publisher(kafka_bootstrap) as pub:
+            for value in (b"a", b"bad", b"b"):
+                await (await pub.send_raw(topic, value, key=None, partition=0))
+        with caplog.at_level(logging.ERROR, logger="services.runtime.tail"):
+            await tail.caught_up()
+    finally:
+        await tail.aclose()
+    assert seen == [b"a", b"b"] and dlq.tried == [1]
+    assert any("could not dead-letter offset 1" in r.getMessage() for r in caplog.records)
