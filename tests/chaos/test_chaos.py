@@ -5,14 +5,17 @@ once every group has read to the end and every service is back in its group, the
 read: nothing lost, nothing billed twice, every consumer alive. The table is printed at the end
 (``make chaos``).
 
-Cases whose failure is a known executor bug are split out and marked ``xfail`` (non-strict)
-with the reason; they pass once the bug is fixed."""
+Each property that once failed for a known bug is its own test (billed and answered once after
+an executor kill or a broker restart, dead letters from the readers outside any group), so the
+table and the test report say which one broke."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
+import random
 import signal
 import time
 
@@ -57,15 +60,18 @@ PER_TOPIC = {
     "usage": 2000,
     "audit": 2000,
     "control": 500,
-    "replies": 500,
+    "replies": 450,  # keyed for no waiting call: read by no one (README "Dead letters")
     "admissions": 100,
     "ledger": 100,
     "breakers": 100,
 }
 #: Topics whose consumers are groups that dead-letter what they cannot read.
 GROUP_READ = ("requests", "exec", "usage", "audit")
-#: Topics read by every instance, outside any group (a tail): see the xfail below.
-TAIL_READ = ("control", "replies", "breakers")
+#: ... and malformed replies addressed to calls the suite's SDK client is waiting for (10,000 in
+#: all): each ends its call with ``internal_error`` and is dead-lettered by that client.
+ADDRESSED_REPLIES = 50
+#: Topics every executor reads outside any group (a tail), each dead-lettering what it cannot read.
+TAIL_READ = ("control", "breakers")
 #: Topics a router reads back whenever it rebuilds a partition's ledger: an unreadable record is
 #: skipped with a warning, not dead-lettered (every rebuild would dead-letter it again); the
 #: router kill case below rebuilds over them and must still admit the governed tenants.
@@ -194,9 +200,7 @@ async def test_malformed_events_on_every_consumed_topic_are_dead_lettered(chaos:
         await producer.stop()
     injected = {(m.topic, m.partition, m.offset): role for role, m in metas}
     case.row.injected = len(injected)
-    assert case.row.injected == 10_000
-    ch.report.notes["injected"] = injected
-    want = {src for src, role in injected.items() if role in GROUP_READ}
+    want = {src for src, role in injected.items() if role in GROUP_READ + TAIL_READ}
 
     def sources() -> dict[tuple[str, int, int], list[dict[bytes, bytes]]]:
         out: dict[tuple[str, int, int], list[dict[bytes, bytes]]] = {}
@@ -214,6 +218,41 @@ async def test_malformed_events_on_every_consumed_topic_are_dead_lettered(chaos:
         return want <= sources().keys()
 
     await until(all_dead_lettered, 120)
+    # malformed replies to calls the SDK client is waiting for (slow ones: the provider answers
+    # after 4 s), each published once the executor has started the call
+    outcomes: dict[str, tuple[str, str]] = {}
+
+    async def noted(call, rid: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+        outcomes[rid] = await call(rid)
+        return outcomes[rid]
+
+    waiting = [new_rid("mal-reply") for _ in range(ADDRESSED_REPLIES)]
+    calls = [
+        (rid, functools.partial(noted, sdk(ch, "ttfb_ms=4000,echo", stream=i % 2 == 0)))
+        for i, rid in enumerate(waiting)
+    ]
+    load = asyncio.create_task(run_load(case.row, calls))
+    assert await until(lambda: _async(ch.books.started(set(waiting)) >= len(waiting)), 30), "not started"
+    replies = ch.topics.replies.name
+    shapes = itertools.cycle(malformed.shapes("replies", reply))
+    rnd = random.Random(14)
+    async with AIOKafkaProducer(bootstrap_servers=ch.bootstrap, acks="all") as producer:
+        acks = [
+            await producer.send(
+                replies, next(shapes)(rnd), key=rid.encode(), partition=ch.gw.reply_to.partition
+            )
+            for rid in waiting
+        ]
+        addressed = {}
+        for rid, ack in zip(waiting, acks, strict=True):
+            m = await ack
+            addressed[(m.topic, m.partition, m.offset)] = rid
+    await load
+    case.row.injected += len(addressed)
+    assert case.row.injected == 10_000
+    await until(lambda: _async(addressed.keys() <= sources().keys()), 30)
+    ch.report.notes["injected"] = injected
+    ch.report.notes["addressed"] = {src: (rid, outcomes.get(rid)) for src, rid in addressed.items()}
     # the gateway still answers, over the SDK and the edge
     await run_load(
         case.row,
@@ -222,6 +261,7 @@ async def test_malformed_events_on_every_consumed_topic_are_dead_lettered(chaos:
     )
     await case.settle()
     got = ch.report.notes["dlq_sources"] = sources()
+    want = {src for src, role in injected.items() if role in GROUP_READ}
     missing = sorted(want - got.keys())
     by_topic = {t: sum(1 for s in missing if s[0] == t) for t in {s[0] for s in missing}}
     assert not missing, f"{len(missing)} malformed events not in llm.dlq: {by_topic}"
@@ -231,19 +271,37 @@ async def test_malformed_events_on_every_consumed_topic_are_dead_lettered(chaos:
     case.check()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="llm.control, llm.replies and llm.breakers are read outside any group, by a tail (the"
-    " executor's control and breaker readers, the SDK's and the edge's reply reader): a record they cannot"
-    " read is logged and skipped, never dead-lettered (services/runtime/tail.py and its users)",
-)
+async def _async(value: bool) -> bool:
+    return value
+
+
 async def test_malformed_events_on_tail_read_topics_are_dead_lettered(chaos: Chaos) -> None:
-    injected, got = chaos.report.notes.get("injected"), chaos.report.notes.get("dlq_sources")
-    if injected is None or got is None:
+    """Every malformed ``llm.control`` and ``llm.breakers`` record is dead-lettered, with its reason,
+    by each executor reading it; every malformed reply addressed to a waiting call is dead-lettered
+    by the client waiting, whose caller got an explicit ``internal_error`` (not a timeout)."""
+    notes = chaos.report.notes
+    injected, addressed, got = notes.get("injected"), notes.get("addressed"), notes.get("dlq_sources")
+    if injected is None or addressed is None or got is None:
         pytest.skip("the malformed-events case did not run")
     want = {src for src, role in injected.items() if role in TAIL_READ}
     missing = want - got.keys()
-    assert not missing, f"{len(missing)} of {len(want)} malformed control/reply events not in llm.dlq"
+    by_topic = {t: sum(1 for s in missing if s[0] == t) for t in {s[0] for s in missing}}
+    assert not missing, (
+        f"{len(missing)} of {len(want)} malformed control/breaker events not in llm.dlq: {by_topic}"
+    )
+    executors = {f"executor-{i}" for i in range(2)}
+    for src in want:
+        readers = {h[b"dlq.consumer"].decode().removesuffix("-breakers") for h in got[src]}
+        assert all(any(r.endswith(e) for r in readers) for e in executors), (src, readers)  # each reads
+        assert all(h[b"dlq.reason"].strip() for h in got[src]), (src, got[src])
+    missing = sorted(set(addressed) - got.keys())
+    assert not missing, (
+        f"{len(missing)} of {len(addressed)} malformed replies to waiting calls not in llm.dlq"
+    )
+    for src, (rid, outcome) in addressed.items():
+        assert [h[b"dlq.consumer"] for h in got[src]] == [b"client-" + chaos.gw.tenant_id.encode()], got[src]
+        assert got[src][0][b"dlq.reason"].startswith(b"reply: "), got[src]
+        assert outcome == ("failed", "internal_error"), (rid, outcome)
 
 
 async def _owner_of(ch: Chaos, tenant: bytes) -> str:
@@ -309,13 +367,6 @@ async def test_kill_9_executor_under_load(chaos: Chaos) -> None:
     case.check(billing=False)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="executor (services/executor/app.py): the ids of finished requests live in process memory,"
-    " so a plan the killed executor answered but had not committed is run again by the next owner of"
-    " its partition (a second provider call and usage record), and a stream it was sending restarts"
-    " at seq 0 (the caller sees its text twice); issue 14 items 1 and 2",
-)
 async def test_kill_9_executor_bills_and_answers_once(chaos: Chaos) -> None:
     row = chaos.report.rows.get(KILL.format("executor"))
     if row is None or not row.seconds:
@@ -380,13 +431,6 @@ async def test_broker_restart_under_load(chaos: Chaos) -> None:
     case.check(billing=False)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="executor (services/executor/app.py): after the broker restart the groups rebalance, and a plan"
-    " an executor finished but had not committed is run again by its partition's next owner (a second"
-    " provider call and usage record): the record of finished requests is in process memory; issue 14"
-    " item 2",
-)
 async def test_broker_restart_bills_and_answers_once(chaos: Chaos) -> None:
     row = chaos.report.rows.get(BROKER)
     if row is None or not row.seconds:
