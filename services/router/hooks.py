@@ -9,12 +9,10 @@ only as ``content`` for a tenant whose policy includes content); both are acknow
 
 from __future__ import annotations
 
-import asyncio
-
-from services.contracts.events import AuditContent, AuditRecorded, ErrorInfo, ResultProduced
+from services.contracts.events import AuditContent
 from services.runtime.hooks import Block, HookChain, HookRequest, block_error
 from services.runtime.kafka import Publisher
-from services.runtime.replies import result_target
+from services.runtime.replies import reject
 from services.runtime.request_log import RequestLog
 from services.runtime.topics import Topics
 
@@ -39,37 +37,14 @@ async def pre_call(
 async def refuse(
     publisher: Publisher, topics: Topics, req: HookRequest, block: Block, content: AuditContent | None = None
 ) -> None:
-    err = block_error(block, "request")
-    topic, partition = result_target(req, topics)
-    result = ResultProduced(
-        request_id=req.request_id,
-        tenant_id=req.tenant_id,
-        user_id=req.user_id,
-        status="error",
-        operation=req.operation,
-        alias=req.model,
-        error=ErrorInfo(
-            code=err.code,
-            message=err.message,
-            param=err.param,
-            retryable=err.retryable,
-            details=err.details,
-        ),
-    )
-    audit = AuditRecorded(
-        request_id=req.request_id,
-        tenant_id=req.tenant_id,
-        user_id=req.user_id,
+    """Answer the block's error; audit ``blocked`` with the rule as the reason."""
+    await reject(
+        publisher,
+        topics,
+        req,
+        block_error(block, "request"),
+        "router",
         action="blocked",
-        operation=req.operation,
-        actor="router",
-        alias=req.model,
-        client_id=req.client_id,
-        error_code=err.code,
-        reason=block.rule,
         content=content,
-    )
-    await asyncio.gather(
-        await publisher.publish(topic, result, key=req.request_id, partition=partition),
-        await publisher.publish(topics.audit.name, audit, key=req.tenant_id),
+        reason=block.rule,
     )

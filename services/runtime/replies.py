@@ -55,10 +55,11 @@ async def reject(
     alias: str | None = None,
     action: AuditAction | None = None,
     content: AuditContent | None = None,
+    reason: str | None = None,
 ) -> None:
     """Answer ``req`` with ``err`` (its ``details`` too) and record an audit event: ``action``,
-    by default ``rate_limited`` / ``budget_exceeded`` for those codes, else ``blocked``; both
-    acknowledged."""
+    by default ``rate_limited`` / ``budget_exceeded`` for those codes, else ``blocked``, with
+    ``reason`` (default: the error's message); both acknowledged."""
     topic, partition = result_target(req, topics)
     model = alias or getattr(req, "model", None)
     result = ResultProduced(
@@ -86,7 +87,7 @@ async def reject(
         alias=model,
         client_id=req.client_id,
         error_code=err.code,
-        reason=err.message,
+        reason=err.message if reason is None else reason,
         content=content,
     )
     futs = [

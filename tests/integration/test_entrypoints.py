@@ -26,7 +26,7 @@ from services.contracts.errors import BudgetExceeded, RequestBlocked
 from services.contracts.events import AuditRecorded, UsageRecorded
 from services.router.app import Router
 from services.runtime import entrypoints
-from services.runtime.config import ConfigError, load_config
+from services.runtime.config import ConfigError, GatewayConfig, load_config
 from services.runtime.entrypoints import AUDIT, HOOKS, USAGE, PluginError
 from services.runtime.hooks import Hook, Modify, TenantHooks
 from services.runtime.kafka import Publisher
@@ -234,17 +234,24 @@ def test_the_loader_finds_builds_and_checks_entry_points(installed: str, tmp_pat
         TenantHooks.from_config(load_config(path, env={}))  # names check at load, the role at start
 
 
-async def test_a_router_runs_the_installed_hook(
-    installed: str, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
-) -> None:
+async def _stack_config(
+    tmp_path: Path, text: str, kafka_bootstrap: str, topic_prefix: str
+) -> tuple[GatewayConfig, Settings, Topics]:
+    """The configuration ``text`` loaded, settings naming it, and the topics created."""
     path = tmp_path / "gw.yaml"
-    path.write_text(CONFIG)
-    config = load_config(path, env={})
+    path.write_text(text)
     settings = Settings(
         bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path, request_log=False
     )
     topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
     await apply_topics(kafka_bootstrap, topics)
+    return load_config(path, env={}), settings, topics
+
+
+async def test_a_router_runs_the_installed_hook(
+    installed: str, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    config, settings, topics = await _stack_config(tmp_path, CONFIG, kafka_bootstrap, topic_prefix)
     router = Router(settings, config, topics)
     await router.start()
     try:
@@ -272,14 +279,7 @@ async def test_a_tenants_usage_plugin_answers_the_routers_budget_questions(
     """``check_budget`` refuses before anything runs (402 naming the plugin's reason); every
     usage record of the tenant reaches ``report_usage`` through the router's group."""
     plugin = sys.modules[installed]
-    path = tmp_path / "gw.yaml"
-    path.write_text(CONFIG)
-    config = load_config(path, env={})
-    settings = Settings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path, request_log=False
-    )
-    topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
-    await apply_topics(kafka_bootstrap, topics)
+    config, settings, topics = await _stack_config(tmp_path, CONFIG, kafka_bootstrap, topic_prefix)
     router = Router(settings, config, topics)
     await router.start()
     try:
@@ -336,13 +336,9 @@ async def test_the_sinks_hand_each_tenants_records_to_its_plugins(
 ) -> None:
     """Records of ``acme`` go to its entry-point plugins; another tenant's to the sink's S3 ledger."""
     plugin = sys.modules[installed]
-    path = tmp_path / "gw.yaml"
-    path.write_text(CONFIG + "  other: {}\n")
-    settings = Settings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, config_path=path, request_log=False
+    _, settings, topics = await _stack_config(
+        tmp_path, CONFIG + "  other: {}\n", kafka_bootstrap, topic_prefix
     )
-    topics = Topics.load(ROOT / "topics.yaml", topic_prefix)
-    await apply_topics(kafka_bootstrap, topics)
     usage_store, audit_store = MemoryObjectStore(), MemoryObjectStore()
     tasks = [
         asyncio.create_task(serve_usage_sink(settings, store=usage_store)),
