@@ -25,6 +25,7 @@ from services.contracts.events import (
     ChatRequested,
     ChunkEmitted,
     EmbedRequested,
+    EncodingFormat,
     ErrorInfo,
     ModelFilter,
     ModelInfo,
@@ -57,7 +58,7 @@ def error_from(e: ErrorInfo, request_id: str) -> GatewayError:
     err = GatewayError.from_wire(
         e.code, e.message, param=e.param, details={"upstream_status": e.upstream_status, **e.details}
     )
-    err.request_id = request_id  # type: ignore[attr-defined]
+    err.request_id = request_id
     return err
 
 
@@ -193,18 +194,21 @@ class GatewayClient:
         }
         timeouts = Timeouts(ttft_ms=kw.pop("ttft_ms", None), total_ms=kw.pop("total_ms", None))
         params["extra"] = kw.pop("extra", {}) | kw
-        return ChatRequested(
-            request_id=fields.pop("request_id", None) or new_id(),
-            tenant_id=fields.pop("tenant_id", None) or self.tenant_id,
-            user_id=fields.pop("user_id", self.user_id),
-            client_id=fields.pop("client_id", self.client_id),
-            model=model,
-            messages=messages,  # type: ignore[arg-type]
-            params=ChatParams.model_validate(params),
-            stream=stream,
-            timeouts=timeouts,
-            reply_to=self.reply_to,
-            **fields,
+        # validated as a whole, so an error names where it is (``messages[0].role``)
+        return ChatRequested.model_validate(
+            {
+                "request_id": fields.pop("request_id", None) or new_id(),
+                "tenant_id": fields.pop("tenant_id", None) or self.tenant_id,
+                "user_id": fields.pop("user_id", self.user_id),
+                "client_id": fields.pop("client_id", self.client_id),
+                "model": model,
+                "messages": messages,
+                "params": ChatParams.model_validate(params),
+                "stream": stream,
+                "timeouts": timeouts,
+                "reply_to": self.reply_to,
+                **fields,
+            }
         )
 
     def _common(self, kw: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +230,7 @@ class GatewayClient:
         input: str | list[str],
         *,
         dimensions: int | None = None,
-        encoding_format: str = "float",
+        encoding_format: EncodingFormat = "float",
         **kw: Any,
     ) -> EmbedRequested:
         """Keywords the SDK does not model go to ``extra`` and reach providers unchanged."""
@@ -237,7 +241,7 @@ class GatewayClient:
             model=model,
             input=[input] if isinstance(input, str) else input,
             dimensions=dimensions,
-            encoding_format=encoding_format,  # type: ignore[arg-type]
+            encoding_format=encoding_format,
             fallbacks=fallbacks,
             extra=kw.pop("extra", {}) | kw,
         )
@@ -247,7 +251,7 @@ class GatewayClient:
         model: str,
         input: str | list[str],
         dimensions: int | None = None,
-        encoding_format: str = "float",
+        encoding_format: EncodingFormat = "float",
         **kw: Any,
     ) -> ResultProduced:
         """Embeddings of ``input`` (one text or many): ``result.output.data[i].embedding`` is the

@@ -71,7 +71,8 @@ class StreamCheck:
             if chunk.seq != 0:
                 raise self._gap(chunk, 0)  # the new run's beginning never arrived
             if self._run is not None:  # (chunks that name no run cannot be told apart)
-                self._abandoned.add(self._run)  # type: ignore[arg-type]
+                if isinstance(self._run, str):
+                    self._abandoned.add(self._run)
             self._run, self._expected, self._replay = run, 0, _Replay()
             self.restarts += 1
         if chunk.seq < self._expected:

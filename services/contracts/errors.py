@@ -42,6 +42,8 @@ class GatewayError(Exception):
     retryable: bool = False
     #: OpenAI's error ``type`` for this code (what OpenAI SDKs switch on).
     openai_type: ClassVar[str] = "api_error"
+    #: The request it answers, when the SDK raised it for one.
+    request_id: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None, details: dict[str, Any] | None = None):
         super().__init__(message)

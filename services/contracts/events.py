@@ -140,13 +140,17 @@ class ChatRequested(ModelRequest):
     params: ChatParams = Field(default_factory=ChatParams)
 
 
+#: How embeddings come back: lists of floats, or base64 of little-endian float32.
+EncodingFormat = Literal["float", "base64"]
+
+
 class EmbedRequested(ModelRequest):
     """A caller asks for embeddings of one or many inputs (one vector per input, in order)."""
 
     operation: Literal["embed"] = "embed"
     input: list[str] = Field(min_length=1, description="The texts to embed; a single text is a list of one")
     dimensions: int | None = Field(default=None, gt=0)
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: EncodingFormat = "float"
     extra: dict[str, Any] = Field(
         default_factory=dict, description="Provider fields the gateway does not model"
     )

@@ -19,6 +19,7 @@ from services.contracts.events import (
     ChatRequested,
     ChunkEmitted,
     EmbedRequested,
+    EncodingFormat,
     ModelInfo,
     ResultProduced,
 )
@@ -42,7 +43,7 @@ class Pipeline(Protocol):
         input: str | list[str],
         *,
         dimensions: int | None = None,
-        encoding_format: str = "float",
+        encoding_format: EncodingFormat = "float",
         **kw: Any,
     ) -> EmbedRequested: ...
 
@@ -99,7 +100,7 @@ class EdgeClient(GatewayClient):
         input: str | list[str],
         *,
         dimensions: int | None = None,
-        encoding_format: str = "float",
+        encoding_format: EncodingFormat = "float",
         **kw: Any,
     ) -> EmbedRequested:
         return self.build_embed(

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 SKEW_S = 60.0
 
 
-def marker(plan: ExecutionPlanned, partition: int, offset: int, status: str) -> ExecutionFinished:
+def marker(
+    plan: ExecutionPlanned, partition: int, offset: int, status: Literal["ok", "error", "cancelled"]
+) -> ExecutionFinished:
     req = plan.request
     return ExecutionFinished(
         request_id=req.request_id,
@@ -49,7 +52,7 @@ def marker(plan: ExecutionPlanned, partition: int, offset: int, status: str) -> 
         user_id=req.user_id,
         exec_partition=partition,
         exec_offset=offset,
-        status=status,  # type: ignore[arg-type]
+        status=status,
     )
 
 

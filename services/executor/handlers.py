@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from services.contracts.errors import Cancelled, GatewayError, InternalError, ProviderTimeout
 from services.contracts.events import (
@@ -79,7 +79,8 @@ async def settle(
         async with asyncio.timeout_at(deadline):
             return await run, None
     except asyncio.CancelledError:
-        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
             raise
         return None, Cancelled(f"request {request_id} was cancelled")
     except TimeoutError:
@@ -258,7 +259,6 @@ def error_info(err: GatewayError) -> ErrorInfo:
 
 
 def usage_record(
-    ids: dict[str, object],
     req: RequestBase,
     dep: Target,
     model: str | None,
@@ -273,10 +273,15 @@ def usage_record(
 ) -> UsageRecorded:
     """The ``llm.usage`` event of one executed request (any operation): what ``dep`` reported,
     priced by the catalog; status ``ok``, ``cancelled`` or ``error``."""
-    status = "ok" if error is None else ("cancelled" if isinstance(error, Cancelled) else "error")
+    status: Literal["ok", "error", "cancelled"] = (
+        "ok" if error is None else ("cancelled" if isinstance(error, Cancelled) else "error")
+    )
     return UsageRecorded(
-        **ids,  # type: ignore[arg-type]
-        status=status,  # type: ignore[arg-type]
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        user_id=req.user_id,
+        operation=req.operation,
+        status=status,
         alias=dep.alias,
         provider=dep.provider,
         model=model,

@@ -174,14 +174,7 @@ def usage_event(
 ) -> UsageRecorded:
     """The request's ``llm.usage`` record: what the answering (or last tried) deployment reported."""
     req = plan.request
-    ids: dict[str, object] = {
-        "request_id": req.request_id,
-        "tenant_id": req.tenant_id,
-        "user_id": req.user_id,
-        "operation": req.operation,
-    }
     return usage_record(
-        ids,
         req,
         outcome.deployment if outcome else attempts.last,
         result.model,

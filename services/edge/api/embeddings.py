@@ -25,7 +25,7 @@ import orjson
 import pydantic
 
 from services.contracts.errors import GatewayError, ValidationError
-from services.contracts.events import EmbedRequested, ResultProduced
+from services.contracts.events import EmbedRequested, EncodingFormat, ResultProduced
 
 from ..asgi import Request, Response, ms_header
 from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
@@ -48,7 +48,7 @@ class EmbedCall:
     model: str
     input: list[str]
     dimensions: int | None = None
-    encoding_format: str = "float"
+    encoding_format: EncodingFormat = "float"
     fields: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,11 +88,14 @@ def parse_embeddings(body: dict[str, Any]) -> EmbedCall:
     dimensions = body.get("dimensions")
     if dimensions is not None and (type(dimensions) is not int or dimensions <= 0):
         raise _bad("dimensions", f"must be a positive integer, got {dimensions!r}")
-    encoding = body.get("encoding_format")
-    if encoding is None:
+    asked = body.get("encoding_format")
+    encoding: EncodingFormat
+    if asked is None or asked == "float":
         encoding = "float"
-    elif encoding not in ("float", "base64"):
-        raise _bad("encoding_format", f"must be 'float' or 'base64', got {encoding!r}")
+    elif asked == "base64":
+        encoding = "base64"
+    else:
+        raise _bad("encoding_format", f"must be 'float' or 'base64', got {asked!r}")
     fields: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for k, v in body.items():
