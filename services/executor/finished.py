@@ -34,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.contracts.events import ExecutionFinished, ExecutionPlanned
-from services.runtime.kafka import MAX_MESSAGE_BYTES, Consumer
+from services.runtime.kafka import Consumer, range_reader
 from services.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -138,19 +138,8 @@ class Finished:
     async def read(self, committed: dict[int, int | None]) -> dict[int, set[str]]:
         """Partition -> ids of the requests that finished among its plans at or after its
         committed offset (see the module docstring)."""
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
-            fetch_max_wait_ms=10,
-        )  # reads to known ends: no long poll
-        await reader.start()
-        try:
+        async with range_reader(self.bootstrap, self.client_id) as reader:
             return await read_finished(reader, self.topics, committed)
-        finally:
-            await reader.stop()
 
 
 async def read_finished(

@@ -31,7 +31,7 @@ from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import InternalError
 from services.contracts.events import ChatRequested, EmbedRequested, ExecutionPlanned, LedgerSnapshot
-from services.runtime.kafka import MAX_MESSAGE_BYTES, Consumer, Publisher, Subscription
+from services.runtime.kafka import Consumer, Publisher, Subscription, range_reader
 from services.runtime.plugins import UsagePlugin
 from services.runtime.topics import Topics
 
@@ -183,22 +183,10 @@ class LedgerKeeper:
 
     async def read(self, parts: set[int], now: float | None = None) -> dict[int, PartitionLedger]:
         """The ledgers of ``parts`` as Kafka holds them now (see the module docstring)."""
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
-            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
-            fetch_max_wait_ms=10,
-        )  # a rebuild reads to known ends: no long poll
-        await reader.start()
-        try:
+        async with range_reader(self.bootstrap, self.client_id) as reader:
             return await rebuild(
                 reader, self.topics, self.governor, parts, time.time() if now is None else now
             )
-        finally:
-            await reader.stop()
 
     async def _report_unreported(self, ledgers: Mapping[int, PartitionLedger]) -> None:
         """Tell the tenants' Usage plugins the usage records from the group's committed offset to
@@ -217,23 +205,12 @@ class LedgerKeeper:
                 ranges[tp] = (committed, ledger.usage_next)
         if not ranges:
             return
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
-            fetch_max_wait_ms=10,
-        )
-        await reader.start()
-        try:
+        async with range_reader(self.bootstrap, self.client_id) as reader:
             reader.assign(list(ranges))
             async for batch in read_range(reader, ranges):
                 for r in batch:
                     if r.key in self._plugin_keys and r.value:
                         await report(self.usage_plugins, r.value)
-        finally:
-            await reader.stop()
 
     # --- live -------------------------------------------------------------------------------
 

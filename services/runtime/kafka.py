@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -44,6 +44,26 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: How long ``Consumer.aclose`` (a SIGTERM) lets in-flight handlers finish before it commits
 #: and leaves (``llmgw stop`` waits 30 s before SIGKILL).
 DRAIN_S = 25.0
+
+
+@contextlib.asynccontextmanager
+async def range_reader(bootstrap_servers: str, client_id: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer outside any group, for reading known offset ranges (state rebuilt on
+    assignment): no commits, and no long poll, since it reads to ends it already knows."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
+        fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        fetch_max_wait_ms=10,
+    )
+    await reader.start()
+    try:
+        yield reader
+    finally:
+        await reader.stop()
 
 
 class Publisher:
