@@ -20,6 +20,7 @@ ErrorCode = Literal[
     "internal_error",
     "job_expired",
     "job_not_found",
+    "media_not_found",
     "model_not_approved",
     "model_not_found",
     "payload_too_large",
@@ -149,6 +150,15 @@ class StreamInterrupted(GatewayError):
 
 class JobNotFound(GatewayError):
     code = "job_not_found"
+    http_status = 404
+    openai_type = "invalid_request_error"
+
+
+class MediaNotFound(GatewayError):
+    """A file id, media id or ``s3://`` reference that is not the caller's tenant's (or does
+    not exist: the two are not told apart)."""
+
+    code = "media_not_found"
     http_status = 404
     openai_type = "invalid_request_error"
 

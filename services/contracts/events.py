@@ -42,6 +42,44 @@ class Envelope(Model):
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
+# --- media (README "Media") ------------------------------------------------------------
+
+
+class MediaRef(Model):
+    """Media the gateway holds: an object in FileStorage (the claim check, ``key``), its bytes
+    inline in ``data`` (base64) only when at most ``media.inline_max_bytes``. A chat content part
+    the media-store has resolved carries one under ``"media"``; generated media comes back as one
+    with ``url`` (presigned GET) set by the media-store."""
+
+    media_id: str
+    mime_type: str
+    bytes: int = Field(ge=0)
+    key: str | None = Field(
+        default=None, description="Object key in the media bucket, under the tenant's prefix"
+    )
+    data: str | None = Field(default=None, description="Base64 of the bytes, only when small")
+    url: str | None = Field(default=None, description="Presigned GET URL (a bearer token: never logged)")
+    url_expires_at: datetime | None = None
+    filename: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    source: str | None = Field(
+        default=None, description="Where the caller's media came from, with any query string redacted"
+    )
+
+
+class MediaSource(Model):
+    """Media a request names (before the media-store resolves it): ``url`` is an ``https:`` /
+    ``http:`` URL, a ``data:`` URL, an ``s3://`` reference or a file id (``file-...``); ``media``
+    is set once resolved."""
+
+    url: str = Field(min_length=1)
+    filename: str | None = None
+    mime_type: str | None = None
+    media: MediaRef | None = None
+
+
 # --- request -----------------------------------------------------------------
 
 
@@ -156,6 +194,61 @@ class EmbedRequested(ModelRequest):
     )
 
 
+ImageFormat = Literal["png", "jpeg", "webp"]
+
+
+class ImageGenerateRequested(ModelRequest):
+    """A caller asks for ``n`` images from a prompt (OpenAI's images API)."""
+
+    operation: Literal["image.generate"] = "image.generate"
+    prompt: str = Field(min_length=1, max_length=32_000)
+    n: int = Field(default=1, ge=1, le=10)
+    size: str | None = Field(default=None, pattern=r"^(auto|\d{2,5}x\d{2,5})$")
+    quality: str | None = None
+    response_format: Literal["url", "b64_json"] = "url"
+    output_format: ImageFormat | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Provider fields the gateway does not model"
+    )
+
+
+SpeechFormat = Literal["mp3", "wav", "pcm", "opus", "flac", "aac"]
+
+
+class SpeechRequested(ModelRequest):
+    """A caller asks for ``input`` read aloud (OpenAI's speech API). ``stream`` (set for
+    ``stream_format`` ``sse`` or a streamed HTTP answer) sends the audio as chunks."""
+
+    operation: Literal["audio.speech"] = "audio.speech"
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str = Field(min_length=1)
+    response_format: SpeechFormat = "mp3"
+    speed: float | None = Field(default=None, ge=0.25, le=4.0)
+    stream_format: Literal["audio", "sse"] | None = None
+    instructions: str | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Provider fields the gateway does not model"
+    )
+
+
+TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+
+
+class TranscribeRequested(ModelRequest):
+    """A caller asks for the text of an audio ``file`` (OpenAI's transcriptions API)."""
+
+    operation: Literal["audio.transcribe"] = "audio.transcribe"
+    file: MediaSource
+    language: str | None = None
+    prompt: str | None = None
+    response_format: TranscriptionFormat = "json"
+    timestamp_granularities: list[Literal["word", "segment"]] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Provider fields the gateway does not model"
+    )
+
+
 class ModelFilter(Model):
     capability: str | None = None
     operation: str | None = None
@@ -183,16 +276,32 @@ def _operation(value: Any) -> str:
 AnyRequest = Annotated[
     Annotated[ChatRequested, Tag("chat")]
     | Annotated[EmbedRequested, Tag("embed")]
+    | Annotated[ImageGenerateRequested, Tag("image.generate")]
+    | Annotated[SpeechRequested, Tag("audio.speech")]
+    | Annotated[TranscribeRequested, Tag("audio.transcribe")]
     | Annotated[ModelsListRequested, Tag("models.list")],
     Discriminator(_operation),
 ]
 #: Requests that are executed by a provider (an ``ExecutionPlanned`` carries one).
 ExecutableRequest = Annotated[
-    Annotated[ChatRequested, Tag("chat")] | Annotated[EmbedRequested, Tag("embed")],
+    Annotated[ChatRequested, Tag("chat")]
+    | Annotated[EmbedRequested, Tag("embed")]
+    | Annotated[ImageGenerateRequested, Tag("image.generate")]
+    | Annotated[SpeechRequested, Tag("audio.speech")]
+    | Annotated[TranscribeRequested, Tag("audio.transcribe")],
     Discriminator(_operation),
 ]
 #: Every operation a request may name.
-OPERATIONS: tuple[str, ...] = ("chat", "embed", "models.list")
+OPERATIONS: tuple[str, ...] = (
+    "chat",
+    "embed",
+    "image.generate",
+    "audio.speech",
+    "audio.transcribe",
+    "models.list",
+)
+#: Operations whose answer is media the media-store stores (``llm.media.out``).
+MEDIA_OUT_OPERATIONS: frozenset[str] = frozenset({"image.generate", "audio.speech"})
 
 
 # --- execution plan ------------------------------------------------------------
@@ -273,6 +382,9 @@ class Delta(Model):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    audio: str | None = Field(
+        default=None, description="audio.speech streams: base64 of the next audio bytes"
+    )
 
 
 class ErrorInfo(Model):
@@ -376,8 +488,42 @@ class ModelListOutput(Model):
     models: list[ModelInfo]
 
 
+class GeneratedImage(Model):
+    media: MediaRef
+    revised_prompt: str | None = None
+
+
+class ImagesOutput(Model):
+    kind: Literal["images"] = "images"
+    created: int = Field(description="Unix seconds, as the provider reported it")
+    data: list[GeneratedImage]
+    output_format: str | None = None
+    size: str | None = None
+    quality: str | None = None
+
+
+class SpeechOutput(Model):
+    kind: Literal["speech"] = "speech"
+    media: MediaRef
+    format: str = Field(description="The response_format the audio is in")
+
+
+class TranscriptionOutput(Model):
+    kind: Literal["transcription"] = "transcription"
+    text: str
+    format: str = Field(description="The response_format asked for")
+    body: dict[str, Any] | str = Field(
+        description="The answer in that format: an object for json / verbose_json, text for text / srt / vtt"
+    )
+    language: str | None = None
+    duration_s: float | None = None
+
+
 #: What a non-chat operation answers; chat answers in ``ResultProduced.message``.
-Output = Annotated[EmbeddingsOutput | ModelListOutput, Field(discriminator="kind")]
+Output = Annotated[
+    EmbeddingsOutput | ModelListOutput | ImagesOutput | SpeechOutput | TranscriptionOutput,
+    Field(discriminator="kind"),
+]
 
 
 class ResultProduced(Envelope):
@@ -544,6 +690,21 @@ class LedgerSnapshot(Model):
     )
 
 
+# --- media flows ---------------------------------------------------------------------
+
+
+class MediaProduced(Envelope):
+    """A provider answered with media (``MEDIA_OUT_OPERATIONS``). Topic ``llm.media.out``, key
+    request_id, sent by the executor instead of the result: the media-store stores each
+    ``MediaRef`` of ``result.output`` (inline ``data``, or the staging object at ``key`` when the
+    bytes are above ``media.inline_max_bytes``) under the tenant's prefix, sets its presigned
+    ``url``, and sends ``result`` to ``reply_to`` (``llm.results`` when None)."""
+
+    type: Literal["llm.media.v1"] = "llm.media.v1"
+    reply_to: ReplyTo | None = None
+    result: ResultProduced
+
+
 # --- control --------------------------------------------------------------------------
 
 
@@ -628,6 +789,7 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         CancelRequested,
         AdmissionRecorded,
         ExecutionFinished,
+        MediaProduced,
     )
 }
 

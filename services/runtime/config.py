@@ -20,13 +20,31 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.contracts.events import Price
 
 Capability = Literal[
-    "chat", "stream", "tools", "vision", "json_schema", "embeddings", "documents", "audio_in", "audio_out"
+    "chat",
+    "stream",
+    "tools",
+    "vision",
+    "json_schema",
+    "embeddings",
+    "documents",
+    "audio_in",
+    "audio_out",
+    "video",
+    "image_generation",
+    "speech",
+    "transcription",
 ]
 DEFAULT_CAPABILITIES: tuple[Capability, ...] = ("chat", "stream")  # of an alias that names none
 
 
 #: The capability a model needs for each operation it serves.
-OPERATION_CAPABILITY: dict[str, Capability] = {"chat": "chat", "embed": "embeddings"}
+OPERATION_CAPABILITY: dict[str, Capability] = {
+    "chat": "chat",
+    "embed": "embeddings",
+    "image.generate": "image_generation",
+    "audio.speech": "speech",
+    "audio.transcribe": "transcription",
+}
 
 Routing = Literal["weighted", "cheapest", "fastest"]
 
@@ -40,7 +58,7 @@ class Strict(BaseModel):
 
 
 class ProviderConfig(Strict):
-    kind: Literal["openai", "anthropic", "ollama"]
+    kind: Literal["openai", "anthropic", "ollama", "gemini"]
     base_url: str
     api_key_env: str | None = None
     timeout_s: float = Field(
@@ -103,6 +121,17 @@ class ModelConfig(Strict):
     )
     breaker: BreakerConfig | None = Field(
         default=None, description="This alias's deployments' circuit breaker (default: defaults.breaker)"
+    )
+    documents: Literal["native", "extract"] | None = Field(
+        default=None,
+        description="PDF parts: 'native' (the provider reads them; implied by the documents capability),"
+        " 'extract' (the gateway sends their text, extracted with pypdf); unset without the documents"
+        " capability: capability_not_supported",
+    )
+    pass_urls: bool = Field(
+        default=False,
+        description="Send a caller's https media URL to the provider as it is (the provider fetches it)"
+        " instead of the bytes the gateway fetched and checked",
     )
 
     def operations(self) -> list[str]:
@@ -268,6 +297,48 @@ class Defaults(Strict):
     )
 
 
+class MediaFetchConfig(Strict):
+    """The safe fetcher (``services/runtime/media/fetch.py``): only public addresses are
+    reached, unless the host is in ``allow_hosts`` (tests' loopback servers)."""
+
+    allow_hosts: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    max_redirects: int = Field(default=5, ge=0, le=5)
+
+
+class MediaConfig(Strict):
+    """Media in requests and answers (README "Media")."""
+
+    bucket: str = "llmgw-media"
+    inline_max_bytes: int = Field(
+        default=262_144, ge=0, description="Above it, events carry an S3 reference instead of the bytes"
+    )
+    url_expiry_s: int = Field(default=3600, gt=0, le=604_800, description="Presigned GET URLs' lifetime")
+    max_bytes: int = Field(default=52_428_800, gt=0, description="The largest media item accepted")
+    max_pixels: int = Field(default=40_000_000, gt=0, description="The largest image, in pixels")
+    max_audio_s: float = Field(default=3600.0, gt=0, description="The longest audio accepted")
+    max_video_s: float = Field(default=3600.0, gt=0, description="The longest video accepted")
+    allowed_types: list[str] = Field(
+        default_factory=lambda: [
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "image/webp",
+            "application/pdf",
+            "audio/wav",
+            "audio/mpeg",
+            "audio/flac",
+            "audio/ogg",
+            "audio/webm",
+            "audio/mp4",
+            "video/mp4",
+            "video/webm",
+        ]
+    )
+    fetch: MediaFetchConfig = Field(default_factory=MediaFetchConfig)
+
+
 class TypesConfig(Strict):
     """Where ``gts_ref`` tools are looked up (``services/runtime/types.py``): ``dir``, a directory
     of ``<gts id>.json`` schema files (a relative path is relative to the configuration file's
@@ -305,6 +376,7 @@ class GatewayConfig(Strict):
     policies: Policies = Field(default_factory=Policies)
     defaults: Defaults = Field(default_factory=Defaults)
     types: TypesConfig = Field(default_factory=TypesConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
     model_registry: ModelRegistryConfig | None = None
 
     @model_validator(mode="after")
