@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import anthropic_api, ollama_api, openai_api
+from . import anthropic_api, gemini_api, media_api, ollama_api, openai_api
 from .common import CALL_KINDS, EmulatorApp, json_response, new_call_log
 
 
@@ -89,6 +89,8 @@ def create_app() -> Starlette:
         *openai_api.routes(),
         *anthropic_api.routes(),
         *ollama_api.routes(),
+        *gemini_api.routes(),
+        *media_api.routes(),
     ]
     app = EmulatorApp(routes=routes)
     app.state.fail_counts = {}

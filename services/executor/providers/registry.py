@@ -11,6 +11,7 @@ from typing import Any
 
 from services.contracts.errors import CapabilityNotSupported
 
+from . import gemini, openai_media
 from .anthropic import AnthropicAdapter
 from .ollama import OllamaAdapter
 from .ollama_embeddings import OllamaEmbeddingsAdapter
@@ -23,6 +24,8 @@ ADAPTERS: dict[tuple[str, str], Any] = {
     ("ollama", "chat"): OllamaAdapter(),
     ("openai", "embed"): OpenAIEmbeddingsAdapter(),
     ("ollama", "embed"): OllamaEmbeddingsAdapter(),
+    **gemini.ADAPTERS,
+    **openai_media.ADAPTERS,
 }
 
 KINDS: frozenset[str] = frozenset(kind for kind, _ in ADAPTERS)

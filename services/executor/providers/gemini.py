@@ -1,0 +1,8 @@
+"""Google Gemini (``generateContent`` / ``streamGenerateContent``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: (kind, operation) -> adapter, merged into the registry.
+ADAPTERS: dict[tuple[str, str], Any] = {}
