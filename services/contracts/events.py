@@ -300,6 +300,23 @@ OPERATIONS: tuple[str, ...] = (
     "audio.transcribe",
     "models.list",
 )
+#: Chat content part types that carry media (the media-store resolves them before execution).
+MEDIA_PART_TYPES: frozenset[str] = frozenset(
+    {"image_url", "image", "file", "document", "input_audio", "video_url"}
+)
+
+
+def carries_media(req: RequestBase) -> bool:
+    """Whether the media-store must resolve media in ``req`` before it is executed."""
+    if isinstance(req, TranscribeRequested):
+        return True
+    if isinstance(req, ChatRequested):
+        for m in req.messages:
+            if isinstance(m.content, list) and any(p.get("type") in MEDIA_PART_TYPES for p in m.content):
+                return True
+    return False
+
+
 #: Operations whose answer is media the media-store stores (``llm.media.out``).
 MEDIA_OUT_OPERATIONS: frozenset[str] = frozenset({"image.generate", "audio.speech"})
 

@@ -28,7 +28,10 @@ from services.contracts.events import (
     ChatRequested,
     EmbedRequested,
     ExecutionPlanned,
+    ImageGenerateRequested,
     RateLimitInfo,
+    SpeechRequested,
+    TranscribeRequested,
     Usage,
 )
 from services.runtime.config import GatewayConfig, ModelConfig, TenantConfig
@@ -37,6 +40,8 @@ from services.runtime.pricing import cost_usd
 from . import budgets, limits
 from .budgets import period_start
 from .ledger import Entry, PartitionLedger
+
+Executable = ChatRequested | EmbedRequested | ImageGenerateRequested | SpeechRequested | TranscribeRequested
 
 #: Prompt tokens reserved per image part (a large image on the common providers).
 IMAGE_TOKENS = 1600
@@ -61,11 +66,17 @@ def tenant_partition(tenant_id: str, partitions: int) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
-def prompt_bound(req: ChatRequested | EmbedRequested) -> int:
+def prompt_bound(req: Executable) -> int:
     """Tokens the prompt cannot exceed with a byte-level tokenizer: UTF-8 bytes of its text,
     tool definitions and response schema, + 4 per message and 3; ``IMAGE_TOKENS`` per image."""
     if isinstance(req, EmbedRequested):
         return sum(len(t.encode()) for t in req.input)
+    if isinstance(req, ImageGenerateRequested):
+        return len(req.prompt.encode()) + PER_REQUEST_TOKENS
+    if isinstance(req, SpeechRequested):
+        return len(req.input.encode()) + len((req.instructions or "").encode()) + PER_REQUEST_TOKENS
+    if isinstance(req, TranscribeRequested):
+        return len((req.prompt or "").encode()) + PER_REQUEST_TOKENS
     n = PER_REQUEST_TOKENS
     for m in req.messages:
         n += PER_MESSAGE_TOKENS
@@ -88,24 +99,44 @@ def prompt_bound(req: ChatRequested | EmbedRequested) -> int:
     return n
 
 
-def max_output(req: ChatRequested | EmbedRequested) -> int | None:
+def max_output(req: Executable) -> int | None:
     """The request's own output limit (``max_tokens`` or ``max_completion_tokens``), if any."""
-    if isinstance(req, EmbedRequested):
+    if isinstance(req, EmbedRequested | SpeechRequested):
         return 0
+    if not isinstance(req, ChatRequested):
+        return None  # images and transcripts: up to the model's max_output_tokens
     if req.params.max_tokens is not None:
         return req.params.max_tokens
     mct = req.params.extra.get("max_completion_tokens")
     return mct if isinstance(mct, int) and mct > 0 else None
 
 
+def request_units(req: Executable, max_audio_s: float = 3600.0) -> dict[str, float]:
+    """The units a request will be billed at most, besides tokens: embeddings' inputs, images,
+    characters read aloud, seconds of audio transcribed (its duration when known, else the
+    longest audio accepted, ``media.max_audio_s``)."""
+    if isinstance(req, EmbedRequested):
+        return {"inputs": float(len(req.input))}
+    if isinstance(req, ImageGenerateRequested):
+        return {"images": float(req.n)}
+    if isinstance(req, SpeechRequested):
+        return {"characters": float(len(req.input))}
+    if isinstance(req, TranscribeRequested):
+        media = req.file.media
+        seconds = media.duration_s if media is not None and media.duration_s is not None else max_audio_s
+        return {"audio_seconds": float(seconds)}
+    return {}
+
+
 def max_cost(
-    req: ChatRequested | EmbedRequested,
+    req: Executable,
     plan: ExecutionPlanned,
     catalog: Mapping[str, ModelConfig],
     prompt: int,
+    max_audio_s: float = 3600.0,
 ) -> float:
     """The most the request can cost on any of its planned deployments (``pricing.cost_usd``)."""
-    units = {"inputs": float(len(req.input))} if isinstance(req, EmbedRequested) else {}
+    units = request_units(req, max_audio_s)
     own = max_output(req)
     worst = 0.0
     for d in plan.deployments:
@@ -131,6 +162,7 @@ class Governor:
         self.tenants: dict[str, TenantConfig] = {t: tc for t, tc in config.tenants.items() if tc.governed}
         self.catalog = catalog
         self.default_total_ms = config.defaults.total_ms
+        self.max_audio_s = config.media.max_audio_s
 
     def partitions(self, count: int) -> set[int]:
         """The partitions (of ``count``) holding a governed tenant."""
@@ -151,7 +183,7 @@ class Governor:
 
     def admit(
         self,
-        req: ChatRequested | EmbedRequested,
+        req: Executable,
         plan: ExecutionPlanned,
         ledger: PartitionLedger,
         now: float | None = None,
@@ -176,7 +208,7 @@ class Governor:
             info = limits.check(scopes, tokens, now)
         cost = 0.0
         if t.budgeted:
-            cost = max_cost(req, plan, self.catalog(), prompt)
+            cost = max_cost(req, plan, self.catalog(), prompt, self.max_audio_s)
             budgets.check(
                 budgets.applicable(req.tenant_id, t.config, user, key, now), t.spent, t.reserved, cost
             )

@@ -1,4 +1,4 @@
-"""Router service: ``llm.requests`` -> ``llm.exec`` (or a rejection to the caller).
+"""Router service: ``llm.requests`` -> ``llm.exec``, or ``llm.media.in`` for a request with media (or a rejection to the caller).
 
 State: the model catalog (the Model Registry's: the configuration's ``models``, or an HTTP
 registry's, re-read every ``cache_ttl_s``) and per-deployment routing statistics (moving
@@ -22,7 +22,13 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import TypeAdapter
 
 from services.contracts.errors import GatewayError
-from services.contracts.events import AnyRequest, ChatRequested, ModelsListRequested, RequestBase
+from services.contracts.events import (
+    AnyRequest,
+    ChatRequested,
+    ModelsListRequested,
+    RequestBase,
+    carries_media,
+)
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
@@ -174,8 +180,10 @@ class Router:
             return
         if grant is not None:
             execution.ratelimit = grant.ratelimit
-        # the plan and the admission record are enqueued back to back: one produce request
-        futs = [await self.publisher.publish(self.topics.exec.name, execution, key=req.request_id)]
+        # the plan and the admission record are enqueued back to back: one produce request. A plan
+        # with media goes to the media-store first, which resolves it and sends it on to llm.exec
+        topic = self.topics.media_in if carries_media(execution.request) else self.topics.exec
+        futs = [await self.publisher.publish(topic.name, execution, key=req.request_id)]
         if grant is not None and self.keeper is not None:  # a grant comes from the keeper
             if (adm := await self.keeper.write(grant, record.partition)) is not None:
                 futs.append(adm)

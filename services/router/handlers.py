@@ -27,7 +27,16 @@ from services.contracts.errors import (
     ModelNotFound,
     ValidationError,
 )
-from services.contracts.events import ChatRequested, Deployment, EmbedRequested, ExecutionPlanned, RequestBase
+from services.contracts.events import (
+    ChatRequested,
+    Deployment,
+    EmbedRequested,
+    ExecutionPlanned,
+    ImageGenerateRequested,
+    RequestBase,
+    SpeechRequested,
+    TranscribeRequested,
+)
 from services.runtime.catalog import capabilities
 from services.runtime.config import GatewayConfig, ModelConfig, Policies
 from services.runtime.hooks import Block, block_error
@@ -42,7 +51,9 @@ from .routing import capable, order
 from .stats import RoutingStats
 from .tools import with_tools
 
-Executable = ChatRequested | EmbedRequested
+Executable = ChatRequested | EmbedRequested | ImageGenerateRequested | SpeechRequested | TranscribeRequested
+#: Operations that may stream (``stream: true``).
+STREAMING = frozenset({"chat", "audio.speech"})
 
 
 def admit(req: RequestBase, config: GatewayConfig, *, raw_size: int | None = None) -> None:
@@ -94,7 +105,7 @@ def plan(
     ``admitted``: ``admit`` already ran for this request (the router runs it before the hooks)."""
     if not admitted:
         admit(req, config, raw_size=raw_size)
-    if req.stream and req.operation != "chat":
+    if req.stream and req.operation not in STREAMING:
         raise ValidationError(f"operation {req.operation!r} does not stream", param="stream")
 
     models = config.models if catalog is None else catalog
@@ -145,6 +156,12 @@ def needed_capabilities(req: Executable) -> dict[str, str]:
     in the order they are checked."""
     if isinstance(req, EmbedRequested):
         return {"embeddings": "embeddings"}
+    if isinstance(req, ImageGenerateRequested):
+        return {"image_generation": "image generation"}
+    if isinstance(req, SpeechRequested):
+        return {"speech": "text-to-speech"}
+    if isinstance(req, TranscribeRequested):
+        return {"transcription": "speech-to-text"}
     need = {"chat": "chat"}
     if req.stream:
         need["stream"] = "streaming"
@@ -163,6 +180,8 @@ def needed_capabilities(req: Executable) -> dict[str, str]:
                     need["audio_in"] = "audio input"
                 elif kind in ("file", "document"):
                     need["documents"] = "document input"
+                elif kind == "video_url":
+                    need["video"] = "video input"
     return need
 
 

@@ -30,12 +30,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import InternalError
-from services.contracts.events import ChatRequested, EmbedRequested, ExecutionPlanned, LedgerSnapshot
+from services.contracts.events import ExecutionPlanned, LedgerSnapshot
 from services.runtime.kafka import Consumer, Publisher, Subscription, range_reader
 from services.runtime.plugins import UsagePlugin
 from services.runtime.topics import Topics
 
-from .admission import Governor, Grant
+from .admission import Executable, Governor, Grant
 from .ledger import PartitionLedger, TenantLedger
 from .plugins import report
 
@@ -227,9 +227,7 @@ class LedgerKeeper:
         if record.key in self._plugin_keys:
             await report(self.usage_plugins, raw)
 
-    def admit(
-        self, req: ChatRequested | EmbedRequested, plan: ExecutionPlanned, partition: int
-    ) -> Grant | None:
+    def admit(self, req: Executable, plan: ExecutionPlanned, partition: int) -> Grant | None:
         """The governor's verdict for a request read from ``partition`` (``None``: ungoverned)."""
         if req.tenant_id not in self.governor.tenants:
             return None

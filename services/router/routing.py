@@ -27,12 +27,13 @@ from .stats import RoutingStats
 
 def capable(model: ModelConfig, needed: Collection[str]) -> list[DeploymentConfig]:
     """The deployments of ``model`` that have every capability in ``needed``."""
-    alias_ok = all(c in model.capabilities for c in needed)
-    return [
-        d
-        for d in model.deployments
-        if (alias_ok if d.capabilities is None else all(c in d.capabilities for c in needed))
-    ]
+    extract = model.documents == "extract"  # the gateway sends a PDF's text: no native documents needed
+
+    def has(caps: Collection[str]) -> bool:
+        return all(c in caps or (c == "documents" and extract) for c in needed)
+
+    alias_ok = has(model.capabilities)
+    return [d for d in model.deployments if (alias_ok if d.capabilities is None else has(d.capabilities))]
 
 
 def price_key(d: DeploymentConfig) -> tuple[float, float]:

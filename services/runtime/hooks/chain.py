@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from services.contracts.errors import GatewayError, InternalError, RequestBlocked, ResponseBlocked
-from services.contracts.events import ChatRequested
 
 from .. import entrypoints
 from .roles import Allow, Block, Hook, HookRequest, HookResponse, Modify, overrides
@@ -30,6 +29,14 @@ if TYPE_CHECKING:
 #: Request fields a pre-call ``Modify`` may change.
 CHAT_CONTENT = ("messages", "params")
 EMBED_CONTENT = ("input", "extra")
+#: What a hook may change, per operation (the rest of a request is the gateway's).
+CONTENT: dict[str, tuple[str, ...]] = {
+    "chat": CHAT_CONTENT,
+    "embed": EMBED_CONTENT,
+    "image.generate": ("prompt", "extra"),
+    "audio.speech": ("input", "instructions", "extra"),
+    "audio.transcribe": ("prompt", "extra"),
+}
 
 
 def builtin_hooks() -> Mapping[str, entrypoints.Factory]:
@@ -121,7 +128,7 @@ def _content_of(new: Any, original: HookRequest, name: str) -> HookRequest:
         raise _failed(
             name, "pre_call", TypeError(f"modified a {type(original).__name__} into {type(new).__name__}")
         )
-    fields = CHAT_CONTENT if isinstance(original, ChatRequested) else EMBED_CONTENT
+    fields = CONTENT[original.operation]
     return original.model_copy(update={f: getattr(new, f) for f in fields})
 
 

@@ -24,10 +24,17 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar, Union, cast
 
 from services.contracts.errors import GatewayError
-from services.contracts.events import ChatRequested, EmbedRequested, ToolCall
+from services.contracts.events import (
+    ChatRequested,
+    EmbedRequested,
+    ImageGenerateRequested,
+    SpeechRequested,
+    ToolCall,
+    TranscribeRequested,
+)
 
 #: The requests hooks see: the ones a provider executes.
-HookRequest = ChatRequested | EmbedRequested
+HookRequest = ChatRequested | EmbedRequested | ImageGenerateRequested | SpeechRequested | TranscribeRequested
 
 T = TypeVar("T")
 

@@ -1,22 +1,46 @@
 """The text of a request, for hooks that read or rewrite it: message contents (a string, or the
-``text`` of each text part), tool-call arguments of earlier assistant turns, embeddings inputs."""
+``text`` of each text part), tool-call arguments of earlier assistant turns, embeddings inputs,
+an image prompt, the text read aloud, a transcription's prompt."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from services.contracts.events import ChatRequested, Message
+from services.contracts.events import (
+    ChatRequested,
+    EmbedRequested,
+    ImageGenerateRequested,
+    Message,
+    SpeechRequested,
+)
 
 from .roles import HookRequest
+
+#: The one text field of the requests that have one.
+_TEXT_FIELD: dict[type, str] = {ImageGenerateRequested: "prompt", SpeechRequested: "input"}
+
+
+def _single(req: HookRequest) -> str | None:
+    """The field holding the text of a request with one text (a transcription's prompt too)."""
+    name = _TEXT_FIELD.get(type(req))
+    if name is None and not isinstance(req, ChatRequested | EmbedRequested):
+        name = "prompt"
+    return name
 
 
 def texts(req: HookRequest) -> Iterator[str]:
     """One text per message (its text parts joined, then its tool-call arguments), or per
     embeddings input: what a scanner reads. Parts are joined without a separator so a term
     split across two parts of a message is still found."""
-    if not isinstance(req, ChatRequested):
+    if isinstance(req, EmbedRequested):
         yield from req.input
+        return
+    if not isinstance(req, ChatRequested):
+        name = _single(req)
+        value = getattr(req, name) if name else None
+        if isinstance(value, str):
+            yield value
         return
     for m in req.messages:
         c = m.content
@@ -31,9 +55,15 @@ def texts(req: HookRequest) -> Iterator[str]:
 def rewrite(req: HookRequest, fn: Callable[[str], str]) -> HookRequest | None:
     """``req`` with ``fn`` applied to each text (each part on its own), or None when ``fn``
     changed nothing (the request is then not copied)."""
-    if not isinstance(req, ChatRequested):
+    if isinstance(req, EmbedRequested):
         inputs = [fn(t) for t in req.input]
         return None if inputs == req.input else req.model_copy(update={"input": inputs})
+    if not isinstance(req, ChatRequested):
+        field = _single(req)
+        value = getattr(req, field) if field else None
+        if field is None or not isinstance(value, str) or (changed := fn(value)) == value:
+            return None
+        return req.model_copy(update={field: changed})
     messages: list[Message] | None = None
     for i, m in enumerate(req.messages):
         new = _message(m, fn)
