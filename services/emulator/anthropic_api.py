@@ -24,6 +24,10 @@ Native structured output (``output_config: {"format": {"type": "json_schema", "s
 or the beta's top-level ``output_format``) answers one text block with the JSON of
 :func:`~.schemas.example` of the schema (``schema_violation=1``: :func:`~.schemas.violation`).
 
+Media blocks (``image``, ``document``) are checked and noted (see :mod:`.attachments`): a
+text answer that is not ``echo`` starts with ``saw application/pdf 1234 bytes``-style notes,
+and the call log entry lists them as ``media``.
+
 Usage: the prompt size is ``count_prompt_tokens(messages, system)``; of it
 ``cache_read_input_tokens = min(cached, prompt)`` and ``input_tokens`` is the
 rest (Anthropic's ``input_tokens`` excludes cache reads).
@@ -47,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import text, tools
+from . import attachments, text, tools
 from .common import (
     GONE,
     BadRequest,
@@ -263,11 +267,14 @@ async def _messages(request: Request, call: dict[str, Any]) -> Response:
         after_tool_result = check_tool_results(msgs)
         calls = plan_tool_uses(body, scenario, after_tool_result)
         structured, schema = output_schema(body)
+        notes = attachments.anthropic_notes(msgs)
     except BadRequest as exc:
         return error(400, exc.message)
     except ScenarioError as exc:
         return error(400, str(exc))
     call["entry"] = record_call(request, "chat", name, [text.last_user_text(msgs)])
+    if notes:
+        call["entry"]["media"] = notes
     outcome = await preflight(request, scenario)
     if outcome is not None:
         return Silent() if outcome == GONE else error(outcome, headers=retry_headers(scenario))
@@ -290,6 +297,8 @@ async def _messages(request: Request, call: dict[str, Any]) -> Response:
             answer = text.argument_pieces(tools.json_answer(schema, scenario))
         else:
             answer = text.answer_pieces(msgs, echo=scenario.echo, tokens=scenario.tokens)
+            if not scenario.echo:
+                answer = attachments.note_pieces(notes) + answer
         if max_tokens < len(answer):
             answer, stop_reason = answer[:max_tokens], "max_tokens"
         blocks = [{"type": "text", "text": "".join(answer)}]

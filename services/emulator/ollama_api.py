@@ -16,6 +16,10 @@ the message has ``content: ""`` and ``tool_calls: [{"function": {"index", "name"
 omitted for the first call (Go ``omitempty``). Streaming sends one line per call, then the
 ``done`` line. ``eval_count`` = the tool-argument piece count, as for the other formats.
 
+A message's ``images`` (base64) are checked and noted (see :mod:`.attachments`): a text
+answer that is not ``echo`` starts with ``saw image/png 1234 bytes``-style notes (the type
+from the image's magic bytes), and the call log entry lists them as ``media``.
+
 ``format``: ``"json"`` answers ``{"answer": "<tokens words>"}``, a JSON schema answers the
 JSON of :func:`~.schemas.example` of it (``schema_violation=1``: :func:`~.schemas.violation`),
 streamed as content pieces; any other value is a 400.
@@ -40,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import text, tools
+from . import attachments, text, tools
 from .common import (
     GONE,
     BadRequest,
@@ -139,7 +143,13 @@ async def _chat(request: Request, call: dict[str, Any]) -> Response:
     if isinstance(begun, Response):
         return begun
     body, name, scenario = begun
+    try:
+        notes = attachments.ollama_notes(body.get("messages"))
+    except BadRequest as exc:
+        return error(400, exc.message)
     call["entry"] = record_call(request, "chat", name, [text.last_user_text(body.get("messages"))])
+    if notes:
+        call["entry"]["media"] = notes
     refused = await _preflight(request, scenario)
     if refused is not None:
         return refused
@@ -165,6 +175,8 @@ async def _chat(request: Request, call: dict[str, Any]) -> Response:
             pieces = text.argument_pieces(tools.json_answer(fmt if isinstance(fmt, dict) else None, scenario))
         else:
             pieces = text.answer_pieces(messages, echo=scenario.echo, tokens=scenario.tokens)
+            if not scenario.echo:
+                pieces = attachments.note_pieces(notes) + pieces
         options = body.get("options")
         limit = options.get("num_predict") if isinstance(options, dict) else None
         if isinstance(limit, int) and 0 < limit < len(pieces):

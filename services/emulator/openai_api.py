@@ -29,6 +29,10 @@ messages. With ``strict: true`` the schema must be OpenAI-strict (root an object
 object ``additionalProperties: false`` and all its properties ``required``), else 400
 ``Invalid schema for response_format '<name>': In context=(...), ...``.
 
+Media parts (``image_url``, ``file``, ``input_audio``) are checked and noted (see
+:mod:`.attachments`): a text answer that is not ``echo`` starts with ``saw image/png 1234
+bytes``-style notes, and the call log entry lists them as ``media``.
+
 Streams are SSE ``data: {chat.completion.chunk}`` events: a first chunk with
 ``delta: {"role": "assistant", "content": ""}``, one chunk per token (the last
 one carries ``finish_reason``), then, with ``stream_options.include_usage``, a
@@ -59,7 +63,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import text, tools
+from . import attachments, text, tools
 from .common import (
     GONE,
     BadRequest,
@@ -412,11 +416,14 @@ async def _chat_completions(request: Request, call: dict[str, Any]) -> Response:
         after_tool_result = check_tool_messages(messages)
         calls = plan_tool_calls(body, scenario, after_tool_result)
         structured, schema = response_format(body, messages)
+        notes = attachments.openai_notes(messages)
     except BadRequest as exc:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:
         return error(400, str(exc), param="model")
     call["entry"] = record_call(request, "chat", name, [text.last_user_text(messages)])
+    if notes:
+        call["entry"]["media"] = notes
     outcome = await preflight(request, scenario)
     if outcome is not None:
         return Silent() if outcome == GONE else scenario_error(outcome, scenario)
@@ -434,6 +441,8 @@ async def _chat_completions(request: Request, call: dict[str, Any]) -> Response:
             pieces = text.argument_pieces(tools.json_answer(schema, scenario))
         else:
             pieces = text.answer_pieces(messages, echo=scenario.echo, tokens=scenario.tokens)
+            if not scenario.echo:
+                pieces = attachments.note_pieces(notes) + pieces
         if limit is not None and limit < len(pieces):
             pieces, finish = pieces[:limit], "length"
     usage = {

@@ -18,6 +18,13 @@ Reading the answer back, that tool's input is the message's text content (the JS
 finish reason ``stop``; streamed, its ``input_json_delta`` pieces are content deltas. When
 the request also has tools, the answer tool is one more of them and the model must call
 one (``any``, unless the caller chose otherwise).
+
+Media parts the media-store resolved (``part["media"]``, see ``_media.py``) become blocks with
+a ``base64`` source (or a ``url`` source: the caller's https URL, when the alias lets the
+provider fetch it): images (jpeg, png, gif, webp) ``image`` blocks, PDF files ``document``
+blocks titled with the file's name, text files ``document`` blocks with a ``text`` source.
+Anthropic takes no audio or video input: those parts are ``capability_not_supported``. The
+``media`` key never reaches the provider; parts without one keep the older mapping.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from services.contracts.events import (
     AssistantMessage,
     ChatParams,
     ChatRequested,
+    MediaRef,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -40,6 +48,7 @@ from services.contracts.events import (
 )
 
 from ..targets import Target
+from . import _media
 from ._http import PostsJSON, headers, loads_line, sse_field, tool_arguments
 from .base import Completion, StreamDelta
 
@@ -48,6 +57,8 @@ DEFAULT_MAX_TOKENS = 4096
 #: The forced tool of a structured-output request whose json_schema has no usable name.
 ANSWER_TOOL = "json_answer"
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The image types the Messages API reads.
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 _FINISH = {
     "end_turn": "stop",
@@ -99,6 +110,16 @@ def _text_of(content: str | list[dict[str, Any]] | None) -> str:
 
 def _part(part: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI content part as an Anthropic block; other parts pass through unchanged."""
+    kind = _media.part_kind(part)
+    if kind is None:
+        return part
+    if kind == "video":
+        raise _media.refuse_video("anthropic")
+    if kind == "audio":
+        raise _media.refuse("anthropic", "audio input")
+    ref = _media.part_media(part)
+    if ref is not None:
+        return media_block(kind, part, ref)
     if part.get("type") != "image_url":
         return part
     image = part.get("image_url")
@@ -108,6 +129,35 @@ def _part(part: dict[str, Any]) -> dict[str, Any]:
         media_type = meta.split(";", 1)[0] or "image/png"
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def media_block(kind: str, part: dict[str, Any], ref: MediaRef) -> dict[str, Any]:
+    """A resolved image or file part as an ``image`` / ``document`` block."""
+    url = _media.passed_url(part)
+    if kind == "image":
+        if ref.mime_type not in IMAGE_TYPES:
+            raise _media.refuse("anthropic", f"{ref.mime_type} images", " (jpeg, png, gif and webp only)")
+        source = (
+            {"type": "url", "url": url}
+            if url
+            else {"type": "base64", "media_type": ref.mime_type, "data": _media.media_data(ref)}
+        )
+        return {"type": "image", "source": source}
+    if ref.mime_type == _media.PDF:
+        source = (
+            {"type": "url", "url": url}
+            if url
+            else {"type": "base64", "media_type": _media.PDF, "data": _media.media_data(ref)}
+        )
+    elif _media.is_text(ref):
+        source = {"type": "text", "media_type": "text/plain", "data": _media.text_of(ref)}
+    else:
+        raise _media.refuse("anthropic", f"{ref.mime_type} files", " (only PDF and text files)")
+    block: dict[str, Any] = {"type": "document", "source": source}
+    title = _media.filename(part, ref, "")
+    if title:
+        block["title"] = title
+    return block
 
 
 def _content(content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]]:

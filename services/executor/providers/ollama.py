@@ -11,6 +11,12 @@ equivalent and is dropped. Ollama has no tool-call ids either: a missing one is 
 from the call's index, name and arguments (:func:`call_id`), so the streamed and the whole
 answer name a call alike. A tool result's ``tool_name`` is its message's ``name`` or the
 name of the call its ``tool_call_id`` answers. ``response_format`` becomes ``format``.
+
+Media: a message's images go in its ``images`` list (base64; resolved parts from the
+media-store's bytes, so a caller's https image works too), its text parts joined as
+``content``; a resolved text file joins the content as text, set apart by blank lines.
+Ollama takes no PDF, other file, audio or video input: those parts are
+``capability_not_supported`` (an alias with ``documents: extract`` sends a PDF's text instead).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from services.contracts.events import (
 )
 
 from ..targets import Target
+from . import _media
 from ._http import PostsJSON, bearer, headers, loads_line, tool_arguments
 from .base import Completion, StreamDelta
 
@@ -111,20 +118,8 @@ def _message(m: Message, call_names: dict[str, str]) -> dict[str, Any]:
     of the calls made earlier in the conversation."""
     out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
     if isinstance(m.content, list):
-        texts: list[str] = []
-        images: list[str] = []
-        for part in m.content:
-            if part.get("type") == "text":
-                texts.append(part.get("text", ""))
-            elif part.get("type") == "image_url":
-                image = part.get("image_url")
-                url = image.get("url", "") if isinstance(image, dict) else str(image or "")
-                if not url.startswith("data:"):
-                    raise CapabilityNotSupported(
-                        "ollama accepts only inline (data:) images", param="messages"
-                    )
-                images.append(url.partition(",")[2])
-        out["content"] = "".join(texts)
+        content, images = _parts(m.content)
+        out["content"] = content
         if images:
             out["images"] = images
     else:
@@ -138,6 +133,45 @@ def _message(m: Message, call_names: dict[str, str]) -> dict[str, Any]:
         if name:
             out["tool_name"] = name
     return out
+
+
+def _parts(parts: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """``(content, images)`` of a message's content parts (see the module docstring)."""
+    content = ""
+    after_document = False
+    images: list[str] = []
+    for part in parts:
+        kind = _media.part_kind(part)
+        if part.get("type") == "text":
+            content += ("\n\n" if after_document else "") + part.get("text", "")
+            after_document = False
+        elif kind == "image":
+            images.append(_image(part))
+        elif kind == "file":
+            ref = _media.part_media(part)
+            if ref is None or not _media.is_text(ref):
+                what = f"{ref.mime_type} files" if ref is not None else "files"
+                raise _media.refuse("ollama", what, " (an alias with documents: extract sends a PDF's text)")
+            document = _media.text_part(_media.filename(part, ref, "document.txt"), _media.text_of(ref))
+            content += ("\n\n" if content else "") + document["text"]
+            after_document = True
+        elif kind == "audio":
+            raise _media.refuse("ollama", "audio input")
+        elif kind == "video":
+            raise _media.refuse_video("ollama")
+    return content, images
+
+
+def _image(part: dict[str, Any]) -> str:
+    """An image part's base64: the resolved media's, or an inline ``data:`` URL's (Ollama does
+    not fetch URLs)."""
+    ref = _media.part_media(part)
+    if ref is not None:
+        return _media.media_data(ref)
+    url = _media.part_body(part).get("url")
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise CapabilityNotSupported("ollama accepts only inline (data:) images", param="messages")
+    return url.partition(",")[2]
 
 
 def to_messages(messages: list[Message]) -> list[dict[str, Any]]:

@@ -7,6 +7,14 @@ Tools (already in the unified function format, see ``services/router/tools.py``)
 ``json_object``) are OpenAI's own fields and go as they are; tool-call ids are the provider's.
 Streams always ask for usage (``stream_options.include_usage``): tokens are counted by the
 provider, never estimated.
+
+Media parts the media-store resolved (``part["media"]``, see ``_media.py``) are rebuilt from
+their bytes: images as ``data:`` URLs (``detail`` kept), or the caller's own https URL when
+the alias lets the provider fetch it; PDF files as ``file.file_data`` ``data:`` URLs (Chat
+Completions takes no other file type, so text files go as text parts, other files are
+``capability_not_supported``); audio as ``input_audio`` (``wav`` / ``mp3``). Video is
+``capability_not_supported``. The ``media`` key never reaches the provider; parts without
+one go as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from services.contracts.errors import ProviderError
 from services.contracts.events import (
     AssistantMessage,
     ChatRequested,
+    Message,
     ToolCall,
     ToolCallDelta,
     ToolCallFunction,
@@ -24,6 +33,7 @@ from services.contracts.events import (
 )
 
 from ..targets import Target
+from . import _media
 from ._http import PostsJSON, bearer, headers, loads_line, sse_field
 from .base import Completion, StreamDelta
 
@@ -80,6 +90,42 @@ def stream_error(provider: str, err: Any) -> ProviderError:
             "upstream_type": err.get("type"),
         },
     )
+
+
+def media_part(part: dict[str, Any], provider: str = "openai") -> dict[str, Any]:
+    """One content part as Chat Completions takes it (see the module docstring)."""
+    kind = _media.part_kind(part)
+    if kind == "video":
+        raise _media.refuse_video(provider)
+    ref = _media.part_media(part) if kind is not None else None
+    if ref is None:
+        return part
+    if kind == "image":
+        detail = _media.part_body(part).get("detail")
+        wire: dict[str, Any] = {"url": _media.passed_url(part) or _media.data_url(ref)}
+        if detail is not None:
+            wire["detail"] = detail
+        return {"type": "image_url", "image_url": wire}
+    if kind == "audio":
+        fmt = _media.audio_format(provider, ref)
+        return {"type": "input_audio", "input_audio": {"data": _media.media_data(ref), "format": fmt}}
+    if ref.mime_type == _media.PDF:
+        name = _media.filename(part, ref, "document.pdf")
+        return {"type": "file", "file": {"filename": name, "file_data": _media.data_url(ref)}}
+    if _media.is_text(ref):
+        return _media.text_part(_media.filename(part, ref, "document.txt"), _media.text_of(ref))
+    raise _media.refuse(provider, f"{ref.mime_type} files", " (only PDF and text files)")
+
+
+def wire_messages(messages: list[Message], provider: str = "openai") -> list[dict[str, Any]]:
+    """The request's messages as sent: as they are, with media parts rebuilt (:func:`media_part`)."""
+    out = []
+    for m in messages:
+        wire = m.model_dump(exclude_none=True)
+        if isinstance(m.content, list):
+            wire["content"] = [media_part(p, provider) for p in wire["content"]]
+        out.append(wire)
+    return out
 
 
 class OpenAIStreamParser:
@@ -165,7 +211,7 @@ class OpenAIAdapter(PostsJSON):
             if value is not None:
                 body[name] = value
         body["model"] = deployment.upstream_model
-        body["messages"] = [m.model_dump(exclude_none=True) for m in req.messages]
+        body["messages"] = wire_messages(req.messages, deployment.provider)
         if stream:
             body["stream"] = True
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
