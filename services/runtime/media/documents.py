@@ -114,16 +114,21 @@ def _name(part: dict[str, Any]) -> str:
 def as_text_parts(messages: Sequence[Message], *, max_chars: int = DEFAULT_MAX_CHARS) -> list[Message]:
     """``messages`` with every PDF ``file`` part replaced by ``{"type": "text", "text":
     "<filename>\\n<extracted text>"}`` (``max_chars`` per document). Messages without a PDF
-    are returned as they are (the same objects); the others are copies."""
+    are returned as they are (the same objects); the others are copies. An unreadable PDF is a
+    ``ValidationError`` naming the file. CPU-bound: run it off the event loop for large PDFs."""
     out: list[Message] = []
     for m in messages:
         if isinstance(m.content, list) and any(is_pdf_part(p) for p in m.content):
-            content = [
-                {"type": "text", "text": f"{_name(p)}\n{extract_text(_pdf_bytes(p), max_chars=max_chars)}"}
-                if is_pdf_part(p)
-                else p
-                for p in m.content
-            ]
+            content = [_as_text(p, max_chars) if is_pdf_part(p) else p for p in m.content]
             m = m.model_copy(update={"content": content})
         out.append(m)
     return out
+
+
+def _as_text(part: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    name = _name(part)
+    try:
+        text = extract_text(_pdf_bytes(part), max_chars=max_chars)
+    except ValidationError as exc:
+        raise ValidationError(f"{name}: {exc.message}", param=exc.param) from exc
+    return {"type": "text", "text": f"{name}\n{text}"}

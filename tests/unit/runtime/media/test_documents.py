@@ -150,7 +150,7 @@ def test_as_text_parts_leaves_other_files_and_names_from_media() -> None:
 
 def test_as_text_parts_refuses_a_broken_pdf_and_media_without_bytes() -> None:
     broken = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{b64(b'%PDF-1.4 nope')}"}}
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=r"^document\.pdf: the PDF cannot be read"):
         as_text_parts([Message(role="user", content=[broken])])
     unfilled = {
         "type": "file",
