@@ -6,7 +6,7 @@
 
 Emulator-only routes (under ``/_emulator/``, a prefix no provider uses):
 
-``GET /_emulator/calls[?kind=embeddings|chat]``
+``GET /_emulator/calls[?kind=embeddings|chat|images|speech|transcriptions]``
     The calls this app instance (in practice: this emulator process) received, oldest
     first, at most the last :data:`~.common.CALLS_KEPT` (10 000), of the kind asked for (``kind``
     ``embeddings`` or ``chat``; omitted: both; another kind is a 400). Embeddings calls
@@ -17,6 +17,9 @@ Emulator-only routes (under ``/_emulator/``, a prefix no provider uses):
     text), "time" (unix seconds), "status"}``; ``status`` is the HTTP status answered (also for
     scenario failures; 200 for a stream once its head is sent), ``null`` while in flight or for
     dropped / hung requests.
+    Chat calls whose request carried images, documents or audio also have ``"media": ["saw
+    image/png 1234 bytes", ...]`` (see :mod:`.attachments`); media calls are kinds ``images``,
+    ``speech`` and ``transcriptions``.
 ``DELETE /_emulator/calls[?kind=embeddings|chat]``
     Forget the recorded calls; answers ``{"deleted": N}``.
 """

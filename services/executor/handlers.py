@@ -19,10 +19,10 @@ from services.contracts.errors import Cancelled, GatewayError, InternalError, Pr
 from services.contracts.events import (
     AssistantMessage,
     ChunkEmitted,
-    EmbeddingsOutput,
     ErrorInfo,
     ExecutionPlanned,
     FailedAttempt,
+    Output,
     RequestBase,
     ToolCall,
     ToolCallDelta,
@@ -62,7 +62,7 @@ class Outcome:
     ttft_ms: float | None = None
     message: AssistantMessage | None = None
     finish_reason: str | None = None
-    output: EmbeddingsOutput | None = None
+    output: Output | None = None
     chunks: int = 0
     error: GatewayError | None = None
 

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 
 from services.contracts.errors import GatewayError
 
+from .providers.media_base import Downloads
 from .providers.transport import HttpTransport, StreamingReply
 
 #: The detail of a provider error that carries how long the provider asked to wait (ms).
@@ -50,6 +51,13 @@ class Watched:
         async with self._http.stream_lines(url, headers, body, timeout_s) as reply:
             self._head(reply)
             yield reply
+
+    async def get(self, url: str, headers: Mapping[str, str], timeout_s: float | None) -> tuple[int, bytes]:
+        """A download after the call's answer (``providers.media_base.Downloads``), when the
+        transport underneath can; not watched (the answer's head was already seen)."""
+        if not isinstance(self._http, Downloads):
+            raise TypeError(f"{type(self._http).__name__} cannot download")
+        return await self._http.get(url, headers, timeout_s)
 
     async def aclose(self) -> None:
         pass

@@ -119,6 +119,10 @@ class AiohttpStreamingReply:
         # SSE event (a large tool call) can be longer.
         return split_lines(self._response.content.iter_any())
 
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as raw bytes, in the pieces it arrives in (binary streams: audio)."""
+        return self._response.content.iter_any()
+
 
 class AiohttpTransport:
     """One ``aiohttp.ClientSession``, created on first use (it must be made inside the
@@ -195,6 +199,14 @@ class AiohttpTransport:
             url, data=body, headers=headers, timeout=self._timeout_arg(timeout_s), allow_redirects=False
         ) as response:
             yield AiohttpStreamingReply(response)
+
+    async def get(self, url: str, headers: Mapping[str, str], timeout_s: float | None) -> tuple[int, bytes]:
+        """GET ``url``: ``(status, whole body)``; a URL a provider answered with (its generated
+        images), never a caller's (those go through the media-store's SafeFetcher)."""
+        async with self._client().get(
+            url, headers=headers, timeout=self._timeout_arg(timeout_s), allow_redirects=False
+        ) as response:
+            return response.status, await response.read()
 
     async def aclose(self) -> None:
         self._closed = True
