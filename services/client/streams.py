@@ -11,9 +11,11 @@ instead, and what the caller gets:
   from ``seq`` 0 under a new ``run_id`` (a chunk of the old run arriving later is dropped).
   The caller may already hold part of the answer, and bytes sent to an HTTP client cannot be
   taken back, so the new run is *replayed against what was delivered*: its text (and tool-call
-  deltas) up to what the caller already holds must be the same, and is not delivered again; what
-  comes after it is. A new run that differs from the delivered part (another wording, another
-  tool-call id), or ends before reaching its end, ends the stream with ``stream_interrupted``.
+  deltas, and the audio of a speech stream) up to what the caller already holds must be the
+  same, and is not delivered again; what comes after it is. A new run that differs from the
+  delivered part (another wording, another tool-call id, other audio bytes), or ends before
+  reaching its end, ends the stream with ``stream_interrupted``. Audio is compared by a SHA-256
+  of the delivered bytes, so a speech stream holds no copy of its audio.
 
 A caller therefore assembles each answer exactly once, or gets an explicit error. The chunks it
 is given are numbered again, gap-free from 0 across a restart (unchanged when nothing restarted).
@@ -21,6 +23,8 @@ is given are numbered again, gap-free from 0 across a restart (unchanged when no
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 
 from services.contracts.errors import StreamInterrupted
@@ -42,6 +46,7 @@ class _Replay:
 
     text: int = 0
     tools: dict[int, int] = field(default_factory=dict)  # index -> arguments re-covered
+    audio: int = 0  # audio bytes re-covered (their digest: ``StreamCheck._replay_hash``)
 
 
 class StreamCheck:
@@ -54,6 +59,9 @@ class StreamCheck:
         self._text: list[str] = []
         self._text_len = 0
         self._tools: dict[int, _Tool] = {}
+        self._audio_len = 0
+        self._audio_hash = hashlib.sha256()
+        self._replay_hash = hashlib.sha256()
         self._replay: _Replay | None = None
         self.restarts = 0
 
@@ -74,6 +82,7 @@ class StreamCheck:
                 if isinstance(self._run, str):
                     self._abandoned.add(self._run)
             self._run, self._expected, self._replay = run, 0, _Replay()
+            self._replay_hash = hashlib.sha256()
             self.restarts += 1
         if chunk.seq < self._expected:
             return None
@@ -100,7 +109,11 @@ class StreamCheck:
         return StreamInterrupted(
             f"stream {self.request_id} was restarted after an executor failure and the new answer"
             f" {what} than the part already delivered; retry the request",
-            details={"reason": "restart", "delivered_chars": self._text_len},
+            details={
+                "reason": "restart",
+                "delivered_chars": self._text_len,
+                **({"delivered_audio_bytes": self._audio_len} if self._audio_len else {}),
+            },
         )
 
     def _delivered(self, chunk: ChunkEmitted) -> None:
@@ -112,6 +125,10 @@ class StreamCheck:
             cur = self._tools.setdefault(tc.index, _Tool())
             cur.id, cur.name = cur.id or tc.id, cur.name or tc.name
             cur.arguments += tc.arguments
+        if d.audio:
+            raw = base64.b64decode(d.audio)
+            self._audio_hash.update(raw)
+            self._audio_len += len(raw)
 
     def _replayed(self, chunk: ChunkEmitted) -> ChunkEmitted | None:
         """What of a restarted run's chunk the caller does not hold yet."""
@@ -128,15 +145,16 @@ class StreamCheck:
             rest = self._cover_tool(replay, tc)
             if rest is not None:
                 tools.append(rest)
+        audio = self._cover_audio(replay, d.audio) if d.audio else None
         if self._covered(replay):
             self._replay = None  # everything delivered is re-covered: the run goes on as it comes
         elif chunk.final:
             raise self._diverged("is shorter")
-        if content is None and not tools and not chunk.final:
+        if content is None and not tools and audio is None and not chunk.final:
             return None
         return chunk.model_copy(
             update={
-                "delta": Delta(content=content, tool_calls=tools or None),
+                "delta": Delta(content=content, tool_calls=tools or None, audio=audio),
                 "model": None,
                 "provider": None,
                 "ttft_ms": None,
@@ -177,7 +195,22 @@ class StreamCheck:
         replay.tools[tc.index] = len(held.arguments)
         return ToolCallDelta(index=tc.index, arguments=tc.arguments[len(have) :])
 
+    def _cover_audio(self, replay: _Replay, audio: str) -> str | None:
+        """The part of a restarted run's audio (base64) past what was delivered, once the bytes
+        up to there are the delivered ones (same length, same digest)."""
+        raw = base64.b64decode(audio)
+        need = self._audio_len - replay.audio
+        head, rest = raw[:need], raw[need:]
+        if head:
+            self._replay_hash.update(head)
+            replay.audio += len(head)
+            if replay.audio == self._audio_len and self._replay_hash.digest() != self._audio_hash.digest():
+                raise self._diverged("differs")
+        return base64.b64encode(rest).decode("ascii") if rest else None
+
     def _covered(self, replay: _Replay) -> bool:
-        return replay.text >= self._text_len and all(
-            replay.tools.get(i, 0) >= len(t.arguments) for i, t in self._tools.items()
+        return (
+            replay.text >= self._text_len
+            and replay.audio >= self._audio_len
+            and all(replay.tools.get(i, 0) >= len(t.arguments) for i, t in self._tools.items())
         )
