@@ -126,11 +126,14 @@ def decode_data_url(url: str) -> tuple[str | None, bytes]:
     if mime is not None and not re.fullmatch(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+", mime):
         raise _invalid(url, f"{mime[:_SHOWN]!r} is not a media type")
     if any(p.lower() == "base64" for p in params[1:]):
-        compact = re.sub(r"\s+", "", unquote_to_bytes(payload).decode("latin-1"))
         try:
-            body = base64.b64decode(compact, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise _invalid(url, "the base64 payload is malformed") from exc
+            body = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):  # percent-encoded or line-wrapped, or malformed
+            compact = re.sub(r"\s+", "", unquote_to_bytes(payload).decode("latin-1"))
+            try:
+                body = base64.b64decode(compact, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise _invalid(url, "the base64 payload is malformed") from exc
     else:
         body = unquote_to_bytes(payload)
     return mime, body

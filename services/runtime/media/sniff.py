@@ -14,6 +14,7 @@ it is (it is process-wide); an image over it is refused like one over ``media.ma
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ ALIASES: dict[str, str] = {
     "application/ogg": "audio/ogg",
     "application/x-pdf": "application/pdf",
 }
+#: Content types that say nothing of the bytes: taken as nothing declared.
+UNDECLARED = frozenset({"application/octet-stream", "binary/octet-stream", "application/unknown"})
 #: Containers that hold audio alone or video: either declared type agrees with the bytes.
 _CONTAINER: dict[str, str] = {
     "audio/webm": "webm",
@@ -148,11 +151,13 @@ def _id3(head: bytes) -> bool:
 def _ebml(head: bytes) -> str | None:
     """The EBML document type: ``webm`` or ``matroska`` (read from the header's DocType)."""
     at = head.find(b"\x42\x82")
+    if at < 0:
+        return None
     try:
         size, n, _ = ebml_vint(head, at + 2, marker=False)
     except ValueError:
         return None
-    doctype = head[at + 2 + n : at + 2 + n + size] if at >= 0 else b""
+    doctype = head[at + 2 + n : at + 2 + n + size]
     return {b"webm": "video/webm", b"matroska": "video/x-matroska"}.get(doctype)
 
 
@@ -198,6 +203,8 @@ def inspect(body: bytes, declared: str | None, config: MediaConfig, *, expect: s
             details={"bytes": len(body), "max_bytes": config.max_bytes},
         )
     want = normalise(declared) if declared else None
+    if want in UNDECLARED:
+        want = None
     found = sniff(body[:HEAD])
     details = {"detected": found, "declared": want}
     if not body:
@@ -231,7 +238,7 @@ def inspect(body: bytes, declared: str | None, config: MediaConfig, *, expect: s
     if kind in ("audio", "video") and mime in _DURATION:
         try:
             seconds = _DURATION[mime](body)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, struct.error) as exc:
             raise ValidationError(f"the {mime} cannot be read: {exc}", details=details) from exc
         cap = config.max_audio_s if kind == "audio" else config.max_video_s
         if seconds is not None and seconds > cap:

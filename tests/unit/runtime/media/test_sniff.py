@@ -361,3 +361,16 @@ def test_an_image_with_good_magic_and_a_broken_header_is_refused():
 def test_normalise():
     assert normalise("Audio/X-WAV; codecs=1") == "audio/wav"
     assert normalise("image/png") == "image/png"
+
+
+def test_a_generic_binary_type_declares_nothing():
+    assert inspect(image("PNG"), "application/octet-stream", CONFIG).mime_type == "image/png"
+
+
+@pytest.mark.parametrize("cut", [1, 5, 13, 30, 60, 100])
+def test_cut_headers_are_refused_or_measured_never_crash(cut):
+    for body in (wav(), mp3_xing(10), flac(), opus(), webm(), mp4(version=1), image("PNG")):
+        try:
+            inspect(body[:cut], None, CONFIG)
+        except ValidationError:
+            pass
