@@ -18,7 +18,7 @@ from services.runtime.settings import Settings
 if TYPE_CHECKING:  # imported where used: commands that need no client start faster
     from services.client import GatewayClient
 
-SERVICES = ("router", "executor", "edge", "emulator", "usage-sink", "audit-sink")
+SERVICES = ("router", "executor", "media-store", "edge", "emulator", "usage-sink", "audit-sink")
 
 
 def main(argv: list[str] | None = None) -> int:

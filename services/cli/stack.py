@@ -102,6 +102,7 @@ class Stack:
             comps.append(
                 Component(f"executor-{i}", [py, "-m", "services.executor"], dict(env), health="ready")
             )
+        comps.append(Component("media-store", [py, "-m", "services.media_store"], dict(env), health="ready"))
         for sink in ("usage-sink", "audit-sink"):
             comps.append(
                 Component(sink, [py, "-m", f"services.{sink.replace('-', '_')}"], dict(env), health="ready")

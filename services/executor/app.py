@@ -6,7 +6,9 @@ instance (no consumer group) from the moment it starts.
 
 Plans name deployments only; the provider URL, credential and price come from this
 process's configuration (``targets.py``), and a plan naming anything else is dead-lettered.
-Each operation has its runner (``chat.py``, ``embed.py``); ``attempts.py`` tries the plan's
+Each operation has its runner (``chat.py``, ``embed.py``, ``images.py``, ``speech.py``,
+``transcribe.py``); a plan whose request carries media gets its bytes from S3 first
+(``media.py``), and a media answer goes to ``llm.media.out`` for the media-store to store; ``attempts.py`` tries the plan's
 deployments and keeps the record of what was tried, which ``outcome.py`` publishes from.
 
 State: the ids of requests finished recently (a redelivered plan whose id is there is committed
@@ -29,11 +31,19 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError
-from services.contracts.events import AuditAction, AuditRecorded, CancelRequested, ExecutionPlanned, utcnow
+from services.contracts.events import (
+    AuditAction,
+    AuditRecorded,
+    CancelRequested,
+    ExecutionPlanned,
+    carries_media,
+    utcnow,
+)
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher, validation_reason
+from services.runtime.media.storage import FileStorage, S3FileStorage
 from services.runtime.replies import answer_invalid
 from services.runtime.request_log import RequestLog
 from services.runtime.service import mark_ready
@@ -47,10 +57,14 @@ from .chat import ChatRunner
 from .embed import EmbedRunner
 from .finished import Finished, check_partitions
 from .handlers import Outcome, settle
+from .images import ImagesRunner
+from .media import MediaIO
 from .outcome import Outcomes
 from .providers.transport import AiohttpTransport, HttpTransport
 from .settings import ExecutorSettings
+from .speech import SpeechRunner
 from .targets import Target, Targets
+from .transcribe import TranscribeRunner
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-executor"
@@ -83,6 +97,7 @@ class Executor:
         config: GatewayConfig | None = None,
         http: HttpTransport | None = None,
         publisher: Publisher | None = None,
+        storage: FileStorage | None = None,
     ):
         own = ExecutorSettings.of(settings)
         self.settings = settings = own.runtime
@@ -133,7 +148,15 @@ class Executor:
         self.chat = ChatRunner(
             publisher=self.publisher, topics=topics, http=self.http, secret=settings.secret, hooks=self.hooks
         )
-        self._runners: dict[str, Runner] = {"chat": self.chat, "embed": self.embed}
+        self._runners: dict[str, Runner] = {
+            "chat": self.chat,
+            "embed": self.embed,
+            "image.generate": ImagesRunner(http=self.http, secret=settings.secret),
+            "audio.speech": SpeechRunner(
+                publisher=self.publisher, topics=topics, http=self.http, secret=settings.secret
+            ),
+            "audio.transcribe": TranscribeRunner(http=self.http, secret=settings.secret),
+        }
         self.breakers = Breakers(
             bootstrap_servers=settings.bootstrap_servers,
             topics=topics,
@@ -141,8 +164,14 @@ class Executor:
             instance=cid,
             defaults=self.config.defaults.breaker,
         )
+        media = self.config.media
+        self.media = MediaIO(media, storage or S3FileStorage(media.bucket, endpoint_url=settings.s3_url))
         self.outcomes = Outcomes(
-            publisher=self.publisher, topics=topics, audit=self._audit, request_log=self.request_log
+            publisher=self.publisher,
+            topics=topics,
+            audit=self._audit,
+            request_log=self.request_log,
+            media=self.media,
         )
 
     async def start(self) -> None:
@@ -160,6 +189,7 @@ class Executor:
         await self.embed.aclose()
         await self.publisher.aclose()
         await self.http.aclose()
+        await self.media.aclose()
 
     def _assigned(self, tps: set[TopicPartition]) -> None:
         self.finished.on_assigned(tps)  # held until what finished there is read back
@@ -229,6 +259,8 @@ class Executor:
     async def _attempts(
         self, plan: ExecutionPlanned, call: PlanCall, attempts: Attempts, deadline: Deadline
     ) -> Outcome:
+        if carries_media(plan.request):  # the bytes of media too large to travel inline
+            plan.request = await self.media.materialise(plan.request)  # in this process only
         call.prepare()  # may fail the request before any provider call
         policy = RetryPolicy.of(self.config.defaults, plan)
         return await attempt(attempts, policy, deadline, call, self.breakers)

@@ -15,6 +15,7 @@ from services.contracts.errors import GatewayError
 from services.contracts.events import ChatRequested, ChunkEmitted, ExecutionPlanned
 from services.runtime.hooks import TenantHooks
 from services.runtime.kafka import Publisher
+from services.runtime.media.documents import as_text_parts, is_pdf_part
 from services.runtime.replies import chunk_target
 from services.runtime.topics import Topics
 
@@ -77,6 +78,7 @@ class ChatCall:
         self._emitter = emitter
         self._check = check
         self._contract: OutputContract | None = None
+        self._extracted: ExecutionPlanned | None = None
 
     def prepare(self) -> None:
         """Before any provider call: the request's output contract (an invalid schema raises
@@ -94,11 +96,25 @@ class ChatCall:
         if self._emitter is not None:
             self._emitter.cancel_timer()
 
+    async def _plan_for(self, target: Target) -> ExecutionPlanned:
+        """The plan as ``target`` gets it: for an alias with ``documents: extract``, its PDF parts
+        replaced by their text (extracted once, with pypdf, off the event loop)."""
+        if target.documents != "extract" or not _has_pdf(self._plan.request):
+            return self._plan
+        if self._extracted is None:
+            req = self._plan.request
+            assert isinstance(req, ChatRequested)
+            messages = await asyncio.to_thread(as_text_parts, req.messages)
+            extracted = req.model_copy(update={"messages": messages})
+            self._extracted = self._plan.model_copy(update={"request": extracted})
+        return self._extracted
+
     async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome:
         r, emitter = self._runner, self._emitter
         key = r.secret(target.api_key_env)
+        plan = await self._plan_for(target)
         if emitter is None:
-            outcome = await complete_once(self._plan, target, r.http, key, until, self._contract)
+            outcome = await complete_once(plan, target, r.http, key, until, self._contract)
             if self._check is not None and outcome.error is None:
                 try:
                     await self._check(outcome)
@@ -108,8 +124,14 @@ class ChatCall:
         if fallback_from is not None:
             emitter.set_fallback(f"{fallback_from.label} -> {target.label}")
         try:
-            return await stream_once(self._plan, target, r.http, key, emitter, until, self._contract)
+            return await stream_once(plan, target, r.http, key, emitter, until, self._contract)
         except GatewayError as err:
             if emitter.sent_any:
                 raise Final(err) from err
             raise
+
+
+def _has_pdf(req: object) -> bool:
+    return isinstance(req, ChatRequested) and any(
+        isinstance(m.content, list) and any(is_pdf_part(p) for p in m.content) for m in req.messages
+    )

@@ -9,12 +9,21 @@ without a loop turn between them, so they travel in one produce request and one 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Protocol
 
-from services.contracts.errors import GatewayError, ResponseBlocked
-from services.contracts.events import AuditAction, ExecutionPlanned, Latency, ResultProduced, UsageRecorded
+from services.contracts.errors import GatewayError, InternalError, ResponseBlocked
+from services.contracts.events import (
+    MEDIA_OUT_OPERATIONS,
+    AuditAction,
+    ExecutionPlanned,
+    Latency,
+    MediaProduced,
+    ResultProduced,
+    UsageRecorded,
+)
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
 from services.runtime.request_log import RequestLog
@@ -23,7 +32,10 @@ from services.runtime.topics import Topics
 from .attempts import Attempts
 from .finished import marker
 from .handlers import Outcome, error_info, usage_record
+from .media import MediaIO
 from .targets import Target
+
+log = logging.getLogger(__name__)
 
 Ack = asyncio.Future[object]
 #: How long a request runs before its ``started`` audit event is published (see ``StartedAudit``).
@@ -95,11 +107,20 @@ class StartedAudit:
 class Outcomes:
     """Publishes the outputs of finished plans (one instance per executor)."""
 
-    def __init__(self, *, publisher: Publisher, topics: Topics, audit: Audit, request_log: RequestLog):
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        topics: Topics,
+        audit: Audit,
+        request_log: RequestLog,
+        media: MediaIO | None = None,
+    ):
         self.publisher = publisher
         self.topics = topics
         self.audit = audit
         self.request_log = request_log
+        self.media = media
 
     def started(self, plan: ExecutionPlanned, attempts: Attempts) -> StartedAudit:
         return StartedAudit(self.audit, plan, attempts.started_at)
@@ -124,8 +145,13 @@ class Outcomes:
         usage = usage_event(plan, outcome, error, attempts, result, total_ms)
         self.request_log.executed(usage, req.api_key)
         topic, partition = result_target(req, self.topics)
+        answer = await self._answer(plan, result)
+        if isinstance(answer, ResultProduced):
+            result_ack = await self.publisher.publish(topic, answer, key=req.request_id, partition=partition)
+        else:  # media to store first: the media-store answers the caller
+            result_ack = await self.publisher.publish(self.topics.media_out.name, answer, key=req.request_id)
         acks = [
-            await self.publisher.publish(topic, result, key=req.request_id, partition=partition),
+            result_ack,
             await self.publisher.publish(self.topics.usage.name, usage, key=req.tenant_id),
             await started.published(),
             *await self._audits(plan, outcome, error, attempts, usage.status),
@@ -135,6 +161,22 @@ class Outcomes:
             finished = self.topics.finished.name
             acks.append(await self.publisher.publish(finished, done, key=req.request_id, partition=source[0]))
         return acks
+
+    async def _answer(self, plan: ExecutionPlanned, result: ResultProduced) -> ResultProduced | MediaProduced:
+        """The result, or for media answers the ``MediaProduced`` that takes it to the media-store
+        (large media staged in S3 first; if that fails, the caller gets ``internal_error``, and
+        the provider call is billed all the same)."""
+        req = plan.request
+        if result.status != "ok" or req.operation not in MEDIA_OUT_OPERATIONS or req.stream:
+            return result
+        if self.media is None:
+            raise RuntimeError("an executor without FileStorage produced media")
+        try:
+            return await self.media.produced(plan, result)
+        except Exception as exc:
+            log.exception("staging the media of %s failed", req.request_id)
+            err = InternalError(f"storing the generated media failed: {type(exc).__name__}: {exc}")
+            return result.model_copy(update={"status": "error", "output": None, "error": error_info(err)})
 
     async def _audits(
         self,

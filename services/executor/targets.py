@@ -39,6 +39,8 @@ class Target:
     #: The alias's own retries and circuit breaker (None: the configuration's defaults).
     retries: int | None = None
     breaker: BreakerConfig | None = None
+    #: The alias's ``documents``: "extract" sends a PDF's text instead of the PDF.
+    documents: str | None = None
 
     @property
     def label(self) -> str:
@@ -102,4 +104,5 @@ class Targets:
             max_batch_inputs=dep.max_batch_inputs,
             retries=model.retries if model is not None else None,
             breaker=model.breaker if model is not None else None,
+            documents=model.documents if model is not None else None,
         )

@@ -24,7 +24,6 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -32,6 +31,7 @@ from yarl import URL
 
 from services.contracts.errors import ValidationError
 from services.runtime.config import MediaFetchConfig
+from services.runtime.media.refs import redact_url as _redact
 
 log = logging.getLogger(__name__)
 
@@ -181,28 +181,6 @@ class _CheckingResolver(AbstractResolver):
     async def close(self) -> None:
         if self._owns_inner:
             await self._inner.close()
-
-
-def _redact(url: str) -> str:
-    """The URL as it may be shown: userinfo dropped, query string replaced by ``?<redacted>``,
-    fragment dropped; ``data:`` URLs reduced to their type and size. Same rules as
-    ``services.runtime.media.refs.redact_url``."""
-    if url[:5].lower() == "data:":
-        header, _, payload = url[5:].partition(",")
-        mime = header.split(";", 1)[0] or "text/plain"
-        size = len(payload) * 3 // 4 - payload.count("=") if header.endswith(";base64") else len(payload)
-        return f"data:{mime};base64,<{size} bytes>"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparseable URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    query = "?<redacted>" if parts.query else ""
-    return f"{parts.scheme}://{netloc}{parts.path}{query}" if parts.scheme else f"{parts.path}{query}"
 
 
 def _content_type(response: aiohttp.ClientResponse) -> str | None:
