@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from aiokafka.structs import ConsumerRecord
@@ -33,6 +33,7 @@ from services.contracts.events import (
     ReplyTo,
     RequestBase,
     ResultProduced,
+    SpeechRequested,
     Timeouts,
     new_id,
 )
@@ -43,7 +44,11 @@ from services.runtime.settings import ROOT
 from services.runtime.tail import Malformed, Tail
 from services.runtime.topics import Topics
 
+from .media import INLINE_MAX_BYTES, MediaOperations
 from .streams import StreamCheck
+
+if TYPE_CHECKING:
+    from services.runtime.media.storage import FileStorage
 
 log = logging.getLogger(__name__)
 _PARAMS = set(ChatParams.model_fields) - {"extra"}
@@ -87,11 +92,12 @@ def _undecodable(request_id: str, tenant_id: str, exc: Exception) -> ResultProdu
     )
 
 
-class GatewayClient:
+class GatewayClient(MediaOperations):
     """``async with GatewayClient(bootstrap_servers=..., tenant_id=..., user_id=...) as gw``.
 
     ``timeout_s`` bounds each call: past it the call raises ``GatewayTimeout`` and a
-    cancel event stops the provider call.
+    cancel event stops the provider call. ``storage`` (the gateway's media bucket) lets
+    ``transcribe`` upload files above ``inline_max_bytes`` and ``media_bytes`` read media by key.
     """
 
     def __init__(
@@ -105,7 +111,11 @@ class GatewayClient:
         topics_path: Path | None = None,
         topic_prefix: str = "",
         reply_partition: int | None = None,
+        storage: FileStorage | None = None,
+        inline_max_bytes: int = INLINE_MAX_BYTES,
     ):
+        self.storage = storage
+        self.inline_max_bytes = inline_max_bytes
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.client_id = client_id
@@ -329,7 +339,9 @@ class GatewayClient:
         async for chunk in self.stream(req, timeout):
             yield chunk
 
-    async def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]:
+    async def stream(
+        self, req: ChatRequested | SpeechRequested, timeout: float
+    ) -> AsyncGenerator[ChunkEmitted, None]:
         """Chunks in ``seq`` order, each once (``streams.StreamCheck``: duplicates dropped, a
         restart of the plan replayed against what was delivered; a gap, or a restart whose answer
         differs, raises ``StreamInterrupted``). A stream that fails after it began (the final chunk
