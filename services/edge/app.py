@@ -1,7 +1,9 @@
 """The edge: an ASGI app turning HTTP requests into pipeline events and events into HTTP.
 
 ``create_app(settings)`` builds the app; its lifespan starts one ``EdgeClient`` (a
-``GatewayClient``, one reply partition) per worker process. Each request: route,
+``GatewayClient``, one reply partition) per worker process, and one ``S3FileStorage`` on the
+media bucket (``media.bucket`` of the configuration, at ``settings.s3_url``) for uploads, file
+contents and media answers held by key. Each request: route,
 request id (``x-request-id`` or a new one, echoed), API key, body (size-limited), the
 route's handler; any ``GatewayError`` becomes that route's error body with the code's
 HTTP status. Nothing is logged per request below WARNING; the edge's own refusals (401, 413,
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.contracts.errors import GatewayError, InternalError
 from services.contracts.events import new_id
@@ -43,6 +46,9 @@ from .pipeline import EdgeClient, Pipeline
 from .rejections import Audit, Rejections
 from .settings import EdgeSettings
 
+if TYPE_CHECKING:
+    from services.runtime.media.storage import FileStorage
+
 log = logging.getLogger(__name__)
 
 
@@ -58,10 +64,12 @@ class EdgeApp:
         routes: list[Route] | None = None,
         created: int = 0,
         audit: Audit | None = None,
+        storage: FileStorage | None = None,
     ):
         self.settings = settings
         self.edge = Edge(settings, config, KeyIndex(config), created=created)
         self._pipeline = pipeline
+        self._storage = storage
         self.rejections = Rejections(RequestLog.of(settings.runtime, "edge"), audit)
         self._router = Router(routes if routes is not None else ROUTES)
         self._limit = settings.max_body_bytes
@@ -126,12 +134,23 @@ class EdgeApp:
                 return
 
     async def startup(self) -> None:
-        """Connect to the pipeline (unless one was given); from here ``/readyz`` answers 200."""
+        """Connect to the pipeline (unless one was given) and, along with it, to the media bucket
+        (unless a storage was given: an app given a pipeline and no storage has none, and its
+        media routes answer 500); from here ``/readyz`` answers 200."""
         if self._pipeline is None:
+            if self._storage is None:
+                from services.runtime.media.storage import S3FileStorage  # (aioboto3: only when serving)
+
+                storage = S3FileStorage(
+                    self.edge.config.media.bucket, endpoint_url=self.settings.runtime.s3_url
+                )
+                await storage.start()
+                self._storage = storage
             client = EdgeClient(self.settings.runtime)
             await client.start()
             self._pipeline = client
             self.rejections.audit = self.rejections.audit or client.audit
+        self.edge.storage = self._storage
         self.edge.pipeline = self._pipeline
         mark_ready("edge", self.settings.runtime)
 
@@ -140,6 +159,9 @@ class EdgeApp:
         pipeline, self.edge.pipeline = self.edge.pipeline, None
         if pipeline is not None:
             await pipeline.aclose()
+        storage, self.edge.storage = self.edge.storage, None
+        if storage is not None:
+            await storage.aclose()
 
 
 def create_app(
@@ -148,15 +170,17 @@ def create_app(
     config: GatewayConfig | None = None,
     pipeline: Pipeline | None = None,
     audit: Audit | None = None,
+    storage: FileStorage | None = None,
 ) -> EdgeApp:
     """The edge's ASGI app. ``config`` defaults to the file named by the settings; ``pipeline``
     (tests) replaces the per-process ``EdgeClient`` started at lifespan start-up, ``audit`` (tests)
-    what the edge's own rejections are published with (default: that client's ``audit``)."""
+    what the edge's own rejections are published with (default: that client's ``audit``),
+    ``storage`` (tests) the ``S3FileStorage`` on the media bucket."""
     s = EdgeSettings.of(settings if settings is not None else EdgeSettings.from_env())
     path = Path(s.runtime.config_path)
     created = int(path.stat().st_mtime) if config is None and path.exists() else 0
     config = config or load_config(path, s.runtime.env)
-    return EdgeApp(s, config, pipeline=pipeline, created=created, audit=audit)
+    return EdgeApp(s, config, pipeline=pipeline, created=created, audit=audit, storage=storage)
 
 
 def app_factory() -> EdgeApp:

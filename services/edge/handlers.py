@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from services.contracts.errors import GatewayError
 
-from .api import chat, embeddings, models, native
+from .api import audio, chat, embeddings, files, images, models, native, transcriptions
 from .asgi import Request, Response, Route
 from .context import Edge
 from .errors import HTTPError, openai_error
@@ -47,6 +47,29 @@ ROUTES: list[Route] = [
     Route(
         "POST", "/v1/embeddings", embeddings.create_embeddings, openai_errors, body=True, operation="embed"
     ),
+    Route(
+        "POST",
+        "/v1/images/generations",
+        images.create_image,
+        openai_errors,
+        body=True,
+        operation="image.generate",
+    ),
+    Route(
+        "POST", "/v1/audio/speech", audio.create_speech, openai_errors, body=True, operation="audio.speech"
+    ),
+    # uploads read their own bodies, streamed, up to media.max_bytes (JSON bodies: max_body_bytes)
+    Route(
+        "POST",
+        "/v1/audio/transcriptions",
+        transcriptions.create_transcription,
+        openai_errors,
+        operation="audio.transcribe",
+    ),
+    Route("POST", "/v1/files", files.create_file, openai_errors),
+    Route("GET", "/v1/files", files.list_files, openai_errors),
+    Route("GET", "/v1/files/{file_id}", files.get_file, openai_errors),  # also .../{file_id}/content
+    Route("DELETE", "/v1/files/{file_id}", files.delete_file, openai_errors),
     Route("GET", "/v1/models", models.list_models, openai_errors, operation="models.list"),
     Route("GET", "/v1/models/{model}", models.retrieve_model, openai_errors, operation="models.list"),
     # native API

@@ -20,8 +20,13 @@ from services.contracts.events import (
     ChunkEmitted,
     EmbedRequested,
     EncodingFormat,
+    ImageGenerateRequested,
+    MediaSource,
     ModelInfo,
+    RequestBase,
     ResultProduced,
+    SpeechRequested,
+    TranscribeRequested,
 )
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
@@ -47,9 +52,19 @@ class Pipeline(Protocol):
         **kw: Any,
     ) -> EmbedRequested: ...
 
-    async def result(self, req: ChatRequested | EmbedRequested, timeout: float) -> ResultProduced: ...
+    def image_request(self, caller: Caller, model: str, prompt: str, **kw: Any) -> ImageGenerateRequested: ...
 
-    def stream(self, req: ChatRequested, timeout: float) -> AsyncIterator[ChunkEmitted]: ...
+    def speech_request(
+        self, caller: Caller, model: str, input: str, voice: str, *, stream: bool = False, **kw: Any
+    ) -> SpeechRequested: ...
+
+    def transcribe_request(
+        self, caller: Caller, model: str, file: MediaSource, **kw: Any
+    ) -> TranscribeRequested: ...
+
+    async def result(self, req: RequestBase, timeout: float) -> ResultProduced: ...
+
+    def stream(self, req: ChatRequested | SpeechRequested, timeout: float) -> AsyncIterator[ChunkEmitted]: ...
 
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None: ...
 
@@ -112,6 +127,21 @@ class EdgeClient(GatewayClient):
             user_id=caller.user_id,
             **kw,
         )
+
+    def image_request(self, caller: Caller, model: str, prompt: str, **kw: Any) -> ImageGenerateRequested:
+        return self.build_image(model, prompt, tenant_id=caller.tenant_id, user_id=caller.user_id, **kw)
+
+    def speech_request(
+        self, caller: Caller, model: str, input: str, voice: str, *, stream: bool = False, **kw: Any
+    ) -> SpeechRequested:
+        return self.build_speech(
+            model, input, voice, stream=stream, tenant_id=caller.tenant_id, user_id=caller.user_id, **kw
+        )
+
+    def transcribe_request(
+        self, caller: Caller, model: str, file: MediaSource, **kw: Any
+    ) -> TranscribeRequested:
+        return self.build_transcribe(model, file, tenant_id=caller.tenant_id, user_id=caller.user_id, **kw)
 
     async def audit(self, event: AuditRecorded) -> asyncio.Future[object]:
         """Publish one audit record (``llm.audit``, key tenant); the future is its ack."""
