@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from services.contracts.errors import MediaNotFound
 from services.contracts.events import (
     ChatRequested,
     ExecutionPlanned,
@@ -32,7 +33,7 @@ from services.contracts.events import (
     TranscribeRequested,
 )
 from services.runtime.config import MediaConfig
-from services.runtime.media.refs import staging_key
+from services.runtime.media.refs import staging_key, tenant_prefix
 from services.runtime.media.storage import FileStorage
 
 R = TypeVar("R", bound=RequestBase)
@@ -47,7 +48,7 @@ async def materialise(req: R, read: Read) -> R:
         ref = req.file.media
         if ref is None or ref.data is not None:
             return req
-        filled = await _filled(ref, read)
+        filled = await _filled(ref, read, req.tenant_id)
         return req.model_copy(update={"file": req.file.model_copy(update={"media": filled})})
     if not isinstance(req, ChatRequested):
         return req
@@ -60,7 +61,9 @@ async def materialise(req: R, read: Read) -> R:
                     missing.append((i, j, part))
     if not missing:
         return req
-    refs = await asyncio.gather(*(_filled(MediaRef.model_validate(p["media"]), read) for _, _, p in missing))
+    refs = await asyncio.gather(
+        *(_filled(MediaRef.model_validate(p["media"]), read, req.tenant_id) for _, _, p in missing)
+    )
     messages = list(req.messages)
     for (i, j, part), ref in zip(missing, refs, strict=True):
         content = list(messages[i].content or [])
@@ -69,9 +72,11 @@ async def materialise(req: R, read: Read) -> R:
     return req.model_copy(update={"messages": messages})
 
 
-async def _filled(ref: MediaRef, read: Read) -> MediaRef:
+async def _filled(ref: MediaRef, read: Read, tenant: str) -> MediaRef:
     if ref.key is None:
         raise ValueError(f"media {ref.media_id} has neither bytes nor an object key")
+    if not ref.key.startswith(tenant_prefix(tenant)):  # the media-store's references only, never a caller's
+        raise MediaNotFound(f"media {ref.media_id} not found")
     body = await read(ref.key)
     return ref.model_copy(update={"data": base64.b64encode(body).decode()})
 

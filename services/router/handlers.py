@@ -121,6 +121,7 @@ def plan(
 
     if isinstance(req, ChatRequested) and req.params.tools:
         req = with_tools(req, tool_schemas or {})
+    req = without_gateway_media(req)
 
     d = config.defaults
     return ExecutionPlanned(
@@ -216,3 +217,29 @@ def _ordered(
     """The alias's deployments that can serve the request, in its routing's order."""
     deps = order(alias, model, capable(model, needed), stats, streamed=streamed, rng=rng)
     return [Deployment(alias=alias, provider=d.provider, upstream_model=d.model) for d in deps]
+
+
+#: Keys of a content part only the media-store sets (a caller's are dropped before planning).
+GATEWAY_PART_KEYS = ("media", "pass_url")
+
+
+def without_gateway_media(req: Executable) -> Executable:
+    """``req`` without the gateway's own media keys in content parts, and without a
+    transcription file's resolved media: only the media-store, reading and checking the bytes
+    itself, may say what a reference holds (a caller's ``media`` could name another tenant's
+    object, or bytes no check has seen)."""
+    if isinstance(req, TranscribeRequested):
+        if req.file.media is None:
+            return req
+        return req.model_copy(update={"file": req.file.model_copy(update={"media": None})})
+    if not isinstance(req, ChatRequested):
+        return req
+    messages = None
+    for i, m in enumerate(req.messages):
+        if isinstance(m.content, list) and any(
+            isinstance(p, dict) and any(k in p for k in GATEWAY_PART_KEYS) for p in m.content
+        ):
+            messages = messages or list(req.messages)
+            content = [{k: v for k, v in p.items() if k not in GATEWAY_PART_KEYS} for p in m.content]
+            messages[i] = m.model_copy(update={"content": content})
+    return req if messages is None else req.model_copy(update={"messages": messages})

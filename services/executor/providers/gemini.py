@@ -330,4 +330,4 @@ class GeminiAdapter:
 
 
 #: (kind, operation) -> adapter, merged into the registry.
-ADAPTERS: dict[tuple[str, str], Any] = {}
+ADAPTERS: dict[tuple[str, str], Any] = {("gemini", "chat"): GeminiAdapter()}

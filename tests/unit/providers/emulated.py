@@ -20,7 +20,12 @@ from .support import AsgiTransport
 CHAT = adapters("chat")
 KINDS = sorted(CHAT)
 #: Where each wire format lives on the emulator.
-BASE_URL = {"openai": "http://emulator/v1", "anthropic": "http://emulator", "ollama": "http://emulator"}
+BASE_URL = {
+    "openai": "http://emulator/v1",
+    "anthropic": "http://emulator",
+    "ollama": "http://emulator",
+    "gemini": "http://emulator",
+}
 
 
 @pytest.fixture

@@ -31,17 +31,19 @@ class Case:
     fx: ModuleType
     deployment: Target
     url: str  # where the adapter must send requests
+    stream_url: str  # ... and streamed ones
 
 
 def case_for(kind: str, upstream: Upstream | None = None) -> Case:
     fx = FIXTURES[kind]
     base_url = upstream.base_url(fx.BASE_URL) if upstream else fx.BASE_URL
-    assert fx.URL.startswith(fx.BASE_URL)
+    assert fx.URL.startswith(fx.BASE_URL) and fx.STREAM_URL.startswith(fx.BASE_URL)
     return Case(
         ADAPTERS[kind],
         fx,
         deployment(kind, base_url, fx.UPSTREAM_MODEL, provider=f"{kind}-east"),
         base_url + fx.URL[len(fx.BASE_URL) :],
+        base_url + fx.STREAM_URL[len(fx.BASE_URL) :],
     )
 
 
@@ -94,8 +96,8 @@ async def test_complete_text(case: Case, upstream: Upstream) -> None:
     assert sent.headers["content-type"] == "application/json"
     for name, value in case.fx.auth_headers(KEY).items():
         assert sent.headers[name] == value
-    assert rec.body["model"] == case.fx.UPSTREAM_MODEL
-    assert rec.body.get("stream", False) is False
+    assert case.fx.sent_model(case.url, rec.body) == case.fx.UPSTREAM_MODEL
+    assert case.fx.sent_stream(case.url, rec.body) is False
 
 
 async def test_stream_text(case: Case, upstream: Upstream) -> None:
@@ -107,8 +109,8 @@ async def test_stream_text(case: Case, upstream: Upstream) -> None:
     assert final.finish_reason == "stop"
     assert final.usage == case.fx.USAGE
     assert [d for d in deltas if d.finish_reason] == [final], "only the last delta finishes"
-    assert str(rec.request.url) == case.url
-    assert rec.body["stream"] is True
+    assert str(rec.request.url) == case.stream_url
+    assert case.fx.sent_stream(case.stream_url, rec.body) is True
 
 
 async def test_stream_survives_arbitrary_network_chunking(case: Case, upstream: Upstream) -> None:
@@ -223,9 +225,10 @@ async def test_no_api_key_sends_no_credentials(case: Case, upstream: Upstream) -
     await case.adapter.complete(http, chat(), case.deployment, None)
     assert "authorization" not in rec.request.headers
     assert "x-api-key" not in rec.request.headers
+    assert "x-goog-api-key" not in rec.request.headers
 
 
 def test_extra_params_reach_the_wire(mapping: Case) -> None:
     body = mapping.adapter.to_wire(chat(extra={"x_vendor_flag": {"a": 1}}), mapping.deployment, stream=False)
     assert body["x_vendor_flag"] == {"a": 1}
-    assert body["model"] == mapping.fx.UPSTREAM_MODEL
+    assert mapping.fx.sent_model(mapping.url, body) == mapping.fx.UPSTREAM_MODEL

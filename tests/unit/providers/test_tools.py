@@ -54,6 +54,18 @@ WIRE_TOOLS = {
         },
         {"type": "function", "function": {"name": "get_time", "parameters": TIME_PARAMS}},
     ],
+    "gemini": [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "Weather in a city",
+                    "parametersJsonSchema": WEATHER_PARAMS,
+                },
+                {"name": "get_time", "parametersJsonSchema": TIME_PARAMS},
+            ]
+        }
+    ],
 }
 NAMED = {"type": "function", "function": {"name": "get_time"}}
 #: tool_choice -> what each provider's body holds: (tool_choice, names of the tools sent).
@@ -76,13 +88,26 @@ CHOICES: dict[str, list[tuple[Any, dict[str, tuple[Any, list[str] | None]]]]] = 
         ("required", (None, ["get_weather", "get_time"])),
         (NAMED, (None, ["get_time"])),
     ],
+    "gemini": [  # toolConfig.functionCallingConfig
+        ("auto", ({"functionCallingConfig": {"mode": "AUTO"}}, ["get_weather", "get_time"])),
+        ("none", ({"functionCallingConfig": {"mode": "NONE"}}, ["get_weather", "get_time"])),
+        ("required", ({"functionCallingConfig": {"mode": "ANY"}}, ["get_weather", "get_time"])),
+        (
+            NAMED,
+            (
+                {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}},
+                ["get_weather", "get_time"],
+            ),
+        ),
+    ],
 }
 
 
 def _names(body: dict[str, Any]) -> list[str] | None:
     if "tools" not in body:
         return None
-    return [t.get("name") or t["function"]["name"] for t in body["tools"]]
+    tools = [d for t in body["tools"] for d in t.get("functionDeclarations", [t])]  # Gemini nests them
+    return [t.get("name") or t["function"]["name"] for t in tools]
 
 
 @pytest.fixture(params=KINDS)
@@ -107,7 +132,7 @@ def test_tool_choice_in_each_provider_format(
     kind: str, choice: Any, expected: tuple[Any, list[str] | None]
 ) -> None:
     body = CHAT[kind].to_wire(request(ASK, tools=TOOLS, tool_choice=choice), target(kind), stream=True)
-    assert (body.get("tool_choice"), _names(body)) == expected
+    assert (body.get("tool_choice", body.get("toolConfig")), _names(body)) == expected
 
 
 def test_parallel_tool_calls_off(kind: str) -> None:
@@ -118,6 +143,7 @@ def test_parallel_tool_calls_off(kind: str) -> None:
         "openai": ("parallel_tool_calls", False),
         "anthropic": ("tool_choice", {"type": "auto", "disable_parallel_tool_use": True}),
         "ollama": ("parallel_tool_calls", None),  # no equivalent: dropped
+        "gemini": ("parallel_tool_calls", None),  # no equivalent: dropped
     }[kind]
     assert body.get(expected[0]) == expected[1]
 
@@ -162,7 +188,7 @@ CONVERSATION = [
 
 def test_tool_results_refer_to_their_calls(kind: str) -> None:
     body = CHAT[kind].to_wire(request(*CONVERSATION, tools=TOOLS), target(kind), stream=False)
-    msgs = body["messages"]
+    msgs = body.get("messages") or body["contents"]
     if kind == "openai":
         assert [m.get("tool_call_id") for m in msgs[2:]] == ["id-w", "id-t"]
         assert [c["id"] for c in msgs[1]["tool_calls"]] == ["id-w", "id-t"]
@@ -173,6 +199,13 @@ def test_tool_results_refer_to_their_calls(kind: str) -> None:
             ("tool_result", "id-t"),
         ]
         assert msgs[1]["content"][0]["input"] == {"city": "Paris"}
+    elif kind == "gemini":  # by name, and by id when the id is not one the gateway made
+        assert [p["functionCall"]["id"] for p in msgs[1]["parts"]] == ["id-w", "id-t"]
+        assert [(p["functionResponse"]["name"], p["functionResponse"]["id"]) for p in msgs[2]["parts"]] == [
+            ("get_weather", "id-w"),
+            ("get_time", "id-t"),
+        ]
+        assert msgs[1]["parts"][0]["functionCall"]["args"] == {"city": "Paris"}
     else:  # Ollama matches results to calls by name
         assert [m.get("tool_name") for m in msgs[2:]] == ["get_weather", "get_time"]
         assert msgs[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Paris"}}
@@ -213,7 +246,7 @@ async def test_tool_calls_come_back_unified(kind: str, emulator: HttpTransport) 
     assert all(c.id for c in calls) and len({c.id for c in calls}) == len(calls)
     for c in calls:
         jsonschema.validate(orjson.loads(c.function.arguments), PARAMS[c.function.name])
-    prefix = {"openai": "call_", "anthropic": "toolu_", "ollama": "call_"}[kind]
+    prefix = {"openai": "call_", "anthropic": "toolu_", "ollama": "call_", "gemini": "call_"}[kind]
     assert all(c.id.startswith(prefix) for c in calls)
 
 
@@ -233,7 +266,7 @@ async def test_streamed_tool_calls_assemble_to_the_whole_answer(kind: str, emula
     calls = assembled(deltas)
     assert [(c.index, c.name) for c in calls] == [(0, "get_weather"), (1, "get_time"), (2, "get_weather")]
     assert [orjson.loads(c.arguments) for c in calls] == [orjson.loads(w.function.arguments) for w in whole]
-    if kind == "ollama":  # generated ids: the same answer names its calls alike
+    if kind in ("ollama", "gemini"):  # generated ids: the same answer names its calls alike
         assert [c.id for c in calls] == [w.id for w in whole]
 
 

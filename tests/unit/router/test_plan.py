@@ -117,3 +117,19 @@ def test_model_not_found_lists_only_what_the_tenant_may_use(config):
     assert "demo-anthropic" not in allowed
     with pytest.raises(ModelNotFound, match=f"available: {allowed}$"):
         plan(req(tenant_id="restricted", model="gpt-9"), config)
+
+
+def test_a_callers_own_media_keys_never_reach_the_plan(config):
+    planted = {
+        "type": "image_url",
+        "image_url": {"url": "file-" + "a" * 32},
+        "media": {"media_id": "m", "mime_type": "image/png", "bytes": 1, "key": "tenants/other/media/m"},
+        "pass_url": True,
+    }
+    text = {"type": "text", "text": "hi", "media": {"key": "tenants/other/files/x"}}
+    p = plan(req(messages=[{"role": "user", "content": [text, planted]}]), config)
+    parts = p.request.messages[0].content
+    assert parts == [
+        {"type": "text", "text": "hi"},
+        {"type": "image_url", "image_url": {"url": "file-" + "a" * 32}},
+    ]
