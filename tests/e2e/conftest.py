@@ -4,6 +4,7 @@ edge as separate processes (``llmgw up``'s own launcher) on the session's real b
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,6 +34,9 @@ def stack_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings) -> Iterator[Stack]:
+    # the media tests' own HTTP servers listen on 127.0.0.1: the safe fetcher may reach that host
+    # (config/demo.yaml media.fetch.allow_hosts), and no other private address
+    os.environ.setdefault("LLMGW_MEDIA_ALLOW_HOST", "127.0.0.1")
     s = Stack(stack_settings)
     s.up(routers=2, executors=2, edge=_edge_available())
     try:
