@@ -437,3 +437,51 @@ async def test_media_usage_is_billed_per_unit(aclient, stack_settings):
     speech_usage = by_id[speech.headers["x-request-id"]]
     assert speech_usage["units"]["characters"] == len(said)
     assert speech_usage["cost_usd"] == pytest.approx(len(said) * 0.000015)
+
+
+async def test_a_large_data_url_is_claim_checked_at_the_edge(aclient, stack_settings):
+    big = noise_png(1024 * 1024)
+    topics = Topics.load(stack_settings.topics_path, stack_settings.topic_prefix)
+    async with TopicTail(stack_settings.bootstrap_servers, topics.requests.name) as requests:
+        raw = await aclient.chat.completions.with_raw_response.create(
+            model="demo-gemini", messages=image_message(data_url("image/png", big)), max_tokens=100
+        )
+        rid = raw.headers["x-request-id"]
+        got = await requests.until(lambda rs: any(rid.encode() in (r.value or b"") for r in rs))
+    assert f"image/png {len(big)} bytes" in (raw.parse().choices[0].message.content or "")
+    event = next(r for r in got if rid.encode() in (r.value or b""))
+    assert len(event.value or b"") < 64 * 1024  # the megabyte went to S3; the event names it
+
+
+async def test_entry_points_other_than_image_parts_use_the_safe_fetcher(aclient):
+    async with Origin("127.0.0.2") as listener:
+        private = f"http://127.0.0.2:{listener.port}/a"
+        with pytest.raises(openai.BadRequestError) as doc:
+            await aclient.chat.completions.create(
+                model="demo-anthropic",
+                messages=[{"role": "user", "content": [{"type": "file", "file": {"url": private + ".pdf"}}]}],
+                max_tokens=20,
+            )
+        with pytest.raises(openai.BadRequestError) as stt:
+            await aclient.post(
+                "/audio/transcriptions",
+                body={"model": "demo-stt", "file": private + ".wav"},
+                cast_to=object,
+            )
+        assert listener.connections == 0
+    assert doc.value.body["code"] == "validation_error" and stt.value.body["code"] == "validation_error"
+
+
+async def test_the_media_store_restarts_alone_and_serves_on(aclient, stack):
+    import os
+    import signal
+
+    pid = next(c for c in stack.load() if c.name == "media-store").pid
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(stack.restart, "media-store")
+    body = png(16, 16)
+    done = await aclient.chat.completions.create(
+        model="demo-openai", messages=image_message(data_url("image/png", body)), max_tokens=50
+    )
+    assert f"image/png {len(body)} bytes" in (done.choices[0].message.content or "")

@@ -33,6 +33,7 @@ from services.contracts.events import (
 )
 
 from ..asgi import Headers, Request, Response, ms_header
+from ..claims import claimed
 from ..errors import error_headers, openai_body, openai_error, ratelimit_headers
 from ..sse import SseResponse
 
@@ -387,6 +388,7 @@ def error_answer(err: GatewayError, errors: ErrorFormat = openai_error) -> Respo
 
 async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResponse:
     call = parse_chat(req.json())
+    call.messages = await claimed(edge, req, call.messages)  # large inline media: to S3 first
     event = build_event(edge, req, call)
     created = int(time.time())
     timeout = edge.timeout_for(call.total_ms)

@@ -19,6 +19,7 @@ from services.contracts.errors import GatewayError, ValidationError
 from services.contracts.events import ResultProduced
 
 from ..asgi import Request, Response, checked_request_id, ms_header
+from ..claims import claimed
 from ..errors import HTTPError, native_error
 from .chat import OVERHEAD, ChatCall, build_event, check_messages, error_answer, split_fields
 
@@ -82,6 +83,7 @@ async def chat(edge: Edge, req: Request) -> Response:
     call, request_id = parse_native(body)
     if request_id is not None:
         req.request_id = request_id
+    call.messages = await claimed(edge, req, call.messages)  # large inline media: to S3 first
     event = build_event(edge, req, call)
     try:
         result = await req.until_disconnect(edge.gw.result(event, edge.timeout_for(call.total_ms)))

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: S3's smallest part (every part of a multipart upload but the last).
 MIN_PART_SIZE = 5 * 1024 * 1024
-DEFAULT_PART_SIZE = 8 * 1024 * 1024
+DEFAULT_PART_SIZE = 5 * 1024 * 1024  # S3's minimum: the least memory held per upload
 #: How much ``open`` reads at a time.
 READ_CHUNK = 256 * 1024
 #: Metadata names the storage itself sets; a caller's metadata may not use them.
@@ -260,8 +260,11 @@ class S3FileStorage:
         created_at = int(time.time())
         meta = _encode_metadata(filename, created_at, metadata)
         upload = _Upload(self._client, self.bucket, key, mime_type, meta)
-        buffer = bytearray()
-        total = 0
+        # the chunks of the part being filled, joined once when it is full (one copy of a part,
+        # never a growing buffer re-allocated and sliced): a part is every chunk up to at least
+        # part_size bytes, S3 takes parts of any size above its minimum
+        pending: list[bytes] = []
+        held = total = 0
         try:
             async for chunk in chunks:
                 total += len(chunk)
@@ -269,20 +272,24 @@ class S3FileStorage:
                     raise PayloadTooLarge(
                         f"the body is over the limit of {max_bytes} bytes", details={"max_bytes": max_bytes}
                     )
-                buffer += chunk
-                while len(buffer) >= self.part_size:
-                    await upload.part(bytes(buffer[: self.part_size]))
-                    del buffer[: self.part_size]
+                pending.append(chunk)
+                held += len(chunk)
+                if held >= self.part_size:
+                    body = b"".join(pending)
+                    pending.clear()
+                    held = 0
+                    await upload.part(body)
+                    del body
+            rest = b"".join(pending)
+            pending.clear()
             if upload.upload_id is None:  # smaller than one part: one plain PUT
-                body = bytes(buffer)
-                buffer.clear()
                 await self._client.put_object(
-                    Bucket=self.bucket, Key=key, Body=body, ContentType=mime_type, Metadata=meta
+                    Bucket=self.bucket, Key=key, Body=rest, ContentType=mime_type, Metadata=meta
                 )
             else:
-                if buffer:
-                    await upload.part(bytes(buffer))
-                    buffer.clear()
+                if rest:
+                    await upload.part(rest)
+                del rest
                 await upload.complete()
         except BaseException:
             await upload.abort()
