@@ -485,3 +485,25 @@ async def test_the_media_store_restarts_alone_and_serves_on(aclient, stack):
         model="demo-openai", messages=image_message(data_url("image/png", body)), max_tokens=50
     )
     assert f"image/png {len(body)} bytes" in (done.choices[0].message.content or "")
+
+
+async def test_a_large_video_goes_to_geminis_files_api_not_inline(aclient, emulator_url):
+    video = mp4(seconds=12, payload=19 * 1024 * 1024)  # past the adapter's 18 MiB inline budget
+    created = await aclient.files.create(file=("long.mp4", video, "video/mp4"), purpose="user_data")
+    done = await aclient.chat.completions.create(
+        model="demo-gemini",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "describe"},
+                    {"type": "video_url", "video_url": {"url": created.id}},
+                ],
+            }
+        ],
+        max_tokens=100,
+    )
+    assert f"video/mp4 {len(video)} bytes" in (done.choices[0].message.content or "")
+    async with aiohttp.ClientSession() as s, s.get(f"{emulator_url}/v1beta/files?pageSize=100") as r:
+        files = (await r.json()).get("files", [])
+    assert any(int(f["sizeBytes"]) == len(video) and f["mimeType"] == "video/mp4" for f in files)
