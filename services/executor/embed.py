@@ -15,7 +15,7 @@ from services.contracts.events import Embedding, EmbeddingsOutput, EmbedRequeste
 
 from .attempts import Until
 from .batcher import EmbedBatcher
-from .handlers import Outcome, SecretLookup
+from .handlers import Outcome, QuietCall, SecretLookup
 from .providers._embeddings import Embeddings
 from .providers.base import EmbeddingsAdapter
 from .providers.registry import adapter_for
@@ -50,21 +50,11 @@ class EmbedRunner:
         return EmbedCall(self.batcher, plan.request, plan.total_ms)
 
 
-class EmbedCall:
+class EmbedCall(QuietCall):
     """The provider calls of one embed plan (``attempts.Call``): each a share of a batch."""
 
     def __init__(self, batcher: EmbedBatcher, req: EmbedRequested, total_ms: int | None):
         self._batcher, self._req, self._total_ms = batcher, req, total_ms
-
-    @property
-    def acks(self) -> list[asyncio.Future[object]]:
-        return []  # nothing is published while it runs
-
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome:
         adapter_for(target.kind, "embed")  # capability_not_supported before any HTTP

@@ -99,25 +99,38 @@ def _checked(contract: OutputContract | None, message: AssistantMessage, finish:
     return contract.violation(message.content, finish)
 
 
-async def complete_once(
+class QuietCall:
+    """The ``attempts.Call`` parts of a plan whose calls publish nothing while they run."""
+
+    @property
+    def acks(self) -> list[asyncio.Future[object]]:
+        return []
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def whole_call(
     plan: ExecutionPlanned,
     dep: Target,
     http: HttpTransport,
-    key: str | None,
+    call: Callable[[HttpTransport], Awaitable[T]],
     until: Until,
-    contract: OutputContract | None = None,
-) -> Outcome:
-    """One whole answer from ``dep``, checked against the request's output ``contract``. Its
-    response head must arrive within ``plan.ttft_ms`` and the answer by ``until``; a refusal
-    carries the wait its response asked for (``details["retry_after_ms"]``)."""
+) -> tuple[T, float]:
+    """``call`` through a ``Watched`` view of ``http``, under the plan's deadlines: its response
+    head within ``plan.ttft_ms``, its answer by ``until``; ``(its answer, milliseconds it took)``.
+    A refusal carries the wait its response asked for (``details["retry_after_ms"]``)."""
     t0 = time.perf_counter()
     watch = Watched(http)
-    head_by = _after(plan.ttft_ms)
-    clock = asyncio.timeout_at(_earliest(head_by, until.at))
+    head_by = after(plan.ttft_ms)
+    clock = asyncio.timeout_at(earliest(head_by, until.at))
     watch.on_head = lambda: clock.reschedule(until.at)
     try:
         async with clock:
-            done = await adapter_for(dep.kind, "chat").complete(watch, plan.request, dep, key)
+            done = await call(watch)
     except TimeoutError:
         if not clock.expired():
             raise
@@ -130,7 +143,24 @@ async def complete_once(
     except GatewayError as err:
         watch.annotate(err)
         raise
-    ms = (time.perf_counter() - t0) * 1000
+    return done, (time.perf_counter() - t0) * 1000
+
+
+async def complete_once(
+    plan: ExecutionPlanned,
+    dep: Target,
+    http: HttpTransport,
+    key: str | None,
+    until: Until,
+    contract: OutputContract | None = None,
+) -> Outcome:
+    """One whole answer from ``dep``, checked against the request's output ``contract``. Its
+    response head must arrive within ``plan.ttft_ms`` and the answer by ``until``; a refusal
+    carries the wait its response asked for (``details["retry_after_ms"]``)."""
+    adapter = adapter_for(dep.kind, "chat")
+    done, ms = await whole_call(
+        plan, dep, http, lambda watch: adapter.complete(watch, plan.request, dep, key), until
+    )
     return Outcome(
         done.usage,
         dep,
@@ -164,8 +194,8 @@ async def stream_once(
     emitter.set_source(dep.provider, dep.upstream_model)
     watch = Watched(http)
     stream = adapter_for(dep.kind, "chat").stream(watch, plan.request, dep, key)
-    first_by = _after(plan.ttft_ms)
-    clock = asyncio.timeout_at(_earliest(first_by, until.at))
+    first_by = after(plan.ttft_ms)
+    clock = asyncio.timeout_at(earliest(first_by, until.at))
     try:
         async with clock:
             while True:
@@ -235,12 +265,12 @@ async def stream_once(
     )
 
 
-def _after(ms: int | None) -> float | None:
+def after(ms: int | None) -> float | None:
     """Event-loop time ``ms`` from now (None: never)."""
     return asyncio.get_running_loop().time() + ms / 1000 if ms else None
 
 
-def _earliest(a: float | None, b: float | None) -> float | None:
+def earliest(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
 
 

@@ -8,13 +8,11 @@ generate images is ``capability_not_supported`` before any HTTP, and the next on
 
 from __future__ import annotations
 
-import asyncio
-
 from services.contracts.events import ExecutionPlanned, GeneratedImage, ImageGenerateRequested, ImagesOutput
 
 from .attempts import Until
 from .handlers import Outcome, SecretLookup
-from .media_calls import as_output, media_ref, whole_call
+from .media_calls import QuietCall, media_ref, whole_call
 from .providers.media_base import ImagesAdapter, Pictures
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
@@ -51,21 +49,11 @@ def images_output(done: Pictures) -> ImagesOutput:
     )
 
 
-class ImagesCall:
+class ImagesCall(QuietCall):
     """The provider calls of one ``image.generate`` plan (``attempts.Call``)."""
 
     def __init__(self, runner: ImagesRunner, plan: ExecutionPlanned):
         self._runner, self._plan = runner, plan
-
-    @property
-    def acks(self) -> list[asyncio.Future[object]]:
-        return []  # nothing is published while it runs
-
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome:
         adapter: ImagesAdapter = adapter_for(target.kind, "image.generate")
@@ -85,5 +73,5 @@ class ImagesCall:
             done.model or target.upstream_model,
             provider_ms=ms,
             ttft_ms=ms,
-            output=as_output(images_output(done)),
+            output=images_output(done),
         )

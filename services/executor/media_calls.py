@@ -1,77 +1,18 @@
-"""What the media runners (``images.py``, ``speech.py``, ``transcribe.py``) share: one whole
-provider call under the plan's deadlines, and the ``MediaRef`` of bytes a provider made.
-
-A whole call's response head must arrive within ``plan.ttft_ms`` and its answer by ``until``
-(as chat's ``complete_once``); a refusal carries the wait its response asked for
-(``details["retry_after_ms"]``).
+"""What the media runners (``images.py``, ``speech.py``, ``transcribe.py``) share: the calls
+that publish nothing while they run (``handlers.QuietCall``), one whole provider call under the plan's
+deadlines (``handlers.whole_call``, as chat's ``complete_once``), and the ``MediaRef`` of bytes a
+provider made.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
 
-from services.contracts.errors import GatewayError, ProviderTimeout
-from services.contracts.events import (
-    EmbeddingsOutput,
-    ExecutionPlanned,
-    ImagesOutput,
-    MediaRef,
-    SpeechOutput,
-    TranscriptionOutput,
-)
+from services.contracts.events import MediaRef
 from services.runtime.media.refs import new_media_id
 
-from .attempts import Until
-from .providers.transport import HttpTransport
-from .targets import Target
-from .watch import Watched
-
-T = TypeVar("T")
-
-
-def after(ms: int | None) -> float | None:
-    """Event-loop time ``ms`` from now (None: never)."""
-    return asyncio.get_running_loop().time() + ms / 1000 if ms else None
-
-
-def earliest(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-async def whole_call(
-    plan: ExecutionPlanned,
-    dep: Target,
-    http: HttpTransport,
-    call: Callable[[HttpTransport], Awaitable[T]],
-    until: Until,
-) -> tuple[T, float]:
-    """``call(http)`` (through a ``Watched`` view of ``http``) under the plan's deadlines:
-    ``(its answer, milliseconds it took)``."""
-    t0 = time.perf_counter()
-    watch = Watched(http)
-    head_by = after(plan.ttft_ms)
-    clock = asyncio.timeout_at(earliest(head_by, until.at))
-    watch.on_head = lambda: clock.reschedule(until.at)
-    try:
-        async with clock:
-            done = await call(watch)
-    except TimeoutError:
-        if not clock.expired():
-            raise
-        if watch.head_at is None and head_by is not None and (until.at is None or head_by <= until.at):
-            raise ProviderTimeout(
-                f"{dep.provider}: no response head within ttft_ms={plan.ttft_ms}",
-                details={"upstream_status": None},
-            ) from None
-        raise until.timed_out(dep, plan.total_ms) from None
-    except GatewayError as err:
-        watch.annotate(err)
-        raise
-    return done, (time.perf_counter() - t0) * 1000
+from .handlers import QuietCall as QuietCall  # re-exported for the media runners
+from .handlers import whole_call as whole_call
 
 
 def media_ref(data: bytes, mime_type: str, filename: str | None = None) -> MediaRef:
@@ -83,9 +24,3 @@ def media_ref(data: bytes, mime_type: str, filename: str | None = None) -> Media
         data=base64.b64encode(data).decode(),
         filename=filename,
     )
-
-
-def as_output(output: ImagesOutput | SpeechOutput | TranscriptionOutput) -> EmbeddingsOutput:
-    """``output`` typed as ``Outcome.output`` is still annotated (``EmbeddingsOutput | None``;
-    the value is whatever ``Output`` it is: ``ResultProduced.output`` takes them all)."""
-    return cast(EmbeddingsOutput, output)

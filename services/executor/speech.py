@@ -32,8 +32,8 @@ from services.runtime.topics import Topics
 
 from .attempts import Final, Until
 from .chunker import Send
-from .handlers import Outcome, SecretLookup, chunk_template
-from .media_calls import after, as_output, earliest, media_ref, whole_call
+from .handlers import Outcome, SecretLookup, after, chunk_template, earliest
+from .media_calls import media_ref, whole_call
 from .providers.media_base import SpeechAdapter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
@@ -204,7 +204,7 @@ class SpeechCall:
                 done.model or target.upstream_model,
                 provider_ms=ms,
                 ttft_ms=ms,
-                output=as_output(output),
+                output=output,
             )
         if fallback_from is not None:
             emitter.set_fallback(f"{fallback_from.label} -> {target.label}")

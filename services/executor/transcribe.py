@@ -8,13 +8,11 @@ transcribe is ``capability_not_supported`` before any HTTP, and the next one is 
 
 from __future__ import annotations
 
-import asyncio
-
 from services.contracts.events import ExecutionPlanned, TranscribeRequested, TranscriptionOutput
 
 from .attempts import Until
 from .handlers import Outcome, SecretLookup
-from .media_calls import as_output, whole_call
+from .media_calls import QuietCall, whole_call
 from .providers.media_base import TranscribeAdapter
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
@@ -31,22 +29,12 @@ class TranscribeRunner:
         return TranscribeCall(self, plan)
 
 
-class TranscribeCall:
+class TranscribeCall(QuietCall):
     """The provider calls of one ``audio.transcribe`` plan (``attempts.Call``). The request is
     read from the plan at each call: the executor fills its media's bytes after ``start``."""
 
     def __init__(self, runner: TranscribeRunner, plan: ExecutionPlanned):
         self._runner, self._plan = runner, plan
-
-    @property
-    def acks(self) -> list[asyncio.Future[object]]:
-        return []  # nothing is published while it runs
-
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome:
         adapter: TranscribeAdapter = adapter_for(target.kind, "audio.transcribe")
@@ -73,5 +61,5 @@ class TranscribeCall:
             done.model or target.upstream_model,
             provider_ms=ms,
             ttft_ms=ms,
-            output=as_output(output),
+            output=output,
         )

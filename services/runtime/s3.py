@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 LOCAL_ACCESS_KEY = "llmgw"  # used when the environment has no AWS credentials: moto takes any,
 LOCAL_SECRET_KEY = "llmgw-secret"  # the compose file's MinIO has these
@@ -49,13 +49,12 @@ class ObjectStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class S3ObjectStore:
-    """``ObjectStore`` on an S3 bucket; ``start()`` creates the bucket when it is missing.
-
-    Credentials come from the usual AWS chain (environment, profile, instance role); with none
-    there, the local stack's (``llmgw`` / ``llmgw-secret``) are used. With ``create_bucket``
-    False (readers), a missing bucket is a ``RuntimeError`` naming it.
-    """
+class S3Bucket:
+    """One S3 bucket through aioboto3 (path-style addressing, as MinIO and moto want; SigV4, so
+    presigned URLs work everywhere): ``start()`` enters the client and creates the bucket when it
+    is missing, unless ``create_bucket`` is False (readers), when a missing bucket is a
+    ``RuntimeError`` naming it. Credentials come from the usual AWS chain (environment, profile,
+    instance role); with none there, the local stack's (``llmgw`` / ``llmgw-secret``) are used."""
 
     def __init__(
         self, bucket: str, *, endpoint_url: str | None, max_connections: int = 32, create_bucket: bool = True
@@ -80,6 +79,7 @@ class S3ObjectStore:
             max_pool_connections=self._max_connections,
             retries={"max_attempts": 3, "mode": "standard"},
             s3={"addressing_style": "path"},
+            signature_version="s3v4",
         )
         self._context = session.client(
             "s3",
@@ -101,7 +101,7 @@ class S3ObjectStore:
             await self._context.__aexit__(None, None, None)
             self._context = self._client = None
 
-    async def __aenter__(self) -> S3ObjectStore:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -113,15 +113,19 @@ class S3ObjectStore:
             await self._client.head_bucket(Bucket=self.bucket)
             return
         except Exception as exc:
-            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+            if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                 raise
             if not self._create:
                 raise RuntimeError(f"no bucket {self.bucket!r} at {self._endpoint or 'S3'}") from exc
         try:
             await self._client.create_bucket(Bucket=self.bucket)
         except Exception as exc:  # another process created it in between
-            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
+
+
+class S3ObjectStore(S3Bucket):
+    """``ObjectStore`` on an S3 bucket (``S3Bucket``)."""
 
     async def put(
         self, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None
@@ -134,7 +138,7 @@ class S3ObjectStore:
         try:
             answer = await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **kw)
         except Exception as exc:
-            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise PreconditionFailed(key) from exc
             raise
         return str(answer["ETag"])
@@ -143,7 +147,7 @@ class S3ObjectStore:
         try:
             answer = await self._client.get_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise
         async with answer["Body"] as stream:
@@ -194,6 +198,7 @@ def _etag(body: bytes) -> str:
     return '"' + hashlib.md5(body, usedforsecurity=False).hexdigest() + '"'
 
 
-def _code(exc: Exception) -> str:
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore error ('' for anything else)."""
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
 from services.contracts.errors import MediaNotFound, PayloadTooLarge
-from services.runtime.s3 import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
+from services.runtime.s3 import S3Bucket, error_code
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,10 @@ def _decoded(
     return StoredFile(key, size, mime_type, filename, created_at, meta)
 
 
-class S3FileStorage:
-    """``FileStorage`` on an S3 bucket (path-style addressing, as MinIO and moto want).
-
-    Credentials come from the usual AWS chain; with none there, the local stack's (as
-    ``services.runtime.s3``). ``start()`` creates the bucket when it is missing.
-    """
+class S3FileStorage(S3Bucket):
+    """``FileStorage`` on an S3 bucket (``services.runtime.s3.S3Bucket``: path-style addressing,
+    SigV4, the local stack's credentials when the environment has none); ``start()`` creates the
+    bucket when it is missing."""
 
     def __init__(
         self,
@@ -169,67 +167,8 @@ class S3FileStorage:
     ):
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size {part_size} is under S3's minimum part size {MIN_PART_SIZE}")
-        self.bucket = bucket
+        super().__init__(bucket, endpoint_url=endpoint_url, max_connections=max_connections)
         self.part_size = part_size
-        self._endpoint = endpoint_url
-        self._max_connections = max_connections
-        self._client: Any = None
-        self._context: Any = None
-
-    async def start(self) -> None:
-        import aioboto3
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
-
-        core = get_session()
-        if await core.get_credentials() is None:
-            core.set_credentials(LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY)
-        session = aioboto3.Session(botocore_session=core)
-        config = AioConfig(
-            max_pool_connections=self._max_connections,
-            retries={"max_attempts": 3, "mode": "standard"},
-            s3={"addressing_style": "path"},
-            signature_version="s3v4",
-        )
-        self._context = session.client(
-            "s3",
-            endpoint_url=self._endpoint,
-            config=config,
-            region_name=core.get_config_variable("region") or "us-east-1",
-        )
-        self._client = await self._context.__aenter__()
-        try:
-            await self._ensure_bucket()
-        except BaseException as exc:
-            await self.aclose()
-            if isinstance(exc, Exception) and not isinstance(exc, RuntimeError):
-                raise RuntimeError(f"S3 at {self._endpoint or 'AWS'}, bucket {self.bucket!r}: {exc}") from exc
-            raise
-
-    async def aclose(self) -> None:
-        if self._context is not None:
-            await self._context.__aexit__(None, None, None)
-            self._context = self._client = None
-
-    async def __aenter__(self) -> S3FileStorage:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _ensure_bucket(self) -> None:
-        try:
-            await self._client.head_bucket(Bucket=self.bucket)
-            return
-        except Exception as exc:
-            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
-                raise
-        try:
-            await self._client.create_bucket(Bucket=self.bucket)
-        except Exception as exc:  # another process created it in between
-            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
 
     async def put(
         self,
@@ -305,7 +244,7 @@ class S3FileStorage:
         try:
             answer = await self._client.get_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise MediaNotFound(f"no stored object {key!r}") from exc
             raise
         body = answer["Body"]  # entered, it is aiohttp's response: chunks come from the wrapper
@@ -316,7 +255,7 @@ class S3FileStorage:
         try:
             answer = await self._client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise
         return _decoded(
@@ -342,7 +281,7 @@ class S3FileStorage:
                 MetadataDirective="COPY",
             )
         except Exception as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise MediaNotFound(f"no stored object {src!r}") from exc
             raise
         stored = await self.head(dst)
@@ -488,6 +427,3 @@ class MemoryFileStorage:
         return sorted(k for k in self.objects if k.startswith(prefix))
 
 
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
