@@ -507,3 +507,39 @@ async def test_a_large_video_goes_to_geminis_files_api_not_inline(aclient, emula
     async with aiohttp.ClientSession() as s, s.get(f"{emulator_url}/v1beta/files?pageSize=100") as r:
         files = (await r.json()).get("files", [])
     assert any(int(f["sizeBytes"]) == len(video) and f["mimeType"] == "video/mp4" for f in files)
+
+
+async def test_the_python_sdk_speaks_every_media_operation(gw, stack_settings):
+    images = await gw.generate_image("demo-image", "a green topic", n=1, size="96x64")
+    [image] = images.output.data
+    assert Image.open(io.BytesIO(await gw.media_bytes(image.media))).size == (96, 64)
+    assert image.media.url and image.media.key and image.media.key.startswith("tenants/demo/media/")
+    spoken = await gw.speech("demo-tts", "sdk speech round trip", "alloy", response_format="wav")
+    audio = await gw.media_bytes(spoken.output.media)
+    with wave.open(io.BytesIO(audio)) as w:
+        assert w.getnframes() > 0
+    streamed = b"".join(
+        [
+            c
+            async for c in gw.stream_speech(
+                "demo-tts", "sdk speech round trip", "alloy", response_format="pcm"
+            )
+        ]
+    )
+    assert len(streamed) > 0
+    heard = await gw.transcribe("demo-stt", audio, filename="said.wav", mime_type="audio/wav")
+    assert "sdk speech round trip" in heard.output.text
+    assert heard.usage is not None and heard.usage.units["audio_seconds"] > 0
+    # billed per second at the deployment's per-unit price
+    topics = Topics.load(stack_settings.topics_path, stack_settings.topic_prefix)
+    async with TopicTail(stack_settings.bootstrap_servers, topics.usage.name) as usage:
+        again = await gw.transcribe("demo-stt", audio, filename="said.wav", mime_type="audio/wav")
+        [rec] = [
+            orjson.loads(r.value)
+            for r in await usage.until(
+                lambda rs: any(again.request_id.encode() in (r.value or b"") for r in rs)
+            )
+            if again.request_id.encode() in (r.value or b"")
+        ]
+    seconds = rec["units"]["audio_seconds"]
+    assert seconds > 0 and rec["cost_usd"] == pytest.approx(seconds * 0.0001)
