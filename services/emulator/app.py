@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import anthropic_api, gemini_api, media_api, ollama_api, openai_api, videos_api
+from . import anthropic_api, gemini_api, media_api, ollama_api, openai_api, realtime_api, videos_api
 from .common import CALL_KINDS, EmulatorApp, json_response, new_call_log
 
 
@@ -94,6 +94,7 @@ def create_app() -> Starlette:
         *ollama_api.routes(),
         *gemini_api.routes(),
         *media_api.routes(),
+        *realtime_api.routes(),
         *videos_api.routes(),
     ]
     app = EmulatorApp(routes=routes)
