@@ -31,7 +31,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import anthropic_api, gemini_api, media_api, ollama_api, openai_api, realtime_api, videos_api
+from . import (
+    anthropic_api,
+    batches_api,
+    gemini_api,
+    media_api,
+    ollama_api,
+    openai_api,
+    realtime_api,
+    videos_api,
+)
 from .common import CALL_KINDS, EmulatorApp, json_response, new_call_log
 
 
@@ -92,6 +101,7 @@ def create_app() -> Starlette:
         *openai_api.routes(),
         *anthropic_api.routes(),
         *ollama_api.routes(),
+        *batches_api.routes(),  # before gemini_api: both serve /v1/files/{id}; see openai_files
         *gemini_api.routes(),
         *media_api.routes(),
         *realtime_api.routes(),
