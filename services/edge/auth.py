@@ -1,4 +1,5 @@
-"""API keys: ``Authorization: Bearer <key>`` -> the tenant and user the key belongs to.
+"""API keys: ``Authorization: Bearer <key>`` (or, on Anthropic's routes, ``x-api-key: <key>``)
+-> the tenant and user the key belongs to.
 
 The configuration holds only SHA-256 hashes of keys; the tenant comes from the key and
 nothing else (a tenant named in a request body is ignored), so a key never acts for
@@ -54,6 +55,20 @@ class KeyIndex:
                 if not authorization
                 else "malformed Authorization header: expected 'Bearer <key>'"
             )
+        return self._caller(token)
+
+    def authenticate_api_key(self, api_key: bytes | None, authorization: bytes | None) -> Caller:
+        """The caller for an ``x-api-key: <key>`` header (Anthropic's), else for the
+        ``Authorization`` header as ``authenticate`` reads it; ``x-api-key`` wins when both are sent."""
+        if api_key is None:
+            if not authorization:
+                raise AuthenticationError(
+                    "missing API key: send it as 'x-api-key: <key>' or 'Authorization: Bearer <key>'"
+                )
+            return self.authenticate(authorization)
+        return self._caller(api_key.strip())
+
+    def _caller(self, token: bytes) -> Caller:
         # sha256 of the header's bytes == hash_key(key) (which hashes the key's UTF-8 bytes)
         caller = self._callers.get(hashlib.sha256(token).hexdigest())
         if caller is None:

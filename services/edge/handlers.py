@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from services.contracts.errors import GatewayError
 
-from .api import audio, chat, embeddings, files, images, models, native, transcriptions
+from .api import audio, chat, embeddings, files, images, messages, models, native, transcriptions
 from .asgi import Request, Response, Route
 from .context import Edge
 from .errors import HTTPError, openai_error
@@ -72,6 +72,9 @@ ROUTES: list[Route] = [
     Route("DELETE", "/v1/files/{file_id}", files.delete_file, openai_errors),
     Route("GET", "/v1/models", models.list_models, openai_errors, operation="models.list"),
     Route("GET", "/v1/models/{model}", models.retrieve_model, openai_errors, operation="models.list"),
+    # Anthropic Messages API: authenticates (x-api-key or bearer) and reads its body itself
+    Route("POST", "/v1/messages", messages.create_message, messages.errors, auth=False, operation="chat"),
+    Route("POST", "/v1/messages/count_tokens", messages.count_tokens, messages.errors, auth=False),
     # native API
     Route("POST", "/v1/chat", native.chat, native.errors, body=True, operation="chat"),
 ]
