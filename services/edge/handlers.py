@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from services.contracts.errors import GatewayError
 
-from .api import audio, chat, embeddings, files, images, messages, models, native, transcriptions
+from .api import audio, chat, dashboard, embeddings, files, images, messages, models, native, transcriptions
 from .asgi import Request, Response, Route
 from .context import Edge
 from .errors import HTTPError, openai_error
@@ -32,9 +32,14 @@ async def readyz(edge: Edge, req: Request) -> Response:
     return Response(200, b'{"status":"ready"}')
 
 
+#: The usage dashboard's routes and caches (its data route checks the admin or tenant key itself).
+usage_dashboard = dashboard.Dashboard()
+
 ROUTES: list[Route] = [
     Route("GET", "/healthz", healthz, openai_errors, auth=False),
     Route("GET", "/readyz", readyz, openai_errors, auth=False),
+    Route("GET", "/dashboard", usage_dashboard.page, openai_errors, auth=False),
+    Route("GET", "/dashboard/data", usage_dashboard.data, openai_errors, auth=False),
     # OpenAI-compatible API
     Route(
         "POST",

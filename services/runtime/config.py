@@ -369,6 +369,17 @@ class ModelRegistryConfig(Strict):
     cache_ttl_s: float = Field(default=60.0, gt=0, description="How long one read of the registry is used")
 
 
+class DashboardConfig(Strict):
+    """The usage dashboard at the edge (``GET /dashboard``, ``services/edge/api/dashboard.py``): the
+    key whose SHA-256 is ``admin_key_sha256`` sees every tenant; a tenant's API key sees its own
+    tenant only. None: no admin key (tenant keys still see their own tenant)."""
+
+    admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    cache_ttl_s: float = Field(
+        default=10.0, ge=0, le=3600, description="How long one answer of /dashboard/data is served again"
+    )
+
+
 class GatewayConfig(Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
@@ -378,6 +389,7 @@ class GatewayConfig(Strict):
     types: TypesConfig = Field(default_factory=TypesConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     model_registry: ModelRegistryConfig | None = None
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
