@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from services.runtime.settings import ROOT, Settings
@@ -24,8 +25,9 @@ POM = ROOT / "infra" / "kafka" / "pom.xml"
 LOG4J = ROOT / "infra" / "kafka" / "log4j2.properties"
 
 
-def kafka_jars(cache_dir: Path) -> Path:
-    """Resolve ``org.apache.kafka:kafka_2.13`` and its runtime dependencies (once, into ``cache_dir``)."""
+def kafka_jars(cache_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """Resolve ``org.apache.kafka:kafka_2.13`` and its runtime dependencies (once, into ``cache_dir``);
+    ``progress`` is told when Maven runs (a download on first use)."""
     version = _pom_version()
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:10]  # a changed pom is a new cache entry
     out = cache_dir / f"kafka-{version}-{digest}"
@@ -38,6 +40,8 @@ def kafka_jars(cache_dir: Path) -> Path:
         )
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        progress(f"kafka: resolving the Kafka {version} jars with Maven into {out} (downloads on first use)")
     cmd = [
         "mvn",
         "-q",
@@ -94,11 +98,16 @@ def wait_port(
 
 
 def kafka_command(
-    state: Path, port: int, controller_port: int, cache_dir: Path | None = None
+    state: Path,
+    port: int,
+    controller_port: int,
+    cache_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Write the broker config, format storage on first use, return the java command. The jars
-    are cached in ``cache_dir`` (a process's ``Settings.cache_dir``; the default location if none)."""
-    jars = kafka_jars(cache_dir or Settings().cache_dir)
+    are cached in ``cache_dir`` (a process's ``Settings.cache_dir``; the default location if none);
+    ``progress`` is told of the Maven run and the storage format, when they happen."""
+    jars = kafka_jars(cache_dir or Settings().cache_dir, progress)
     data = state / "kafka" / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = state / "kafka" / "server.properties"
@@ -136,6 +145,8 @@ def kafka_command(
     cp = f"{jars}/*"
     java = shutil.which("java") or "java"
     if not (data / "meta.properties").exists():
+        if progress:
+            progress(f"kafka: formatting the broker's storage in {data}")
         res = subprocess.run(
             [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
             capture_output=True,

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--routers", type=int, default=1)
     up.add_argument("--executors", type=int, default=1)
     up.add_argument("--no-edge", action="store_true")
+    up.add_argument("--progress", action="store_true", help="a line per step on stderr (default: on a terminal)")
     sub.add_parser("down", help="stop everything `up` started")
     st = sub.add_parser("status", help="each component with pid, endpoint and health")
     st.add_argument("--json", action="store_true")
@@ -104,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from .output import progress_for
     from .stack import Stack
 
     load_config(settings.config_path, settings.env)  # a bad config stops start-up here, naming the key
-    stack = Stack(settings)
+    stack = Stack(settings, progress=progress_for(args.progress))
     t0 = time.monotonic()
     stack.up(routers=args.routers, executors=args.executors, edge=not args.no_edge)
     print(f"llmgw: ready in {time.monotonic() - t0:.1f}s")
@@ -343,7 +345,9 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
             settings.usage_bucket, endpoint_url=settings.s3_url, create_bucket=False
         ) as store:
             report = await usage_report(store, args.tenant, since=since, until=now, by=args.by)
-        print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
+        from .output import usage_table
+
+        print(json.dumps(report.as_json(), indent=2) if args.json else usage_table(report.as_json()))
         return 0
 
     return asyncio.run(go())

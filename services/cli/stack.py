@@ -24,8 +24,15 @@ from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
 
 from . import infra
+from .output import Progress
 
 INFRA = ("kafka", "s3", "emulator")  # started and waited for before the services
+#: What ``up`` says it waits for, per infrastructure component (services: "until it is ready").
+WAITING_FOR = {
+    "kafka": "the broker to start",
+    "s3": "S3 (moto) to listen",
+    "emulator": "the provider emulator",
+}
 #: How long ``stop`` and ``down`` wait after SIGTERM before SIGKILL: longer than a service's
 #: drain (``services.runtime.kafka.DRAIN_S``, 25 s), so a stopped service finishes what it holds.
 STOP_GRACE_S = 30.0
@@ -43,8 +50,11 @@ class Component:
 
 
 class Stack:
-    def __init__(self, settings: Settings):
+    """``progress`` is told each step of ``up`` as it begins (``output.progress_for``); None: silent."""
+
+    def __init__(self, settings: Settings, progress: Progress | None = None):
         self.settings = settings
+        self.progress: Progress = progress or (lambda step: None)
         self.state = settings.state_dir
         self.file = self.state / "stack.json"
 
@@ -66,7 +76,9 @@ class Stack:
         py = sys.executable
         comps: list[Component] = []
         if not s.external_kafka:
-            cmd, _ = infra.kafka_command(self.state, s.kafka_port, infra.free_port(), s.cache_dir)
+            cmd, _ = infra.kafka_command(
+                self.state, s.kafka_port, infra.free_port(), s.cache_dir, self.progress
+            )
             comps.append(Component("kafka", cmd, endpoint=s.bootstrap_servers, health=f"tcp:{s.kafka_port}"))
         comps.append(
             Component(
@@ -138,14 +150,20 @@ class Stack:
             applied = False
             for c in comps:
                 if not applied and c.name not in INFRA:  # services check their topics at start
+                    self.progress(
+                        f"topics: applying {self.settings.topics_path.name} (creating the missing ones)"
+                    )
                     asyncio.run(apply_topics(self.settings.bootstrap_servers, self._topics()))
                     applied = True
                 self._start(c)
                 started.append(c)
                 self.save(started)
                 if c.name in INFRA:
+                    self.progress(f"{c.name}: waiting for {WAITING_FOR[c.name]} ({c.endpoint})")
                     self._wait(c, timeout)
             for c in started:
+                if c.name not in INFRA:
+                    self.progress(f"{c.name}: waiting until it is ready")
                 self._wait(c, timeout)
         except BaseException:
             self.down()
