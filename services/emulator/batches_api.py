@@ -353,7 +353,7 @@ async def create(request: Request) -> Response:
     except BadRequest as exc:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:
-        return error(400, str(exc), param="x-emulator-scenario")
+        return error(400, str(exc))
     if job.batch_fail and not errors:
         errors = [
             _line_error("emulator_batch_fail", "The emulator failed this batch (scenario batch_fail).", None)

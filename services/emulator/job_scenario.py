@@ -116,10 +116,14 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
 }
 
 KEYS = frozenset(_CONVERTERS)
+#: Every job key starts with one of these; an unknown key that does is an error here.
+PREFIXES = ("video_", "batch_")
 
 
 def take(spec: str | None) -> tuple[dict[str, Any], str]:
-    """Split a ``key=value,...`` string into (converted job keys, the other items re-joined)."""
+    """Split a ``key=value,...`` string into (converted job keys, the other items re-joined).
+
+    An unknown key starting with ``video_`` or ``batch_`` is a :class:`ScenarioError`."""
     mine: dict[str, Any] = {}
     rest: list[str] = []
     for item in (spec or "").split(","):
@@ -130,6 +134,9 @@ def take(spec: str | None) -> tuple[dict[str, Any], str]:
         key = key.strip()
         if key in _CONVERTERS:
             mine[key] = _CONVERTERS[key](key, value.strip())
+        elif key.startswith(PREFIXES):
+            known = ", ".join(sorted(_CONVERTERS))
+            raise ScenarioError(f"unknown emulator scenario key '{key}' (known job keys: {known})")
         else:
             rest.append(item)
     return mine, ",".join(rest)

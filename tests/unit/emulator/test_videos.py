@@ -114,7 +114,10 @@ def test_split_takes_job_keys_out_of_model_and_header():
     assert (rest, job.video_ms, header) == ("sora-emu", 7.0, None)  # the header wins
 
 
-@pytest.mark.parametrize("spec", ["video_ms=-1", "video_ms=x", "video_fail_at=101", "batch_items_per_s=0"])
+@pytest.mark.parametrize(
+    "spec",
+    ["video_ms=-1", "video_ms=x", "video_fail_at=101", "batch_items_per_s=0", "video_typo=1", "batch_x=2"],
+)
 def test_bad_job_values_are_errors_naming_the_key(spec):
     with pytest.raises(ScenarioError, match=spec.split("=")[0]):
         job_scenario.split(f"sora-emu@{spec}")
