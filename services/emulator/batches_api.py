@@ -10,7 +10,7 @@ and Anthropic's Message Batches (:mod:`.message_batches_api`).
 ``errors.data``: ``{code, message, param, line}``), ``expired`` (past ``batch_window_s``), or,
 after ``POST /v1/batches/{id}/cancel`` (409 unless ``validating`` / ``in_progress``; again while
 ``cancelling``: the batch as it is), ``cancelling`` → ``cancelled``. ``GET /v1/batches`` lists
-(``limit`` 1..100, default 20; ``after``), newest first.
+(``limit`` up to 100, default 20; ``after``), newest first.
 
 Input file lines are ``{"custom_id", "method": "POST", "url": <endpoint>, "body"}``; a line that
 is not such a JSON object, a duplicate or missing ``custom_id``, another ``url``, or more than
