@@ -47,6 +47,7 @@ class Component:
     health: str | None = None  # "tcp:PORT", an http URL, or "ready" (the ready file)
     pid: int | None = None
     log: str | None = None
+    metrics: str | None = None  # a service's Prometheus endpoint (LLMGW_METRICS_PORT)
 
 
 class Stack:
@@ -131,6 +132,9 @@ class Stack:
             )
         for c in comps:
             c.env.setdefault("LLMGW_INSTANCE_ID", c.name)
+            if c.name not in INFRA:  # each service serves its metrics on a port of its own
+                c.env["LLMGW_METRICS_PORT"] = str(port := infra.free_port())
+                c.metrics = f"http://127.0.0.1:{port}/metrics"
         return comps
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -227,6 +231,7 @@ class Stack:
                     "name": c.name,
                     "pid": c.pid,
                     "endpoint": c.endpoint,
+                    "metrics": c.metrics,
                     "log": c.log,
                     "running": alive,
                     "healthy": alive and self._healthy(c),

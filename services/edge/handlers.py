@@ -11,6 +11,7 @@ from __future__ import annotations
 from services.contracts.errors import GatewayError
 
 from .api import audio, chat, dashboard, embeddings, files, images, messages, models, native, transcriptions
+from .api.metrics import metrics_text
 from .asgi import Request, Response, Route
 from .context import Edge
 from .errors import HTTPError, openai_error
@@ -38,6 +39,7 @@ usage_dashboard = dashboard.Dashboard()
 ROUTES: list[Route] = [
     Route("GET", "/healthz", healthz, openai_errors, auth=False),
     Route("GET", "/readyz", readyz, openai_errors, auth=False),
+    Route("GET", "/metrics", metrics_text, openai_errors, auth=False),
     Route("GET", "/dashboard", usage_dashboard.page, openai_errors, auth=False),
     Route("GET", "/dashboard/data", usage_dashboard.data, openai_errors, auth=False),
     # OpenAI-compatible API

@@ -51,6 +51,7 @@ from services.runtime.settings import Settings
 from services.runtime.tail import Malformed, Tail
 from services.runtime.topics import Topics, apply_topics
 
+from . import observed
 from .attempts import Attempts, Deadline, RetryPolicy, Until, attempt, queued_ms
 from .breaker import Breakers
 from .chat import ChatRunner
@@ -263,7 +264,7 @@ class Executor:
             plan.request = await self.media.materialise(plan.request)  # in this process only
         call.prepare()  # may fail the request before any provider call
         policy = RetryPolicy.of(self.config.defaults, plan)
-        return await attempt(attempts, policy, deadline, call, self.breakers)
+        return await attempt(attempts, policy, deadline, observed.traced(plan, call), self.breakers)
 
     async def _audit(
         self,

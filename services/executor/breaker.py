@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from services.contracts.errors import GatewayError, ProviderError
 from services.contracts.events import BreakerChanged, CircuitState, new_id
+from services.runtime import metrics
 from services.runtime.circuits import Circuit, apply, record_key
 from services.runtime.config import BreakerConfig
 from services.runtime.kafka import DeadLetters, Publisher, validation_reason
@@ -101,6 +102,7 @@ class Breakers:
         """Read the whole log (every deployment's last state) before returning, then follow it."""
         await self.tail.start()
         await self.tail.caught_up()
+        metrics.watch_circuits(self)
         opened = sorted(k for k, c in self.circuits.items() if c.state != "closed")
         log.info(
             "circuit breakers read back: %d deployments, not closed: %s", len(self.circuits), opened or "none"

@@ -29,6 +29,7 @@ from services.runtime.replies import result_target
 from services.runtime.request_log import RequestLog
 from services.runtime.topics import Topics
 
+from . import observed
 from .attempts import Attempts
 from .finished import marker
 from .handlers import Outcome, error_info, usage_record
@@ -144,6 +145,7 @@ class Outcomes:
         result = result_event(plan, outcome, error, attempts, total_ms)
         usage = usage_event(plan, outcome, error, attempts, result, total_ms)
         self.request_log.executed(usage, req.api_key)
+        observed.record(usage, attempts)
         topic, partition = result_target(req, self.topics)
         answer = await self._answer(plan, result)
         if isinstance(answer, ResultProduced):

@@ -34,6 +34,7 @@ from services.contracts.events import (
     TranscribeRequested,
     Usage,
 )
+from services.runtime import metrics
 from services.runtime.config import GatewayConfig, ModelConfig, TenantConfig
 from services.runtime.pricing import cost_usd
 
@@ -209,9 +210,9 @@ class Governor:
         cost = 0.0
         if t.budgeted:
             cost = max_cost(req, plan, self.catalog(), prompt, self.max_audio_s)
-            budgets.check(
-                budgets.applicable(req.tenant_id, t.config, user, key, now), t.spent, t.reserved, cost
-            )
+            applying = budgets.applicable(req.tenant_id, t.config, user, key, now)
+            budgets.check(applying, t.spent, t.reserved, cost)
+            metrics.budget_left(applying, t.spent, t.reserved, cost)
         until = now + (plan.total_ms or self.default_total_ms) / 1000 + LAPSE_GRACE_S
         t.add(
             Entry(req.request_id, now, user, key, client, tokens, cost, until),

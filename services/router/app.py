@@ -29,6 +29,7 @@ from services.contracts.events import (
     RequestBase,
     carries_media,
 )
+from services.runtime import metrics
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
@@ -180,6 +181,7 @@ class Router:
             return
         if grant is not None:
             execution.ratelimit = grant.ratelimit
+            metrics.ratelimit_left(grant.ratelimit)
         # the plan and the admission record are enqueued back to back: one produce request. A plan
         # with media goes to the media-store first, which resolves it and sends it on to llm.exec
         topic = self.topics.media_in if carries_media(execution.request) else self.topics.exec
@@ -192,6 +194,7 @@ class Router:
     async def reject(self, req: RequestBase, err: GatewayError) -> None:
         await reject(self.publisher, self.topics, req, err, "router", content=audit_content(self.config, req))
         self.request_log.rejected(req, err.code)
+        metrics.rejected(req.operation, err.code)
 
     async def reject_invalid(self, record: ConsumerRecord, exc: pydantic.ValidationError) -> None:
         """A request that fails validation is already in the DLQ; if it says who asked and where

@@ -26,7 +26,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel, TypeAdapter
 
-from . import service, telemetry
+from . import metrics, service, telemetry
 from .codec import encode
 
 log = logging.getLogger(__name__)
@@ -360,6 +360,7 @@ class Consumer(Generic[M]):
     async def start(self) -> None:
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         await self._consumer.start()
+        metrics.watch_consumer(self)
         self._run_task = asyncio.create_task(self._run(), name=f"consume:{','.join(self.topics)}")
         self._commit_task = asyncio.create_task(self._commit_loop(), name="commit")
 
@@ -404,6 +405,20 @@ class Consumer(Generic[M]):
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
+
+    def partition_stats(self) -> list[tuple[str, int, int | None, int]]:
+        """Per assigned partition (for the metrics scrape): ``(topic, partition, lag, in flight)``,
+        lag being the high watermark of the last fetch minus the commit point (records not yet
+        handled and committed; None before the partition's first fetch), in flight its running
+        handlers."""
+        out: list[tuple[str, int, int | None, int]] = []
+        for tp in self._consumer.assignment():
+            hw = self._consumer.highwater(tp)
+            progress = self._progress.get(tp)
+            point = progress.commit_point() if progress is not None else self._committed.get(tp)
+            lag = max(hw - point, 0) if hw is not None and point is not None else None
+            out.append((tp.topic, tp.partition, lag, len(self._tasks.get(tp, ()))))
+        return out
 
     def hold(self, tps: Iterable[TopicPartition]) -> None:
         """Pause ``tps`` until ``release``: none of their records is handled meanwhile."""
@@ -532,7 +547,7 @@ class Consumer(Generic[M]):
             await self._dlq.send(record, f"{sub.name}: undecodable: {type(exc).__name__}: {exc}")
             return
         try:
-            with telemetry.consuming(record.topic, record.headers):
+            with telemetry.consuming(record.topic, record.headers, record.partition, record.offset):
                 await sub.handler(event, record)
         except DeadLetter as exc:
             await self._dlq.send(record, str(exc))

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import telemetry
+from . import metrics_http, telemetry
 from .logs import configure
 from .settings import Settings
 
@@ -20,11 +20,17 @@ log = logging.getLogger(__name__)
 
 def mark_ready(service: str, settings: Settings) -> None:
     """Tell the launcher (``llmgw up``) this process is serving: it waits for
-    ``settings.ready_file``.
+    ``settings.ready_file``. From here its metrics are served (``metrics_http.serve``), and the edge,
+    which ``run_service`` does not start, sets its tracing up.
 
     Start-up objects (modules, config, clients) move to the GC's permanent generation and
     young collections run less often, so collections stay short under load (tail latency).
     """
+    if not telemetry.configured():
+        telemetry.setup(
+            service, console=settings.otel_console, env=settings.env, instance_id=settings.instance_id
+        )
+    metrics_http.serve(service, settings)
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     if settings.ready_file is not None:
@@ -51,7 +57,7 @@ def run_service(name: str, serve: Callable[[Settings], Coroutine[Any, Any, None]
     exits with status 1; so does ``serve`` raising."""
     settings = Settings.from_env()
     configure(settings.log_level, name)
-    telemetry.setup(name, console=settings.otel_console)
+    telemetry.setup(name, console=settings.otel_console, env=settings.env, instance_id=settings.instance_id)
     try:
         import uvloop
 

@@ -1,51 +1,119 @@
 """Tracing: W3C trace context travels in Kafka headers (``traceparent``), so one caller's
-request is one trace across the SDK, router, executor and the provider call.
+request is one trace across the edge, router, media-store, executor, the provider call and the
+sinks.
 
-Two modes, chosen once at start by ``setup``:
+Three modes, chosen once per process at start by ``setup``:
 
-* recording (``LLMGW_OTEL_CONSOLE=1``; an OTLP exporter can be added to the provider the
-  same way): each service records OpenTelemetry spans, consumer spans children of the
-  producer's context carried in the headers;
+* exporting (``OTEL_EXPORTER_OTLP_ENDPOINT``, or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is,
+  the standard variables): each service records OpenTelemetry spans and sends them in batches
+  over OTLP/HTTP (protobuf) to ``<endpoint>/v1/traces``; consumer spans are children of the
+  producer's context carried in the headers. The SDK's own variables apply (``OTEL_TRACES_SAMPLER``,
+  ``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_RESOURCE_ATTRIBUTES``);
+* console (``LLMGW_OTEL_CONSOLE=1``, also with an exporter): spans printed as they end;
 * propagation only (the default): no spans are made (they would cost ~50 us a message and
-  go nowhere); the incoming ``traceparent`` is handed on unchanged to every event the
-  handler publishes, so the trace id still spans the whole pipeline.
+  go nowhere), the tracer is never called; the incoming ``traceparent`` is handed on unchanged
+  to every event the handler publishes, so the trace id still spans the whole pipeline.
+
+While recording, spans follow the GenAI semantic conventions (``genai.py``: v1.41 names, the
+newest under ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``, message content only
+with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``) and the messaging ones for the
+Kafka hops (``{topic} publish`` producer, ``{topic} process`` consumer spans).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-Headers = list[tuple[str, bytes]]
-_propagator = TraceContextTextMapPropagator()
-tracer = trace.get_tracer("llmgw")
+from .genai import ERROR_TYPE, Conventions
 
+Headers = list[tuple[str, bytes]]
+T = TypeVar("T")
+_propagator = TraceContextTextMapPropagator()
+tracer: trace.Tracer = trace.get_tracer("llmgw")
 
 _recording = False
+_configured = False
+_global_set = False
 _traceparent: ContextVar[bytes | None] = ContextVar("llmgw_traceparent", default=None)
+#: The GenAI conventions in force (names, content), from the environment at ``setup``.
+conventions = Conventions()
 
 
-def setup(service: str, *, console: bool = False) -> TracerProvider | None:
-    """Record spans (printed when ``console``) or, by default, only propagate context."""
-    global _recording
-    if not console:
+def traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where spans go: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is, else
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/traces``; None: not exported."""
+    if url := env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip():
+        return url
+    if url := env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
+        return url.rstrip("/") + "/v1/traces"
+    return None
+
+
+def setup(
+    service: str,
+    *,
+    console: bool = False,
+    env: Mapping[str, str] | None = None,
+    instance_id: str | None = None,
+    exporter: SpanExporter | None = None,
+) -> TracerProvider | None:
+    """Record spans (exported when ``env`` names an OTLP endpoint, printed when ``console``, handed
+    to ``exporter`` as each ends: tests) or, by default, only propagate context. The provider is
+    returned (None: not recording)."""
+    global _recording, _configured, _global_set, tracer, conventions
+    env = env or {}
+    _configured = True
+    conventions = Conventions.from_env(env)
+    endpoint = traces_endpoint(env)
+    if not console and endpoint is None and exporter is None:
         _recording = False
         return None
-    provider = TracerProvider(resource=Resource.create({"service.name": f"llmgw-{service}"}))
-    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(provider)
+    attrs = {"service.name": f"llmgw-{service}", "service.namespace": "llmgw"}
+    if instance_id:
+        attrs["service.instance.id"] = instance_id
+    provider = TracerProvider(resource=Resource.create(attrs))
+    if endpoint is not None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    if console:
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if not _global_set:  # the global provider can be set once per process
+        trace.set_tracer_provider(provider)
+        _global_set = True
+    tracer = provider.get_tracer("llmgw")
     _recording = True
     return provider
+
+
+def configured() -> bool:
+    """Whether ``setup`` ran in this process."""
+    return _configured
+
+
+def recording() -> bool:
+    """Whether spans are recorded: callers skip building attributes when not."""
+    return _recording
 
 
 class _HeaderGetter(Getter[Sequence[tuple[str, bytes]]]):
@@ -68,9 +136,20 @@ def inject() -> Headers:
     return [(k, v.encode("latin-1")) for k, v in carrier.items()]
 
 
+def extract(headers: Sequence[tuple[str, bytes]] | None) -> otel_context.Context:
+    """The trace context ``headers`` carry (an empty context when none)."""
+    return _propagator.extract(headers or (), getter=_getter)
+
+
 @contextmanager
-def consuming(topic: str, headers: Sequence[tuple[str, bytes]] | None) -> Iterator[None]:
-    """Handle a record inside the trace its ``headers`` carry."""
+def consuming(
+    topic: str,
+    headers: Sequence[tuple[str, bytes]] | None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> Iterator[None]:
+    """Handle a record inside the trace its ``headers`` carry (a ``{topic} process`` consumer
+    span, child of the producer's context, while recording)."""
     if not _recording:
         token = _traceparent.set(next((v for k, v in headers or () if k == "traceparent"), None))
         try:
@@ -78,10 +157,18 @@ def consuming(topic: str, headers: Sequence[tuple[str, bytes]] | None) -> Iterat
         finally:
             _traceparent.reset(token)
         return
-    ctx = _propagator.extract(headers or (), getter=_getter)
-    otel_token = otel_context.attach(ctx)
+    otel_token = otel_context.attach(extract(headers))
+    attrs: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+    }
+    if partition is not None:
+        attrs["messaging.destination.partition.id"] = str(partition)
+    if offset is not None:
+        attrs["messaging.kafka.offset"] = offset
     try:
-        with tracer.start_as_current_span(f"{topic} process", kind=trace.SpanKind.CONSUMER):
+        with tracer.start_as_current_span(f"{topic} process", kind=SpanKind.CONSUMER, attributes=attrs):
             yield
     finally:
         otel_context.detach(otel_token)
@@ -91,7 +178,8 @@ def consuming(topic: str, headers: Sequence[tuple[str, bytes]] | None) -> Iterat
 def producing(name: str) -> Iterator[None]:
     """Publish as the start of a trace, or inside the caller's own span if it has one."""
     if _recording:
-        with tracer.start_as_current_span(name, kind=trace.SpanKind.PRODUCER):
+        attrs = {"messaging.system": "kafka", "messaging.operation.type": "send"}
+        with tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attrs):
             yield
         return
     if _traceparent.get() is not None or trace.get_current_span().get_span_context().is_valid:
@@ -102,3 +190,69 @@ def producing(name: str) -> Iterator[None]:
         yield
     finally:
         _traceparent.reset(token)
+
+
+# --- spans of the services' own work (only while recording) -------------------------------
+
+
+def start(
+    name: str, kind: SpanKind, attributes: Mapping[str, Any], context: otel_context.Context | None = None
+) -> Span:
+    """A span, child of the current one (or of ``context``), not made current: ``active`` makes it so."""
+    return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+
+
+@contextmanager
+def active(span: Span | None, *, end: bool = False) -> Iterator[Span | None]:
+    """``span`` current inside the block (nothing when None); a ``GatewayError`` raised in it
+    sets ``error.type`` to its code and the span's status to error; ``end`` ends the span."""
+    if span is None:
+        yield None
+        return
+    try:
+        with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            yield span
+    except GeneratorExit:  # a stream closed early by its reader: not a failure of the request
+        raise
+    except BaseException as exc:
+        failed(span, exc)
+        raise
+    finally:
+        if end:
+            span.end()
+
+
+def failed(span: Span, exc: BaseException | str) -> None:
+    """Mark ``span`` failed: ``error.type`` is a gateway error's code, else the exception's class
+    (or the code given)."""
+    code: str
+    if isinstance(exc, str):
+        code = exc
+    else:  # a GatewayError, or what wraps one (the executor's ``Final``), else the class
+        own = getattr(exc, "code", None) or getattr(getattr(exc, "error", None), "code", None)
+        code = str(own) if own else type(exc).__qualname__
+    span.set_attribute(ERROR_TYPE, code)
+    span.set_status(Status(StatusCode.ERROR, None if isinstance(exc, str) else str(exc)[:300]))
+
+
+async def traced_stream(
+    span: Span | None, events: AsyncIterator[T], each: Callable[[Span, T], None] | None = None
+) -> AsyncIterator[T]:
+    """``events`` with ``span`` current while they are produced, ``each`` told every event (the
+    last one's attributes: usage, finish reason), and the span ended with the stream (also when
+    it is closed early or fails). The whole iteration must happen in one task (``SseResponse``'s
+    pump): the context is attached at the first event and detached at the end."""
+    if span is None:
+        async for e in events:
+            yield e
+        return
+    with active(span, end=True):
+        try:
+            async for e in events:
+                if each is not None:
+                    each(span, e)
+                yield e
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()

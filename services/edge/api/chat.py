@@ -31,13 +31,17 @@ from services.contracts.events import (
     ToolCallDelta,
     Usage,
 )
+from services.runtime import metrics, telemetry
 
 from ..asgi import Headers, Request, Response, ms_header
 from ..claims import claimed
 from ..errors import error_headers, openai_body, openai_error, ratelimit_headers
 from ..sse import SseResponse
+from . import spans
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from ..context import Edge
 
 OVERHEAD = b"x-llmgw-overhead-ms"
@@ -340,7 +344,9 @@ class ChunkEncoder:
         """Overhead up to the first chunk: time to first chunk minus the provider's time to
         first token (when the chunk reports it)."""
         provider_ttft = chunk.ttft_ms or 0.0
-        return [ms_header(OVERHEAD, max(elapsed_ms - provider_ttft, 0.0))]
+        overhead = max(elapsed_ms - provider_ttft, 0.0)
+        metrics.overhead("chat", True, overhead)
+        return [ms_header(OVERHEAD, overhead)]
 
 
 # --- handler ------------------------------------------------------------------------------
@@ -388,14 +394,32 @@ def error_answer(err: GatewayError, errors: ErrorFormat = openai_error) -> Respo
 
 async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResponse:
     call = parse_chat(req.json())
+    if not telemetry.recording():
+        return await _complete(edge, req, call, None)
+    span = spans.chat(req, "/v1/chat/completions", call.model, call.stream)
+    streaming = False
+    try:
+        with telemetry.active(span):
+            resp = await _complete(edge, req, call, span)
+        streaming = isinstance(resp, SseResponse)  # the stream ends the span
+        return resp
+    finally:
+        if not streaming:
+            span.end()
+
+
+async def _complete(edge: Edge, req: Request, call: ChatCall, span: Span | None) -> Response | SseResponse:
     call.messages = await claimed(edge, req, call.messages)  # large inline media: to S3 first
     event = build_event(edge, req, call)
+    if span is not None:
+        spans.requested(span, event)
     created = int(time.time())
     timeout = edge.timeout_for(call.total_ms)
     if call.stream:
         s = edge.settings
+        events = edge.gw.stream(event, timeout)
         return SseResponse(
-            edge.gw.stream(event, timeout),
+            telemetry.traced_stream(span, events, spans.chunk) if span is not None else events,
             ChunkEncoder(event.request_id, call.model, created, call.include_usage),
             started=req.started,
             keepalive_s=s.keepalive_s,
@@ -407,7 +431,12 @@ async def create_chat_completion(edge: Edge, req: Request) -> Response | SseResp
     try:
         result = await req.until_disconnect(edge.gw.result(event, timeout))
     except GatewayError as err:
+        if span is not None:
+            telemetry.failed(span, err)
         return error_answer(err)
-    overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
+    overhead = max((time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0), 0.0)
+    metrics.overhead("chat", False, overhead)
+    if span is not None:
+        spans.answered(span, result)
     body = orjson.dumps(completion_json(result, call.model, created))
-    return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *answer_headers(result)])
+    return Response(200, body, [ms_header(OVERHEAD, overhead), *answer_headers(result)])

@@ -1,0 +1,282 @@
+"""Traces: W3C context through Kafka headers while recording, the exporter's endpoint from the
+standard variables, and the GenAI attributes of spans under each semantic-conventions mode (v1.41
+names by default, the newest under ``gen_ai_latest_experimental``, content only when opted in)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from services.contracts.errors import ProviderError
+from services.contracts.events import (
+    AssistantMessage,
+    ChatRequested,
+    ChunkEmitted,
+    Deployment,
+    EmbedRequested,
+    ExecutionPlanned,
+    Usage,
+)
+from services.executor import observed
+from services.executor.attempts import Until
+from services.executor.handlers import Outcome
+from services.executor.targets import Target
+from services.runtime import genai, telemetry
+from services.runtime.genai import Conventions
+
+V141 = Conventions()
+LATEST = Conventions.from_env({"OTEL_SEMCONV_STABILITY_OPT_IN": "http, gen_ai_latest_experimental"})
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Recording into memory for one test; then back to propagation only."""
+    exporter = InMemorySpanExporter()
+    telemetry.setup("unit", exporter=exporter)
+    try:
+        yield exporter
+    finally:
+        telemetry.setup("unit")
+
+
+def chat_request(**kw: object) -> ChatRequested:
+    base: dict[str, object] = dict(
+        request_id="req-1",
+        tenant_id="acme",
+        user_id="u7",
+        model="demo-openai",
+        messages=[{"role": "user", "content": "hello"}],
+        params={"max_tokens": 20, "temperature": 0.3, "stop": ["END"]},
+    )
+    return ChatRequested.model_validate(base | kw)
+
+
+def test_the_endpoint_comes_from_the_standard_variables():
+    assert telemetry.traces_endpoint({}) is None
+    assert (
+        telemetry.traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"})
+        == "http://c:4318/v1/traces"
+    )
+    both = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x",
+    }
+    assert telemetry.traces_endpoint(both) == "http://t/x"
+
+
+def test_without_an_endpoint_nothing_records():
+    assert (
+        telemetry.setup("unit", env={"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"}) is None
+    )
+    assert not telemetry.recording() and telemetry.conventions.latest
+    telemetry.setup("unit")
+    assert not telemetry.conventions.latest
+
+
+def test_headers_round_trip_producer_to_consumer_span(spans: InMemorySpanExporter):
+    with telemetry.producing("llm.requests publish"):
+        headers = telemetry.inject()
+    assert [k for k, _ in headers] == ["traceparent"]
+    with telemetry.consuming("llm.requests", [("other", b"x"), *headers], 3, 42):
+        inner = telemetry.inject()  # what the handler's own events carry on
+    producer, consumer = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert producer.kind == SpanKind.PRODUCER and consumer.kind == SpanKind.CONSUMER
+    assert consumer.context.trace_id == producer.context.trace_id
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+    assert consumer.name == "llm.requests process"
+    assert dict(consumer.attributes or {}) == {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "llm.requests",
+        "messaging.destination.partition.id": "3",
+        "messaging.kafka.offset": 42,
+    }
+    _, trace_id, span_id, _ = inner[0][1].decode().split("-")
+    assert (int(trace_id, 16), int(span_id, 16)) == (consumer.context.trace_id, consumer.context.span_id)
+    assert (consumer.resource.attributes or {})["service.name"] == "llmgw-unit"
+
+
+def test_request_attributes_v141():
+    a = genai.request_attributes(
+        chat_request(), "gpt-x", V141, provider_kind="gemini", base_url="https://h.example/v1"
+    )
+    assert a == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-x",
+        "gen_ai.provider.name": "gcp.gemini",
+        "server.address": "h.example",
+        "server.port": 443,
+        "gen_ai.request.max_tokens": 20,
+        "gen_ai.request.temperature": 0.3,
+        "gen_ai.request.stop_sequences": ["END"],
+        "llmgw.request.id": "req-1",
+        "llmgw.tenant.id": "acme",
+        "user.id": "u7",
+    }
+    e = genai.request_attributes(
+        EmbedRequested(request_id="e", tenant_id="t", model="m", input=["a"], dimensions=8), "emb", V141
+    )
+    assert e["gen_ai.operation.name"] == "embeddings" and e["gen_ai.embeddings.dimension.count"] == 8
+    assert e["gen_ai.request.encoding_formats"] == ["float"]
+    assert genai.span_name("embed", "emb") == "embeddings emb" and genai.span_name("chat", "m") == "chat m"
+
+
+def test_the_newest_names_add_per_modality_tokens_only_under_the_opt_in():
+    u = Usage(prompt_tokens=7, completion_tokens=3, total_tokens=10, cached_tokens=2)
+    old = genai.response_attributes(
+        V141, model="gpt-x-1", usage=u, finish_reason="stop", ttft_ms=250, text_only=True
+    )
+    new = genai.response_attributes(
+        LATEST, model="gpt-x-1", usage=u, finish_reason="stop", ttft_ms=250, text_only=True
+    )
+    assert old == {
+        "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 3,
+        "gen_ai.usage.cache_read.input_tokens": 2,
+        "gen_ai.response.model": "gpt-x-1",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.response.time_to_first_chunk": 0.25,
+    }
+    assert new == old | {"gen_ai.usage.text.input_tokens": 7, "gen_ai.usage.text.output_tokens": 3}
+    with_media = genai.response_attributes(LATEST, model=None, usage=u, text_only=False)
+    assert (
+        "gen_ai.usage.text.input_tokens" not in with_media
+        and with_media["gen_ai.usage.text.output_tokens"] == 3
+    )
+
+
+def test_message_content_only_when_opted_in_and_media_by_kind_only():
+    assert not Conventions.from_env({}).content
+    for on in ("true", "SPAN_ONLY", "span_and_event", "1"):
+        assert Conventions.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": on}).content
+    assert not Conventions.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "false"}).content
+    url = "https://bucket.example/img.png?X-Amz-Signature=secret"
+    req = chat_request(
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            },
+        ]
+    )
+    assert genai.INPUT_MESSAGES not in genai.request_attributes(req, "m", V141)
+    shown = genai.request_attributes(req, "m", Conventions(content=True))[genai.INPUT_MESSAGES]
+    assert json.loads(shown) == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "what is it?"}, {"type": "image_url"}]},
+    ]
+    assert "Signature" not in shown
+    assert not genai.text_only(req) and genai.text_only(chat_request())
+    out = json.loads(genai.output_messages(AssistantMessage(content="a cat"), "stop"))
+    assert out == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "a cat"}], "finish_reason": "stop"}
+    ]
+
+
+TARGET = Target(
+    alias="demo-openai",
+    provider="emu",
+    kind="openai",
+    base_url="http://127.0.0.1:8100/v1",
+    upstream_model="gpt-x",
+)
+
+
+def plan(**kw: object) -> ExecutionPlanned:
+    return ExecutionPlanned(
+        request_id="req-1",
+        tenant_id="acme",
+        request=chat_request(**kw),
+        deployments=[Deployment(alias="demo-openai", provider="emu", upstream_model="gpt-x")],
+    )
+
+
+async def test_each_provider_call_is_a_client_span_with_the_genai_attributes(spans: InMemorySpanExporter):
+    calls = 0
+
+    async def call(target: Target, fallback_from: Target | None, until: Until) -> Outcome:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ProviderError("upstream 503")
+        return Outcome(
+            usage=Usage(prompt_tokens=9, completion_tokens=4, total_tokens=13),
+            deployment=target,
+            model="gpt-x-2026",
+            provider_ms=5.0,
+            message=AssistantMessage(content="hi"),
+            finish_reason="stop",
+        )
+
+    traced = observed.traced(plan(), call)
+    with pytest.raises(ProviderError):
+        await traced(TARGET, None, Until(None, True))
+    outcome = await traced(TARGET, None, Until(None, True))
+    assert outcome.model == "gpt-x-2026"
+    failed, ok = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    for s in (failed, ok):
+        assert s.name == "chat gpt-x" and s.kind == SpanKind.CLIENT
+    assert failed.status.status_code == StatusCode.ERROR
+    assert (failed.attributes or {})["error.type"] == "provider_error"
+    a = dict(ok.attributes or {})
+    assert a["gen_ai.provider.name"] == "openai" and a["gen_ai.request.model"] == "gpt-x"
+    assert a["gen_ai.response.model"] == "gpt-x-2026" and a["gen_ai.response.finish_reasons"] == ("stop",)
+    assert a["gen_ai.usage.input_tokens"] == 9 and a["gen_ai.usage.output_tokens"] == 4
+    assert a["llmgw.attempt"] == 2 and a["llmgw.deployment"] == "demo-openai/emu"
+    assert "gen_ai.input.messages" not in a and "gen_ai.usage.text.output_tokens" not in a
+    assert ok.status.status_code != StatusCode.ERROR
+
+
+def test_not_recording_the_provider_call_is_not_wrapped():
+    async def call(target: Target, fallback_from: Target | None, until: Until) -> Outcome:
+        raise AssertionError("not called")
+
+    assert not telemetry.recording()
+    assert observed.traced(plan(), call) is call
+
+
+async def test_a_traced_stream_ends_its_span_with_the_stream(spans: InMemorySpanExporter):
+    async def chunks() -> AsyncIterator[ChunkEmitted]:
+        for i in range(3):
+            yield ChunkEmitted(
+                request_id="r", tenant_id="t", seq=i, final=i == 2, finish_reason="stop" if i == 2 else None
+            )
+
+    seen: list[int] = []
+    span = telemetry.start("chat m", SpanKind.SERVER, {})
+    out = [c.seq async for c in telemetry.traced_stream(span, chunks(), lambda s, c: seen.append(c.seq))]
+    assert out == seen == [0, 1, 2]
+    (ended,) = spans.get_finished_spans()
+    assert ended.name == "chat m" and ended.status.status_code != StatusCode.ERROR
+
+    # closed early by its reader: ended, and not a failure
+    early = telemetry.start("chat early", SpanKind.SERVER, {})
+    stream = telemetry.traced_stream(early, chunks())
+    assert (await anext(stream)).seq == 0
+    await stream.aclose()
+    closed = [s for s in spans.get_finished_spans() if s.name == "chat early"]
+    assert len(closed) == 1 and closed[0].status.status_code != StatusCode.ERROR
+
+
+async def test_a_failing_stream_marks_its_span_with_the_error_code(spans: InMemorySpanExporter):
+    async def failing() -> AsyncIterator[ChunkEmitted]:
+        raise ProviderError("no")
+        yield  # pragma: no cover
+
+    span = telemetry.start("chat f", SpanKind.SERVER, {})
+    with pytest.raises(ProviderError):
+        async for _ in telemetry.traced_stream(span, failing()):
+            pass
+    (ended,) = spans.get_finished_spans()
+    assert (
+        ended.status.status_code == StatusCode.ERROR
+        and (ended.attributes or {})["error.type"] == "provider_error"
+    )
