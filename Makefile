@@ -52,6 +52,7 @@ check: lint types schemas test-unit   ## format/lint, types, schema drift, unit 
 
 schemas: install
 	$(BIN)/llmgw schemas check
+	$(BIN)/llmgw asyncapi --check
 
 bench: install        ## gateway vs direct, see bench/README.md
 	$(BIN)/python -m bench.kafka_bench

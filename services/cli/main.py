@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("action", choices=["apply", "check"])
 
     sc = sub.add_parser("schemas", help="JSON Schemas of the events")
-    sc.add_argument("action", choices=["write", "check"])
+    sc.add_argument("action", choices=["write", "check", "compat"])
+    sc.add_argument("--base", default=None, help="compat: the git revision whose schemas/ readers hold to")
+
+    aa = sub.add_parser("asyncapi", help="write asyncapi.yaml, the Kafka contract")
+    aa.add_argument("--check", action="store_true", help="exit 1, naming each difference, if not current")
+    aa.add_argument("--output", default=None, help="where to write (default: asyncapi.yaml at the repo root)")
 
     sub.add_parser("config", help="validate the configuration file and exit")
 
@@ -218,7 +223,40 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
         for path in write_schemas():
             print(path)
         return 0
+    if args.action == "compat":
+        return _schemas_compat(args.base)
     drift = check_schemas()
+    for d in drift:
+        print(f"llmgw: {d}", file=sys.stderr)
+    return 1 if drift else 0
+
+
+def _schemas_compat(base: str | None) -> int:
+    from services.contracts.compat import compare_with_revision
+
+    if not base:
+        print("llmgw: schemas compat needs --base <git revision>", file=sys.stderr)
+        return 2
+    problems = compare_with_revision(base)
+    for p in problems:
+        print(f"llmgw: not backward compatible with {base}: {p}", file=sys.stderr)
+    if problems:
+        print("llmgw: a change readers cannot take needs a new type version (file)", file=sys.stderr)
+        return 1
+    print(f"llmgw: schemas/ is backward compatible with {base}")
+    return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from services.contracts.asyncapi import DOCUMENT, check_document, write_document
+
+    path = Path(args.output) if args.output else DOCUMENT
+    if not args.check:
+        print(write_document(path))
+        return 0
+    drift = check_document(path)
     for d in drift:
         print(f"llmgw: {d}", file=sys.stderr)
     return 1 if drift else 0
@@ -385,6 +423,7 @@ COMMANDS = {
     "run": cmd_run,
     "topics": cmd_topics,
     "schemas": cmd_schemas,
+    "asyncapi": cmd_asyncapi,
     "config": cmd_config,
     "chat": cmd_chat,
     "embed": cmd_embed,
