@@ -12,6 +12,9 @@ events as Anthropic SSE (``anthropic_stream``). Errors are Anthropic's (``anthro
 * ``anthropic-version`` is accepted, not required; every version is answered in the
   ``2023-06-01`` shape. ``anthropic-beta`` is ignored.
 * Every answer has ``request-id`` (Anthropic's header) besides ``x-request-id``.
+* Streams: before the first chunk, ``SseResponse``'s ``: keep-alive`` comments every
+  ``keepalive_s`` (so a refusal still gets its HTTP status); after ``message_start``, a ``ping``
+  frame every ``keepalive_s / 2`` of silence (often enough that no comment is needed).
 * ``count_tokens`` checks the model with a ``models.list`` request (``not_found_error`` for an
   alias the tenant cannot use, ``invalid_request_error`` for one that does not chat) and answers
   ``{"input_tokens"}``, an ESTIMATE (UTF-8 bytes / 4, see ``anthropic_tokens``; no tokenizer: an
