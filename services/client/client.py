@@ -44,6 +44,7 @@ from services.runtime.settings import ROOT
 from services.runtime.tail import Malformed, Tail
 from services.runtime.topics import Topics
 
+from .jobs import JobOperations
 from .media import INLINE_MAX_BYTES, MediaOperations
 from .streams import StreamCheck
 
@@ -92,7 +93,7 @@ def _undecodable(request_id: str, tenant_id: str, exc: Exception) -> ResultProdu
     )
 
 
-class GatewayClient(MediaOperations):
+class GatewayClient(MediaOperations, JobOperations):
     """``async with GatewayClient(bootstrap_servers=..., tenant_id=..., user_id=...) as gw``.
 
     ``timeout_s`` bounds each call: past it the call raises ``GatewayTimeout`` and a
@@ -159,6 +160,7 @@ class GatewayClient(MediaOperations):
         self.reply_to = ReplyTo(topic=topic, partition=partition)
 
     async def aclose(self) -> None:
+        await self.close_jobs()
         if self._replies is not None:
             await self._replies.aclose()
         await self._publisher.aclose()

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from .errors import ErrorCode as ErrorCode  # re-exported: the codes events carry
+from .errors import GatewayError
 
 
 def new_id() -> str:
@@ -148,7 +149,14 @@ class RequestBase(Envelope):
     reply_to: ReplyTo | None = None
     client_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    stream: bool = Field(default=False, description="Answer in chunks; only chat streams, others reject it")
+    stream: bool = Field(
+        default=False, description="Answer in chunks; only chat and audio.speech stream, others reject it"
+    )
+    job: bool = Field(
+        default=False,
+        description="Run as an asynchronous job: the caller holds the request id as the job id and reads"
+        " the job's state and result from llm.jobs (README: Jobs); nothing is sent to reply_to",
+    )
     api_key: str | None = Field(
         default=None,
         description="The name of the API key the caller authenticated with (set by the edge; never the key"
@@ -411,6 +419,20 @@ class ErrorInfo(Model):
     param: str | None = None
     upstream_status: int | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, err: GatewayError) -> ErrorInfo:
+        """An error as events carry it: ``upstream_status`` has its own field, other details
+        (structured-output violations, the provider's error type) stay in ``details``."""
+        details = err.details
+        return cls(
+            code=err.code,
+            message=err.message,
+            retryable=err.retryable,
+            param=err.param,
+            upstream_status=details.get("upstream_status"),
+            details={k: v for k, v in details.items() if k != "upstream_status"} if details else {},
+        )
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error", "cancelled"]
@@ -720,6 +742,43 @@ class MediaProduced(Envelope):
     type: Literal["llm.media.v1"] = "llm.media.v1"
     reply_to: ReplyTo | None = None
     result: ResultProduced
+    job: bool = Field(
+        default=False, description="The request is a job: the media-store writes its final state"
+    )
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+#: The states a job ends in.
+TERMINAL_JOB_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: The order of the states: a job's state only moves forward (a replayed writer's older state is ignored).
+JOB_STATE_ORDER: dict[str, int] = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
+
+
+class JobUpdated(Envelope):
+    """The state of one job. Topic ``llm.jobs`` (compacted), key job_id (the request id of the
+    job's request): the newest record of a key is the job. Written by the router (``pending``,
+    or ``failed`` for a rejected request), the executor (``running``, the terminal state with the
+    result) and the media-store (the terminal state of a job whose answer is media)."""
+
+    type: Literal["llm.job.v1"] = "llm.job.v1"
+    job_id: str
+    status: JobStatus
+    operation: str
+    model: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: float | None = Field(default=None, ge=0, le=1)
+    error: ErrorInfo | None = None
+    result: ResultProduced | None = Field(
+        default=None, description="The job's answer, when completed (its media by reference)"
+    )
+    provider_job: dict[str, Any] | None = Field(
+        default=None,
+        description="The provider-side job (id, where to poll), once submitted: resumed, never resubmitted",
+    )
 
 
 # --- control --------------------------------------------------------------------------
@@ -807,6 +866,7 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         AdmissionRecorded,
         ExecutionFinished,
         MediaProduced,
+        JobUpdated,
     )
 }
 

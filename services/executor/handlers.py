@@ -275,17 +275,8 @@ def earliest(a: float | None, b: float | None) -> float | None:
 
 
 def error_info(err: GatewayError) -> ErrorInfo:
-    """An error as events carry it: ``upstream_status`` has its own field, other details
-    (structured-output violations, the provider's error type) stay in ``details``."""
-    details = err.details
-    return ErrorInfo(
-        code=err.code,
-        message=err.message,
-        retryable=err.retryable,
-        param=err.param,
-        upstream_status=details.get("upstream_status"),
-        details={k: v for k, v in details.items() if k != "upstream_status"} if details else {},
-    )
+    """An error as events carry it (``ErrorInfo.of``)."""
+    return ErrorInfo.of(err)
 
 
 def usage_record(

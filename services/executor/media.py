@@ -131,6 +131,7 @@ class MediaIO:
             user_id=req.user_id,
             reply_to=req.reply_to,
             result=result.model_copy(update={"output": out}),
+            job=req.job,
         )
 
     async def _stage(self, req: RequestBase, index: int, ref: MediaRef) -> MediaRef:

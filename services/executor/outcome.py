@@ -24,6 +24,7 @@ from services.contracts.events import (
     ResultProduced,
     UsageRecorded,
 )
+from services.runtime.jobs import outcome_state
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
 from services.runtime.request_log import RequestLog
@@ -148,10 +149,13 @@ class Outcomes:
         observed.record(usage, attempts)
         topic, partition = result_target(req, self.topics)
         answer = await self._answer(plan, result)
-        if isinstance(answer, ResultProduced):
-            result_ack = await self.publisher.publish(topic, answer, key=req.request_id, partition=partition)
-        else:  # media to store first: the media-store answers the caller
+        if not isinstance(answer, ResultProduced):  # media to store first: the media-store answers
             result_ack = await self.publisher.publish(self.topics.media_out.name, answer, key=req.request_id)
+        elif req.job:  # a job: its final state (with the result) instead of an answer
+            state = outcome_state(req, answer, attempts.started_at)
+            result_ack = await self.publisher.publish(self.topics.jobs.name, state, key=req.request_id)
+        else:
+            result_ack = await self.publisher.publish(topic, answer, key=req.request_id, partition=partition)
         acks = [
             result_ack,
             await self.publisher.publish(self.topics.usage.name, usage, key=req.tenant_id),

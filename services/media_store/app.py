@@ -27,8 +27,16 @@ import pydantic
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError
-from services.contracts.events import ExecutionPlanned, MediaProduced, UsageRecorded
+from services.contracts.events import (
+    ErrorInfo,
+    ExecutionPlanned,
+    JobUpdated,
+    MediaProduced,
+    UsageRecorded,
+    utcnow,
+)
 from services.runtime.config import GatewayConfig, load_config
+from services.runtime.jobs import job_state
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.media.fetch import SafeFetcher
 from services.runtime.media.storage import FileStorage, S3FileStorage
@@ -117,10 +125,29 @@ class MediaStore:
         )
         ack = await self.publisher.publish(self.topics.usage.name, usage, key=req.tenant_id)
         await reject(self.publisher, self.topics, req, err, "media-store", alias=dep.alias)
+        if req.job:
+            failed = job_state(req, "failed", error=ErrorInfo.of(err))
+            await (await self.publisher.publish(self.topics.jobs.name, failed, key=req.request_id))
         await ack
 
     async def store(self, produced: MediaProduced, record: ConsumerRecord | None) -> None:
         result = await self.outputs.store(produced)
+        if produced.job:  # the job's final state, with its stored media
+            state = JobUpdated(
+                request_id=result.request_id,
+                tenant_id=result.tenant_id,
+                user_id=result.user_id,
+                job_id=result.request_id,
+                status="completed",
+                operation=result.operation,
+                model=result.alias,
+                created_at=produced.occurred_at,  # the executor's times are in its running record
+                started_at=produced.occurred_at,
+                finished_at=utcnow(),
+                result=result,
+            )
+            await (await self.publisher.publish(self.topics.jobs.name, state, key=result.request_id))
+            return
         topic, partition = self.topics.results.name, None
         if produced.reply_to is not None:
             topic, partition = produced.reply_to.topic, produced.reply_to.partition

@@ -25,6 +25,7 @@ from services.contracts.errors import GatewayError
 from services.contracts.events import (
     AnyRequest,
     ChatRequested,
+    ErrorInfo,
     ModelsListRequested,
     RequestBase,
     carries_media,
@@ -33,6 +34,7 @@ from services.runtime import metrics
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
+from services.runtime.jobs import job_state
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.model_registry import model_registry
 from services.runtime.plugins import NoopUsagePlugin, TenantPlugins, UsagePlugin
@@ -186,6 +188,9 @@ class Router:
         # with media goes to the media-store first, which resolves it and sends it on to llm.exec
         topic = self.topics.media_in if carries_media(execution.request) else self.topics.exec
         futs = [await self.publisher.publish(topic.name, execution, key=req.request_id)]
+        if req.job:  # the caller holds the request id as its job's id: the job is pending
+            pending = job_state(execution.request, "pending")
+            futs.append(await self.publisher.publish(self.topics.jobs.name, pending, key=req.request_id))
         if grant is not None and self.keeper is not None:  # a grant comes from the keeper
             if (adm := await self.keeper.write(grant, record.partition)) is not None:
                 futs.append(adm)
@@ -193,6 +198,9 @@ class Router:
 
     async def reject(self, req: RequestBase, err: GatewayError) -> None:
         await reject(self.publisher, self.topics, req, err, "router", content=audit_content(self.config, req))
+        if req.job:
+            failed = job_state(req, "failed", error=ErrorInfo.of(err))
+            await (await self.publisher.publish(self.topics.jobs.name, failed, key=req.request_id))
         self.request_log.rejected(req, err.code)
         metrics.rejected(req.operation, err.code)
 

@@ -339,6 +339,14 @@ class MediaConfig(Strict):
     fetch: MediaFetchConfig = Field(default_factory=MediaFetchConfig)
 
 
+class JobsConfig(Strict):
+    """Asynchronous jobs (README "Jobs")."""
+
+    retention_s: float = Field(
+        default=86_400.0, gt=0, description="How long a finished job stays readable; later: job_expired"
+    )
+
+
 class TypesConfig(Strict):
     """Where ``gts_ref`` tools are looked up (``services/runtime/types.py``): ``dir``, a directory
     of ``<gts id>.json`` schema files (a relative path is relative to the configuration file's
@@ -388,6 +396,7 @@ class GatewayConfig(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     types: TypesConfig = Field(default_factory=TypesConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
     model_registry: ModelRegistryConfig | None = None
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 

@@ -425,5 +425,3 @@ class MemoryFileStorage:
 
     async def keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
-
-

@@ -1,0 +1,95 @@
+"""The job calls of ``GatewayClient`` (README "Jobs"): ``submit`` a request as a job and hold its
+id; ``get_job``, ``wait_job``, ``cancel_job`` and ``jobs`` read and steer it.
+
+Reads come from a ``JobsView`` of ``llm.jobs`` this client starts on its first read (it reads the
+compacted topic whole, then follows it). A client reads only its own tenant's jobs: another
+tenant's id is ``job_not_found``; a job finished longer ago than ``job_retention_s`` (the
+gateway's ``jobs.retention``, 24 h) is ``job_expired``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from services.contracts.errors import JobNotFound
+from services.contracts.events import TERMINAL_JOB_STATES, JobUpdated, RequestBase
+from services.runtime.jobs import DEFAULT_RETENTION_S, JobsView
+from services.runtime.kafka import Publisher
+from services.runtime.topics import Topics
+
+
+class JobOperations:
+    tenant_id: str
+    timeout_s: float
+    topics: Topics
+    _publisher: Publisher
+    _bootstrap: str
+    job_retention_s: float = DEFAULT_RETENTION_S
+    _jobs_view: JobsView | None = None
+    _jobs_lock: asyncio.Lock | None = None
+
+    if TYPE_CHECKING:  # GatewayClient's
+
+        async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None: ...
+
+    async def submit(self, req: RequestBase) -> str:
+        """Publish ``req`` as a job (``job: true``, no reply wanted): its id, once the broker has it."""
+        job = req.model_copy(update={"job": True, "reply_to": None, "stream": False})
+        fut = await self._publisher.publish(self.topics.requests.name, job, key=job.tenant_id)
+        await fut
+        return job.request_id
+
+    async def _view(self) -> JobsView:
+        if self._jobs_view is None:
+            if self._jobs_lock is None:
+                self._jobs_lock = asyncio.Lock()
+            async with self._jobs_lock:
+                if self._jobs_view is None:
+                    view = JobsView(
+                        self._bootstrap,
+                        self.topics,
+                        retention_s=self.job_retention_s,
+                        client_id=f"client-{self.tenant_id}-jobs",
+                    )
+                    await view.start()
+                    self._jobs_view = view
+        return self._jobs_view
+
+    async def get_job(self, job_id: str) -> JobUpdated:
+        """The job's state now (what ``llm.jobs`` held when asked: a read of one's own writes)."""
+        view = await self._view()
+        await view.caught_up()
+        return view.get(self.tenant_id, job_id)
+
+    async def wait_job(self, job_id: str, timeout_s: float | None = None) -> JobUpdated:
+        """The job once it has ended (``completed``, ``failed`` or ``cancelled``)."""
+        view = await self._view()
+        return await view.wait(self.tenant_id, job_id, self.timeout_s if timeout_s is None else timeout_s)
+
+    async def cancel_job(self, job_id: str) -> JobUpdated | None:
+        """Stop the job (``llm.control``): a pending one never runs, a running one's provider call
+        stops; it ends ``cancelled``. Cancelling an ended job changes nothing. Its state now, or
+        None when ``llm.jobs`` has no record of it yet (just submitted: the cancel is sent all the
+        same, and the executor that takes the job up cancels it). Another tenant's job:
+        ``job_not_found``."""
+        try:
+            job: JobUpdated | None = await self.get_job(job_id)
+        except JobNotFound:
+            if (await self._view()).known(job_id):
+                raise  # someone else's
+            job = None
+        if job is None or job.status not in TERMINAL_JOB_STATES:
+            await self.cancel(job_id, "job_cancelled")
+        return job
+
+    async def jobs(self, status: str | None = None) -> list[JobUpdated]:
+        """This tenant's jobs, oldest first (of one ``status`` when given)."""
+        view = await self._view()
+        await view.caught_up()
+        return view.jobs(self.tenant_id, status)
+
+    async def close_jobs(self) -> None:
+        if self._jobs_view is not None:
+            await self._jobs_view.aclose()
+            self._jobs_view = None

@@ -1,0 +1,59 @@
+"""Asynchronous jobs through the whole stack (README "Jobs"): a request with ``job: true`` is
+answered through ``llm.jobs``; the SDK submits, reads, waits for and cancels jobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.contracts.errors import JobNotFound
+from services.contracts.events import ImageGenerateRequested
+
+
+async def test_a_chat_job_runs_to_completed_with_its_result(gw):
+    req = gw.build_request("demo-openai", [{"role": "user", "content": "a job"}], stream=False)
+    job_id = await gw.submit(req)
+    assert job_id == req.request_id
+    done = await gw.wait_job(job_id, timeout_s=30)
+    assert done.status == "completed" and done.result is not None and done.result.message.content
+    assert done.created_at <= done.started_at <= done.finished_at
+    again = await gw.get_job(job_id)
+    assert again.status == "completed" and again.result == done.result
+    assert job_id in {j.job_id for j in await gw.jobs(status="completed")}
+
+
+async def test_another_tenants_job_is_not_found(gw, restricted_gw):
+    job_id = await gw.submit(
+        gw.build_request("demo-openai", [{"role": "user", "content": "mine"}], stream=False)
+    )
+    await gw.wait_job(job_id, timeout_s=30)
+    with pytest.raises(JobNotFound):
+        await restricted_gw.get_job(job_id)
+    with pytest.raises(JobNotFound):
+        await gw.get_job("no-such-job")
+
+
+async def test_a_rejected_job_fails_with_the_error(gw):
+    job_id = await gw.submit(
+        gw.build_request("no-such-model", [{"role": "user", "content": "x"}], stream=False)
+    )
+    done = await gw.wait_job(job_id, timeout_s=30)
+    assert done.status == "failed" and done.error is not None and done.error.code == "model_not_found"
+
+
+async def test_a_media_job_completes_with_stored_media(gw):
+    req = ImageGenerateRequested(**gw._common({}), model="demo-image", prompt="a job's picture", size="64x64")
+    job_id = await gw.submit(req)
+    done = await gw.wait_job(job_id, timeout_s=30)
+    assert done.status == "completed" and done.result is not None
+    [image] = done.result.output.data
+    assert image.media.url and image.media.key.startswith("tenants/demo/media/")
+
+
+async def test_a_job_is_cancelled(gw):
+    req = gw.build_request(
+        "demo-openai", [{"role": "user", "content": "slow"}], stream=False, emulator_scenario="ttfb_ms=20000"
+    )
+    job_id = await gw.submit(req)
+    await gw.cancel_job(job_id)  # pending or running: either way the provider call never finishes
+    done = await gw.wait_job(job_id, timeout_s=30)
+    assert done.status == "cancelled" and done.error is not None and done.error.code == "cancelled"
