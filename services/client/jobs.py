@@ -10,11 +10,10 @@ gateway's ``jobs.retention``, 24 h) is ``job_expired``.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from services.contracts.errors import JobNotFound
-from services.contracts.events import TERMINAL_JOB_STATES, JobUpdated, RequestBase
-from services.runtime.jobs import DEFAULT_RETENTION_S, JobsView
+from services.contracts.events import TERMINAL_JOB_STATES, CancelRequested, JobUpdated, RequestBase
+from services.runtime.jobs import DEFAULT_RETENTION_S, JobsView, job_state
 from services.runtime.kafka import Publisher
 from services.runtime.topics import Topics
 
@@ -29,15 +28,15 @@ class JobOperations:
     _jobs_view: JobsView | None = None
     _jobs_lock: asyncio.Lock | None = None
 
-    if TYPE_CHECKING:  # GatewayClient's
-
-        async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None: ...
-
     async def submit(self, req: RequestBase) -> str:
         """Publish ``req`` as a job (``job: true``, no reply wanted): its id, once the broker has it."""
         job = req.model_copy(update={"job": True, "reply_to": None, "stream": False})
-        fut = await self._publisher.publish(self.topics.requests.name, job, key=job.tenant_id)
-        await fut
+        # its pending record first, acknowledged, then the request: a get_job right after submit
+        # finds the job, and no later state of it can land before this one (``llm.jobs`` keeps
+        # the newest record of a key; records of other topics are not ordered with it)
+        pending = job_state(job, "pending")
+        await (await self._publisher.publish(self.topics.jobs.name, pending, key=job.request_id))
+        await (await self._publisher.publish(self.topics.requests.name, job, key=job.tenant_id))
         return job.request_id
 
     async def _view(self) -> JobsView:
@@ -58,9 +57,13 @@ class JobOperations:
 
     async def get_job(self, job_id: str) -> JobUpdated:
         """The job's state now (what ``llm.jobs`` held when asked: a read of one's own writes)."""
+        return await self.job(self.tenant_id, job_id)
+
+    async def job(self, tenant_id: str, job_id: str) -> JobUpdated:
+        """``get_job`` for ``tenant_id`` (the edge asks for its callers' tenants)."""
         view = await self._view()
         await view.caught_up()
-        return view.get(self.tenant_id, job_id)
+        return view.get(tenant_id, job_id)
 
     async def wait_job(self, job_id: str, timeout_s: float | None = None) -> JobUpdated:
         """The job once it has ended (``completed``, ``failed`` or ``cancelled``)."""
@@ -73,14 +76,18 @@ class JobOperations:
         None when ``llm.jobs`` has no record of it yet (just submitted: the cancel is sent all the
         same, and the executor that takes the job up cancels it). Another tenant's job:
         ``job_not_found``."""
+        return await self.cancel_job_of(self.tenant_id, job_id)
+
+    async def cancel_job_of(self, tenant_id: str, job_id: str) -> JobUpdated | None:
         try:
-            job: JobUpdated | None = await self.get_job(job_id)
+            job: JobUpdated | None = await self.job(tenant_id, job_id)
         except JobNotFound:
             if (await self._view()).known(job_id):
                 raise  # someone else's
             job = None
         if job is None or job.status not in TERMINAL_JOB_STATES:
-            await self.cancel(job_id, "job_cancelled")
+            event = CancelRequested(request_id=job_id, tenant_id=tenant_id, reason="job_cancelled")
+            await (await self._publisher.publish(self.topics.control.name, event, key=job_id))
         return job
 
     async def jobs(self, status: str | None = None) -> list[JobUpdated]:

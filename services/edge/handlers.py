@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from services.contracts.errors import GatewayError
 
-from .api import audio, chat, dashboard, embeddings, files, images, messages, models, native, transcriptions
+from .api import (
+    audio,
+    chat,
+    dashboard,
+    embeddings,
+    files,
+    images,
+    jobs,
+    messages,
+    models,
+    native,
+    transcriptions,
+)
 from .api.metrics import metrics_text
 from .asgi import Request, Response, Route
 from .context import Edge
@@ -77,6 +89,8 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/files", files.list_files, openai_errors),
     Route("GET", "/v1/files/{file_id}", files.get_file, openai_errors),  # also .../{file_id}/content
     Route("DELETE", "/v1/files/{file_id}", files.delete_file, openai_errors),
+    Route("GET", "/v1/jobs/{job_id}", jobs.get_job, openai_errors),
+    Route("POST", "/v1/jobs/{job_id}", jobs.cancel_job, openai_errors),  # .../{job_id}/cancel
     Route("GET", "/v1/models", models.list_models, openai_errors, operation="models.list"),
     Route("GET", "/v1/models/{model}", models.retrieve_model, openai_errors, operation="models.list"),
     # Anthropic Messages API: authenticates (x-api-key or bearer) and reads its body itself

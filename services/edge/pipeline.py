@@ -21,6 +21,7 @@ from services.contracts.events import (
     EmbedRequested,
     EncodingFormat,
     ImageGenerateRequested,
+    JobUpdated,
     MediaSource,
     ModelInfo,
     RequestBase,
@@ -67,6 +68,12 @@ class Pipeline(Protocol):
     def stream(self, req: ChatRequested | SpeechRequested, timeout: float) -> AsyncIterator[ChunkEmitted]: ...
 
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None: ...
+
+    async def submit(self, req: RequestBase) -> str: ...
+
+    async def job(self, tenant_id: str, job_id: str) -> JobUpdated: ...
+
+    async def cancel_job_of(self, tenant_id: str, job_id: str) -> JobUpdated | None: ...
 
     async def models(self, caller: Caller, model: str | None, timeout: float) -> list[ModelInfo]:
         """The caller's tenant's models (``model``: that alias only, else ``ModelNotFound``),

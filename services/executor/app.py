@@ -242,9 +242,9 @@ class Executor:
         if rid in self._cancelled:
             run.cancel(self._cancelled.pop(rid))
         started = self.outcomes.started(plan, attempts)
-        if plan.request.job:  # the job runs (sent before its outcome, on the same partition)
+        if plan.request.job:  # the job runs: acknowledged before anything can end it
             running = job_state(plan.request, "running", started_at=attempts.started_at)
-            await self.publisher.publish(self.topics.jobs.name, running, key=rid)
+            await (await self.publisher.publish(self.topics.jobs.name, running, key=rid))
         try:
             outcome, error = await settle(run, rid, deadline.at, plan.total_ms)
         except asyncio.CancelledError:  # this process is stopping: the plan runs again elsewhere

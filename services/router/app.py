@@ -187,10 +187,10 @@ class Router:
         # the plan and the admission record are enqueued back to back: one produce request. A plan
         # with media goes to the media-store first, which resolves it and sends it on to llm.exec
         topic = self.topics.media_in if carries_media(execution.request) else self.topics.exec
-        futs = [await self.publisher.publish(topic.name, execution, key=req.request_id)]
-        if req.job:  # the caller holds the request id as its job's id: the job is pending
+        if req.job:  # the job is pending before its plan exists: no later state can land before it
             pending = job_state(execution.request, "pending")
-            futs.append(await self.publisher.publish(self.topics.jobs.name, pending, key=req.request_id))
+            await (await self.publisher.publish(self.topics.jobs.name, pending, key=req.request_id))
+        futs = [await self.publisher.publish(topic.name, execution, key=req.request_id)]
         if grant is not None and self.keeper is not None:  # a grant comes from the keeper
             if (adm := await self.keeper.write(grant, record.partition)) is not None:
                 futs.append(adm)

@@ -57,3 +57,39 @@ async def test_a_job_is_cancelled(gw):
     await gw.cancel_job(job_id)  # pending or running: either way the provider call never finishes
     done = await gw.wait_job(job_id, timeout_s=30)
     assert done.status == "cancelled" and done.error is not None and done.error.code == "cancelled"
+
+
+async def test_any_openai_route_runs_as_a_job_at_the_edge(edge_url, gw):
+    import aiohttp
+
+    auth = {"authorization": "Bearer sk-llmgw-demo"}
+    async with aiohttp.ClientSession(base_url=edge_url) as s:
+        async with s.post(
+            "/v1/chat/completions",
+            json={"model": "demo-openai", "messages": [{"role": "user", "content": "later"}], "async": True},
+            headers=auth,
+        ) as r:
+            assert r.status == 202
+            chat_job = await r.json()
+        async with s.post(
+            "/v1/images/generations",
+            json={"model": "demo-image", "prompt": "a queued picture", "size": "64x64"},
+            headers=auth | {"x-llmgw-async": "true"},
+        ) as r:
+            assert r.status == 202
+            image_job = await r.json()
+        assert chat_job["object"] == "job" and chat_job["status"] == "pending"
+        for job in (chat_job, image_job):
+            await gw.wait_job(job["id"], timeout_s=30)  # the tenant's own SDK waits; the edge answers
+            async with s.get(f"/v1/jobs/{job['id']}", headers=auth) as r:
+                got = await r.json()
+            assert (
+                r.status == 200 and got["status"] == "completed" and got["finished_at"] >= got["created_at"]
+            )
+        assert "async" not in str(got["result"])  # the flag never reaches a provider
+        async with s.get(
+            f"/v1/jobs/{chat_job['id']}", headers={"authorization": "Bearer sk-llmgw-restricted"}
+        ) as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "job_not_found"
+        async with s.post(f"/v1/jobs/{chat_job['id']}/cancel", headers=auth) as r:
+            assert r.status == 200 and (await r.json())["status"] == "completed"  # ended: unchanged

@@ -45,6 +45,7 @@ from .chat import (
 )
 from .files import stored_body
 from .images import required_text, split_gateway
+from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -217,6 +218,8 @@ class AudioRelay:
 async def create_speech(edge: Edge, req: Request) -> Response | SseResponse | StreamedResponse:
     call = parse_speech(req.json())
     event = speech_event(edge, req, call)
+    if wants_job(req, event):  # async: the job's id at once, its answer on llm.jobs
+        return await submitted(edge, req, event)
     timeout = edge.timeout_for(call.fields.get("total_ms"))
     mime = SPEECH_TYPES[call.format].encode()
     if call.stream_format == "sse":

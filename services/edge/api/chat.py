@@ -38,6 +38,7 @@ from ..claims import claimed
 from ..errors import error_headers, openai_body, openai_error, ratelimit_headers
 from ..sse import SseResponse
 from . import spans
+from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -414,6 +415,8 @@ async def _complete(edge: Edge, req: Request, call: ChatCall, span: Span | None)
     if span is not None:
         spans.requested(span, event)
     created = int(time.time())
+    if wants_job(req, event):  # async: the job's id at once, its answer on llm.jobs
+        return await submitted(edge, req, event)
     timeout = edge.timeout_for(call.total_ms)
     if call.stream:
         s = edge.settings

@@ -29,6 +29,7 @@ from services.contracts.events import EmbedRequested, EncodingFormat, ResultProd
 
 from ..asgi import Request, Response, ms_header
 from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
+from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -146,6 +147,8 @@ def embeddings_json(result: ResultProduced, model: str) -> dict[str, Any]:
 async def create_embeddings(edge: Edge, req: Request) -> Response:
     call = parse_embeddings(req.json())
     event = build_event(edge, req, call)
+    if wants_job(req, event):  # async: the job's id at once, its answer on llm.jobs
+        return await submitted(edge, req, event)
     timeout = edge.timeout_for(call.fields.get("total_ms"))
     try:
         result = await req.until_disconnect(edge.gw.result(event, timeout))

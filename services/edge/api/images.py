@@ -32,6 +32,7 @@ from services.contracts.events import GeneratedImage, ImageGenerateRequested, Re
 from ..asgi import Request, Response, ms_header
 from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
 from .files import media_bytes
+from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -181,6 +182,8 @@ async def images_json(edge: Edge, result: ResultProduced, b64: bool) -> dict[str
 async def create_image(edge: Edge, req: Request) -> Response:
     call = parse_images(req.json())
     event = build_event(edge, req, call)
+    if wants_job(req, event):  # async: the job's id at once, its answer on llm.jobs
+        return await submitted(edge, req, event)
     timeout = edge.timeout_for(call.fields.get("total_ms"))
     try:
         result = await req.until_disconnect(edge.gw.result(event, timeout))

@@ -36,6 +36,7 @@ from .audio import overhead_header
 from .chat import answer_headers, error_answer, invalid, key_of
 from .files import FIELD_LIMIT, OCTET_STREAM, declared, discard, store_upload, upload_limit
 from .images import required_text, split_gateway
+from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
     from ..context import Edge
@@ -220,6 +221,9 @@ async def create_transcription(edge: Edge, req: Request) -> Response:
     try:
         call = parse_transcription(body)
         event = transcribe_event(edge, req, call, source)
+        if wants_job(req, event):  # async: the upload stays, the job's answer is on llm.jobs
+            stored = None
+            return await submitted(edge, req, event)
         timeout = edge.timeout_for(call.fields.get("total_ms"))
         try:
             result = await req.until_disconnect(edge.gw.result(event, timeout))
