@@ -92,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ur.add_argument("--json", action="store_true")
 
+    jb = sub.add_parser("jobs", help="asynchronous jobs, from llm.jobs")
+    jb_sub = jb.add_subparsers(dest="action", required=True)
+    jl = jb_sub.add_parser("list", help="every job llm.jobs holds, oldest first")
+    jl.add_argument("--tenant", default=None)
+    jl.add_argument(
+        "--status", choices=["pending", "running", "completed", "failed", "cancelled"], default=None
+    )
+    jl.add_argument("--json", action="store_true")
+
     au = sub.add_parser("audit", help="the audit ledger on S3")
     au_sub = au.add_subparsers(dest="action", required=True)
     av = au_sub.add_parser("verify", help="check every hash chain; non-zero naming the first bad record")
@@ -391,6 +400,31 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from services.runtime.jobs import JobsView
+    from services.runtime.topics import Topics
+
+    async def go() -> int:
+        view = JobsView(settings.bootstrap_servers, Topics.load(settings.topics_path, settings.topic_prefix))
+        await view.start()
+        try:
+            jobs = view.jobs(args.tenant, args.status)
+        finally:
+            await view.aclose()
+        if args.json:
+            print(json.dumps([j.model_dump(mode="json", exclude={"result"}) for j in jobs], indent=2))
+            return 0
+        print(f"{'job':<34} {'tenant':<12} {'operation':<16} {'model':<16} {'status':<10} created")
+        for j in jobs:
+            print(
+                f"{j.job_id:<34} {j.tenant_id:<12} {j.operation:<16} {(j.model or '-'):<16} {j.status:<10}"
+                f" {j.created_at.isoformat(timespec='seconds')}"
+            )
+        return 0
+
+    return asyncio.run(go())
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from services.audit_sink.verify import verify
     from services.runtime.s3 import S3ObjectStore
@@ -429,6 +463,7 @@ COMMANDS = {
     "embed": cmd_embed,
     "models": cmd_models,
     "usage": cmd_usage,
+    "jobs": cmd_jobs,
     "audit": cmd_audit,
 }
 

@@ -93,3 +93,23 @@ async def test_any_openai_route_runs_as_a_job_at_the_edge(edge_url, gw):
             assert r.status == 404 and (await r.json())["error"]["code"] == "job_not_found"
         async with s.post(f"/v1/jobs/{chat_job['id']}/cancel", headers=auth) as r:
             assert r.status == 200 and (await r.json())["status"] == "completed"  # ended: unchanged
+
+
+async def test_llmgw_jobs_list_shows_them(gw, stack_settings):
+    import asyncio
+    import json
+
+    from tests.e2e.test_cli import llmgw
+
+    job_id = await gw.submit(
+        gw.build_request("demo-openai", [{"role": "user", "content": "listed"}], stream=False)
+    )
+    await gw.wait_job(job_id, timeout_s=30)
+    res = await asyncio.to_thread(
+        llmgw, stack_settings, "jobs", "list", "--tenant", "demo", "--status", "completed", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    listed = {j["job_id"]: j for j in json.loads(res.stdout)}
+    assert listed[job_id]["status"] == "completed" and listed[job_id]["tenant_id"] == "demo"
+    table = await asyncio.to_thread(llmgw, stack_settings, "jobs", "list", "--tenant", "restricted")
+    assert table.returncode == 0 and job_id not in table.stdout
