@@ -113,3 +113,46 @@ async def test_llmgw_jobs_list_shows_them(gw, stack_settings):
     assert listed[job_id]["status"] == "completed" and listed[job_id]["tenant_id"] == "demo"
     table = await asyncio.to_thread(llmgw, stack_settings, "jobs", "list", "--tenant", "restricted")
     assert table.returncode == 0 and job_id not in table.stdout
+
+
+async def test_a_job_survives_kill_9_of_its_executor_and_ends_once(gw, stack, stack_settings):
+    """executor-0 alone runs the job; it is SIGKILLed while the provider call is in flight and
+    started again: the plan runs again, the job ends completed once, and is billed once."""
+    import orjson
+
+    from services.runtime.topics import Topics
+    from tests.e2e.helpers import TopicTail
+    from tests.e2e.test_crash_safety import kill_and_restart, only_executor_0
+
+    topics = Topics.load(stack_settings.topics_path, stack_settings.topic_prefix)
+    req = gw.build_request(
+        "demo-openai",
+        [{"role": "user", "content": "survive"}],
+        stream=False,
+        emulator_scenario="ttfb_ms=2500",
+    )
+    async with (
+        only_executor_0(stack),
+        TopicTail(stack_settings.bootstrap_servers, topics.jobs.name) as states,
+        TopicTail(stack_settings.bootstrap_servers, topics.usage.name) as usage,
+    ):
+        job_id = await gw.submit(req)
+
+        def seen(status: str):
+            return lambda rs: any(
+                r.key == job_id.encode() and orjson.loads(r.value)["status"] == status for r in rs if r.value
+            )
+
+        await states.until(seen("running"))
+        await kill_and_restart(stack, "executor-0")
+        done = await gw.wait_job(job_id, timeout_s=60)
+        assert done.status == "completed" and done.result is not None
+        await usage.until(lambda rs: any(job_id.encode() in (r.value or b"") for r in rs), timeout=30)
+        await states.until(seen("completed"))
+    terminal = [
+        r
+        for r in states.records
+        if r.key == job_id.encode() and orjson.loads(r.value)["status"] == "completed"
+    ]
+    billed = [r for r in usage.records if orjson.loads(r.value)["request_id"] == job_id]
+    assert len(terminal) == 1 and len(billed) == 1 and orjson.loads(billed[0].value)["status"] == "ok"
