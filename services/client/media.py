@@ -32,6 +32,8 @@ from services.contracts.events import (
     SpeechFormat,
     SpeechRequested,
     TranscribeRequested,
+    VideoGenerateRequested,
+    VideoSeconds,
 )
 from services.runtime.config import MediaConfig
 from services.runtime.media.refs import file_key, new_file_id
@@ -134,9 +136,52 @@ class MediaOperations:
 
         async def result(self, req: RequestBase, timeout: float) -> ResultProduced: ...
 
+        async def submit(self, req: RequestBase) -> str: ...
+
         def stream(
             self, req: ChatRequested | SpeechRequested, timeout: float
         ) -> AsyncGenerator[ChunkEmitted, None]: ...
+
+    def build_video(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        seconds: VideoSeconds | None = None,
+        size: str | None = None,
+        **kw: Any,
+    ) -> VideoGenerateRequested:
+        """Keywords the SDK does not model go to ``extra`` and reach providers unchanged."""
+        common = self._common(kw)
+        fallbacks = kw.pop("fallbacks", [])
+        return VideoGenerateRequested(
+            **common,
+            model=model,
+            fallbacks=fallbacks,
+            prompt=prompt,
+            seconds=seconds,
+            size=size,
+            extra=kw.pop("extra", {}) | kw,
+        )
+
+    async def generate_video(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        seconds: VideoSeconds | None = None,
+        size: str | None = None,
+        wait: bool = False,
+        **kw: Any,
+    ) -> str | ResultProduced:
+        """A video, from an asynchronous provider. ``wait=False``: a job (README "Jobs"), its id at
+        once (``wait_job`` / ``get_job`` follow it). ``wait=True``: the answer itself once the
+        provider has finished (the gateway polls it), ``result.output.media`` the stored MP4."""
+        timeout = kw.pop("timeout_s", self.timeout_s)
+        req = self.build_video(model, prompt, seconds=seconds, size=size, **kw)
+        if wait:
+            return await self.result(req, timeout)
+        return await self.submit(req)
 
     def build_image(
         self,

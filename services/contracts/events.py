@@ -257,6 +257,22 @@ class TranscribeRequested(ModelRequest):
     )
 
 
+VideoSeconds = Literal["4", "8", "12"]
+
+
+class VideoGenerateRequested(ModelRequest):
+    """A caller asks for a video from a prompt (OpenAI's videos API); the provider works on it
+    asynchronously: the executor submits it, polls it and keeps the result (README "Videos")."""
+
+    operation: Literal["video.generate"] = "video.generate"
+    prompt: str = Field(min_length=1, max_length=32_000)
+    seconds: VideoSeconds | None = None
+    size: str | None = Field(default=None, pattern=r"^\d{2,5}x\d{2,5}$")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Provider fields the gateway does not model"
+    )
+
+
 class ModelFilter(Model):
     capability: str | None = None
     operation: str | None = None
@@ -287,6 +303,7 @@ AnyRequest = Annotated[
     | Annotated[ImageGenerateRequested, Tag("image.generate")]
     | Annotated[SpeechRequested, Tag("audio.speech")]
     | Annotated[TranscribeRequested, Tag("audio.transcribe")]
+    | Annotated[VideoGenerateRequested, Tag("video.generate")]
     | Annotated[ModelsListRequested, Tag("models.list")],
     Discriminator(_operation),
 ]
@@ -296,7 +313,8 @@ ExecutableRequest = Annotated[
     | Annotated[EmbedRequested, Tag("embed")]
     | Annotated[ImageGenerateRequested, Tag("image.generate")]
     | Annotated[SpeechRequested, Tag("audio.speech")]
-    | Annotated[TranscribeRequested, Tag("audio.transcribe")],
+    | Annotated[TranscribeRequested, Tag("audio.transcribe")]
+    | Annotated[VideoGenerateRequested, Tag("video.generate")],
     Discriminator(_operation),
 ]
 #: Every operation a request may name.
@@ -306,6 +324,7 @@ OPERATIONS: tuple[str, ...] = (
     "image.generate",
     "audio.speech",
     "audio.transcribe",
+    "video.generate",
     "models.list",
 )
 #: Chat content part types that carry media (the media-store resolves them before execution).
@@ -326,7 +345,7 @@ def carries_media(req: RequestBase) -> bool:
 
 
 #: Operations whose answer is media the media-store stores (``llm.media.out``).
-MEDIA_OUT_OPERATIONS: frozenset[str] = frozenset({"image.generate", "audio.speech"})
+MEDIA_OUT_OPERATIONS: frozenset[str] = frozenset({"image.generate", "audio.speech", "video.generate"})
 
 
 # --- execution plan ------------------------------------------------------------
@@ -558,9 +577,17 @@ class TranscriptionOutput(Model):
     duration_s: float | None = None
 
 
+class VideoOutput(Model):
+    kind: Literal["video"] = "video"
+    media: MediaRef
+    seconds: str | None = None
+    size: str | None = None
+    provider_id: str | None = Field(default=None, description="The provider's id of the video job")
+
+
 #: What a non-chat operation answers; chat answers in ``ResultProduced.message``.
 Output = Annotated[
-    EmbeddingsOutput | ModelListOutput | ImagesOutput | SpeechOutput | TranscriptionOutput,
+    EmbeddingsOutput | ModelListOutput | ImagesOutput | SpeechOutput | TranscriptionOutput | VideoOutput,
     Field(discriminator="kind"),
 ]
 
@@ -778,6 +805,9 @@ class JobUpdated(Envelope):
     provider_job: dict[str, Any] | None = Field(
         default=None,
         description="The provider-side job (id, where to poll), once submitted: resumed, never resubmitted",
+    )
+    params: dict[str, Any] | None = Field(
+        default=None, description="What the request asked, for listings (video: prompt, seconds, size)"
     )
 
 

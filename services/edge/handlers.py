@@ -22,6 +22,7 @@ from .api import (
     models,
     native,
     transcriptions,
+    videos,
 )
 from .api.metrics import metrics_text
 from .asgi import Request, Response, Route
@@ -89,6 +90,8 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/files", files.list_files, openai_errors),
     Route("GET", "/v1/files/{file_id}", files.get_file, openai_errors),  # also .../{file_id}/content
     Route("DELETE", "/v1/files/{file_id}", files.delete_file, openai_errors),
+    Route("POST", "/v1/videos", videos.create_video, openai_errors, operation="video.generate"),
+    Route("GET", "/v1/videos/{video_id}", videos.get_video, openai_errors),  # also .../{video_id}/content
     Route("GET", "/v1/jobs/{job_id}", jobs.get_job, openai_errors),
     Route("POST", "/v1/jobs/{job_id}", jobs.cancel_job, openai_errors),  # .../{job_id}/cancel
     Route("GET", "/v1/models", models.list_models, openai_errors, operation="models.list"),

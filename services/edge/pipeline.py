@@ -28,6 +28,7 @@ from services.contracts.events import (
     ResultProduced,
     SpeechRequested,
     TranscribeRequested,
+    VideoGenerateRequested,
 )
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
@@ -70,6 +71,8 @@ class Pipeline(Protocol):
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None: ...
 
     async def submit(self, req: RequestBase) -> str: ...
+
+    def video_request(self, caller: Caller, model: str, prompt: str, **kw: Any) -> VideoGenerateRequested: ...
 
     async def job(self, tenant_id: str, job_id: str) -> JobUpdated: ...
 
@@ -137,6 +140,9 @@ class EdgeClient(GatewayClient):
 
     def image_request(self, caller: Caller, model: str, prompt: str, **kw: Any) -> ImageGenerateRequested:
         return self.build_image(model, prompt, tenant_id=caller.tenant_id, user_id=caller.user_id, **kw)
+
+    def video_request(self, caller: Caller, model: str, prompt: str, **kw: Any) -> VideoGenerateRequested:
+        return self.build_video(model, prompt, tenant_id=caller.tenant_id, user_id=caller.user_id, **kw)
 
     def speech_request(
         self, caller: Caller, model: str, input: str, voice: str, *, stream: bool = False, **kw: Any

@@ -42,7 +42,7 @@ from services.contracts.events import (
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
-from services.runtime.jobs import job_state
+from services.runtime.jobs import JobsView, job_state
 from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher, validation_reason
 from services.runtime.media.storage import FileStorage, S3FileStorage
 from services.runtime.replies import answer_invalid
@@ -67,6 +67,7 @@ from .settings import ExecutorSettings
 from .speech import SpeechRunner
 from .targets import Target, Targets
 from .transcribe import TranscribeRunner
+from .video import VideoRunner
 
 log = logging.getLogger(__name__)
 GROUP = "llmgw-executor"
@@ -144,6 +145,13 @@ class Executor:
         self._running: dict[str, asyncio.Task[Outcome]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._cancelled: OrderedDict[str, str] = OrderedDict()
+        # jobs' provider-side work (a video submitted before a restart is polled, not resubmitted)
+        self.jobs = JobsView(
+            settings.bootstrap_servers,
+            topics,
+            retention_s=self.config.jobs.retention_s,
+            client_id=f"{cid}-jobs",
+        )
         self.embed = EmbedRunner(
             http=self.http, secret=settings.secret, window_ms=self.config.defaults.embed_batch_window_ms
         )
@@ -158,6 +166,14 @@ class Executor:
                 publisher=self.publisher, topics=topics, http=self.http, secret=settings.secret
             ),
             "audio.transcribe": TranscribeRunner(http=self.http, secret=settings.secret),
+            "video.generate": VideoRunner(
+                http=self.http,
+                secret=settings.secret,
+                publisher=self.publisher,
+                topics=topics,
+                jobs=self.jobs,
+                config=self.config.jobs,
+            ),
         }
         self.breakers = Breakers(
             bootstrap_servers=settings.bootstrap_servers,
@@ -181,6 +197,7 @@ class Executor:
         await self.publisher.start()
         await self.control.start()
         await self.breakers.start()  # every circuit's state, read back before a plan is served
+        await self.jobs.start()  # every job's provider-side work, read back before a plan is served
         await self.consumer.start()
 
     async def aclose(self) -> None:
@@ -188,6 +205,7 @@ class Executor:
         await self.finished.aclose()
         await self.control.aclose()
         await self.breakers.aclose()
+        await self.jobs.aclose()
         await self.embed.aclose()
         await self.publisher.aclose()
         await self.http.aclose()

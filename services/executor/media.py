@@ -31,6 +31,7 @@ from services.contracts.events import (
     ResultProduced,
     SpeechOutput,
     TranscribeRequested,
+    VideoOutput,
 )
 from services.runtime.config import MediaConfig
 from services.runtime.media.refs import staging_key, tenant_prefix
@@ -123,7 +124,7 @@ class MediaIO:
                 for i, img in enumerate(out.data)
             ]
             out = out.model_copy(update={"data": data})
-        elif isinstance(out, SpeechOutput):
+        elif isinstance(out, SpeechOutput | VideoOutput):
             out = out.model_copy(update={"media": await self._stage(req, 0, out.media)})
         return MediaProduced(
             request_id=req.request_id,

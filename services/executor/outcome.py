@@ -24,7 +24,7 @@ from services.contracts.events import (
     ResultProduced,
     UsageRecorded,
 )
-from services.runtime.jobs import outcome_state
+from services.runtime.jobs import PROVIDER_JOBS, outcome_state
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
 from services.runtime.request_log import RequestLog
@@ -156,6 +156,9 @@ class Outcomes:
             result_ack = await self.publisher.publish(self.topics.jobs.name, state, key=req.request_id)
         else:
             result_ack = await self.publisher.publish(topic, answer, key=req.request_id, partition=partition)
+            if req.operation in PROVIDER_JOBS:  # its provider job is on llm.jobs: end it there too
+                state = outcome_state(req, answer, attempts.started_at)
+                await self.publisher.publish(self.topics.jobs.name, state, key=req.request_id)
         acks = [
             result_ack,
             await self.publisher.publish(self.topics.usage.name, usage, key=req.tenant_id),

@@ -36,7 +36,7 @@ from services.contracts.events import (
     utcnow,
 )
 from services.runtime.config import GatewayConfig, load_config
-from services.runtime.jobs import job_state
+from services.runtime.jobs import PROVIDER_JOBS, job_state
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.media.fetch import SafeFetcher
 from services.runtime.media.storage import FileStorage, S3FileStorage
@@ -132,7 +132,7 @@ class MediaStore:
 
     async def store(self, produced: MediaProduced, record: ConsumerRecord | None) -> None:
         result = await self.outputs.store(produced)
-        if produced.job:  # the job's final state, with its stored media
+        if produced.job or result.operation in PROVIDER_JOBS:  # the job's final state, with its media
             state = JobUpdated(
                 request_id=result.request_id,
                 tenant_id=result.tenant_id,
@@ -147,7 +147,8 @@ class MediaStore:
                 result=result,
             )
             await (await self.publisher.publish(self.topics.jobs.name, state, key=result.request_id))
-            return
+            if produced.job:
+                return
         topic, partition = self.topics.results.name, None
         if produced.reply_to is not None:
             topic, partition = produced.reply_to.topic, produced.reply_to.partition

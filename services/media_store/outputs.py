@@ -20,6 +20,7 @@ from services.contracts.events import (
     MediaRef,
     ResultProduced,
     SpeechOutput,
+    VideoOutput,
     utcnow,
 )
 from services.runtime.config import MediaConfig
@@ -39,7 +40,7 @@ class Outputs:
         if isinstance(out, ImagesOutput):
             data = [img.model_copy(update={"media": await self.keep(tenant, img.media)}) for img in out.data]
             out = out.model_copy(update={"data": data})
-        elif isinstance(out, SpeechOutput):
+        elif isinstance(out, SpeechOutput | VideoOutput):
             out = out.model_copy(update={"media": await self.keep(tenant, out.media)})
         return result.model_copy(update={"output": out})
 

@@ -33,6 +33,7 @@ from services.contracts.events import (
     SpeechRequested,
     TranscribeRequested,
     Usage,
+    VideoGenerateRequested,
 )
 from services.runtime import metrics
 from services.runtime.config import GatewayConfig, ModelConfig, TenantConfig
@@ -42,8 +43,17 @@ from . import budgets, limits
 from .budgets import period_start
 from .ledger import Entry, PartitionLedger
 
-Executable = ChatRequested | EmbedRequested | ImageGenerateRequested | SpeechRequested | TranscribeRequested
+Executable = (
+    ChatRequested
+    | EmbedRequested
+    | ImageGenerateRequested
+    | SpeechRequested
+    | TranscribeRequested
+    | VideoGenerateRequested
+)
 
+#: A video's length when the request names none (OpenAI's default).
+VIDEO_SECONDS_DEFAULT = 4
 #: Prompt tokens reserved per image part (a large image on the common providers).
 IMAGE_TOKENS = 1600
 #: Tokens a chat template adds per message, and once per request.
@@ -72,7 +82,7 @@ def prompt_bound(req: Executable) -> int:
     tool definitions and response schema, + 4 per message and 3; ``IMAGE_TOKENS`` per image."""
     if isinstance(req, EmbedRequested):
         return sum(len(t.encode()) for t in req.input)
-    if isinstance(req, ImageGenerateRequested):
+    if isinstance(req, ImageGenerateRequested | VideoGenerateRequested):
         return len(req.prompt.encode()) + PER_REQUEST_TOKENS
     if isinstance(req, SpeechRequested):
         return len(req.input.encode()) + len((req.instructions or "").encode()) + PER_REQUEST_TOKENS
@@ -102,7 +112,7 @@ def prompt_bound(req: Executable) -> int:
 
 def max_output(req: Executable) -> int | None:
     """The request's own output limit (``max_tokens`` or ``max_completion_tokens``), if any."""
-    if isinstance(req, EmbedRequested | SpeechRequested):
+    if isinstance(req, EmbedRequested | SpeechRequested | VideoGenerateRequested):
         return 0
     if not isinstance(req, ChatRequested):
         return None  # images and transcripts: up to the model's max_output_tokens
@@ -122,6 +132,8 @@ def request_units(req: Executable, max_audio_s: float = 3600.0) -> dict[str, flo
         return {"images": float(req.n)}
     if isinstance(req, SpeechRequested):
         return {"characters": float(len(req.input))}
+    if isinstance(req, VideoGenerateRequested):
+        return {"video_seconds": float(req.seconds or VIDEO_SECONDS_DEFAULT)}
     if isinstance(req, TranscribeRequested):
         media = req.file.media
         seconds = media.duration_s if media is not None and media.duration_s is not None else max_audio_s

@@ -36,6 +36,7 @@ from services.contracts.events import (
     RequestBase,
     SpeechRequested,
     TranscribeRequested,
+    VideoGenerateRequested,
 )
 from services.runtime.catalog import capabilities
 from services.runtime.config import GatewayConfig, ModelConfig, Policies
@@ -51,7 +52,14 @@ from .routing import capable, order
 from .stats import RoutingStats
 from .tools import with_tools
 
-Executable = ChatRequested | EmbedRequested | ImageGenerateRequested | SpeechRequested | TranscribeRequested
+Executable = (
+    ChatRequested
+    | EmbedRequested
+    | ImageGenerateRequested
+    | SpeechRequested
+    | TranscribeRequested
+    | VideoGenerateRequested
+)
 #: Operations that may stream (``stream: true``).
 STREAMING = frozenset({"chat", "audio.speech"})
 
@@ -163,6 +171,8 @@ def needed_capabilities(req: Executable) -> dict[str, str]:
         return {"speech": "text-to-speech"}
     if isinstance(req, TranscribeRequested):
         return {"transcription": "speech-to-text"}
+    if isinstance(req, VideoGenerateRequested):
+        return {"video_generation": "video generation"}
     need = {"chat": "chat"}
     if req.stream:
         need["stream"] = "streaming"

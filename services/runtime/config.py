@@ -33,6 +33,7 @@ Capability = Literal[
     "image_generation",
     "speech",
     "transcription",
+    "video_generation",
 ]
 DEFAULT_CAPABILITIES: tuple[Capability, ...] = ("chat", "stream")  # of an alias that names none
 
@@ -44,6 +45,7 @@ OPERATION_CAPABILITY: dict[str, Capability] = {
     "image.generate": "image_generation",
     "audio.speech": "speech",
     "audio.transcribe": "transcription",
+    "video.generate": "video_generation",
 }
 
 Routing = Literal["weighted", "cheapest", "fastest"]
@@ -340,10 +342,16 @@ class MediaConfig(Strict):
 
 
 class JobsConfig(Strict):
-    """Asynchronous jobs (README "Jobs")."""
+    """Asynchronous jobs (README "Jobs") and the polling of asynchronous providers ("Videos")."""
 
     retention_s: float = Field(
         default=86_400.0, gt=0, description="How long a finished job stays readable; later: job_expired"
+    )
+    poll_interval_s: float = Field(
+        default=2.0, gt=0, le=600, description="How often a provider's job is polled (unless it says when)"
+    )
+    poll_deadline_s: float = Field(
+        default=3600.0, gt=0, description="How long a provider's job may take before the request fails"
     )
 
 

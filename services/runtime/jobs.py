@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import pydantic
 from aiokafka.structs import ConsumerRecord
@@ -31,6 +32,7 @@ from services.contracts.events import (
     JobUpdated,
     RequestBase,
     ResultProduced,
+    VideoGenerateRequested,
     utcnow,
 )
 
@@ -40,6 +42,9 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
+#: Operations whose provider works asynchronously: every request of theirs has a record on
+#: ``llm.jobs`` (its provider job, for resumption), job or not.
+PROVIDER_JOBS: frozenset[str] = frozenset({"video.generate"})
 #: How long a finished job stays readable (``jobs.retention``); later it is ``job_expired``.
 DEFAULT_RETENTION_S = 24 * 3600.0
 
@@ -68,7 +73,14 @@ def job_state(
         finished_at=now if status in TERMINAL_JOB_STATES else None,
         result=result,
         error=error,
+        params=_params(req),
     )
+
+
+def _params(req: RequestBase) -> dict[str, Any] | None:
+    if isinstance(req, VideoGenerateRequested):
+        return {"prompt": req.prompt, "seconds": req.seconds, "size": req.size}
+    return None
 
 
 def outcome_state(req: RequestBase, result: ResultProduced, started_at: datetime | None) -> JobUpdated:
@@ -143,7 +155,12 @@ class JobsView:
             return
         if old is not None:  # the first writer knew when the job was created and started
             job = job.model_copy(
-                update={"created_at": old.created_at, "started_at": old.started_at or job.started_at}
+                update={
+                    "created_at": old.created_at,
+                    "started_at": old.started_at or job.started_at,
+                    "params": job.params or old.params,
+                    "provider_job": job.provider_job or old.provider_job,
+                }
             )
         self._jobs[job.job_id] = job
         if job.status in TERMINAL_JOB_STATES:
@@ -162,6 +179,10 @@ class JobsView:
                 f"job {job_id!r} finished at {job.finished_at.isoformat()} and is no longer kept"
             )
         return job
+
+    def peek(self, job_id: str) -> JobUpdated | None:
+        """The job's record whatever its tenant (for the gateway's own use, never a caller's)."""
+        return self._jobs.get(job_id)
 
     def known(self, job_id: str) -> bool:
         """Whether any tenant's job has this id (for a caller deciding between "not yet" and "not

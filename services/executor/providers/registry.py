@@ -17,6 +17,7 @@ from .ollama import OllamaAdapter
 from .ollama_embeddings import OllamaEmbeddingsAdapter
 from .openai import OpenAIAdapter
 from .openai_embeddings import OpenAIEmbeddingsAdapter
+from .openai_video import OpenAIVideoAdapter
 
 ADAPTERS: dict[tuple[str, str], Any] = {
     ("openai", "chat"): OpenAIAdapter(),
@@ -26,6 +27,7 @@ ADAPTERS: dict[tuple[str, str], Any] = {
     ("ollama", "embed"): OllamaEmbeddingsAdapter(),
     **gemini.ADAPTERS,
     **openai_media.ADAPTERS,
+    ("openai", "video.generate"): OpenAIVideoAdapter(),
 }
 
 KINDS: frozenset[str] = frozenset(kind for kind, _ in ADAPTERS)

@@ -36,6 +36,7 @@ CONTENT: dict[str, tuple[str, ...]] = {
     "image.generate": ("prompt", "extra"),
     "audio.speech": ("input", "instructions", "extra"),
     "audio.transcribe": ("prompt", "extra"),
+    "video.generate": ("prompt", "extra"),
 }
 
 

@@ -31,10 +31,18 @@ from services.contracts.events import (
     SpeechRequested,
     ToolCall,
     TranscribeRequested,
+    VideoGenerateRequested,
 )
 
 #: The requests hooks see: the ones a provider executes.
-HookRequest = ChatRequested | EmbedRequested | ImageGenerateRequested | SpeechRequested | TranscribeRequested
+HookRequest = (
+    ChatRequested
+    | EmbedRequested
+    | ImageGenerateRequested
+    | SpeechRequested
+    | TranscribeRequested
+    | VideoGenerateRequested
+)
 
 T = TypeVar("T")
 

@@ -13,12 +13,17 @@ from services.contracts.events import (
     ImageGenerateRequested,
     Message,
     SpeechRequested,
+    VideoGenerateRequested,
 )
 
 from .roles import HookRequest
 
 #: The one text field of the requests that have one.
-_TEXT_FIELD: dict[type, str] = {ImageGenerateRequested: "prompt", SpeechRequested: "input"}
+_TEXT_FIELD: dict[type, str] = {
+    ImageGenerateRequested: "prompt",
+    SpeechRequested: "input",
+    VideoGenerateRequested: "prompt",
+}
 
 
 def _single(req: HookRequest) -> str | None:
