@@ -12,7 +12,7 @@ configuration), and the dead-letter queue is where operators see it. Asserted by
 caller's reply partition past the answer to a request sent after the plans were
 dead-lettered: an answer to a forged plan, sent before its dead-lettering, would come first.
 
-An ``llm.requests`` event of an operation nobody knows (``video.generate``) is answered with
+An ``llm.requests`` event of an operation nobody knows (``teleport.now``) is answered with
 ``capability_not_supported`` naming the operation, and dead-lettered.
 """
 
@@ -199,7 +199,7 @@ async def test_an_unknown_operation_is_capability_not_supported_and_dead_lettere
     rid = new_id()
     doc = {
         "type": "llm.request.v1",
-        "operation": "video.generate",
+        "operation": "teleport.now",
         "request_id": rid,
         "tenant_id": "demo",
         "model": "demo-openai",
@@ -215,9 +215,9 @@ async def test_an_unknown_operation_is_capability_not_supported_and_dead_lettere
         answers = await replies.until(lambda rs: any(r.key == rid.encode() for r in rs))
         letters = await dlq.until(lambda rs: any(rid.encode() in (r.value or b"") for r in rs))
     [result] = [json.loads(r.value) for r in answers if r.key == rid.encode()]
-    assert result["status"] == "error" and result["operation"] == "video.generate"
+    assert result["status"] == "error" and result["operation"] == "teleport.now"
     assert result["error"]["code"] == "capability_not_supported"
-    assert "'video.generate'" in result["error"]["message"]
+    assert "'teleport.now'" in result["error"]["message"]
     [letter] = [r for r in letters if rid.encode() in (r.value or b"")]
     h = headers(letter)
     assert h["dlq.source.topic"] == f"{prefix}llm.requests" and h["dlq.consumer"] == "router"

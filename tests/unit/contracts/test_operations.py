@@ -62,11 +62,11 @@ def test_events_round_trip_through_the_any_event_decoder():
 
 def test_an_unknown_operation_is_capability_not_supported_naming_it():
     with pytest.raises(pydantic.ValidationError) as info:
-        REQUEST.validate_json(orjson.dumps({**BASE, "operation": "video.generate", "model": "m"}))
-    err = invalid_error(info.value, "video.generate")
+        REQUEST.validate_json(orjson.dumps({**BASE, "operation": "teleport.now", "model": "m"}))
+    err = invalid_error(info.value, "teleport.now")
     assert isinstance(err, CapabilityNotSupported)
-    assert "'video.generate'" in err.message
-    assert "chat, embed, image.generate, audio.speech, audio.transcribe, models.list" in err.message
+    assert "'teleport.now'" in err.message
+    assert "chat, embed, image.generate, audio.speech, audio.transcribe, video.generate, models.list" in err.message
 
 
 def test_a_malformed_known_operation_is_a_validation_error():
