@@ -163,7 +163,7 @@ async def read_json(request: Request) -> dict[str, Any]:
 CALLS_KEPT = 10_000
 """How many recorded calls ``/_emulator/calls`` keeps (the oldest go first)."""
 
-CALL_KINDS = ("embeddings", "chat", "images", "speech", "transcriptions")
+CALL_KINDS = ("embeddings", "chat", "images", "speech", "transcriptions", "videos", "realtime")
 
 
 def new_call_log() -> deque[dict[str, Any]]:

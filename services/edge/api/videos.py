@@ -19,6 +19,7 @@ import orjson
 
 from services.contracts.errors import GatewayError, JobNotFound, ValidationError
 from services.contracts.events import JobUpdated, ResultProduced
+from services.runtime.jobs import job_state
 
 from ..asgi import Request, Response, read_body
 from ..bodies import MULTIPART, FormReader, StreamedResponse, content_type
@@ -99,8 +100,7 @@ async def create_video(edge: Edge, req: Request) -> Response:
             return error_answer(err)
         return Response(200, orjson.dumps(video_json(event.request_id, None, result)))
     job_id = await edge.gw.submit(event)
-    pending = await edge.gw.job(req.caller.tenant_id, job_id)
-    return Response(200, orjson.dumps(video_json(job_id, pending)))
+    return Response(200, orjson.dumps(video_json(job_id, job_state(event, "pending"))))
 
 
 async def get_video(edge: Edge, req: Request) -> Response | StreamedResponse:
