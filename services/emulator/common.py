@@ -56,7 +56,8 @@ class EmulatorApp(Starlette):
             if not isinstance(route, Route) or route.param_convertors:
                 continue
             for method in route.methods or ():
-                self.fast_routes[(method, route.path)] = route.endpoint
+                # the first route registered wins, as in Starlette's router
+                self.fast_routes.setdefault((method, route.path), route.endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[RAW_SEND] = send

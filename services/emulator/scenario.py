@@ -177,6 +177,8 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
 }
 
 KEYS = frozenset(_CONVERTERS)
+#: Keys of the videos and batch APIs (see :mod:`.job_scenario`): ignored here.
+JOB_KEY_PREFIXES = ("video_", "batch_")
 
 
 def split_model(model: str) -> tuple[str, str]:
@@ -196,6 +198,8 @@ def parse_pairs(spec: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         key = key.strip()
+        if key.startswith(JOB_KEY_PREFIXES):
+            continue  # the asynchronous APIs' keys, read by job_scenario (single calls ignore them)
         if not sep and _CONVERTERS.get(key) is _flag:
             value = "1"  # a bare flag (``echo``) is set
         elif not sep:
