@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--routers", type=int, default=1)
     up.add_argument("--executors", type=int, default=1)
     up.add_argument("--no-edge", action="store_true")
-    up.add_argument("--progress", action="store_true", help="a line per step on stderr (default: on a terminal)")
+    up.add_argument(
+        "--progress", action="store_true", help="a line per step on stderr (default: on a terminal)"
+    )
     sub.add_parser("down", help="stop everything `up` started")
     st = sub.add_parser("status", help="each component with pid, endpoint and health")
     st.add_argument("--json", action="store_true")

@@ -66,7 +66,10 @@ def test_an_unknown_operation_is_capability_not_supported_naming_it():
     err = invalid_error(info.value, "teleport.now")
     assert isinstance(err, CapabilityNotSupported)
     assert "'teleport.now'" in err.message
-    assert "chat, embed, image.generate, audio.speech, audio.transcribe, video.generate, models.list" in err.message
+    assert (
+        "chat, embed, image.generate, audio.speech, audio.transcribe, video.generate, models.list"
+        in err.message
+    )
 
 
 def test_a_malformed_known_operation_is_a_validation_error():

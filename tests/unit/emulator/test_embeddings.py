@@ -200,8 +200,8 @@ def test_call_log_reset_and_bad_kind(own):
     own.post("/api/embed", json={"model": "e", "input": ["two"]})
     assert own.delete("/_emulator/calls", params={"kind": "embeddings"}).json() == {"deleted": 2}
     assert own.get("/_emulator/calls", params={"kind": "embeddings"}).json() == []
-    r = own.get("/_emulator/calls", params={"kind": "videos"})
-    assert r.status_code == 400 and "videos" in r.json()["error"]
+    r = own.get("/_emulator/calls", params={"kind": "teleports"})
+    assert r.status_code == 400 and "teleports" in r.json()["error"]
     # Invalid requests (no inputs to speak of) are not recorded.
     own.post("/v1/embeddings", json={"model": "e"})
     assert own.get("/_emulator/calls").json() == []
