@@ -69,7 +69,7 @@ def _camel(key: str) -> str:
 
 def check_fields(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
     for key in obj:
-        if _camel(key) not in known:
+        if key not in known and _camel(key) not in known:
             raise BadRequest(
                 f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': Cannot find field."
             )
