@@ -547,7 +547,9 @@ class Consumer(Generic[M]):
             await self._dlq.send(record, f"{sub.name}: undecodable: {type(exc).__name__}: {exc}")
             return
         try:
-            with telemetry.consuming(record.topic, record.headers, record.partition, record.offset):
+            with telemetry.consuming(
+                record.topic, record.headers, record.partition, record.offset, span=not sub.inline
+            ):
                 await sub.handler(event, record)
         except DeadLetter as exc:
             await self._dlq.send(record, str(exc))

@@ -78,8 +78,10 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return out
 
 
-def _body(raw: bytes, encoding: str) -> bytes:
-    return gzip.decompress(raw) if encoding == "gzip" else raw
+def _body(raw: bytes) -> bytes:
+    """The request body: aiohttp undoes ``content-encoding: gzip`` itself; a gzip body sent
+    without saying so is undone here."""
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
 
 class OtlpReceiver:
@@ -91,6 +93,7 @@ class OtlpReceiver:
         self.keep = keep
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.headers: list[dict[str, str]] = []  # each request's headers
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -104,10 +107,11 @@ class OtlpReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     async def _traces(self, request: web.Request) -> web.Response:
-        raw = _body(await request.read(), request.headers.get("content-encoding", ""))
+        raw = _body(await request.read())
         spans = decode(raw) if self.keep else []
         with self._cond:
             self.requests += 1
+            self.headers.append({k.lower(): v for k, v in request.headers.items()})
             self.spans.extend(spans)
             self._cond.notify_all()
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type=PROTOBUF)

@@ -36,8 +36,14 @@ _W3C = (b"traceparent", b"tracestate")
 
 
 def requested(span: Span, event: ChatRequested) -> None:
-    """What the request event says (parameters, tenant and user, content when opted in)."""
-    span.set_attributes(genai.request_attributes(event, event.model, telemetry.conventions))
+    """Who asked (tenant and user) and, when opted in, the messages. The request's parameters
+    are on the provider call's span (the edge's would repeat them)."""
+    attrs: dict[str, Any] = {"llmgw.tenant.id": event.tenant_id}
+    if event.user_id:
+        attrs["user.id"] = event.user_id
+    if telemetry.conventions.content:
+        attrs[genai.INPUT_MESSAGES] = genai.input_messages(event.messages)
+    span.set_attributes(attrs)
 
 
 def answered(span: Span, result: ResultProduced) -> None:

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -280,3 +281,120 @@ async def test_a_failing_stream_marks_its_span_with_the_error_code(spans: InMemo
         ended.status.status_code == StatusCode.ERROR
         and (ended.attributes or {})["error.type"] == "provider_error"
     )
+
+
+def test_a_lone_traceparent_is_read_directly_and_a_tracestate_through_the_propagator():
+    tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ctx = trace.get_current_span(telemetry.extract([("x", b"y"), ("traceparent", tp)])).get_span_context()
+    assert (ctx.trace_id, ctx.span_id, ctx.is_remote, int(ctx.trace_flags)) == (
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        True,
+        1,
+    )
+    with_state = telemetry.extract([("traceparent", tp), ("tracestate", b"vendor=v1")])
+    assert trace.get_current_span(with_state).get_span_context().trace_state.get("vendor") == "v1"
+    for bad in (b"junk", b"00-" + b"0" * 32 + b"-b7ad6b7169203331-01", b"00-0af7-b7ad-01", b"ff-" + tp[3:]):
+        assert (
+            not trace.get_current_span(telemetry.extract([("traceparent", bad)])).get_span_context().is_valid
+        )
+    assert not trace.get_current_span(telemetry.extract(None)).get_span_context().is_valid
+
+
+def test_a_consumer_span_of_a_failed_handler_carries_the_error(spans: InMemorySpanExporter):
+    with pytest.raises(ProviderError), telemetry.consuming("t", None):
+        raise ProviderError("x")
+    (s,) = spans.get_finished_spans()
+    assert s.status.status_code == StatusCode.ERROR and (s.attributes or {})["error.type"] == "provider_error"
+    assert s.parent is None  # no traceparent: a trace of its own
+
+
+def test_state_records_keep_the_context_and_make_no_span(spans: InMemorySpanExporter):
+    tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with telemetry.consuming("usage", [("traceparent", tp)], span=False):
+        assert telemetry.inject() == [("traceparent", tp)]
+    assert spans.get_finished_spans() == ()
+
+
+def test_publishing_inside_a_span_makes_no_producer_span(spans: InMemorySpanExporter):
+    span = telemetry.start("chat m", SpanKind.SERVER, {})
+    with telemetry.active(span, end=True), telemetry.producing("llm.requests publish"):
+        [(_, tp)] = telemetry.inject()
+    (only,) = spans.get_finished_spans()
+    assert only.name == "chat m" and f"{only.context.span_id:016x}" in tp.decode()
+
+
+def test_the_otlp_encoding_is_what_the_sdks_encoder_builds(spans: InMemorySpanExporter):
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.trace import SpanContext
+
+    from services.runtime import otlp
+
+    remote = telemetry.extract([("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")])
+    attrs = {
+        "s": "text",
+        "long": "x" * 300,
+        "b": True,
+        "i": -5,
+        "big": 2**62,
+        "f": 1.5,
+        "ss": ["a", "b"],
+        "ii": [1, 2],
+    }
+    root = telemetry.start("root", SpanKind.SERVER, attrs, remote)
+    with telemetry.active(root, end=True):
+        child = telemetry.start("child", SpanKind.CLIENT, {"k": "v"})
+        child.add_event("retry", {"n": 1})
+        child.add_link(SpanContext(9, 10, False), {"why": "batch"})
+        telemetry.failed(child, ProviderError("boom"))
+        child.end()
+    with telemetry.consuming("llm.exec", None, 0, 7):
+        pass
+    finished = spans.get_finished_spans()
+    ours = ExportTraceServiceRequest()
+    ours.ParseFromString(otlp.encode(finished))
+    assert ours == encode_spans(finished)
+    assert len(ours.resource_spans[0].scope_spans[0].spans) == 3
+
+
+def test_the_exporter_posts_batches_and_drops_what_it_cannot_send():
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from services.cli import infra
+    from services.runtime.otlp import OtlpExporter, parse_headers
+    from tests.e2e.otlp_receiver import OtlpReceiver
+
+    exporter_spans = InMemorySpanExporter()
+    telemetry.setup("unit", exporter=exporter_spans)
+    try:
+        with telemetry.consuming("llm.exec", None, 1, 2):
+            pass
+    finally:
+        telemetry.setup("unit")
+    batch = exporter_spans.get_finished_spans()
+    receiver = OtlpReceiver().start()
+    try:
+        env = {
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=gw,Authorization=Bearer%20t",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+        }
+        exporter = OtlpExporter(receiver.url + "/v1/traces", env)
+        assert exporter.export(batch) == SpanExportResult.SUCCESS
+        assert exporter.export(batch) == SpanExportResult.SUCCESS  # the same connection, kept alive
+        got = receiver.wait_for(lambda s: len(s) == 2, 10)
+        assert {s.name for s in got} == {"llm.exec process"} and got[0].service == "llmgw-unit"
+        assert got[0].attributes["messaging.kafka.offset"] == 2
+        assert [h["content-encoding"] for h in receiver.headers] == ["gzip", "gzip"]
+        assert receiver.headers[0]["x-team"] == "gw" and receiver.headers[0]["authorization"] == "Bearer t"
+        assert receiver.headers[0]["content-type"] == "application/x-protobuf"
+        exporter.shutdown()
+    finally:
+        receiver.stop()
+    assert parse_headers("a=1, B=x%3Dy ,junk") == {"a": "1", "b": "x=y"}
+    down = OtlpExporter(
+        f"http://127.0.0.1:{infra.free_port()}/v1/traces", {"OTEL_EXPORTER_OTLP_TIMEOUT": "500"}
+    )
+    assert down.export(batch) == SpanExportResult.FAILURE
+    with pytest.raises(ValueError):
+        OtlpExporter("grpc://c:4317")
