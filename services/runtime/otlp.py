@@ -3,11 +3,11 @@ protobuf (``application/x-protobuf``), written straight to the wire format.
 
 Why not the SDK's ``OTLPSpanExporter``: it builds a protobuf message object per span, attribute
 and value before serialising, about 40 us of CPU per span on this machine (a consumer span of five
-attributes), more than recording the span costs (about 25 us); a chat request makes seven spans,
-so the SDK's exporter alone would take most of the 5 % of a request's CPU that tracing may cost.
-``encode`` writes the same bytes directly, with the encodings of keys and short strings kept
-(about 11 us a span); ``tests/unit/runtime/test_tracing.py`` checks that opentelemetry-proto
-parses them to the very message the SDK's encoder builds.
+attributes), four times what recording the span costs (``recorder.py``, about 10 us); a chat
+request makes seven spans, so the SDK's exporter alone would take most of the 5 % of a request's
+CPU that tracing may cost. ``encode`` writes the same bytes directly, with the encodings of keys
+and short strings kept (about 11 us a span); ``tests/unit/runtime/test_tracing.py`` checks that
+opentelemetry-proto parses them to the very message the SDK's encoder builds.
 
 ``OtlpExporter`` sends each batch (the SDK's ``BatchSpanProcessor`` calls it from its own
 thread) on one kept-alive HTTP/1.1 connection, honouring the standard variables
@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ def _attributes(tag: int, attrs: Mapping[str, Any] | None) -> bytes:
     return b"".join(out)
 
 
-def _span(s: ReadableSpan) -> bytes:
+def _span(s: Any) -> bytes:
     ctx = s.get_span_context()
     assert ctx is not None
     parent = s.parent
@@ -167,8 +166,9 @@ def _span(s: ReadableSpan) -> bytes:
     return b"".join(out)
 
 
-def encode(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ``ExportTraceServiceRequest`` of ``spans``, grouped by resource and scope."""
+def encode(spans: Sequence[Any]) -> bytes:
+    """An ``ExportTraceServiceRequest`` of ``spans`` (``recorder.LiteSpan``, or the SDK's
+    ``ReadableSpan``: the same attributes), grouped by resource and scope."""
     groups: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
     for s in spans:
         resource_key = id(s.resource)
@@ -254,7 +254,7 @@ class OtlpExporter(SpanExporter):
             self._conn.close()
             self._conn = None
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
         body = encode(spans)
         if self._gzip:
             body = gzip.compress(body, compresslevel=1)

@@ -15,12 +15,15 @@ Three modes, chosen once per process at start by ``setup``:
   go nowhere), the tracer is never called; the incoming ``traceparent`` is handed on unchanged
   to every event the handler publishes, so the trace id still spans the whole pipeline.
 
-While recording, spans follow the GenAI semantic conventions (``genai.py``: v1.41 names, the
+Spans are recorded by ``recorder.py`` (the OpenTelemetry API's ``Span``, without the SDK's
+per-span costs) and exported by ``otlp.py``. While recording, spans follow the GenAI semantic conventions (``genai.py``: v1.41 names, the
 newest under ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``, message content only
 with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``) and the messaging ones for the
 Kafka hops (``{topic} process`` consumer spans; a ``{topic} publish`` producer span where a
 publish has no span around it). Trace context is read and written by hand in the common case (a
-lone ``traceparent``), the propagator otherwise: recording costs about 25 us a span.
+lone ``traceparent``), the propagator otherwise. The seven spans of a chat request, recorded and
+exported, cost about 170 us of CPU on this machine in a synthetic loop; what a real stack pays is
+what ``bench/ab.py`` measures (README "Traces").
 """
 
 from __future__ import annotations
@@ -35,27 +38,21 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .genai import ERROR_TYPE, Conventions
 from .otlp import OtlpExporter
+from .recorder import ConsoleExporter, Exporter, Recorder
 
 Headers = list[tuple[str, bytes]]
 T = TypeVar("T")
 _propagator = TraceContextTextMapPropagator()
-tracer: trace.Tracer = trace.get_tracer("llmgw")
+#: The running recorder (None: propagation only).
+recorder: Recorder | None = None
 
 _recording = False
 _configured = False
-_global_set = False
 _traceparent: ContextVar[bytes | None] = ContextVar("llmgw_traceparent", default=None)
 #: The GenAI conventions in force (names, content), from the environment at ``setup``.
 conventions = Conventions()
@@ -77,35 +74,36 @@ def setup(
     console: bool = False,
     env: Mapping[str, str] | None = None,
     instance_id: str | None = None,
-    exporter: SpanExporter | None = None,
-) -> TracerProvider | None:
+    exporter: Exporter | None = None,
+) -> Recorder | None:
     """Record spans (exported when ``env`` names an OTLP endpoint, printed when ``console``, handed
-    to ``exporter`` as each ends: tests) or, by default, only propagate context. The provider is
-    returned (None: not recording)."""
-    global _recording, _configured, _global_set, tracer, conventions
+    to ``exporter`` as each ends: tests) or, by default, only propagate context. The recorder is
+    returned (None: not recording); one set up before is shut down (its spans sent)."""
+    global _recording, _configured, recorder, conventions
     env = env or {}
     _configured = True
     conventions = Conventions.from_env(env)
     endpoint = traces_endpoint(env)
+    if recorder is not None:
+        recorder.shutdown()
+        recorder = None
     if not console and endpoint is None and exporter is None:
         _recording = False
         return None
     attrs = {"service.name": f"llmgw-{service}", "service.namespace": "llmgw"}
     if instance_id:
         attrs["service.instance.id"] = instance_id
-    provider = TracerProvider(resource=Resource.create(attrs))
-    if endpoint is not None:
-        provider.add_span_processor(BatchSpanProcessor(OtlpExporter(endpoint, env)))
-    if console:
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    immediate: list[Exporter] = [ConsoleExporter()] if console else []
     if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    if not _global_set:  # the global provider can be set once per process
-        trace.set_tracer_provider(provider)
-        _global_set = True
-    tracer = provider.get_tracer("llmgw")
+        immediate.append(exporter)
+    recorder = Recorder(
+        Resource.create(attrs),
+        batched=OtlpExporter(endpoint, env) if endpoint is not None else None,
+        immediate=immediate,
+        env=env,
+    )
     _recording = True
-    return provider
+    return recorder
 
 
 def configured() -> bool:
@@ -205,7 +203,8 @@ def consuming(
         attrs["messaging.destination.partition.id"] = str(partition)
     if offset is not None:
         attrs["messaging.kafka.offset"] = offset
-    s = tracer.start_span(f"{topic} process", context=parent, kind=SpanKind.CONSUMER, attributes=attrs)
+    assert recorder is not None
+    s = recorder.start_span(f"{topic} process", parent, SpanKind.CONSUMER, attrs)
     otel_token = otel_context.attach(trace.set_span_in_context(s, parent))
     try:
         yield
@@ -227,7 +226,8 @@ def producing(name: str) -> Iterator[None]:
             yield
             return
         attrs = {"messaging.system": "kafka", "messaging.operation.type": "send"}
-        with tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attrs):
+        assert recorder is not None
+        with recorder.start_as_current_span(name, SpanKind.PRODUCER, attrs):
             yield
         return
     if _traceparent.get() is not None or trace.get_current_span().get_span_context().is_valid:
@@ -246,8 +246,10 @@ def producing(name: str) -> Iterator[None]:
 def start(
     name: str, kind: SpanKind, attributes: Mapping[str, Any], context: otel_context.Context | None = None
 ) -> Span:
-    """A span, child of the current one (or of ``context``), not made current: ``active`` makes it so."""
-    return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+    """A span, child of the current one (or of ``context``), not made current: ``active`` makes it
+    so. Only while recording."""
+    assert recorder is not None, "telemetry.start while not recording"
+    return recorder.start_span(name, context, kind, attributes)
 
 
 @contextmanager

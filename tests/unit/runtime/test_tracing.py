@@ -398,3 +398,77 @@ def test_the_exporter_posts_batches_and_drops_what_it_cannot_send():
     assert down.export(batch) == SpanExportResult.FAILURE
     with pytest.raises(ValueError):
         OtlpExporter("grpc://c:4317")
+
+
+class Collected:
+    """An exporter keeping the batches it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[object]] = []
+
+    def export(self, spans):  # type: ignore[no-untyped-def]
+        self.batches.append(list(spans))
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_the_sampler_follows_the_parent_and_the_standard_variables():
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from services.runtime.recorder import sampler_from_env
+
+    sampled, unsampled = SpanContext(1, 2, True, TraceFlags(1)), SpanContext(1, 2, True, TraceFlags(0))
+    default = sampler_from_env({})
+    assert default(None, 5) and default(sampled, 5) and not default(unsampled, 5)
+    never = sampler_from_env({"OTEL_TRACES_SAMPLER": "always_off"})
+    assert not never(None, 5) and not never(sampled, 5)
+    half = sampler_from_env(
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    )
+    assert half(None, 1) and not half(None, (1 << 64) - 1) and half(sampled, (1 << 64) - 1)
+    assert sampler_from_env({"OTEL_TRACES_SAMPLER": "jaeger_remote"})(None, 5)  # unknown: the default
+
+
+def test_an_unsampled_trace_records_nothing_and_carries_its_flag_on():
+    out = Collected()
+    telemetry.setup("unit", exporter=out, env={"OTEL_TRACES_SAMPLER": "always_off"})
+    try:
+        with telemetry.consuming("t", None):
+            [(_, tp)] = telemetry.inject()
+        assert out.batches == [] and tp.endswith(b"-00")
+    finally:
+        telemetry.setup("unit")
+
+
+def test_batches_go_out_from_the_thread_and_the_oldest_are_dropped_past_the_queue():
+    from opentelemetry.sdk.resources import Resource
+
+    from services.runtime.recorder import Recorder
+
+    out = Collected()
+    env = {
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "3",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+    }
+    rec = Recorder(Resource.create({"service.name": "q"}), batched=out, env=env)
+    rec._wake.set = lambda: None  # type: ignore[method-assign]  # (the thread waits: the test drains)
+    for i in range(5):
+        rec.start_span(f"s{i}").end()
+    rec.flush()
+    assert [[s.name for s in b] for b in out.batches] == [["s2", "s3"], ["s4"]]  # type: ignore[attr-defined]
+    del rec._wake.set  # the thread's wake-up again, for shutdown
+    rec.shutdown()
+
+
+def test_the_console_prints_a_json_line_per_span(capsys: pytest.CaptureFixture[str]):
+    telemetry.setup("unit", console=True)
+    try:
+        span = telemetry.start("chat m", SpanKind.SERVER, {"gen_ai.request.model": "m"})
+        span.end()
+    finally:
+        telemetry.setup("unit")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["name"] == "chat m" and line["kind"] == "SERVER" and line["service"] == "llmgw-unit"
+    assert line["attributes"] == {"gen_ai.request.model": "m"} and line["parent_id"] is None
