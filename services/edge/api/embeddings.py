@@ -26,6 +26,7 @@ import pydantic
 
 from services.contracts.errors import GatewayError, ValidationError
 from services.contracts.events import EmbedRequested, EncodingFormat, ResultProduced
+from services.runtime import metrics
 
 from ..asgi import Request, Response, ms_header
 from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
@@ -155,5 +156,6 @@ async def create_embeddings(edge: Edge, req: Request) -> Response:
     except GatewayError as err:
         return error_answer(err)
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
+    metrics.overhead("embed", False, max(overhead, 0.0))
     body = orjson.dumps(embeddings_json(result, call.model))
     return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *answer_headers(result)])

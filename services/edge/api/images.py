@@ -28,6 +28,7 @@ import pydantic
 
 from services.contracts.errors import GatewayError, ValidationError
 from services.contracts.events import GeneratedImage, ImageGenerateRequested, ResultProduced
+from services.runtime import metrics
 
 from ..asgi import Request, Response, ms_header
 from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
@@ -190,5 +191,6 @@ async def create_image(edge: Edge, req: Request) -> Response:
     except GatewayError as err:
         return error_answer(err)
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
+    metrics.overhead("image.generate", False, max(overhead, 0.0))
     body = orjson.dumps(await images_json(edge, result, call.b64))
     return Response(200, body, [ms_header(OVERHEAD, max(overhead, 0.0)), *answer_headers(result)])

@@ -30,6 +30,7 @@ import orjson
 
 from services.contracts.errors import GatewayError, ModelNotFound, ValidationError
 from services.contracts.events import ChunkEmitted
+from services.runtime import metrics
 
 from ..asgi import Headers, Request, Response, ms_header, read_body
 from ..auth import Caller
@@ -96,6 +97,7 @@ async def create_message(edge: Edge, req: Request) -> Response | SseResponse:
     except GatewayError as err:
         return error_response(err, rid)
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
+    metrics.overhead("chat", False, max(overhead, 0.0))
     return Response(
         200,
         orjson.dumps(message_json(result, call.model)),

@@ -17,6 +17,7 @@ import orjson
 
 from services.contracts.errors import GatewayError, ValidationError
 from services.contracts.events import ResultProduced
+from services.runtime import metrics
 
 from ..asgi import Request, Response, checked_request_id, ms_header
 from ..claims import claimed
@@ -90,6 +91,7 @@ async def chat(edge: Edge, req: Request) -> Response:
     except GatewayError as err:  # a rate limit answers with Retry-After
         return error_answer(err, lambda e: native_error(e, req.client_id))
     overhead = (time.perf_counter() - req.started) * 1000 - (result.latency.provider_ms or 0.0)
+    metrics.overhead("chat", False, max(overhead, 0.0))
     return Response(
         200, orjson.dumps(native_json(result, call.model)), [ms_header(OVERHEAD, max(overhead, 0.0))]
     )
