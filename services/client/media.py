@@ -15,7 +15,7 @@ import base64
 import contextlib
 import mimetypes
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiohttp
 
@@ -37,6 +37,9 @@ from services.contracts.events import (
 )
 from services.runtime.config import MediaConfig
 from services.runtime.media.refs import file_key, new_file_id
+
+#: The media requests (each has ``extra``).
+M = TypeVar("M", ImageGenerateRequested, VideoGenerateRequested, SpeechRequested, TranscribeRequested)
 
 if TYPE_CHECKING:
     from services.runtime.media.storage import FileStorage
@@ -142,6 +145,13 @@ class MediaOperations:
             self, req: ChatRequested | SpeechRequested, timeout: float
         ) -> AsyncGenerator[ChunkEmitted, None]: ...
 
+    def _model_request(self, cls: type[M], model: str, kw: dict[str, Any], **fields: Any) -> M:
+        """A ``cls`` request for ``model``: the envelope's keywords (``_common``) and ``fallbacks``
+        taken from ``kw``, ``fields`` as given, every other keyword to ``extra``."""
+        common = self._common(kw)
+        fallbacks = kw.pop("fallbacks", [])
+        return cls(**common, model=model, fallbacks=fallbacks, **fields, extra=kw.pop("extra", {}) | kw)
+
     def build_video(
         self,
         model: str,
@@ -152,16 +162,8 @@ class MediaOperations:
         **kw: Any,
     ) -> VideoGenerateRequested:
         """Keywords the SDK does not model go to ``extra`` and reach providers unchanged."""
-        common = self._common(kw)
-        fallbacks = kw.pop("fallbacks", [])
-        return VideoGenerateRequested(
-            **common,
-            model=model,
-            fallbacks=fallbacks,
-            prompt=prompt,
-            seconds=seconds,
-            size=size,
-            extra=kw.pop("extra", {}) | kw,
+        return self._model_request(
+            VideoGenerateRequested, model, kw, prompt=prompt, seconds=seconds, size=size
         )
 
     async def generate_video(
@@ -196,19 +198,16 @@ class MediaOperations:
         **kw: Any,
     ) -> ImageGenerateRequested:
         """Keywords the SDK does not model go to ``extra`` and reach providers unchanged."""
-        common = self._common(kw)
-        fallbacks = kw.pop("fallbacks", [])
-        return ImageGenerateRequested(
-            **common,
-            model=model,
-            fallbacks=fallbacks,
+        return self._model_request(
+            ImageGenerateRequested,
+            model,
+            kw,
             prompt=prompt,
             n=n,
             size=size,
             quality=quality,
             response_format=response_format,
             output_format=output_format,
-            extra=kw.pop("extra", {}) | kw,
         )
 
     async def generate_image(

@@ -80,6 +80,7 @@ class MediaPipeline(FakePipeline):
     build_speech = GatewayClient.build_speech
     build_transcribe = GatewayClient.build_transcribe
     _common = GatewayClient._common
+    _model_request = GatewayClient._model_request
     image_request = EdgeClient.image_request
     speech_request = EdgeClient.speech_request
     transcribe_request = EdgeClient.transcribe_request
