@@ -41,10 +41,11 @@ from .chat import (
     error_answer,
     invalid,
     key_of,
+    split_gateway,
     stream_first_headers,
 )
 from .files import stored_body
-from .images import required_text, split_gateway
+from .images import required_text
 from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:

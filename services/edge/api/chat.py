@@ -52,6 +52,8 @@ ErrorFormat = Callable[[GatewayError], tuple[int, bytes]]
 PARAMS = frozenset(ChatParams.model_fields) - {"extra"}
 #: Gateway fields accepted in the body (``ChatRequested`` fields or timeouts).
 GATEWAY = frozenset({"fallbacks", "metadata", "client_id", "ttft_ms", "total_ms"})
+#: Gateway fields of the other model routes (embeddings, images, audio, videos): no ``ttft_ms``.
+MODEL_GATEWAY = GATEWAY - {"ttft_ms"}
 #: Handled here, never forwarded.
 OWN = frozenset({"model", "messages", "stream", "stream_options", "n"})
 #: Ignored: identity comes from the API key only.
@@ -106,6 +108,25 @@ def split_fields(
         fields["stop"] = [stop]
     for name in ("ttft_ms", "total_ms", "max_completion_tokens"):
         _positive_int(body, name)
+    check_gateway_fields(fields)
+    return fields, extra
+
+
+def split_gateway(body: dict[str, Any], own: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(gateway fields, provider extras) of the body of a route other than chat (no sampling
+    params, no ``ttft_ms``): ``MODEL_GATEWAY`` fields, ``total_ms`` checked; the rest but ``own``
+    and the ignored identity fields goes to the provider."""
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for k, v in body.items():
+        if k in MODEL_GATEWAY:
+            if v is not None:
+                fields[k] = v
+        elif k not in own and k not in IGNORED:
+            extra[k] = v
+    total_ms = fields.get("total_ms")
+    if total_ms is not None and (type(total_ms) is not int or total_ms <= 0):
+        raise _bad("total_ms", f"must be a positive integer, got {total_ms!r}")
     check_gateway_fields(fields)
     return fields, extra
 

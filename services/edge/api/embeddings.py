@@ -29,18 +29,14 @@ from services.contracts.events import EmbedRequested, EncodingFormat, ResultProd
 from services.runtime import metrics
 
 from ..asgi import Request, Response, ms_header
-from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
+from .chat import OVERHEAD, answer_headers, error_answer, invalid, key_of, split_gateway
 from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
     from ..context import Edge
 
-#: Gateway fields accepted in the body.
-GATEWAY = frozenset({"fallbacks", "metadata", "client_id", "total_ms"})
 #: Handled here, never forwarded as extra.
 OWN = frozenset({"model", "input", "dimensions", "encoding_format"})
-#: Ignored: identity comes from the API key only.
-IGNORED = frozenset({"tenant_id", "user_id"})
 
 
 @dataclass
@@ -98,18 +94,7 @@ def parse_embeddings(body: dict[str, Any]) -> EmbedCall:
         encoding = "base64"
     else:
         raise _bad("encoding_format", f"must be 'float' or 'base64', got {asked!r}")
-    fields: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for k, v in body.items():
-        if k in GATEWAY:
-            if v is not None:
-                fields[k] = v
-        elif k not in OWN and k not in IGNORED:
-            extra[k] = v
-    total_ms = fields.get("total_ms")
-    if total_ms is not None and (type(total_ms) is not int or total_ms <= 0):
-        raise _bad("total_ms", f"must be a positive integer, got {total_ms!r}")
-    check_gateway_fields(fields)
+    fields, extra = split_gateway(body, OWN)
     return EmbedCall(model, inputs, dimensions, encoding, fields, extra)
 
 

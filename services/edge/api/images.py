@@ -31,16 +31,14 @@ from services.contracts.events import GeneratedImage, ImageGenerateRequested, Re
 from services.runtime import metrics
 
 from ..asgi import Request, Response, ms_header
-from .chat import OVERHEAD, answer_headers, check_gateway_fields, error_answer, invalid, key_of
+from .chat import OVERHEAD, answer_headers, error_answer, invalid, key_of, split_gateway
 from .files import media_bytes
 from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
     from ..context import Edge
 
-GATEWAY = frozenset({"fallbacks", "metadata", "client_id", "total_ms"})
 OWN = frozenset({"model", "prompt", "n", "size", "quality", "response_format", "output_format", "stream"})
-IGNORED = frozenset({"tenant_id", "user_id"})
 #: Values the answer's ``output_format`` / ``size`` / ``quality`` may have (OpenAI's ``ImagesResponse``).
 ANSWER_ENUMS = {
     "output_format": frozenset({"png", "webp", "jpeg"}),
@@ -66,23 +64,6 @@ class ImageCall:
 
 def _bad(param: str, message: str) -> ValidationError:
     return ValidationError(f"{param}: {message}", param=param)
-
-
-def split_gateway(body: dict[str, Any], own: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(gateway fields, provider extras) of a media request body; ``total_ms`` checked."""
-    fields: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for k, v in body.items():
-        if k in GATEWAY:
-            if v is not None:
-                fields[k] = v
-        elif k not in own and k not in IGNORED:
-            extra[k] = v
-    total_ms = fields.get("total_ms")
-    if total_ms is not None and (type(total_ms) is not int or total_ms <= 0):
-        raise _bad("total_ms", f"must be a positive integer, got {total_ms!r}")
-    check_gateway_fields(fields)
-    return fields, extra
 
 
 def required_text(body: dict[str, Any], name: str) -> str:

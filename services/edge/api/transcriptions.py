@@ -33,9 +33,9 @@ from services.runtime.media.refs import file_key
 from ..asgi import Request, Response, read_body
 from ..bodies import MULTIPART, FormReader, content_type
 from .audio import overhead_header
-from .chat import answer_headers, error_answer, invalid, key_of
+from .chat import answer_headers, error_answer, invalid, key_of, split_gateway
 from .files import FIELD_LIMIT, OCTET_STREAM, declared, discard, store_upload, upload_limit
-from .images import required_text, split_gateway
+from .images import required_text
 from .jobs import submitted, wants_job
 
 if TYPE_CHECKING:
