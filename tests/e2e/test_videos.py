@@ -114,3 +114,30 @@ async def test_a_video_job_is_resumed_by_polling_after_its_executor_dies(
         async with s.get(f"{emulator_url}/_emulator/calls?kind=videos") as r:
             calls = [c for c in await r.json() if c["inputs"] == ["survives"]]
     assert len(calls) == 1  # submitted once: the second run polled the provider's job
+
+
+async def test_the_videos_route_takes_the_gateway_fields_like_every_model_route(edge_url, gw, stack_settings):
+    auth = {"authorization": f"Bearer {DEMO_KEY}"}
+    topics = Topics.load(stack_settings.topics_path, stack_settings.topic_prefix)
+    async with (
+        aiohttp.ClientSession(base_url=edge_url) as s,
+        TopicTail(stack_settings.bootstrap_servers, topics.requests.name) as requests,
+    ):
+        async with s.post(
+            "/v1/videos", json={"model": "demo-video", "prompt": "x", "seconds": "5"}, headers=auth
+        ) as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == "seconds"
+        rid = "videos-gateway-fields-1"
+        body = {"model": "demo-video", "prompt": "named", "tenant_id": "restricted", "metadata": {"k": "v"}}
+        async with s.post("/v1/videos", json=body, headers=auth | {"x-request-id": rid}) as r:
+            assert r.status == 200 and (await r.json())["id"] == rid
+        [event] = [
+            orjson.loads(x.value)
+            for x in await requests.until(
+                lambda rs: any(x.key == b"demo" and rid.encode() in x.value for x in rs)
+            )
+            if rid.encode() in x.value
+        ]
+    assert event["tenant_id"] == "demo" and event["api_key"] == "demo key" and event["metadata"] == {"k": "v"}
+    assert "tenant_id" not in event["extra"]  # identity comes from the key, never reaches a provider
+    assert (await gw.wait_job(rid, timeout_s=60)).status == "completed"

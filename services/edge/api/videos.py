@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pydantic
 
 from services.contracts.errors import GatewayError, JobNotFound, ValidationError
 from services.contracts.events import JobUpdated, ResultProduced
@@ -23,14 +24,15 @@ from services.runtime.jobs import job_state
 
 from ..asgi import Request, Response, read_body
 from ..bodies import MULTIPART, FormReader, StreamedResponse, content_type
-from .chat import error_answer
+from .chat import error_answer, invalid, key_of, split_gateway
 from .files import FIELD_LIMIT, stored_body
+from .images import required_text
 
 if TYPE_CHECKING:
     from ..context import Edge
 
 WAIT_HEADER = b"x-llmgw-wait"
-OWN = ("model", "prompt", "seconds", "size")
+OWN = frozenset({"model", "prompt", "seconds", "size"})
 STATUS = {"pending": "queued", "running": "in_progress", "completed": "completed"}
 
 
@@ -83,19 +85,27 @@ def video_json(job_id: str, job: JobUpdated | None, result: ResultProduced | Non
 async def create_video(edge: Edge, req: Request) -> Response:
     assert req.caller is not None
     body = await _fields(req, edge.settings.max_body_bytes)
-    prompt = body.get("prompt")
-    model = body.get("model")
-    if not isinstance(prompt, str) or not prompt:
-        raise _bad("prompt", "required, a non-empty string")
-    if not isinstance(model, str) or not model:
-        raise _bad("model", "required, a non-empty string")
-    extra = {k: v for k, v in body.items() if k not in OWN}
-    event = edge.gw.video_request(
-        req.caller, model, prompt, seconds=body.get("seconds"), size=body.get("size"), extra=extra
-    )
+    model, prompt = required_text(body, "model"), required_text(body, "prompt")
+    fields, extra = split_gateway(body, OWN)
+    try:
+        event = edge.gw.video_request(
+            req.caller,
+            model,
+            prompt,
+            seconds=body.get("seconds"),
+            size=body.get("size"),
+            request_id=req.request_id,
+            extra=extra,
+            **fields,
+            **key_of(req),
+        )
+    except pydantic.ValidationError as exc:
+        raise invalid(exc) from None
     if _wait(req):  # an asynchronous provider behind a synchronous request
         try:
-            result = await req.until_disconnect(edge.gw.result(event, edge.timeout_for(None)))
+            result = await req.until_disconnect(
+                edge.gw.result(event, edge.timeout_for(fields.get("total_ms")))
+            )
         except GatewayError as err:
             return error_answer(err)
         return Response(200, orjson.dumps(video_json(event.request_id, None, result)))
