@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 
-from services.contracts.errors import JobNotFound
 from services.contracts.events import TERMINAL_JOB_STATES, CancelRequested, JobUpdated, RequestBase
 from services.runtime.jobs import DEFAULT_RETENTION_S, JobsView, job_state
 from services.runtime.kafka import Publisher
@@ -70,22 +69,16 @@ class JobOperations:
         view = await self._view()
         return await view.wait(self.tenant_id, job_id, self.timeout_s if timeout_s is None else timeout_s)
 
-    async def cancel_job(self, job_id: str) -> JobUpdated | None:
+    async def cancel_job(self, job_id: str) -> JobUpdated:
         """Stop the job (``llm.control``): a pending one never runs, a running one's provider call
-        stops; it ends ``cancelled``. Cancelling an ended job changes nothing. Its state now, or
-        None when ``llm.jobs`` has no record of it yet (just submitted: the cancel is sent all the
-        same, and the executor that takes the job up cancels it). Another tenant's job:
-        ``job_not_found``."""
+        stops; it ends ``cancelled``. Cancelling an ended job changes nothing. Its state now.
+        Another tenant's job: ``job_not_found`` (``submit`` wrote the job's pending record before
+        its request, so a job just submitted is known)."""
         return await self.cancel_job_of(self.tenant_id, job_id)
 
-    async def cancel_job_of(self, tenant_id: str, job_id: str) -> JobUpdated | None:
-        try:
-            job: JobUpdated | None = await self.job(tenant_id, job_id)
-        except JobNotFound:
-            if (await self._view()).known(job_id):
-                raise  # someone else's
-            job = None
-        if job is None or job.status not in TERMINAL_JOB_STATES:
+    async def cancel_job_of(self, tenant_id: str, job_id: str) -> JobUpdated:
+        job = await self.job(tenant_id, job_id)
+        if job.status not in TERMINAL_JOB_STATES:
             event = CancelRequested(request_id=job_id, tenant_id=tenant_id, reason="job_cancelled")
             await (await self._publisher.publish(self.topics.control.name, event, key=job_id))
         return job

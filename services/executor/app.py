@@ -144,7 +144,10 @@ class Executor:
         )
         self._running: dict[str, asyncio.Task[Outcome]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._cancelled: OrderedDict[str, str] = OrderedDict()
+        #: request id -> (tenant, reason) of cancels that came before their plan
+        self._cancelled: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        #: request id -> tenant of the plans in flight (a cancel names its tenant)
+        self._owners: dict[str, str] = {}
         # jobs' provider-side work (a video submitted before a restart is polled, not resubmitted)
         self.jobs = JobsView(
             settings.bootstrap_servers,
@@ -224,15 +227,20 @@ class Executor:
             cancel = CancelRequested.model_validate_json(record.value or b"")
         except pydantic.ValidationError as exc:
             raise Malformed(f"CancelRequested: {validation_reason(exc)}") from exc
-        self.cancel(cancel.request_id, cancel.reason)
+        self.cancel(cancel.request_id, cancel.reason, cancel.tenant_id)
 
-    def cancel(self, request_id: str, reason: str) -> None:
-        """Cancel a request in flight here; remember it in case its plan is still on the way."""
+    def cancel(self, request_id: str, reason: str, tenant_id: str) -> None:
+        """Cancel a request in flight here, if it is ``tenant_id``'s (a cancel naming another
+        tenant is ignored: request ids can be chosen by callers); remember it in case its plan is
+        still on the way."""
         task = self._running.get(request_id)
         if task is not None:
-            task.cancel(reason)
+            if self._owners.get(request_id) == tenant_id:
+                task.cancel(reason)
+            else:
+                log.warning("ignoring a cancel of %s naming another tenant", request_id)
         elif request_id not in self._finished:
-            _remember(self._cancelled, request_id, reason)
+            _remember(self._cancelled, request_id, (tenant_id, reason))
 
     # --- execution -------------------------------------------------------------------
 
@@ -257,8 +265,13 @@ class Executor:
         call = runner.start(plan)
         run = asyncio.create_task(self._attempts(plan, call, attempts, deadline))
         self._running[rid] = run
+        self._owners[rid] = plan.request.tenant_id
         if rid in self._cancelled:
-            run.cancel(self._cancelled.pop(rid))
+            tenant, reason = self._cancelled.pop(rid)
+            if tenant == plan.request.tenant_id:
+                run.cancel(reason)
+            else:
+                log.warning("ignoring a cancel of %s naming another tenant", rid)
         started = self.outcomes.started(plan, attempts)
         if plan.request.job:  # the job runs: acknowledged before anything can end it
             running = job_state(plan.request, "running", started_at=attempts.started_at)
@@ -270,6 +283,7 @@ class Executor:
             raise
         finally:
             self._running.pop(rid, None)
+            self._owners.pop(rid, None)
             call.close()
         source = (record.partition, record.offset) if record is not None else None
         acks = call.acks + await self.outcomes.publish(plan, outcome, error, attempts, started, source)

@@ -184,11 +184,6 @@ class JobsView:
         """The job's record whatever its tenant (for the gateway's own use, never a caller's)."""
         return self._jobs.get(job_id)
 
-    def known(self, job_id: str) -> bool:
-        """Whether any tenant's job has this id (for a caller deciding between "not yet" and "not
-        yours": never tell a caller which)."""
-        return job_id in self._jobs
-
     def jobs(self, tenant_id: str | None = None, status: str | None = None) -> list[JobUpdated]:
         """The jobs known, oldest first, of one tenant and status when given."""
         out = [

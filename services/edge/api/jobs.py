@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from services.contracts.errors import JobNotFound
 from services.contracts.events import JobUpdated, RequestBase
 
 from ..asgi import Request, Response
@@ -97,6 +96,4 @@ async def cancel_job(edge: Edge, req: Request) -> Response:
     if action != "cancel":
         raise HTTPError(404, f"Invalid URL (POST /v1/jobs/{req.params['job_id']})")
     job = await edge.gw.cancel_job_of(req.caller.tenant_id, job_id)
-    if job is None:
-        raise JobNotFound(f"no job {job_id!r}")
     return Response(200, orjson.dumps(job_json(job)))

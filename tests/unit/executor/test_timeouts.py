@@ -224,3 +224,37 @@ async def test_time_queued_counts_against_total_ms(make):
     await ex.handle(plan, None)
     result = rec.one(ResultProduced)
     assert result.status == "ok" and 5000 <= result.latency.queue_ms < 6000
+
+
+async def test_a_cancel_is_obeyed_only_when_it_names_the_requests_tenant(make):
+    """Request ids can be chosen by callers (``x-request-id``): a cancel naming another tenant
+    stops nothing, before the plan arrives or while it runs."""
+    ex, rec = make(Scripted(fast=["ok"]))
+    early = plan_of("fast")
+    ex.cancel(early.request.request_id, "client_cancelled", "someone-else")
+    await ex.handle(early, None)
+    assert rec.one(ResultProduced).status == "ok"
+
+    class Calling(Scripted):
+        """Says when the provider call is under way."""
+
+        def __init__(self) -> None:
+            super().__init__(fast=[("hang",)])
+            self.calling = asyncio.Event()
+
+        def stream_lines(self, *a: Any, **kw: Any) -> Any:
+            self.calling.set()
+            return super().stream_lines(*a, **kw)
+
+    http = Calling()
+    ex, rec = make(http)
+    running = plan_of("fast", total_ms=10_000)
+    rid = running.request.request_id
+    handled = asyncio.ensure_future(ex.handle(running, None))
+    await http.calling.wait()
+    ex.cancel(rid, "client_cancelled", "someone-else")
+    assert ex._running[rid].cancelling() == 0  # not asked to stop
+    ex.cancel(rid, "client_cancelled", "t")
+    await handled
+    result = rec.one(ResultProduced)
+    assert result.status == "error" and result.error.code == "cancelled"
