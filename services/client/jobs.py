@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from services.contracts.events import TERMINAL_JOB_STATES, CancelRequested, JobUpdated, RequestBase
-from services.runtime.jobs import DEFAULT_RETENTION_S, JobsView, job_state
+from services.runtime.jobs import DEFAULT_RETENTION_S, JobsView, job_key, job_state
 from services.runtime.kafka import Publisher
 from services.runtime.topics import Topics
 
@@ -34,7 +34,7 @@ class JobOperations:
         # finds the job, and no later state of it can land before this one (``llm.jobs`` keeps
         # the newest record of a key; records of other topics are not ordered with it)
         pending = job_state(job, "pending")
-        await (await self._publisher.publish(self.topics.jobs.name, pending, key=job.request_id))
+        await (await self._publisher.publish(self.topics.jobs.name, pending, key=job_key(pending)))
         await (await self._publisher.publish(self.topics.requests.name, job, key=job.tenant_id))
         return job.request_id
 

@@ -42,7 +42,7 @@ from services.contracts.events import (
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
-from services.runtime.jobs import JobsView, job_state
+from services.runtime.jobs import JobsView, job_key, job_state
 from services.runtime.kafka import Consumer, DeadLetter, DeadLetters, Publisher, validation_reason
 from services.runtime.media.storage import FileStorage, S3FileStorage
 from services.runtime.replies import answer_invalid
@@ -275,7 +275,7 @@ class Executor:
         started = self.outcomes.started(plan, attempts)
         if plan.request.job:  # the job runs: acknowledged before anything can end it
             running = job_state(plan.request, "running", started_at=attempts.started_at)
-            await (await self.publisher.publish(self.topics.jobs.name, running, key=rid))
+            await (await self.publisher.publish(self.topics.jobs.name, running, key=job_key(running)))
         try:
             outcome, error = await settle(run, rid, deadline.at, plan.total_ms)
         except asyncio.CancelledError:  # this process is stopping: the plan runs again elsewhere

@@ -24,7 +24,7 @@ from services.contracts.events import (
     ResultProduced,
     UsageRecorded,
 )
-from services.runtime.jobs import PROVIDER_JOBS, outcome_state
+from services.runtime.jobs import PROVIDER_JOBS, job_key, outcome_state
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
 from services.runtime.request_log import RequestLog
@@ -153,12 +153,12 @@ class Outcomes:
             result_ack = await self.publisher.publish(self.topics.media_out.name, answer, key=req.request_id)
         elif req.job:  # a job: its final state (with the result) instead of an answer
             state = outcome_state(req, answer, attempts.started_at)
-            result_ack = await self.publisher.publish(self.topics.jobs.name, state, key=req.request_id)
+            result_ack = await self.publisher.publish(self.topics.jobs.name, state, key=job_key(state))
         else:
             result_ack = await self.publisher.publish(topic, answer, key=req.request_id, partition=partition)
             if req.operation in PROVIDER_JOBS:  # its provider job is on llm.jobs: end it there too
                 state = outcome_state(req, answer, attempts.started_at)
-                await self.publisher.publish(self.topics.jobs.name, state, key=req.request_id)
+                await self.publisher.publish(self.topics.jobs.name, state, key=job_key(state))
         acks = [
             result_ack,
             await self.publisher.publish(self.topics.usage.name, usage, key=req.tenant_id),

@@ -21,7 +21,7 @@ import time
 from services.contracts.errors import ProviderError
 from services.contracts.events import ExecutionPlanned, Usage, VideoGenerateRequested, VideoOutput
 from services.runtime.config import JobsConfig
-from services.runtime.jobs import JobsView, job_state
+from services.runtime.jobs import JobsView, job_key, job_state
 from services.runtime.kafka import Publisher
 from services.runtime.media.sniff import sniff
 from services.runtime.topics import Topics
@@ -63,7 +63,8 @@ class VideoCall(QuietCall):
 
     def _resumed(self, target: Target) -> str | None:
         """The provider job this plan already submitted to ``target`` (a run before a restart)."""
-        known = self._runner.jobs.peek(self._plan.request.request_id)
+        req = self._plan.request
+        known = self._runner.jobs.peek(req.tenant_id, req.request_id)
         pj = known.provider_job if known is not None else None
         if pj and pj.get("deployment") == target.label and isinstance(pj.get("id"), str):
             return str(pj["id"])
@@ -74,7 +75,7 @@ class VideoCall(QuietCall):
         state = job_state(req, "running").model_copy(
             update={"provider_job": {"deployment": target.label, "id": job.id}, "progress": job.progress}
         )
-        await (await r.publisher.publish(r.topics.jobs.name, state, key=req.request_id))
+        await (await r.publisher.publish(r.topics.jobs.name, state, key=job_key(state)))
 
     async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome:
         r = self._runner

@@ -36,7 +36,7 @@ from services.contracts.events import (
     utcnow,
 )
 from services.runtime.config import GatewayConfig, load_config
-from services.runtime.jobs import PROVIDER_JOBS, job_state
+from services.runtime.jobs import PROVIDER_JOBS, job_key, job_state
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.media.fetch import SafeFetcher
 from services.runtime.media.storage import FileStorage, S3FileStorage
@@ -127,7 +127,7 @@ class MediaStore:
         await reject(self.publisher, self.topics, req, err, "media-store", alias=dep.alias)
         if req.job:
             failed = job_state(req, "failed", error=ErrorInfo.of(err))
-            await (await self.publisher.publish(self.topics.jobs.name, failed, key=req.request_id))
+            await (await self.publisher.publish(self.topics.jobs.name, failed, key=job_key(failed)))
         await ack
 
     async def store(self, produced: MediaProduced, record: ConsumerRecord | None) -> None:
@@ -146,7 +146,7 @@ class MediaStore:
                 finished_at=utcnow(),
                 result=result,
             )
-            await (await self.publisher.publish(self.topics.jobs.name, state, key=result.request_id))
+            await (await self.publisher.publish(self.topics.jobs.name, state, key=job_key(state)))
             if produced.job:
                 return
         topic, partition = self.topics.results.name, None

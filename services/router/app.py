@@ -34,7 +34,7 @@ from services.runtime import metrics
 from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig, load_config
 from services.runtime.hooks import TenantHooks
-from services.runtime.jobs import job_state
+from services.runtime.jobs import job_key, job_state
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.model_registry import model_registry
 from services.runtime.plugins import NoopUsagePlugin, TenantPlugins, UsagePlugin
@@ -189,7 +189,7 @@ class Router:
         topic = self.topics.media_in if carries_media(execution.request) else self.topics.exec
         if req.job:  # the job is pending before its plan exists: no later state can land before it
             pending = job_state(execution.request, "pending")
-            await (await self.publisher.publish(self.topics.jobs.name, pending, key=req.request_id))
+            await (await self.publisher.publish(self.topics.jobs.name, pending, key=job_key(pending)))
         futs = [await self.publisher.publish(topic.name, execution, key=req.request_id)]
         if grant is not None and self.keeper is not None:  # a grant comes from the keeper
             if (adm := await self.keeper.write(grant, record.partition)) is not None:
@@ -200,7 +200,7 @@ class Router:
         await reject(self.publisher, self.topics, req, err, "router", content=audit_content(self.config, req))
         if req.job:
             failed = job_state(req, "failed", error=ErrorInfo.of(err))
-            await (await self.publisher.publish(self.topics.jobs.name, failed, key=req.request_id))
+            await (await self.publisher.publish(self.topics.jobs.name, failed, key=job_key(failed)))
         self.request_log.rejected(req, err.code)
         metrics.rejected(req.operation, err.code)
 

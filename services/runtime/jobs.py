@@ -49,6 +49,12 @@ PROVIDER_JOBS: frozenset[str] = frozenset({"video.generate"})
 DEFAULT_RETENTION_S = 24 * 3600.0
 
 
+def job_key(job: JobUpdated) -> str:
+    """The record key of a job on ``llm.jobs``: its tenant and id (job ids are request ids, which
+    callers may choose: two tenants' jobs of one id are two jobs)."""
+    return f"{job.tenant_id}/{job.job_id}"
+
+
 def job_state(
     req: RequestBase,
     status: JobStatus,
@@ -112,8 +118,8 @@ class JobsView:
         client_id: str = "llmgw-jobs",
     ):
         self.retention = timedelta(seconds=retention_s)
-        self._jobs: dict[str, JobUpdated] = {}
-        self._waiters: dict[str, list[asyncio.Future[JobUpdated]]] = {}
+        self._jobs: dict[tuple[str, str], JobUpdated] = {}  # (tenant, job id) -> the job
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[JobUpdated]]] = {}
         spec = topics.jobs
         self._tail = Tail(
             bootstrap_servers,
@@ -140,8 +146,9 @@ class JobsView:
         await self._tail.caught_up()
 
     def _on_record(self, record: ConsumerRecord) -> None:
-        if record.value is None:
-            self._jobs.pop((record.key or b"").decode(), None)  # a tombstone
+        if record.value is None:  # a tombstone: the key is "<tenant>/<job id>"
+            tenant, _, job_id = (record.key or b"").decode().partition("/")
+            self._jobs.pop((tenant, job_id), None)
             return
         try:
             job = JobUpdated.model_validate_json(record.value)
@@ -150,7 +157,8 @@ class JobsView:
         self.apply(job)
 
     def apply(self, job: JobUpdated) -> None:
-        old = self._jobs.get(job.job_id)
+        key = (job.tenant_id, job.job_id)
+        old = self._jobs.get(key)
         if not newer(old, job):
             return
         if old is not None:  # the first writer knew when the job was created and started
@@ -162,17 +170,17 @@ class JobsView:
                     "provider_job": job.provider_job or old.provider_job,
                 }
             )
-        self._jobs[job.job_id] = job
+        self._jobs[key] = job
         if job.status in TERMINAL_JOB_STATES:
-            for f in self._waiters.pop(job.job_id, ()):
+            for f in self._waiters.pop(key, ()):
                 if not f.done():
                     f.set_result(job)
 
     def get(self, tenant_id: str, job_id: str) -> JobUpdated:
-        """The job, if it is ``tenant_id``'s: ``JobNotFound`` (another tenant's is not told apart
-        from none), ``JobExpired`` once it finished longer than the retention ago."""
-        job = self._jobs.get(job_id)
-        if job is None or job.tenant_id != tenant_id:
+        """The job of ``tenant_id`` with this id: ``JobNotFound`` (another tenant's job of that id
+        is another job), ``JobExpired`` once it finished longer than the retention ago."""
+        job = self._jobs.get((tenant_id, job_id))
+        if job is None:
             raise JobNotFound(f"no job {job_id!r}")
         if job.finished_at is not None and job.finished_at + self.retention < utcnow():
             raise JobExpired(
@@ -180,9 +188,9 @@ class JobsView:
             )
         return job
 
-    def peek(self, job_id: str) -> JobUpdated | None:
-        """The job's record whatever its tenant (for the gateway's own use, never a caller's)."""
-        return self._jobs.get(job_id)
+    def peek(self, tenant_id: str, job_id: str) -> JobUpdated | None:
+        """The job's record, expired or not (for the gateway's own use: resuming provider work)."""
+        return self._jobs.get((tenant_id, job_id))
 
     def jobs(self, tenant_id: str | None = None, status: str | None = None) -> list[JobUpdated]:
         """The jobs known, oldest first, of one tenant and status when given."""
@@ -194,22 +202,19 @@ class JobsView:
         return sorted(out, key=lambda j: j.created_at)
 
     async def wait(self, tenant_id: str, job_id: str, timeout_s: float | None = None) -> JobUpdated:
-        """The job once it has ended (``get``'s errors for an unknown or expired one; a job not
-        seen yet is waited for: its ``pending`` record may still be on the way)."""
-        job = self._jobs.get(job_id)
-        if job is not None:
+        """The job once it has ended (``get``'s errors for an expired one; a job not seen yet is
+        waited for: its ``pending`` record may still be on the way)."""
+        key = (tenant_id, job_id)
+        if key in self._jobs:
             job = self.get(tenant_id, job_id)
             if job.status in TERMINAL_JOB_STATES:
                 return job
         fut: asyncio.Future[JobUpdated] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(job_id, []).append(fut)
+        self._waiters.setdefault(key, []).append(fut)
         try:
             async with asyncio.timeout(timeout_s):
-                done = await fut
+                return await fut
         finally:
-            waiting = self._waiters.get(job_id)
+            waiting = self._waiters.get(key)
             if waiting and fut in waiting:
                 waiting.remove(fut)
-        if done.tenant_id != tenant_id:
-            raise JobNotFound(f"no job {job_id!r}")
-        return done

@@ -140,7 +140,9 @@ async def test_a_job_survives_kill_9_of_its_executor_and_ends_once(gw, stack, st
 
         def seen(status: str):
             return lambda rs: any(
-                r.key == job_id.encode() and orjson.loads(r.value)["status"] == status for r in rs if r.value
+                r.key == f"demo/{job_id}".encode() and orjson.loads(r.value)["status"] == status
+                for r in rs
+                if r.value
             )
 
         await states.until(seen("running"))
@@ -152,7 +154,7 @@ async def test_a_job_survives_kill_9_of_its_executor_and_ends_once(gw, stack, st
     terminal = [
         r
         for r in states.records
-        if r.key == job_id.encode() and orjson.loads(r.value)["status"] == "completed"
+        if r.key == f"demo/{job_id}".encode() and orjson.loads(r.value)["status"] == "completed"
     ]
     billed = [r for r in usage.records if orjson.loads(r.value)["request_id"] == job_id]
     assert len(terminal) == 1 and len(billed) == 1 and orjson.loads(billed[0].value)["status"] == "ok"

@@ -103,7 +103,8 @@ async def test_a_video_job_is_resumed_by_polling_after_its_executor_dies(
         )
         await states.until(
             lambda rs: any(
-                r.key == job_id.encode() and (orjson.loads(r.value).get("provider_job") or {}).get("id")
+                r.key == f"demo/{job_id}".encode()
+                and (orjson.loads(r.value).get("provider_job") or {}).get("id")
                 for r in rs
                 if r.value
             )

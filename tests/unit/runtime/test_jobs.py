@@ -11,7 +11,7 @@ import pytest
 
 from services.contracts.errors import JobExpired, JobNotFound
 from services.contracts.events import ChatRequested, ErrorInfo, ResultProduced, utcnow
-from services.runtime.jobs import JobsView, job_state, outcome_state
+from services.runtime.jobs import JobsView, job_key, job_state, outcome_state
 from services.runtime.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -78,9 +78,20 @@ async def test_wait_returns_once_the_job_ends():
     assert not waiting.done()
     v.apply(outcome_state(r, result(), started_at=None))
     assert (await waiting).status == "completed"
-    # a job not seen yet is waited for; another tenant's ending is not told
+    # a job not seen yet is waited for; another tenant's job of the same id does not end it
     other = asyncio.ensure_future(v.wait("x", "j2", timeout_s=5))
     await asyncio.sleep(0)
     v.apply(outcome_state(req(rid="j2"), result(), started_at=None).model_copy(update={"job_id": "j2"}))
-    with pytest.raises(JobNotFound):
-        await other
+    await asyncio.sleep(0)
+    assert not other.done()
+    v.apply(outcome_state(req(tenant="x", rid="j2"), result("cancelled"), started_at=None))
+    assert (await other).status == "cancelled"
+
+
+def test_two_tenants_jobs_of_one_id_are_two_jobs():
+    """Job ids are request ids, which callers may choose: one tenant's records never touch another's."""
+    v = view()
+    v.apply(job_state(req("a", "same"), "pending"))
+    v.apply(outcome_state(req("b", "same"), result(), started_at=None))
+    assert v.get("a", "same").status == "pending" and v.get("b", "same").status == "completed"
+    assert job_key(job_state(req("a", "same"), "pending")) != job_key(job_state(req("b", "same"), "pending"))
