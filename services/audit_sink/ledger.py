@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from services.contracts.events import AuditRecorded
+from services.runtime import telemetry
 from services.runtime.batching import Batcher
 from services.runtime.codec import encode
 from services.runtime.plugins import Position
@@ -39,12 +40,16 @@ Item = tuple[int, dict[str, Any]]  # (offset, event)
 
 
 class S3AuditPlugin:
+    #: one span per write of a batch (``Batcher(traced=...)``), not one per record: the sink's
+    #: Consumer leaves the record's span to the plugin (``services/runtime/sink.py``)
+    traces_batches = True
+
     def __init__(self, store: ObjectStore, *, max_records: int = 1000, max_wait_s: float = 0.5):
         self._store = store
         self._writer = uuid.uuid4().hex
         self._heads: dict[Source, tuple[Head, str]] = {}  # head and the key of the object holding it
         self._batcher: Batcher[Source, Item] = Batcher(
-            self._write, max_items=max_records, max_wait_s=max_wait_s
+            self._write, max_items=max_records, max_wait_s=max_wait_s, traced=telemetry.kafka_batch
         )
         self.written = 0
 

@@ -98,8 +98,9 @@ class LedgerKeeper:
     # --- wiring ---------------------------------------------------------------------------
 
     def subscription(self) -> Subscription:
-        """``llm.usage`` for the router's consumer group: settles inline, in partition order."""
-        return Subscription(_raw, self.on_usage, name="usage", inline=True)
+        """``llm.usage`` for the router's consumer group: settles inline, in partition order, outside
+        any trace (keeping the ledger is no hop of the request: the usage sink's span is)."""
+        return Subscription(_raw, self.on_usage, name="usage", inline=True, context=False)
 
     def attach(self, consumer: Consumer[Any]) -> None:
         self.consumer = consumer

@@ -9,6 +9,11 @@ items or ``max_bytes`` bytes, or ``max_wait_s`` after its first item; batches th
 the lane was writing go out together as one (up to ``max_items``). A failed write is retried
 with backoff until it succeeds or the batcher is closed: a sink that cannot reach its store
 stops committing and holds its records, it never drops or dead-letters them.
+
+While tracing records (``telemetry``), a batcher given ``traced`` makes one consumer span per
+write, child of its first record's trace context and linked to the others' (the context current
+when each was added: a sink's ``consuming(span=False)``), rather than a span per record: at load,
+a sink writes dozens of records at once, and a span each would cost more than the write.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from opentelemetry.trace import SpanContext
+
+from . import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,7 @@ class _Batch(Generic[T]):
     done: asyncio.Future[None]
     items: list[T] = field(default_factory=list)
     size: int = 0
+    contexts: list[SpanContext] = field(default_factory=list)  # the traced items' (``traced``)
 
 
 @dataclass
@@ -58,8 +68,10 @@ class Batcher(Generic[K, T]):
         max_bytes: int = 16 * 1024 * 1024,
         retry_s: tuple[float, float] = (0.1, 5.0),
         call_later: Callable[[float, Callable[[], None]], asyncio.TimerHandle] | None = None,
+        traced: Callable[[K, int], tuple[str, Mapping[str, Any]]] | None = None,
     ):
         self._write = write
+        self._traced = traced  # (lane, items) -> the name and attributes of a write's span
         self.max_items = max_items
         self.max_wait_s = max_wait_s
         self.max_bytes = max_bytes
@@ -81,6 +93,8 @@ class Batcher(Generic[K, T]):
             ln.timer = (self._call_later or loop.call_later)(self.max_wait_s, lambda: self._close(lane))
         batch.items.append(item)
         batch.size += size
+        if self._traced is not None and (ctx := telemetry.current_context()) is not None:
+            batch.contexts.append(ctx)
         if len(batch.items) >= self.max_items or batch.size >= self.max_bytes:
             self._close(lane)
         await asyncio.shield(batch.done)
@@ -127,8 +141,14 @@ class Batcher(Generic[K, T]):
                 count += len(ln.closed[0].items)
                 taken.append(ln.closed.popleft())
             items = taken[0].items if len(taken) == 1 else [i for b in taken for i in b.items]
+            contexts = [c for b in taken for c in b.contexts]
+            span = None
+            if contexts and self._traced is not None and telemetry.recording():
+                name, attrs = self._traced(lane, len(items))
+                span = telemetry.batch_span(name, contexts, attrs)
             try:
-                await self._write_until_done(lane, items)
+                with telemetry.active(span, end=True):
+                    await self._write_until_done(lane, items)
             except asyncio.CancelledError:
                 for b in taken:
                     b.done.cancel()

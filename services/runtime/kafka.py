@@ -246,13 +246,21 @@ class Subscription:
     event types. ``decode`` turns a record's bytes into the handler's event (raising
     ``pydantic.ValidationError`` for bad bytes: the record is dead-lettered). ``inline`` handlers are awaited in the fetch loop, one record at a time in partition order
     and without an in-flight slot: for cheap in-memory work (a ledger's settlement); the others
-    run as tasks, up to the consumer's ``max_in_flight`` at once."""
+    run as tasks, up to the consumer's ``max_in_flight`` at once.
+
+    Tracing (``telemetry.consuming``): each record is handled in the trace context its headers
+    carry and, while spans are recorded, in a ``{topic} process`` span of its own; ``spans=False``
+    (and every ``inline`` handler) leaves the span out (a sink's plugin makes one per batch
+    written), ``context=False`` the context too (state kept up to date, not a hop of a request:
+    no span, no header parsed)."""
 
     decode: Callable[[bytes], Any]
     handler: Handler[Any]
     name: str = "event"
     on_invalid: InvalidHandler | None = None
     inline: bool = False
+    spans: bool = True
+    context: bool = True
 
     @classmethod
     def of(
@@ -262,9 +270,10 @@ class Subscription:
         *,
         name: str | None = None,
         on_invalid: InvalidHandler | None = None,
+        spans: bool = True,
     ) -> Subscription:
         decode = model.validate_json if isinstance(model, TypeAdapter) else model.model_validate_json
-        return cls(decode, handler, name or str(getattr(model, "__name__", "event")), on_invalid)
+        return cls(decode, handler, name or str(getattr(model, "__name__", "event")), on_invalid, spans=spans)
 
 
 class Consumer(Generic[M]):
@@ -547,10 +556,17 @@ class Consumer(Generic[M]):
             await self._dlq.send(record, f"{sub.name}: undecodable: {type(exc).__name__}: {exc}")
             return
         try:
-            with telemetry.consuming(
-                record.topic, record.headers, record.partition, record.offset, span=not sub.inline
-            ):
+            if not sub.context:
                 await sub.handler(event, record)
+            else:
+                with telemetry.consuming(
+                    record.topic,
+                    record.headers,
+                    record.partition,
+                    record.offset,
+                    span=sub.spans and not sub.inline,
+                ):
+                    await sub.handler(event, record)
         except DeadLetter as exc:
             await self._dlq.send(record, str(exc))
         except Exception as exc:  # a bug or an unexpected failure: park the record, go on

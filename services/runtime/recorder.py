@@ -86,6 +86,7 @@ class LiteSpan(trace.Span):
         "end_time",
         "resource",
         "_ended",
+        "_traceparent",
     )
     dropped_attributes = 0
     dropped_events = 0
@@ -114,6 +115,16 @@ class LiteSpan(trace.Span):
         self.start_time = _time_ns()
         self.end_time: int | None = None
         self._ended = ended
+        self._traceparent: bytes | None = None
+
+    def traceparent(self) -> bytes | None:
+        """This span's W3C ``traceparent`` header (made once: every publish inside the span
+        carries it); None when the trace has a ``tracestate`` (the propagator writes both)."""
+        tp = self._traceparent
+        if tp is None and not self.context.trace_state:
+            c = self.context
+            tp = self._traceparent = b"00-%032x-%016x-%02x" % (c.trace_id, c.span_id, c.trace_flags)
+        return tp
 
     def get_span_context(self) -> SpanContext:
         return self.context
@@ -256,6 +267,24 @@ class Recorder:
             k: tuple(v) if isinstance(v, list) else v for k, v in (attributes or {}).items() if v is not None
         }
         return LiteSpan(self.ended, name, ctx, parent, kind, attrs, self.resource)
+
+    def child(
+        self, name: str, parent: SpanContext | None, kind: SpanKind, attributes: dict[str, Any]
+    ) -> trace.Span:
+        """``start_span`` for the hot path: the parent's span context given (a record's producer;
+        None: a new trace), ``attributes`` already clean (no lists, no None) and handed over."""
+        trace_id = parent.trace_id if parent is not None else (_bits(128) or 1)
+        sampled = self.sample(parent, trace_id)
+        ctx = SpanContext(
+            trace_id,
+            _bits(64) or 1,
+            False,
+            _SAMPLED if sampled else _NOT_SAMPLED,
+            parent.trace_state if parent is not None else None,
+        )
+        if not sampled:
+            return NonRecordingSpan(ctx)
+        return LiteSpan(self.ended, name, ctx, parent, kind, attributes, self.resource)
 
     @contextmanager
     def start_as_current_span(

@@ -9,15 +9,16 @@ module runs it. Each record goes to its tenant's plugin (``tenants.<t>.plugins.<
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel
 
+from . import telemetry
 from .config import load_config
-from .kafka import Consumer, DeadLetters, Publisher
+from .kafka import Consumer, DeadLetters, Publisher, Subscription
 from .plugins import TenantPlugins
 from .s3 import ObjectStore, S3ObjectStore
 from .service import mark_ready
@@ -67,17 +68,27 @@ class SinkService:
         self.topics = topics
         self.plugin = plugin
         self.publisher = Publisher(rt.bootstrap_servers, client_id=f"{spec.name}-{rt.instance_id}")
+        # no span per record from the Consumer: the built-in plugins make one per batch written
+        # (``traces_batches``); the record of a plugin that does not gets its span here
+        sub = Subscription.of(spec.model, self._handle, name=spec.model.__name__, spans=False)
         self.consumer: Consumer[BaseModel] = Consumer(
             bootstrap_servers=rt.bootstrap_servers,
-            topics=[getattr(topics, spec.source).name],
+            subscriptions={getattr(topics, spec.source).name: sub},
             group_id=rt.topic_prefix + spec.group,
-            model=spec.model,
-            handler=functools.partial(spec.handler, plugin),
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, spec.name),
             max_in_flight=settings.max_in_flight,
             revoke_grace_s=settings.batch_ms / 1000 + 5,
             client_id=f"{spec.name}-{rt.instance_id}",
         )
+
+    async def _handle(self, event: Any, record: ConsumerRecord) -> None:
+        if telemetry.recording() and not getattr(
+            self.plugin.for_tenant(event.tenant_id), "traces_batches", False
+        ):
+            with telemetry.consuming(record.topic, record.headers, record.partition, record.offset):
+                await self.spec.handler(self.plugin, event, record)
+            return
+        await self.spec.handler(self.plugin, event, record)
 
     async def start(self) -> None:
         await apply_topics(

@@ -43,7 +43,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .genai import ERROR_TYPE, Conventions
 from .otlp import OtlpExporter
-from .recorder import ConsoleExporter, Exporter, Recorder
+from .recorder import ConsoleExporter, Exporter, LiteSpan, Recorder
 
 Headers = list[tuple[str, bytes]]
 T = TypeVar("T")
@@ -133,9 +133,13 @@ def inject() -> Headers:
         if (tp := _traceparent.get()) is not None:
             return [("traceparent", tp)]
     else:
-        ctx = trace.get_current_span().get_span_context()
-        if not ctx.is_valid:
-            return []
+        span = trace.get_current_span()
+        if type(span) is LiteSpan and (own := span.traceparent()) is not None:
+            return [("traceparent", own)]  # the common case: one of ours, made once per span
+        ctx = span.get_span_context()
+        if not ctx.is_valid:  # no span here: a record's own context (``consuming(span=False)``)
+            tp = _traceparent.get()
+            return [("traceparent", tp)] if tp is not None else []
         if not ctx.trace_state:  # the common case, written directly (the propagator: ~10 us)
             return [("traceparent", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags))]
     carrier: dict[str, str] = {}
@@ -146,25 +150,37 @@ def inject() -> Headers:
 def extract(headers: Sequence[tuple[str, bytes]] | None) -> otel_context.Context:
     """The trace context ``headers`` carry (an empty context when none). A lone ``traceparent``
     is parsed directly; with a ``tracestate`` the propagator reads both."""
+    remote = _remote(headers)
+    if remote is None:
+        return otel_context.Context()
+    if isinstance(remote, SpanContext):
+        return trace.set_span_in_context(NonRecordingSpan(remote), otel_context.Context())
+    return remote
+
+
+def _remote(headers: Sequence[tuple[str, bytes]] | None) -> SpanContext | otel_context.Context | None:
+    """The producer's span context in ``headers`` (None: none, or not valid); with a
+    ``tracestate``, the context the propagator reads."""
     tp = None
     for k, v in headers or ():
         if k == "traceparent":
             tp = v
         elif k == "tracestate":
             return _propagator.extract(headers or (), getter=_getter)
-    if tp is None:
-        return otel_context.Context()
-    parts = tp.split(b"-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or parts[0] == b"ff":
-        return otel_context.Context()
+    return None if tp is None else _parse(tp)
+
+
+def _parse(tp: bytes) -> SpanContext | None:
+    """A W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``) as a remote span context."""
+    if len(tp) < 55 or tp[2:3] != b"-" or tp[35:36] != b"-" or tp[52:53] != b"-" or tp[:2] == b"ff":
+        return None
     try:
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+        trace_id, span_id, flags = int(tp[3:35], 16), int(tp[36:52], 16), int(tp[53:55], 16)
     except ValueError:
-        return otel_context.Context()
+        return None
     if not trace_id or not span_id:
-        return otel_context.Context()
-    remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
-    return trace.set_span_in_context(NonRecordingSpan(remote), otel_context.Context())
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 @contextmanager
@@ -177,22 +193,16 @@ def consuming(
     span: bool = True,
 ) -> Iterator[None]:
     """Handle a record inside the trace its ``headers`` carry: while recording, in a
-    ``{topic} process`` consumer span, child of the producer's context (``span=False``: only in
-    its context, for state kept up to date rather than a hop of the request: a ledger's usage)."""
-    if not _recording:
+    ``{topic} process`` consumer span, child of the producer's context. ``span=False`` (and
+    always when not recording): only in its context — its ``traceparent``, handed on unchanged to
+    what the handler publishes, and parsed only if asked for (``current_context``: a sink's batch
+    span) — for records whose span is made elsewhere or that are no hop of a request."""
+    if not _recording or not span:
         token = _traceparent.set(next((v for k, v in headers or () if k == "traceparent"), None))
         try:
             yield
         finally:
             _traceparent.reset(token)
-        return
-    parent = extract(headers)
-    if not span:
-        otel_token = otel_context.attach(parent)
-        try:
-            yield
-        finally:
-            otel_context.detach(otel_token)
         return
     attrs: dict[str, Any] = {
         "messaging.system": "kafka",
@@ -204,8 +214,14 @@ def consuming(
     if offset is not None:
         attrs["messaging.kafka.offset"] = offset
     assert recorder is not None
-    s = recorder.start_span(f"{topic} process", parent, SpanKind.CONSUMER, attrs)
-    otel_token = otel_context.attach(trace.set_span_in_context(s, parent))
+    remote = _remote(headers)
+    if isinstance(remote, otel_context.Context):  # a tracestate too: the propagator's context
+        s = recorder.start_span(f"{topic} process", remote, SpanKind.CONSUMER, attrs)
+        base = remote
+    else:
+        s = recorder.child(f"{topic} process", remote, SpanKind.CONSUMER, attrs)
+        base = _EMPTY
+    otel_token = otel_context.attach(trace.set_span_in_context(s, base))
     try:
         yield
     except BaseException as exc:
@@ -214,6 +230,9 @@ def consuming(
     finally:
         otel_context.detach(otel_token)
         s.end()
+
+
+_EMPTY = otel_context.Context()
 
 
 @contextmanager
@@ -241,6 +260,47 @@ def producing(name: str) -> Iterator[None]:
 
 
 # --- spans of the services' own work (only while recording) -------------------------------
+
+#: At most this many links on a batch's span (the OpenTelemetry SDK's default span link limit).
+MAX_LINKS = 128
+
+
+def current_context() -> SpanContext | None:
+    """While recording, the span context current here (inside ``consuming(span=False)``: the
+    record's producer's), for a batch's span to join later (``batch_span``); None otherwise."""
+    if not _recording:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        return ctx
+    tp = _traceparent.get()
+    return _parse(tp) if tp is not None else None
+
+
+def kafka_batch(lane: tuple[str, int], count: int) -> tuple[str, dict[str, Any]]:
+    """The name and attributes of the span of a batch of ``count`` records of one topic partition
+    (``lane``: topic, partition), handled as one (``Batcher(traced=...)``)."""
+    topic, partition = lane
+    return f"{topic} process", {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.batch.message_count": count,
+    }
+
+
+def batch_span(name: str, contexts: Sequence[SpanContext], attributes: Mapping[str, Any]) -> Span:
+    """The consumer span of one batch of records, handled as one (a sink's write): a child of
+        the first record's producer and linked to the others' (up to ``MAX_LINKS``, as the messaging
+        conventions have a batch's span; ``messaging.batch.message_count`` in ``attributes`` tells how
+    many there were), so each record's trace reaches it. Only while recording."""
+    assert recorder is not None, "telemetry.batch_span while not recording"
+    parent = trace.set_span_in_context(NonRecordingSpan(contexts[0])) if contexts else otel_context.Context()
+    span = recorder.start_span(name, parent, SpanKind.CONSUMER, attributes)
+    for ctx in contexts[1 : MAX_LINKS + 1]:
+        span.add_link(ctx)
+    return span
 
 
 def start(

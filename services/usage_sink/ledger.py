@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 import orjson
 
 from services.contracts.events import RequestBase, UsageRecorded
+from services.runtime import telemetry
 from services.runtime.batching import Batcher
 from services.runtime.codec import encode
 from services.runtime.plugins import NO_OPINION, BudgetVerdict, Position
@@ -64,12 +65,16 @@ class S3UsagePlugin:
     """``record`` returns once the usage is in the bucket. Batches close at ``max_records``
     records or ``max_wait_s`` after their first record."""
 
+    #: one span per write of a batch (``Batcher(traced=...)``), not one per record: the sink's
+    #: Consumer leaves the record's span to the plugin (``services/runtime/sink.py``)
+    traces_batches = True
+
     def __init__(self, store: ObjectStore, *, max_records: int = 5000, max_wait_s: float = 1.0):
         self._store = store
         self._writer = uuid.uuid4().hex
         self._known: dict[Source, _Known] = {}
         self._batcher: Batcher[Source, Item] = Batcher(
-            self._write, max_items=max_records, max_wait_s=max_wait_s
+            self._write, max_items=max_records, max_wait_s=max_wait_s, traced=telemetry.kafka_batch
         )
         self.written = 0  # records this process stored (what a benchmark counts)
 

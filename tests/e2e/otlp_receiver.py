@@ -42,6 +42,7 @@ class ReceivedSpan:
     service: str
     attributes: dict[str, Any] = field(default_factory=dict)
     status_code: int = 0
+    links: list[tuple[str, str]] = field(default_factory=list)  # (trace id, span id) of each
 
 
 def value_of(v: AnyValue) -> Any:
@@ -73,6 +74,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         service=service,
                         attributes={kv.key: value_of(kv.value) for kv in s.attributes},
                         status_code=s.status.code,
+                        links=[(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
                     )
                 )
     return out

@@ -160,6 +160,45 @@ async def test_one_chat_request_is_one_trace_across_every_hop(traced: Stack, rec
     assert len({s.trace_id for s in spans}) == 1
 
 
+async def test_under_load_a_sinks_batch_span_reaches_every_records_trace(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    """Sinks make one span per batch written: child of its first record's producer, linked to
+    the others. Each of many concurrent requests' usage and audit records is reached from its
+    own trace, as the parent or as a link."""
+    rids = [f"trb-{uuid.uuid4().hex[:8]}" for _ in range(24)]
+    body = {"model": "demo-openai", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    async with httpx.AsyncClient(base_url=_edge(traced), timeout=30) as http:
+        answers = await asyncio.gather(
+            *(http.post("/v1/chat/completions", headers=KEY | {"x-request-id": r}, json=body) for r in rids)
+        )
+    assert [a.status_code for a in answers] == [200] * len(rids)
+
+    def reached(spans: list[ReceivedSpan], sink: str) -> dict[str, bool]:
+        out = {}
+        for rid in rids:
+            own = {s.span_id for s in _trace_of(spans, rid)}
+            out[rid] = any(
+                s.service == sink and (s.parent_span_id in own or any(sid in own for _, sid in s.links))
+                for s in spans
+            )
+        return out
+
+    def done(spans: list[ReceivedSpan]) -> bool:
+        return all(all(reached(spans, sink).values()) for sink in ("llmgw-usage-sink", "llmgw-audit-sink"))
+
+    spans = await _wait(receiver, done)
+    batches = [
+        s
+        for s in spans
+        if s.service == "llmgw-usage-sink" and s.attributes.get("messaging.batch.message_count")
+    ]
+    assert all(s.kind == "CONSUMER" and s.name.endswith("llm.usage process") for s in batches)
+    # concurrent records share batches (a window of the sink's batch_ms); a batch of n: a parent, n - 1 links
+    assert any(s.attributes["messaging.batch.message_count"] > 1 for s in batches)
+    assert all(len(s.links) == s.attributes["messaging.batch.message_count"] - 1 for s in batches)
+
+
 async def test_every_service_serves_its_metrics_on_the_port_status_lists(traced: Stack) -> None:
     comps = {c["name"]: c for c in traced.status()}
     services = ["router-0", "executor-0", "media-store", "usage-sink", "audit-sink", "edge"]

@@ -4,6 +4,7 @@ names by default, the newest under ``gen_ai_latest_experimental``, content only 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -27,6 +28,7 @@ from services.executor.attempts import Until
 from services.executor.handlers import Outcome
 from services.executor.targets import Target
 from services.runtime import genai, telemetry
+from services.runtime.batching import Batcher
 from services.runtime.genai import Conventions
 
 V141 = Conventions()
@@ -472,3 +474,54 @@ def test_the_console_prints_a_json_line_per_span(capsys: pytest.CaptureFixture[s
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["name"] == "chat m" and line["kind"] == "SERVER" and line["service"] == "llmgw-unit"
     assert line["attributes"] == {"gen_ai.request.model": "m"} and line["parent_id"] is None
+
+
+def test_a_record_without_a_span_of_its_own_still_names_its_producer(spans: InMemorySpanExporter):
+    tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert telemetry.current_context() is None
+    with telemetry.consuming("usage", [("traceparent", tp)], span=False):
+        ctx = telemetry.current_context()
+        assert ctx is not None and (ctx.trace_id, ctx.span_id, ctx.is_remote) == (
+            0x0AF7651916CD43DD8448EB211C80319C,
+            0xB7AD6B7169203331,
+            True,
+        )
+    with telemetry.consuming("usage", [("traceparent", tp[:-1])], span=False):
+        assert telemetry.current_context() is None  # a cut-off header: no context, no error
+
+
+async def test_a_sinks_batch_is_one_span_child_of_its_first_record_and_linked_to_the_rest(
+    spans: InMemorySpanExporter,
+):
+    written: list[list[int]] = []
+
+    async def write(lane: tuple[str, int], items: list[int]) -> None:
+        written.append(items)
+
+    batcher: Batcher[tuple[str, int], int] = Batcher(
+        write, max_items=3, max_wait_s=60, traced=telemetry.kafka_batch
+    )
+    producers = [(0x1000 + i, 0x2000 + i) for i in range(3)]
+
+    async def add(i: int) -> None:
+        tp = b"00-%032x-%016x-01" % producers[i]
+        with telemetry.consuming("llm.usage", [("traceparent", tp)], span=False):
+            await batcher.add(("llm.usage", 4), i)
+
+    await asyncio.gather(*(add(i) for i in range(3)))  # the third closes the batch
+    assert written == [[0, 1, 2]]
+    (s,) = spans.get_finished_spans()  # one span for the write, none per record
+    assert s.name == "llm.usage process" and s.kind == SpanKind.CONSUMER
+    assert s.parent is not None and (s.parent.trace_id, s.parent.span_id) == producers[0]
+    assert [(link.context.trace_id, link.context.span_id) for link in s.links] == producers[1:]
+    assert (s.attributes or {})["messaging.batch.message_count"] == 3
+    assert (s.attributes or {})["messaging.destination.partition.id"] == "4"
+
+
+async def test_a_batch_of_untraced_records_makes_no_span(spans: InMemorySpanExporter):
+    async def write(lane: str, items: list[int]) -> None:
+        pass
+
+    batcher: Batcher[str, int] = Batcher(write, max_items=1, max_wait_s=60, traced=lambda lane, n: ("x", {}))
+    await batcher.add("lane", 1)  # no trace context where it was added
+    assert spans.get_finished_spans() == ()
