@@ -319,15 +319,16 @@ def active(span: Span | None, *, end: bool = False) -> Iterator[Span | None]:
     if span is None:
         yield None
         return
+    token = otel_context.attach(trace.set_span_in_context(span))  # ``use_span``'s work, without its wrapping
     try:
-        with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-            yield span
+        yield span
     except GeneratorExit:  # a stream closed early by its reader: not a failure of the request
         raise
     except BaseException as exc:
         failed(span, exc)
         raise
     finally:
+        otel_context.detach(token)
         if end:
             span.end()
 
