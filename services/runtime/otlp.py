@@ -169,31 +169,47 @@ def _span(s: Any) -> bytes:
 def encode(spans: Sequence[Any]) -> bytes:
     """An ``ExportTraceServiceRequest`` of ``spans`` (``recorder.LiteSpan``, or the SDK's
     ``ReadableSpan``: the same attributes), grouped by resource and scope."""
-    groups: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
+    groups: dict[int, tuple[Any, dict[Any, tuple[Any, list[bytes]]]]] = {}
     for s in spans:
-        resource_key = id(s.resource)
-        _, scopes = groups.setdefault(resource_key, (s.resource, {}))
+        _, scopes = groups.setdefault(id(s.resource), (s.resource, {}))
         scope = s.instrumentation_scope
-        scopes.setdefault((scope.name, scope.version, scope.schema_url) if scope else None, []).append(
-            _span(s)
-        )
-    out = []
-    for resource, scopes in groups.values():
-        body = _field(1, _attributes(1, resource.attributes)) if resource is not None else b""
-        for scope_key, encoded in scopes.items():
-            scope_body = b""
-            if scope_key is not None:
-                name, version, schema_url = scope_key
-                info = _field(1, name.encode()) + (_field(2, version.encode()) if version else b"")
-                scope_body = _field(1, info)
-            scope_body += b"".join(_field(2, e) for e in encoded)
-            if scope_key is not None and scope_key[2]:
-                scope_body += _field(3, scope_key[2].encode())
-            body += _field(2, scope_body)
-        if resource is not None and resource.schema_url:
-            body += _field(3, resource.schema_url.encode())
-        out.append(_field(1, body))
-    return b"".join(out)
+        key = (scope.name, scope.version, scope.schema_url) if scope else None
+        scopes.setdefault(key, (scope, []))[1].append(encode_span(s))
+    return b"".join(
+        _resource_spans(resource, [(scope, encoded) for scope, encoded in scopes.values()])
+        for resource, scopes in groups.values()
+    )
+
+
+def encode_span(s: Any) -> bytes:
+    """One span as it sits in its scope's list (``ScopeSpans.spans``): what ``encode_batch``
+    joins. A recorder encodes each span as it ends, so that finished spans wait for their batch
+    as bytes, which the garbage collector never scans, not as objects."""
+    return _field(2, _span(s))
+
+
+def encode_batch(resource: Any, scope: Any, encoded: Sequence[bytes]) -> bytes:
+    """An ``ExportTraceServiceRequest`` of spans of one resource and scope, each already
+    ``encode_span``'d (the same bytes ``encode`` writes for them)."""
+    return _resource_spans(resource, [(scope, encoded)])
+
+
+def _resource_spans(resource: Any, scopes: Sequence[tuple[Any, Sequence[bytes]]]) -> bytes:
+    body = _field(1, _attributes(1, resource.attributes)) if resource is not None else b""
+    for scope, encoded in scopes:
+        scope_body = b""
+        if scope is not None:
+            info = _field(1, scope.name.encode()) + (
+                _field(2, scope.version.encode()) if scope.version else b""
+            )
+            scope_body = _field(1, info)
+        scope_body += b"".join(encoded)
+        if scope is not None and scope.schema_url:
+            scope_body += _field(3, scope.schema_url.encode())
+        body += _field(2, scope_body)
+    if resource is not None and resource.schema_url:
+        body += _field(3, resource.schema_url.encode())
+    return _field(1, body)
 
 
 def parse_headers(value: str) -> dict[str, str]:
@@ -254,8 +270,17 @@ class OtlpExporter(SpanExporter):
             self._conn.close()
             self._conn = None
 
+    #: The recorder encodes each span as it ends with this, then sends them with ``export_encoded``.
+    encode_span = staticmethod(encode_span)
+
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        body = encode(spans)
+        return self._send(encode(spans), len(spans))
+
+    def export_encoded(self, resource: Any, scope: Any, encoded: Sequence[bytes]) -> SpanExportResult:
+        """Spans ``encode_span``'d as they ended (``recorder.Recorder``'s queue), of one resource and scope."""
+        return self._send(encode_batch(resource, scope, encoded), len(encoded))
+
+    def _send(self, body: bytes, n: int) -> SpanExportResult:
         if self._gzip:
             body = gzip.compress(body, compresslevel=1)
         with self._lock:
@@ -265,11 +290,11 @@ class OtlpExporter(SpanExporter):
                 except (OSError, http.client.HTTPException) as exc:
                     self._close()
                     if attempt == 2:
-                        return self._failed(len(spans), f"{type(exc).__name__}: {exc}")
+                        return self._failed(n, f"{type(exc).__name__}: {exc}")
                     continue
                 if 200 <= status < 300:
                     return SpanExportResult.SUCCESS
-                return self._failed(len(spans), f"HTTP {status}")
+                return self._failed(n, f"HTTP {status}")
         return SpanExportResult.FAILURE  # (not reached)
 
     def _failed(self, n: int, why: str) -> SpanExportResult:

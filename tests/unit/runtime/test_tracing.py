@@ -27,7 +27,7 @@ from services.executor import observed
 from services.executor.attempts import Until
 from services.executor.handlers import Outcome
 from services.executor.targets import Target
-from services.runtime import genai, telemetry
+from services.runtime import genai, otlp, telemetry
 from services.runtime.batching import Batcher
 from services.runtime.genai import Conventions
 
@@ -525,3 +525,38 @@ async def test_a_batch_of_untraced_records_makes_no_span(spans: InMemorySpanExpo
     batcher: Batcher[str, int] = Batcher(write, max_items=1, max_wait_s=60, traced=lambda lane, n: ("x", {}))
     await batcher.add("lane", 1)  # no trace context where it was added
     assert spans.get_finished_spans() == ()
+
+
+def test_an_otlp_recorder_queues_each_span_encoded_and_sends_the_bytes_encode_would():
+    from opentelemetry.sdk.resources import Resource
+
+    from services.runtime.recorder import SCOPE, Recorder
+
+    class Encoding:
+        encode_span = staticmethod(otlp.encode_span)
+
+        def __init__(self) -> None:
+            self.bodies: list[bytes] = []
+
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            raise AssertionError("an encoding exporter is given bytes")
+
+        def export_encoded(self, resource, scope, encoded):  # type: ignore[no-untyped-def]
+            assert scope is SCOPE
+            self.bodies.append(otlp.encode_batch(resource, scope, encoded))
+
+        def shutdown(self) -> None:
+            pass
+
+    out, kept = Encoding(), InMemorySpanExporter()
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    rec = Recorder(Resource.create({"service.name": "q"}), batched=out, immediate=[kept], env=env)
+    for i in range(3):
+        s = rec.start_span(f"s{i}", attributes={"n": i})
+        s.end()
+        s.set_attribute("late", 1)  # after the end: not recorded (and it was encoded already)
+    assert all(isinstance(item, bytes) for item in rec._queue)  # no span object waits in the queue
+    rec.flush()
+    spans = kept.get_finished_spans()
+    assert out.bodies == [otlp.encode(spans)]
+    rec.shutdown()
