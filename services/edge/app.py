@@ -147,6 +147,7 @@ class EdgeApp:
                 await storage.start()
                 self._storage = storage
             client = EdgeClient(self.settings.runtime)
+            client.storage = self._storage  # a job's large result is read back by key
             await client.start()
             self._pipeline = client
             self.rejections.audit = self.rejections.audit or client.audit
