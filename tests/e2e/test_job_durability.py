@@ -238,10 +238,44 @@ async def test_a_job_moves_pending_running_completed_in_order(gw, stack_settings
     )
     async with TopicTail(stack_settings.bootstrap_servers, topics_of(stack_settings).jobs.name) as states:
         job_id = await gw.submit(req)
-        first = await gw.get_job(job_id)  # submit wrote the pending record before the request
-        assert first.status == "pending" and first.started_at is None and first.finished_at is None
         await gw.wait_job(job_id, timeout_s=30)
         await states.until(ended(job_id))
-    seen = [s["status"] for s in states_of(states.records, job_id)]
+    records = states_of(states.records, job_id)
+    first, last = records[0], records[-1]  # submit wrote the pending record before the request
+    assert (
+        first["status"] == "pending" and first.get("started_at") is None and first.get("finished_at") is None
+    )
+    assert last["started_at"] and last["finished_at"] and last["result"]["message"]["content"]
+    seen = [s["status"] for s in records]
     assert seen[0] == "pending" and "running" in seen and seen[-1] == "completed"
     assert seen.index("running") > max(i for i, s in enumerate(seen) if s == "pending")
+
+
+async def test_a_job_the_provider_refuses_fails_with_the_providers_error(gw):
+    req = gw.build_request(
+        "demo-openai", [{"role": "user", "content": "refused"}], stream=False, emulator_scenario="status=400"
+    )
+    done = await gw.wait_job(await gw.submit(req), timeout_s=30)
+    assert done.status == "failed" and done.error is not None and done.error.code == "provider_error"
+    assert done.finished_at is not None and done.result is None
+
+
+async def test_a_job_kept_past_its_retention_is_expired(gw, stack_settings):
+    import pytest
+
+    from services.client import GatewayClient
+    from services.contracts.errors import JobExpired
+
+    job_id = await gw.submit(
+        gw.build_request("demo-openai", [{"role": "user", "content": "soon gone"}], stream=False)
+    )
+    await gw.wait_job(job_id, timeout_s=30)
+    async with GatewayClient(
+        stack_settings.bootstrap_servers, "demo", topic_prefix=stack_settings.topic_prefix
+    ) as short:
+        short.job_retention_s = 0.001  # as if jobs.retention_s had passed since it finished
+        with pytest.raises(JobExpired, match=job_id):
+            await short.get_job(job_id)
+        with pytest.raises(JobExpired):
+            await short.wait_job(job_id, timeout_s=5)
+    assert (await gw.get_job(job_id)).status == "completed"  # within the default retention: kept
