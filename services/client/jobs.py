@@ -4,7 +4,8 @@ id; ``get_job``, ``wait_job``, ``cancel_job`` and ``jobs`` read and steer it.
 Reads come from a ``JobsView`` of ``llm.jobs`` this client starts on its first read (it reads the
 compacted topic whole, then follows it). A client reads only its own tenant's jobs: another
 tenant's id is ``job_not_found``; a job finished longer ago than ``job_retention_s`` (the
-gateway's ``jobs.retention``, 24 h) is ``job_expired``.
+gateway's ``jobs.retention``, 24 h) is ``job_expired``. A result too large to ride in its record
+(``result_ref``) is read back from FileStorage: ``get_job`` and ``wait_job`` answer it whole.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ from __future__ import annotations
 import asyncio
 
 from services.contracts.events import TERMINAL_JOB_STATES, CancelRequested, JobUpdated, RequestBase
+from services.runtime.job_results import with_result
 from services.runtime.jobs import DEFAULT_RETENTION_S, JobsView, job_key, job_state
 from services.runtime.kafka import Publisher
+from services.runtime.media.storage import FileStorage
 from services.runtime.topics import Topics
+
+from .media import ref_bytes
 
 
 class JobOperations:
     tenant_id: str
     timeout_s: float
     topics: Topics
+    storage: FileStorage | None
     _publisher: Publisher
     _bootstrap: str
     job_retention_s: float = DEFAULT_RETENTION_S
@@ -54,6 +60,18 @@ class JobOperations:
                     self._jobs_view = view
         return self._jobs_view
 
+    async def _full(self, job: JobUpdated) -> JobUpdated:
+        """``job`` with its result inline: one stored in FileStorage (``result_ref``, a large
+        result) is read back, by key with this client's ``storage``, else by its presigned URL."""
+        ref = job.result_ref
+        if job.result is not None or ref is None:
+            return job
+        if ref.key and self.storage is not None:
+            body = await self.storage.get(ref.key)
+        else:
+            body = await ref_bytes(ref, storage=None, timeout_s=self.timeout_s)
+        return with_result(job, body)
+
     async def get_job(self, job_id: str) -> JobUpdated:
         """The job's state now (what ``llm.jobs`` held when asked: a read of one's own writes)."""
         return await self.job(self.tenant_id, job_id)
@@ -62,12 +80,13 @@ class JobOperations:
         """``get_job`` for ``tenant_id`` (the edge asks for its callers' tenants)."""
         view = await self._view()
         await view.caught_up()
-        return view.get(tenant_id, job_id)
+        return await self._full(view.get(tenant_id, job_id))
 
     async def wait_job(self, job_id: str, timeout_s: float | None = None) -> JobUpdated:
         """The job once it has ended (``completed``, ``failed`` or ``cancelled``)."""
         view = await self._view()
-        return await view.wait(self.tenant_id, job_id, self.timeout_s if timeout_s is None else timeout_s)
+        done = await view.wait(self.tenant_id, job_id, self.timeout_s if timeout_s is None else timeout_s)
+        return await self._full(done)
 
     async def cancel_job(self, job_id: str) -> JobUpdated:
         """Stop the job (``llm.control``): a pending one never runs, a running one's provider call

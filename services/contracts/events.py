@@ -802,6 +802,10 @@ class JobUpdated(Envelope):
     result: ResultProduced | None = Field(
         default=None, description="The job's answer, when completed (its media by reference)"
     )
+    result_ref: MediaRef | None = Field(
+        default=None,
+        description="Where the answer is instead (JSON in FileStorage), when larger than the inline limit",
+    )
     provider_job: dict[str, Any] | None = Field(
         default=None,
         description="The provider-side job (id, where to poll), once submitted: resumed, never resubmitted",

@@ -147,6 +147,8 @@ class EdgeApp:
                 await storage.start()
                 self._storage = storage
             client = EdgeClient(self.settings.runtime)
+            client.storage = self._storage  # a job's large result is read back by key
+            client.job_retention_s = self.edge.config.jobs.retention_s  # past it: job_expired (410)
             await client.start()
             self._pipeline = client
             self.rejections.audit = self.rejections.audit or client.audit

@@ -22,6 +22,9 @@ Emulator-only routes (under ``/_emulator/``, a prefix no provider uses):
     ``speech`` and ``transcriptions``.
 ``DELETE /_emulator/calls[?kind=embeddings|chat]``
     Forget the recorded calls; answers ``{"deleted": N}``.
+``GET /_emulator/videos/{id}``
+    The polls a video job received: ``{"id", "polls": N, "at": [clock times]}`` (see
+    :mod:`.videos_api`).
 """
 
 from __future__ import annotations

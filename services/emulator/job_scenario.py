@@ -15,6 +15,11 @@ Video keys (``POST /v1/videos``, see :mod:`.videos_api`):
                      (default: it does not fail)
 ``video_expire_s``   seconds the finished video stays downloadable (float, default 3600); after
                      that ``/content`` answers 404 (``expires_at`` says when)
+``video_retry_after_s``  every poll (``GET /v1/videos/{id}``) carries ``Retry-After`` with this
+                     many seconds (float; an integer is sent without a fraction)
+``video_retry_after_date``  1 = that ``Retry-After`` is an HTTP date (whole seconds, rounded up)
+``video_poll_busy``  the first N polls of the job answer 429 (``rate_limit_exceeded``), with
+                     the ``Retry-After`` of ``video_retry_after_s`` when set (integer, default 0)
 
 Batch keys (OpenAI ``/v1/batches``, Anthropic ``/v1/messages/batches``; see :mod:`.batch_clock`).
 A batch takes them from its first request's model name, then from the ``x-emulator-scenario``
@@ -52,6 +57,9 @@ class JobScenario:
     video_queue_ms: float = 100.0
     video_fail_at: int | None = None
     video_expire_s: float = 3600.0
+    video_retry_after_s: float | None = None
+    video_retry_after_date: bool = False
+    video_poll_busy: int = 0
     batch_items_per_s: float = 100.0
     batch_validating_ms: float = 100.0
     batch_finalizing_ms: float = 100.0
@@ -85,6 +93,13 @@ def _integer(key: str, raw: str) -> int:
         raise ScenarioError(f"emulator scenario key '{key}' needs an integer, got {raw!r}") from None
 
 
+def _count(key: str, raw: str) -> int:
+    value = _integer(key, raw)
+    if value < 0:
+        raise ScenarioError(f"emulator scenario key '{key}' must be >= 0, got {raw!r}")
+    return value
+
+
 def _percent(key: str, raw: str) -> int:
     value = _integer(key, raw)
     if not 0 <= value <= 100:
@@ -106,6 +121,9 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "video_queue_ms": _number,
     "video_fail_at": _percent,
     "video_expire_s": _number,
+    "video_retry_after_s": _number,
+    "video_retry_after_date": _flag,
+    "video_poll_busy": _count,
     "batch_items_per_s": _rate,
     "batch_validating_ms": _number,
     "batch_finalizing_ms": _number,

@@ -27,7 +27,10 @@ Scenario: the model name / ``x-emulator-scenario`` header / ``emulator_scenario`
 the video keys of :mod:`.job_scenario` and the per-request keys of :mod:`.scenario`, which
 apply to the create call itself (``status``, ``fail_first``, ``hang``, ``ttfb_ms``,
 ``retry_after_ms``; ``disconnect_after`` drops it). The response's ``model`` is the bare name.
-Each create is logged for ``GET /_emulator/calls`` as kind ``videos`` (inputs: the prompt).
+Each create is logged for ``GET /_emulator/calls`` as kind ``videos`` (inputs: the prompt);
+each poll of a job is counted, and ``GET /_emulator/videos/{id}`` answers ``{"id", "polls",
+"at"}`` (the app clock's time of every poll). ``video_retry_after_s`` puts ``Retry-After`` on
+the polls; ``video_poll_busy=N`` answers the first N polls 429.
 State is per app (``app.state.videos``, the last :data:`VIDEOS_KEPT` jobs). Errors are
 OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 """
@@ -37,7 +40,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
@@ -79,6 +83,8 @@ class VideoJob:
     started: float
     created_at: float
     remixed_from: str | None = None
+    #: clock times of this job's polls (``GET /v1/videos/{id}``), busy ones included
+    polls: list[float] = field(default_factory=list)
 
     @property
     def run_s(self) -> float:
@@ -228,11 +234,35 @@ async def create(request: Request) -> Response:
     return answered(entry, json_response(video.view(now)))
 
 
+def _hint(job: JobScenario) -> dict[str, str]:
+    """The ``Retry-After`` header of a poll, when the scenario asks for one."""
+    seconds = job.video_retry_after_s
+    if seconds is None:
+        return {}
+    if job.video_retry_after_date:
+        return {"retry-after": formatdate(time.time() + math.ceil(seconds), usegmt=True)}
+    return {"retry-after": str(int(seconds)) if seconds == int(seconds) else str(seconds)}
+
+
 async def retrieve(request: Request) -> Response:
+    """``GET /v1/videos/{id}``: the job now (a poll: counted, see ``/_emulator/videos/{id}``)."""
     video = _jobs(request).get(request.path_params["video_id"])
     if video is None:
         return _not_found(request.path_params["video_id"])
-    return json_response(video.view(clock(request)))
+    now = clock(request)
+    video.polls.append(now)
+    headers = _hint(video.job)
+    if len(video.polls) <= video.job.video_poll_busy:
+        return error(429, "Too many polls of this video (scenario video_poll_busy).", headers=headers)
+    return json_response(video.view(now), headers=headers or None)
+
+
+async def polls(request: Request) -> Response:
+    """``GET /_emulator/videos/{id}``: ``{"id", "polls": n, "at": [clock times]}`` of its polls."""
+    video = _jobs(request).get(request.path_params["video_id"])
+    if video is None:
+        return _not_found(request.path_params["video_id"])
+    return json_response({"id": video.id, "polls": len(video.polls), "at": video.polls})
 
 
 async def content(request: Request) -> Response:
@@ -314,4 +344,5 @@ def routes() -> list[Route]:
         Route("/v1/videos/{video_id}", delete, methods=["DELETE"]),
         Route("/v1/videos/{video_id}/content", content, methods=["GET"]),
         Route("/v1/videos/{video_id}/remix", remix, methods=["POST"]),
+        Route("/_emulator/videos/{video_id}", polls, methods=["GET"]),
     ]

@@ -193,6 +193,7 @@ class Executor:
             audit=self._audit,
             request_log=self.request_log,
             media=self.media,
+            result_inline_max_bytes=self.config.jobs.result_inline_max_bytes,
         )
 
     async def start(self) -> None:

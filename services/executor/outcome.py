@@ -19,11 +19,13 @@ from services.contracts.events import (
     MEDIA_OUT_OPERATIONS,
     AuditAction,
     ExecutionPlanned,
+    JobUpdated,
     Latency,
     MediaProduced,
     ResultProduced,
     UsageRecorded,
 )
+from services.runtime.job_results import spill
 from services.runtime.jobs import PROVIDER_JOBS, job_key, outcome_state
 from services.runtime.kafka import Publisher
 from services.runtime.replies import result_target
@@ -117,7 +119,9 @@ class Outcomes:
         audit: Audit,
         request_log: RequestLog,
         media: MediaIO | None = None,
+        result_inline_max_bytes: int | None = None,
     ):
+        self.result_inline_max_bytes = result_inline_max_bytes  # jobs.*; None: media.inline_max_bytes
         self.publisher = publisher
         self.topics = topics
         self.audit = audit
@@ -152,7 +156,7 @@ class Outcomes:
         if not isinstance(answer, ResultProduced):  # media to store first: the media-store answers
             result_ack = await self.publisher.publish(self.topics.media_out.name, answer, key=req.request_id)
         elif req.job:  # a job: its final state (with the result) instead of an answer
-            state = outcome_state(req, answer, attempts.started_at)
+            state = await self._spilled(outcome_state(req, answer, attempts.started_at))
             result_ack = await self.publisher.publish(self.topics.jobs.name, state, key=job_key(state))
         else:
             result_ack = await self.publisher.publish(topic, answer, key=req.request_id, partition=partition)
@@ -170,6 +174,16 @@ class Outcomes:
             finished = self.topics.finished.name
             acks.append(await self.publisher.publish(finished, done, key=req.request_id, partition=source[0]))
         return acks
+
+    async def _spilled(self, state: JobUpdated) -> JobUpdated:
+        """The job's record, its result in FileStorage when above the inline limit (``job_results``)."""
+        if self.media is None or state.result is None:
+            return state
+        limit = self.result_inline_max_bytes
+        if limit is None:
+            limit = self.media.media.inline_max_bytes
+        storage = await self.media.storage()
+        return await spill(state, storage, limit, self.media.media.url_expiry_s)
 
     async def _answer(self, plan: ExecutionPlanned, result: ResultProduced) -> ResultProduced | MediaProduced:
         """The result, or for media answers the ``MediaProduced`` that takes it to the media-store

@@ -1,8 +1,10 @@
 """Running ``video.generate`` plans: an asynchronous provider behind any request.
 
 The call submits the video to the provider, records the provider's job id on ``llm.jobs``
-(``running``, ``provider_job``; acknowledged before polling starts), polls every
-``jobs.poll_interval_s`` (recording progress as it changes) until the provider says
+(``running``, ``provider_job``; acknowledged before polling starts), polls it on the
+provider's hints (``Retry-After``, 429 / 503 waited out; else ``jobs.poll_interval_s``, backing
+off to ``jobs.poll_max_interval_s`` while nothing changes: ``polling``), recording progress as
+it changes, until the provider says
 ``completed`` — then downloads the video at once (the provider's copy expires) — or
 ``failed`` (the request fails, no retry, no fallback: the provider judged the prompt), all
 within the request's deadline (``total_ms``; ``jobs.poll_deadline_s`` at most). A caller's
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from services.contracts.errors import ProviderError
 from services.contracts.events import ExecutionPlanned, Usage, VideoGenerateRequested, VideoOutput
@@ -29,7 +32,8 @@ from services.runtime.topics import Topics
 from .attempts import Final, Until
 from .handlers import Outcome, QuietCall, SecretLookup
 from .media_calls import media_ref
-from .providers.openai_video import DONE, FAILED, OpenAIVideoAdapter, VideoJob
+from .polling import PollSchedule
+from .providers.openai_video import BUSY_STATUSES, DONE, FAILED, OpenAIVideoAdapter, VideoJob
 from .providers.registry import adapter_for
 from .providers.transport import HttpTransport
 from .targets import Target
@@ -46,9 +50,11 @@ class VideoRunner:
         topics: Topics,
         jobs: JobsView,
         config: JobsConfig,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         self.http, self.secret, self.publisher, self.topics = http, secret, publisher, topics
         self.jobs, self.config = jobs, config
+        self.sleep = sleep  # between polls (tests record the waits)
 
     def start(self, plan: ExecutionPlanned) -> VideoCall:
         assert isinstance(plan.request, VideoGenerateRequested)
@@ -117,9 +123,20 @@ class VideoCall(QuietCall):
     async def _until_done(
         self, adapter: OpenAIVideoAdapter, http: HttpTransport, job_id: str, target: Target, key: str | None
     ) -> VideoJob:
+        """Poll until the provider's job ends, on the provider's hints (``polling.PollSchedule``):
+        a 429 / 503 answer is waited out and polled again, not an attempt's failure."""
+        schedule = PollSchedule.of(self._runner.config)
         seen: float | None = None
+        last: tuple[str, float | None] | None = None
         while True:
-            job = await adapter.poll(http, job_id, target, key)
+            try:
+                job = await adapter.poll(http, job_id, target, key)
+            except ProviderError as err:
+                if err.details.get("upstream_status") not in BUSY_STATUSES:
+                    raise
+                hint = err.details.get("retry_after_ms")
+                await self._runner.sleep(schedule.after(progressed=False, retry_after_s=_seconds(hint)))
+                continue
             if job.status == DONE:
                 return job
             if job.status == FAILED:  # the provider's verdict on this video: no other attempt
@@ -132,4 +149,10 @@ class VideoCall(QuietCall):
             if job.progress is not None and job.progress != seen:
                 seen = job.progress
                 await self._record(target, job)
-            await asyncio.sleep(self._runner.config.poll_interval_s)
+            now = (job.status, job.progress)
+            progressed, last = now != last, now
+            await self._runner.sleep(schedule.after(progressed=progressed, retry_after_s=job.retry_after_s))
+
+
+def _seconds(ms: object) -> float | None:
+    return float(ms) / 1000 if isinstance(ms, int | float) else None

@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 
 from services.contracts.errors import GatewayError
 
-from .providers.media_base import Downloads
+from .providers.media_base import Downloads, HeadedDownloads
 from .providers.transport import HttpTransport, StreamingReply
 
 #: The detail of a provider error that carries how long the provider asked to wait (ms).
@@ -58,6 +58,15 @@ class Watched:
         if not isinstance(self._http, Downloads):
             raise TypeError(f"{type(self._http).__name__} cannot download")
         return await self._http.get(url, headers, timeout_s)
+
+    async def get_reply(
+        self, url: str, headers: Mapping[str, str], timeout_s: float | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """``get`` with the response's headers (none when the transport underneath gives none)."""
+        if isinstance(self._http, HeadedDownloads):
+            return await self._http.get_reply(url, headers, timeout_s)
+        status, body = await self.get(url, headers, timeout_s)
+        return status, {}, body
 
     async def aclose(self) -> None:
         pass

@@ -36,6 +36,7 @@ from services.contracts.events import (
     utcnow,
 )
 from services.runtime.config import GatewayConfig, load_config
+from services.runtime.job_results import spill
 from services.runtime.jobs import PROVIDER_JOBS, job_key, job_state
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.media.fetch import SafeFetcher
@@ -146,6 +147,13 @@ class MediaStore:
                 finished_at=utcnow(),
                 result=result,
             )
+            jobs, media = self.config.jobs, self.config.media
+            limit = (
+                media.inline_max_bytes
+                if jobs.result_inline_max_bytes is None
+                else jobs.result_inline_max_bytes
+            )
+            state = await spill(state, self.storage, limit, media.url_expiry_s)
             await (await self.publisher.publish(self.topics.jobs.name, state, key=job_key(state)))
             if produced.job:
                 return

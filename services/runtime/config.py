@@ -353,6 +353,26 @@ class JobsConfig(Strict):
     poll_deadline_s: float = Field(
         default=3600.0, gt=0, description="How long a provider's job may take before the request fails"
     )
+    poll_max_interval_s: float = Field(
+        default=30.0, gt=0, le=3600, description="The longest wait between polls while nothing changes"
+    )
+    poll_backoff: float = Field(
+        default=1.5,
+        ge=1,
+        le=10,
+        description="Each poll without progress waits this much longer than the last",
+    )
+    result_inline_max_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Above it a job's result is stored in S3 and its record names it (default: media.inline_max_bytes)",
+    )
+
+    @model_validator(mode="after")
+    def _cap_above_interval(self) -> JobsConfig:
+        if self.poll_max_interval_s < self.poll_interval_s:
+            raise ValueError("poll_max_interval_s must be at least poll_interval_s")
+        return self
 
 
 class TypesConfig(Strict):

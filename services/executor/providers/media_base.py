@@ -130,6 +130,17 @@ class Downloads(Protocol):
 
 
 @runtime_checkable
+class HeadedDownloads(Protocol):
+    """A transport whose GET also answers the response's headers (a poll reads ``Retry-After``)."""
+
+    async def get_reply(
+        self, url: str, headers: Mapping[str, str], timeout_s: float | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """``(status, headers, whole body)``; redirects are not followed."""
+        ...
+
+
+@runtime_checkable
 class ChunkedReply(Protocol):
     """A streamed reply whose body can be read as raw byte chunks (binary streams: audio)."""
 

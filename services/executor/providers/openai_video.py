@@ -8,7 +8,7 @@ Pure mapping plus three I/O calls; no aiohttp error escapes (``map_http_errors``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -17,9 +17,10 @@ from services.contracts.errors import ProviderError
 from services.contracts.events import VideoGenerateRequested
 
 from ..targets import Target
+from ..watch import retry_after_ms
 from ._http import bearer, error_message, headers, is_success, malformed
 from .base import map_http_errors, upstream_error
-from .media_base import Downloads
+from .media_base import Downloads, HeadedDownloads
 from .transport import HttpTransport
 
 #: The provider's states, as the gateway names them.
@@ -37,6 +38,12 @@ class VideoJob:
     seconds: str | None = None
     size: str | None = None
     model: str | None = None
+    #: how long the provider asked to wait before the next poll (its ``Retry-After``), if it did
+    retry_after_s: float | None = None
+
+
+#: Poll answers that mean "not now" (the job goes on): waited out, then polled again.
+BUSY_STATUSES = frozenset({429, 503})
 
 
 def to_wire(req: VideoGenerateRequested, deployment: Target) -> dict[str, Any]:
@@ -100,8 +107,21 @@ class OpenAIVideoAdapter:
     async def poll(
         self, http: HttpTransport, job_id: str, deployment: Target, api_key: str | None
     ) -> VideoJob:
-        raw = await self._get(http, self._url(deployment, f"videos/{job_id}"), deployment, api_key)
-        return job_from(deployment.provider, raw)
+        """The job now, with the provider's ``Retry-After`` hint. A 429 / 503 answer is a
+        ``ProviderError`` whose details carry ``upstream_status`` and ``retry_after_ms``."""
+        url = self._url(deployment, f"videos/{job_id}")
+        if not isinstance(http, HeadedDownloads):
+            return job_from(deployment.provider, await self._get(http, url, deployment, api_key))
+        with map_http_errors(deployment.provider):
+            status, hdrs, raw = await http.get_reply(url, bearer(api_key), None)
+        wait_ms = retry_after_ms(hdrs)
+        if not is_success(status):
+            err = upstream_error(deployment.provider, status, error_message(raw))
+            if wait_ms is not None:
+                err.details["retry_after_ms"] = wait_ms
+            raise err
+        job = job_from(deployment.provider, raw)
+        return replace(job, retry_after_s=None if wait_ms is None else wait_ms / 1000)
 
     async def download(
         self, http: HttpTransport, job_id: str, deployment: Target, api_key: str | None

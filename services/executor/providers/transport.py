@@ -208,6 +208,15 @@ class AiohttpTransport:
         ) as response:
             return response.status, await response.read()
 
+    async def get_reply(
+        self, url: str, headers: Mapping[str, str], timeout_s: float | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """``get`` with the response's headers (``media_base.HeadedDownloads``)."""
+        async with self._client().get(
+            url, headers=headers, timeout=self._timeout_arg(timeout_s), allow_redirects=False
+        ) as response:
+            return response.status, response.headers.copy(), await response.read()
+
     async def aclose(self) -> None:
         self._closed = True
         if self._session is not None:

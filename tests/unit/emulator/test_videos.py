@@ -116,7 +116,16 @@ def test_split_takes_job_keys_out_of_model_and_header():
 
 @pytest.mark.parametrize(
     "spec",
-    ["video_ms=-1", "video_ms=x", "video_fail_at=101", "batch_items_per_s=0", "video_typo=1", "batch_x=2"],
+    [
+        "video_ms=-1",
+        "video_ms=x",
+        "video_fail_at=101",
+        "batch_items_per_s=0",
+        "video_typo=1",
+        "batch_x=2",
+        "video_poll_busy=-1",
+        "video_retry_after_s=x",
+    ],
 )
 def test_bad_job_values_are_errors_naming_the_key(spec):
     with pytest.raises(ScenarioError, match=spec.split("=")[0]):
@@ -240,6 +249,30 @@ async def test_job_goes_queued_in_progress_completed_then_expires():
         gone = await client.get(f"{url}/content")
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "video_expired"
         assert (await client.get(url)).json()["status"] == "completed"  # the job itself stays
+
+
+async def test_polls_are_counted_and_carry_the_scenarios_retry_after():
+    app, clock = clocked_app()
+    async with asgi_client(app) as client:
+        model = "sora-emu@video_ms=1000,video_retry_after_s=2,video_poll_busy=2"
+        video = (await client.post("/v1/videos", json={"model": model, "prompt": "hinted"})).json()
+        url = f"/v1/videos/{video['id']}"
+        first, second = await client.get(url), await client.get(url)
+        assert [first.status_code, second.status_code] == [429, 429]
+        assert first.headers["retry-after"] == "2" and first.json()["error"]["code"] == "rate_limit_exceeded"
+        clock.advance(0.5)
+        third = await client.get(url)
+        assert third.status_code == 200 and third.headers["retry-after"] == "2"
+        assert third.json()["status"] == "in_progress"
+        counted = (await client.get(f"/_emulator/videos/{video['id']}")).json()
+        assert counted == {"id": video["id"], "polls": 3, "at": [1000.0, 1000.0, 1000.5]}
+        dated = "sora-emu@video_retry_after_s=1.5,video_retry_after_date=1"
+        other = (await client.post("/v1/videos", json={"model": dated, "prompt": "dated"})).json()
+        hint = (await client.get(f"/v1/videos/{other['id']}")).headers["retry-after"]
+        assert hint.endswith(" GMT")  # an HTTP date, 2 s ahead (whole seconds)
+        plain = (await client.post("/v1/videos", json={"model": "sora-emu", "prompt": "plain"})).json()
+        assert "retry-after" not in (await client.get(f"/v1/videos/{plain['id']}")).headers
+        assert (await client.get("/_emulator/videos/video_nope")).status_code == 404
 
 
 async def test_failure_scenario_stops_at_the_given_progress():
