@@ -255,22 +255,10 @@ class Recorder:
         """A span, child of the span in ``context`` (default: the current one). Not sampled: a
         non-recording span that still carries the trace on."""
         p = trace.get_current_span(context).get_span_context()
-        parent = p if p.is_valid else None
-        trace_id = parent.trace_id if parent is not None else (_bits(128) or 1)
-        sampled = self.sample(parent, trace_id)
-        ctx = SpanContext(
-            trace_id,
-            _bits(64) or 1,
-            False,
-            _SAMPLED if sampled else _NOT_SAMPLED,
-            parent.trace_state if parent is not None else None,
-        )
-        if not sampled:
-            return NonRecordingSpan(ctx)
         attrs = {
             k: tuple(v) if isinstance(v, list) else v for k, v in (attributes or {}).items() if v is not None
         }
-        return LiteSpan(self.ended, name, ctx, parent, kind, attrs, self.resource)
+        return self.child(name, p if p.is_valid else None, kind, attrs)
 
     def child(
         self, name: str, parent: SpanContext | None, kind: SpanKind, attributes: dict[str, Any]
