@@ -869,6 +869,33 @@ class BreakerChanged(Model):
         return f"{self.alias}/{self.provider}/{self.model}"
 
 
+class RealtimeFrame(Envelope):
+    """One frame of a Realtime session (the OpenAI Realtime protocol over WebSocket), between the
+    caller (edge or SDK) and the executor holding the provider's WebSocket. ``request_id`` is the
+    session id and the key: a session's frames stay in order on one partition. Topic
+    ``llm.realtime.in`` (caller -> executor) or ``llm.realtime.out`` (executor -> caller, on the
+    partition the ``open`` frame's ``reply_to`` names).
+
+    ``kind``: ``open`` (first frame: ``model`` alias, ``dialect``, ``reply_to``), ``event`` (one
+    client or server event in ``data``, its JSON text unchanged), ``alive`` (the executor still
+    holds the session; sent every second, so a caller knows when it died), ``close`` (either
+    side ends the session; from the executor with ``close_code`` and ``reason``). Frames stay
+    below the inline limit: a client event is at most the edge's frame limit (1 MiB, well under
+    the topics' 8 MiB), and audio travels as the protocol's own small base64 deltas."""
+
+    type: Literal["llm.realtime.v1"] = "llm.realtime.v1"
+    kind: Literal["open", "event", "alive", "close"]
+    seq: int = Field(default=0, ge=0, description="Per session and direction, from 0")
+    data: str | None = Field(default=None, description="event: one Realtime event as JSON text")
+    model: str | None = Field(default=None, description="open: the model alias")
+    dialect: Literal["ga", "beta"] = "ga"
+    reply_to: ReplyTo | None = Field(default=None, description="open: where the session's frames go")
+    api_key: str | None = Field(default=None, description="open: the name of the caller's API key")
+    client_id: str | None = None
+    close_code: int | None = Field(default=None, description="close from the executor: WebSocket code")
+    reason: str | None = None
+
+
 AnyEvent = Annotated[
     AnyRequest
     | ExecutionPlanned
@@ -906,4 +933,5 @@ EVENT_SCHEMAS: dict[str, Any] = {
     "llm.request.v1": AnyRequest,
     "llm.ledger.v1": LedgerSnapshot,
     "llm.breaker.v1": BreakerChanged,
+    "llm.realtime.v1": RealtimeFrame,
 }

@@ -63,6 +63,7 @@ from .images import ImagesRunner
 from .media import MediaIO
 from .outcome import Outcomes
 from .providers.transport import AiohttpTransport, HttpTransport
+from .realtime import RealtimeSessions
 from .settings import ExecutorSettings
 from .speech import SpeechRunner
 from .targets import Target, Targets
@@ -195,6 +196,16 @@ class Executor:
             media=self.media,
         )
 
+        self.realtime = RealtimeSessions(
+            settings,
+            topics,
+            self.config,
+            self.targets,
+            self.publisher,
+            max_session_s=self.config.defaults.realtime_max_session_s,
+            idle_s=self.config.defaults.realtime_idle_s,
+        )
+
     async def start(self) -> None:
         await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
         await self.publisher.start()
@@ -202,8 +213,10 @@ class Executor:
         await self.breakers.start()  # every circuit's state, read back before a plan is served
         await self.jobs.start()  # every job's provider-side work, read back before a plan is served
         await self.consumer.start()
+        await self.realtime.start()
 
     async def aclose(self) -> None:
+        await self.realtime.aclose()
         await self.consumer.aclose()
         await self.finished.aclose()
         await self.control.aclose()
