@@ -31,6 +31,7 @@ from services.contracts.events import (
     ModelFilter,
     ModelInfo,
     ModelsListRequested,
+    RealtimeTurnRequested,
     ReplyTo,
     RequestBase,
     ResultProduced,
@@ -206,7 +207,31 @@ class GatewayClient(MediaOperations, JobOperations):
         kw.setdefault("tenant_id", self.tenant_id)
         kw.setdefault("user_id", self.user_id)
         kw.setdefault("client_id", self.client_id)
-        return self._realtime.session(model, **kw)
+        tenant_id, user_id, api_key, client_id = (
+            kw["tenant_id"],
+            kw["user_id"],
+            kw.get("api_key"),
+            kw["client_id"],
+        )
+
+        async def admit(session_id: str, turn: int) -> None:
+            req = RealtimeTurnRequested(
+                **self._common(
+                    {
+                        "request_id": f"{session_id}/{turn}",
+                        "tenant_id": tenant_id,
+                        "user_id": user_id,
+                        "api_key": api_key,
+                        "client_id": client_id,
+                    }
+                ),
+                model=model,
+                session_id=session_id,
+                turn=turn,
+            )
+            await self.result(req, self.timeout_s)
+
+        return self._realtime.session(model, admit=admit, **kw)
 
     # --- requests ------------------------------------------------------------------------
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import orjson
 from aiokafka.structs import ConsumerRecord
 
+from services.contracts.errors import GatewayError
 from services.contracts.events import RealtimeFrame, ReplyTo, new_id
 from services.runtime.kafka import Publisher
 from services.runtime.tail import Tail
@@ -27,6 +28,12 @@ from services.runtime.topics import Topics
 SILENCE_S = 5.0
 #: WebSocket close code of a session the gateway ended because of an error (RFC 6455 1011).
 INTERNAL_ERROR = 1011
+#: ... and of one it ended by policy: its budget or rate limit (RFC 6455 1008).
+POLICY = 1008
+
+#: Admits one turn of a session (``session id``, ``turn``): returns, or raises the
+#: ``GatewayError`` (``budget_exceeded``, ``rate_limited``, ...) that refuses it.
+Admit = Callable[[str, int], Awaitable[None]]
 
 
 class SessionClosed(Exception):
@@ -38,15 +45,26 @@ class SessionClosed(Exception):
         self.reason = reason
 
 
-def lost_event(session_id: str, message: str) -> str:
-    """The ``error`` server event of a session the gateway lost."""
+def _is_response_done(data: str) -> bool:
+    """Whether a server event is ``response.done`` (its type is near the start: ``event_id`` and
+    ``type`` lead every server event), read without decoding audio deltas."""
+    return '"response.done"' in data[:200] and orjson.loads(data).get("type") == "response.done"
+
+
+def error_event(code: str, message: str, kind: str = "server_error") -> str:
+    """An ``error`` server event of the gateway's own."""
     return orjson.dumps(
         {
             "type": "error",
             "event_id": f"event_{new_id()[:20]}",
-            "error": {"type": "server_error", "code": "session_lost", "message": message, "event_id": None},
+            "error": {"type": kind, "code": code, "message": message, "event_id": None},
         }
     ).decode()
+
+
+def lost_event(session_id: str, message: str) -> str:
+    """The ``error`` server event of a session the gateway lost."""
+    return error_event("session_lost", message)
 
 
 class RealtimeSession:
@@ -59,6 +77,7 @@ class RealtimeSession:
         hub: RealtimeHub,
         frame: RealtimeFrame,
         silence_s: float,
+        admit: Admit | None = None,
     ):
         self.session_id = frame.request_id
         self._hub = hub
@@ -71,6 +90,9 @@ class RealtimeSession:
         self._closed = False
         #: The caller ended the session (``caller_close``): nothing is sent to it any more.
         self.caller_closed = False
+        self._admit = admit
+        self.turn = 0  # the turn admitted last (the next response.done is its usage)
+        self._renewal: asyncio.Task[None] | None = None
 
     async def _publish(self, kind: Literal["open", "event", "close"], data: str | None = None) -> None:
         f = self._open
@@ -110,6 +132,9 @@ class RealtimeSession:
                 return
             if frame.kind == "event" and frame.data is not None:
                 yield frame.data
+                if self._admit is not None and _is_response_done(frame.data):
+                    self.turn += 1
+                    self._renewal = asyncio.create_task(self._renew(self.turn))
             elif frame.kind == "close" and not self.caller_closed:
                 self._ended(frame.close_code or 1000, frame.reason or "")
                 return
@@ -124,6 +149,33 @@ class RealtimeSession:
     def _ended(self, code: int, reason: str) -> None:
         self._closed = True
         self.close_code, self.close_reason = code, reason
+
+    async def _renew(self, turn: int) -> None:
+        """The next turn's lease; refused (budget spent, rate limited): the gateway ends the session
+        (the executor sends the ``error`` event, the usage summary and the close, 1008)."""
+        assert self._admit is not None
+        try:
+            await self._admit(self.session_id, turn)
+        except GatewayError as err:
+            await self.end_by_policy(err.code, err.message)
+        except Exception as exc:  # the admission could not be asked: the session cannot go on unpaid
+            await self.end_by_policy("internal_error", f"the next turn could not be admitted: {exc}")
+
+    async def end_by_policy(self, code: str, message: str) -> None:
+        """Ask the executor to end the session with an ``error`` event (``code``) and close 1008."""
+        f = self._open
+        frame = RealtimeFrame(
+            request_id=f.request_id,
+            tenant_id=f.tenant_id,
+            user_id=f.user_id,
+            kind="close",
+            seq=self._seq,
+            data=error_event(code, message, "invalid_request_error"),
+            close_code=POLICY,
+            reason=message[:120],
+        )
+        self._seq += 1
+        await (await self._hub.publisher.publish(self._hub.topics.realtime_in.name, frame, key=f.request_id))
 
     async def caller_close(self) -> None:
         """The caller went away: tell the executor, and end iteration."""
@@ -149,6 +201,8 @@ class RealtimeSession:
     async def aclose(self) -> None:
         """Tell the executor the session is over (it closes the provider's WebSocket)."""
         self._hub.sessions.pop(self.session_id, None)
+        if self._renewal is not None:
+            self._renewal.cancel()
         if not self._closed:
             self._closed = True
             with contextlib.suppress(Exception):
@@ -195,7 +249,11 @@ class RealtimeHub:
         api_key: str | None = None,
         client_id: str | None = None,
         silence_s: float = SILENCE_S,
+        admit: Admit | None = None,
     ) -> AsyncIterator[RealtimeSession]:
+        """``admit`` (the router's admission of each turn): the first turn is admitted before the
+        session opens (a refusal raises its ``GatewayError``), each next one after the turn
+        before it is done."""
         await self.ensure_started()
         frame = RealtimeFrame(
             request_id=new_id(),
@@ -208,7 +266,9 @@ class RealtimeHub:
             api_key=api_key,
             client_id=client_id,
         )
-        session = RealtimeSession(self, frame, silence_s)
+        if admit is not None:
+            await admit(frame.request_id, 0)
+        session = RealtimeSession(self, frame, silence_s, admit)
         self.sessions[frame.request_id] = session
         try:
             await session._publish("open")

@@ -287,6 +287,18 @@ class ModelsListRequested(RequestBase):
     filter: ModelFilter = Field(default_factory=ModelFilter)
 
 
+class RealtimeTurnRequested(ModelRequest):
+    """A Realtime session asks for one turn's admission (answered by the router, never executed):
+    the tenant's rate limits count it and its budget reserves the turn's worst case (the model's
+    ``max_output_tokens``), settled by the turn's usage (same ``request_id``,
+    ``<session id>/<turn>``). The caller asks at the session's open (turn 0) and after each
+    turn's ``response.done`` for the next: a lease renewed while the session lives."""
+
+    operation: Literal["realtime.turn"] = "realtime.turn"
+    session_id: str = Field(min_length=1)
+    turn: int = Field(ge=0)
+
+
 def _operation(value: Any) -> str:
     """A request's operation; a request that names none is a chat request (the v1 shape
     from before other operations existed)."""
@@ -304,6 +316,7 @@ AnyRequest = Annotated[
     | Annotated[SpeechRequested, Tag("audio.speech")]
     | Annotated[TranscribeRequested, Tag("audio.transcribe")]
     | Annotated[VideoGenerateRequested, Tag("video.generate")]
+    | Annotated[RealtimeTurnRequested, Tag("realtime.turn")]
     | Annotated[ModelsListRequested, Tag("models.list")],
     Discriminator(_operation),
 ]
@@ -314,7 +327,8 @@ ExecutableRequest = Annotated[
     | Annotated[ImageGenerateRequested, Tag("image.generate")]
     | Annotated[SpeechRequested, Tag("audio.speech")]
     | Annotated[TranscribeRequested, Tag("audio.transcribe")]
-    | Annotated[VideoGenerateRequested, Tag("video.generate")],
+    | Annotated[VideoGenerateRequested, Tag("video.generate")]
+    | Annotated[RealtimeTurnRequested, Tag("realtime.turn")],
     Discriminator(_operation),
 ]
 #: Every operation a request may name.
@@ -325,6 +339,7 @@ OPERATIONS: tuple[str, ...] = (
     "audio.speech",
     "audio.transcribe",
     "video.generate",
+    "realtime.turn",
     "models.list",
 )
 #: Chat content part types that carry media (the media-store resolves them before execution).

@@ -21,7 +21,7 @@ import contextlib
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
-from services.client.realtime import RealtimeSession
+from services.client.realtime import POLICY, RealtimeSession, error_event
 from services.contracts.errors import GatewayError
 
 from .asgi import Receive, Scope, Send
@@ -62,33 +62,44 @@ async def serve_realtime(edge: Edge, scope: Scope, receive: Receive, send: Send)
     accept: dict[str, Any] = {"type": "websocket.accept"}
     if "realtime" in protocols:
         accept["subprotocol"] = "realtime"
-    async with gw.realtime(
-        model,
-        tenant_id=caller.tenant_id,
-        user_id=caller.user_id,
-        api_key=caller.key,
-        dialect=_dialect(scope, protocols),
-    ) as session:
+    try:
+        async with gw.realtime(
+            model,
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            api_key=caller.key,
+            dialect=_dialect(scope, protocols),
+        ) as session:
+            await send(accept)
+            await _relay(session, receive, send)
+    except GatewayError as err:  # the session was not admitted (model, rate limit, budget)
         await send(accept)
-        upstream = asyncio.create_task(_client_events(session, receive))
-        try:
-            async for data in session.raw():
-                await send({"type": "websocket.send", "text": data})
-        except OSError:  # the client went away mid-send
-            pass
-        finally:
-            upstream.cancel()
-            with contextlib.suppress(BaseException):
-                await upstream
-        if not session.caller_closed:
-            with contextlib.suppress(Exception):
-                await send(
-                    {
-                        "type": "websocket.close",
-                        "code": session.close_code or 1000,
-                        "reason": (session.close_reason or "")[:120],
-                    }
-                )
+        await send(
+            {"type": "websocket.send", "text": error_event(err.code, err.message, "invalid_request_error")}
+        )
+        await send({"type": "websocket.close", "code": POLICY, "reason": err.message[:120]})
+
+
+async def _relay(session: RealtimeSession, receive: Receive, send: Send) -> None:
+    upstream = asyncio.create_task(_client_events(session, receive))
+    try:
+        async for data in session.raw():
+            await send({"type": "websocket.send", "text": data})
+    except OSError:  # the client went away mid-send
+        pass
+    finally:
+        upstream.cancel()
+        with contextlib.suppress(BaseException):
+            await upstream
+    if not session.caller_closed:
+        with contextlib.suppress(Exception):
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": session.close_code or 1000,
+                    "reason": (session.close_reason or "")[:120],
+                }
+            )
 
 
 async def _client_events(session: RealtimeSession, receive: Receive) -> None:

@@ -259,6 +259,10 @@ class Session:
                     await self.emit("alive")
                     continue
                 frame = get.result()
+                if frame.kind == "close" and frame.close_code is not None:  # the gateway ends it
+                    if frame.data is not None:
+                        await self.emit("event", frame.data)
+                    return frame.close_code, frame.reason or "closed by the gateway", True
                 if frame.kind == "close":
                     return NORMAL, "session closed by the caller", False
                 if frame.kind == "event" and frame.data is not None:
@@ -284,10 +288,11 @@ class Session:
             return
         response = event.get("response") or {}
         usage = turn_usage(response.get("usage") or {})
+        turn = self.totals.turns
         price = turn_price(self.target, self.prices, response.get("model"))
         cost = cost_usd(usage, _Priced(price))
         self.totals.add(usage, cost)
-        rid = f"{self.id}/{response.get('id') or new_id()}"
+        rid = f"{self.id}/{turn}"  # the turn's admission id: this usage settles its reservation
         status = response.get("status")
         record = UsageRecorded(
             request_id=rid,
@@ -312,7 +317,9 @@ class Session:
         )
         h = self.holder
         await (await h.publisher.publish(h.topics.usage.name, record, key=record.tenant_id))
-        await h.audit(self, "completed", request_id=rid, reason=f"turn {status}")
+        await h.audit(
+            self, "completed", request_id=rid, reason=f"turn {turn} ({response.get('id')}) {status}"
+        )
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ OPERATION_CAPABILITY: dict[str, Capability] = {
     "audio.speech": "speech",
     "audio.transcribe": "transcription",
     "video.generate": "video_generation",
+    "realtime.turn": "realtime",
 }
 
 Routing = Literal["weighted", "cheapest", "fastest"]

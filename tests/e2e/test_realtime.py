@@ -72,12 +72,15 @@ async def append(conn: Any, pcm: bytes, chunk_ms: int = 100) -> None:
         await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[at : at + chunk_ms * MS]).decode())
 
 
-async def usage_of(tail: TopicTail, response_id: str) -> list[dict[str, Any]]:
-    def found(records: list[Any]) -> bool:
-        return any(f'/{response_id}"'.encode() in r.value for r in records)
+def realtime_usage(records: list[Any]) -> list[dict[str, Any]]:
+    docs = [json.loads(r.value) for r in records if b'"operation":"realtime"' in r.value]
+    return [d for d in docs if d["alias"] == "demo-realtime"]
 
-    await tail.until(found)
-    return [json.loads(r.value) for r in tail.records if f'/{response_id}"'.encode() in r.value]
+
+async def usage_of(tail: TopicTail) -> list[dict[str, Any]]:
+    """The realtime usage records read since the tail started (this test's session only)."""
+    await tail.until(lambda records: bool(realtime_usage(records)))
+    return realtime_usage(tail.records)
 
 
 async def test_ga_voice_turn_through_the_edge(edge_url, stack_settings):
@@ -107,9 +110,10 @@ async def test_ga_voice_turn_through_the_edge(edge_url, stack_settings):
         done = events[-1]
         assert isinstance(done, ga.ResponseDoneEvent) and done.response.status == "completed"
         usage = done.response.usage
-        records = await usage_of(tail, done.response.id)
+        records = await usage_of(tail)
     assert len(records) == 1
     u = records[0]
+    assert u["request_id"].endswith("/0")  # the session's first turn: its admission settled by it
     assert (u["operation"], u["alias"], u["status"]) == ("realtime", "demo-realtime", "ok")
     assert (u["prompt_tokens"], u["completion_tokens"], u["cached_tokens"]) == (
         usage.input_tokens,
@@ -253,3 +257,32 @@ async def test_executor_killed_mid_session_ends_it_with_an_error(edge_url, stack
     assert "1011" in str(closed.value)
     for name in ("executor-0", "executor-1"):
         stack.restart(name)
+
+
+async def test_budget_exhaustion_closes_the_session(edge_url):
+    url = f"{edge_url.replace('http', 'ws', 1)}/v1/realtime?model=demo-realtime"
+    headers = {"Authorization": "Bearer sk-llmgw-realtime-budgeted"}
+    seen: list[dict[str, Any]] = []
+    async with ws_connect(url, additional_headers=headers) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"  # the first turn's lease fits
+        await ws.send(json.dumps({"type": "response.create"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(15):
+                while True:
+                    seen.append(json.loads(await ws.recv()))
+    kinds = [e["type"] for e in seen]
+    assert "response.done" in kinds  # the paid turn ran to its end
+    errors = [e for e in seen if e["type"] == "error"]
+    assert [e["error"]["code"] for e in errors] == ["budget_exceeded"]
+    summary = next(e for e in seen if e["type"] == "session.usage")["usage"]
+    done = next(e for e in seen if e["type"] == "response.done")["response"]["usage"]
+    assert (summary["turns"], summary["input_tokens"], summary["output_tokens"]) == (
+        1,
+        done["input_tokens"],
+        done["output_tokens"],
+    )
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    # and a new session of the tenant is refused at open
+    async with ws_connect(url, additional_headers=headers) as ws:
+        refused = json.loads(await ws.recv())
+        assert (refused["type"], refused["error"]["code"]) == ("error", "budget_exceeded")
