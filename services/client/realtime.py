@@ -109,7 +109,19 @@ class RealtimeSession:
             )
         )
         self._seq += 1
-        await (await self._hub.publisher.publish(self._hub.topics.realtime_in.name, frame, key=f.request_id))
+        fut = await self._hub.publisher.publish(self._hub.topics.realtime_in.name, frame, key=f.request_id)
+        if kind == "event":  # not waited for: the producer keeps a key's records in order
+            fut.add_done_callback(self._sent)
+        else:
+            await fut
+
+    def _sent(self, fut: asyncio.Future[object]) -> None:
+        """A client event the broker refused: the session cannot go on with a gap in its events."""
+        if not fut.cancelled() and fut.exception() is not None:
+            self.reject_locally("server_error", f"a client event could not be relayed: {fut.exception()}")
+            closing = self._local("close")
+            closing.close_code, closing.reason = INTERNAL_ERROR, "a client event could not be relayed"
+            self.queue.put_nowait(closing)
 
     async def send(self, event: dict[str, Any] | str) -> None:
         """One client event (a dict, or its JSON text, relayed unchanged)."""
