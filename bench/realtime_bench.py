@@ -99,7 +99,7 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
-async def run(label: str, url: str, headers: dict[str, str], sessions: int, frames: int) -> dict[str, float]:
+async def run(label: str, url: str, headers: dict[str, str], sessions: int, frames: int) -> dict[str, Any]:
     ARRIVALS[label] = []
     ERRORS.clear()
     back: list[float] = []
@@ -110,6 +110,10 @@ async def run(label: str, url: str, headers: dict[str, str], sessions: int, fram
         "up_p99": pct(up, 99),
         "down_p50": pct(back, 50),
         "down_p99": pct(back, 99),
+        "frames_up": len(up),
+        "frames_down": len(back),
+        "errors": len(ERRORS),
+        **({"first_error": ERRORS[0].get("error", {}).get("code")} if ERRORS else {}),
     }
 
 

@@ -196,6 +196,7 @@ class Session:
                 ws_url(self.target.base_url, self.target.upstream_model),
                 headers=headers,
                 heartbeat=None,
+                compress=0,  # audio deltas: base64 of PCM, little to gain for a deflate per frame
                 max_msg_size=16 * 1024 * 1024,
             ) as ws:
                 code, reason, summary_to_client = await self._relay(ws)
