@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError
 from services.contracts.events import RealtimeFrame, ReplyTo, new_id
-from services.runtime.kafka import Publisher
+from services.runtime.kafka import REALTIME_FETCH_WAIT_MS, Publisher
 from services.runtime.tail import Tail
 from services.runtime.topics import Topics
 
@@ -230,7 +230,12 @@ class RealtimeHub:
         self.sessions: dict[str, RealtimeSession] = {}
         self.reply_to = ReplyTo(topic=topics.realtime_out.name, partition=partition)
         self._tail = Tail(
-            bootstrap, topics.realtime_out.name, self._on_frame, partitions=[partition], client_id=client_id
+            bootstrap,
+            topics.realtime_out.name,
+            self._on_frame,
+            partitions=[partition],
+            client_id=client_id,
+            fetch_max_wait_ms=REALTIME_FETCH_WAIT_MS,
         )
         self._started = False
         self._lock = asyncio.Lock()

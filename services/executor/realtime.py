@@ -44,7 +44,7 @@ from services.contracts.events import (
     utcnow,
 )
 from services.runtime.config import GatewayConfig
-from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
+from services.runtime.kafka import REALTIME_FETCH_WAIT_MS, Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.pricing import cost_usd
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
@@ -362,6 +362,7 @@ class RealtimeSessions:
                 )
             },
             client_id=cid,
+            fetch_max_wait_ms=REALTIME_FETCH_WAIT_MS,
         )
 
     def http(self) -> aiohttp.ClientSession:
