@@ -238,25 +238,47 @@ async def test_twenty_concurrent_sessions(edge_url):
     assert transcripts == [completion_text(8)] * 20
 
 
-async def test_executor_killed_mid_session_ends_it_with_an_error(edge_url, stack):
-    async with realtime(edge_url, "demo-realtime-slow") as conn:
-        await until(conn, "session.created")
-        await conn.response.create()
-        await until(conn, "response.output_audio.delta")
-        for c in stack.load():
-            if c.name.startswith("executor-"):
-                os.kill(c.pid, signal.SIGKILL)
-        async with asyncio.timeout(20):
-            while True:
-                event = await conn.recv()
-                if event.type == "error":
-                    break
-        assert event.error.code == "session_lost"
-        with pytest.raises(Exception) as closed:  # then a clean close
-            await conn.recv()
-    assert "1011" in str(closed.value)
-    for name in ("executor-0", "executor-1"):
-        stack.restart(name)
+async def test_executor_killed_mid_session_ends_it_with_an_error(edge_url, stack, stack_settings):
+    usage_topic = f"{stack_settings.topic_prefix}llm.usage"
+    async with TopicTail(stack_settings.bootstrap_servers, usage_topic) as tail:
+        async with realtime(edge_url, "demo-realtime-slow") as conn:
+            await until(conn, "session.created")
+            await conn.response.create()  # turn 0: cancelled, so done (and billed) before the kill
+            await until(conn, "response.output_audio.delta")
+            await conn.response.cancel()
+            first = of(await until(conn, "response.done"), "response.done")[0]
+            assert first.response.status == "cancelled"
+            await conn.response.create()  # turn 1: under way when its executor dies
+            await until(conn, "response.output_audio.delta")
+            for c in stack.load():
+                if c.name.startswith("executor-"):
+                    os.kill(c.pid, signal.SIGKILL)
+            async with asyncio.timeout(20):
+                while True:
+                    event = await conn.recv()
+                    if event.type == "error":
+                        break
+            assert event.error.code == "session_lost"
+            with pytest.raises(Exception) as closed:  # then a clean close
+                await conn.recv()
+        assert "1011" in str(closed.value)
+        for name in ("executor-0", "executor-1"):
+            stack.restart(name)
+        # A turn of a later session after the restart: its usage follows anything the restarted
+        # executors could have written again about the killed session.
+        async with realtime(edge_url) as conn:
+            await until(conn, "session.created")
+            await conn.response.create()
+            await until(conn, "response.done", timeout=60)
+        await usage_of(tail)
+    slow = [json.loads(r.value) for r in tail.records if b'"alias":"demo-realtime-slow"' in r.value]
+    ids = [d["request_id"] for d in slow]
+    # the finished turn billed exactly once (its own request id); the killed turn never
+    assert len(ids) == 1, ids
+    assert ids[0].endswith("/0")
+    assert slow[0]["status"] == "cancelled"
+    assert slow[0]["prompt_tokens"] == first.response.usage.input_tokens
+    assert slow[0]["completion_tokens"] == first.response.usage.output_tokens
 
 
 async def test_budget_exhaustion_closes_the_session(edge_url):
