@@ -112,8 +112,10 @@ class Stack:
         for i in range(routers):
             comps.append(Component(f"router-{i}", [py, "-m", "services.router"], dict(env), health="ready"))
         for i in range(executors):
+            # the emulator's Realtime API wants a bearer key, as OpenAI's does (any key passes)
+            executor_env = {"EMULATOR_API_KEY": s.env.get("EMULATOR_API_KEY", "sk-emulator"), **env}
             comps.append(
-                Component(f"executor-{i}", [py, "-m", "services.executor"], dict(env), health="ready")
+                Component(f"executor-{i}", [py, "-m", "services.executor"], executor_env, health="ready")
             )
         comps.append(Component("media-store", [py, "-m", "services.media_store"], dict(env), health="ready"))
         for sink in ("usage-sink", "audit-sink"):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from services.contracts.events import (
     ModelFilter,
     ModelInfo,
     ModelsListRequested,
+    RealtimeTurnRequested,
     ReplyTo,
     RequestBase,
     ResultProduced,
@@ -46,6 +48,7 @@ from services.runtime.topics import Topics
 
 from .jobs import JobOperations
 from .media import INLINE_MAX_BYTES, MediaOperations
+from .realtime import RealtimeHub, RealtimeSession
 from .streams import StreamCheck
 
 if TYPE_CHECKING:
@@ -129,6 +132,7 @@ class GatewayClient(MediaOperations, JobOperations):
         self._waiting: dict[str, asyncio.Queue[Any]] = {}
         self._requests: dict[str, RequestBase] = {}
         self.reply_to: ReplyTo | None = None
+        self._realtime: RealtimeHub | None = None
 
     async def __aenter__(self) -> GatewayClient:
         await self.start()
@@ -158,9 +162,19 @@ class GatewayClient(MediaOperations, JobOperations):
         )
         await self._replies.start()  # from the end: replies to our first request come after this
         self.reply_to = ReplyTo(topic=topic, partition=partition)
+        rt = self.topics.realtime_out
+        self._realtime = RealtimeHub(
+            self._bootstrap,
+            self._publisher,
+            self.topics,
+            partition % rt.partitions,
+            f"client-{self.tenant_id}",
+        )
 
     async def aclose(self) -> None:
         await self.close_jobs()
+        if self._realtime is not None:
+            await self._realtime.aclose()
         if self._replies is not None:
             await self._replies.aclose()
         await self._publisher.aclose()
@@ -181,6 +195,43 @@ class GatewayClient(MediaOperations, JobOperations):
             q.put_nowait(_undecodable(rid, self.tenant_id, exc))
             why = validation_reason(exc) if isinstance(exc, pydantic.ValidationError) else repr(exc)
             raise Malformed(f"reply: {why}") from exc
+
+    def realtime(self, model: str, **kw: Any) -> AbstractAsyncContextManager[RealtimeSession]:
+        """``async with gw.realtime(model="demo-realtime") as session``: a Realtime session (the
+        OpenAI Realtime protocol's events) held by an executor. ``await session.send({...})`` sends
+        a client event; ``async for event in session`` yields server events (dicts) until it
+        closes. Keywords: ``dialect`` (``"ga"``, or ``"beta"`` for the beta event names),
+        ``tenant_id``, ``user_id``, ``api_key``, ``client_id``, ``silence_s``."""
+        if self._realtime is None:
+            raise GatewayError("the client is not started (use `async with GatewayClient(...)`)")
+        kw.setdefault("tenant_id", self.tenant_id)
+        kw.setdefault("user_id", self.user_id)
+        kw.setdefault("client_id", self.client_id)
+        tenant_id, user_id, api_key, client_id = (
+            kw["tenant_id"],
+            kw["user_id"],
+            kw.get("api_key"),
+            kw["client_id"],
+        )
+
+        async def admit(session_id: str, turn: int) -> None:
+            req = RealtimeTurnRequested(
+                **self._common(
+                    {
+                        "request_id": f"{session_id}/{turn}",
+                        "tenant_id": tenant_id,
+                        "user_id": user_id,
+                        "api_key": api_key,
+                        "client_id": client_id,
+                    }
+                ),
+                model=model,
+                session_id=session_id,
+                turn=turn,
+            )
+            await self.result(req, self.timeout_s)
+
+        return self._realtime.session(model, admit=admit, **kw)
 
     # --- requests ------------------------------------------------------------------------
 

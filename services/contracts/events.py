@@ -287,6 +287,18 @@ class ModelsListRequested(RequestBase):
     filter: ModelFilter = Field(default_factory=ModelFilter)
 
 
+class RealtimeTurnRequested(ModelRequest):
+    """A Realtime session asks for one turn's admission (answered by the router, never executed):
+    the tenant's rate limits count it and its budget reserves the turn's worst case (the model's
+    ``max_output_tokens``), settled by the turn's usage (same ``request_id``,
+    ``<session id>/<turn>``). The caller asks at the session's open (turn 0) and after each
+    turn's ``response.done`` for the next: a lease renewed while the session lives."""
+
+    operation: Literal["realtime.turn"] = "realtime.turn"
+    session_id: str = Field(min_length=1)
+    turn: int = Field(ge=0)
+
+
 def _operation(value: Any) -> str:
     """A request's operation; a request that names none is a chat request (the v1 shape
     from before other operations existed)."""
@@ -304,6 +316,7 @@ AnyRequest = Annotated[
     | Annotated[SpeechRequested, Tag("audio.speech")]
     | Annotated[TranscribeRequested, Tag("audio.transcribe")]
     | Annotated[VideoGenerateRequested, Tag("video.generate")]
+    | Annotated[RealtimeTurnRequested, Tag("realtime.turn")]
     | Annotated[ModelsListRequested, Tag("models.list")],
     Discriminator(_operation),
 ]
@@ -314,7 +327,8 @@ ExecutableRequest = Annotated[
     | Annotated[ImageGenerateRequested, Tag("image.generate")]
     | Annotated[SpeechRequested, Tag("audio.speech")]
     | Annotated[TranscribeRequested, Tag("audio.transcribe")]
-    | Annotated[VideoGenerateRequested, Tag("video.generate")],
+    | Annotated[VideoGenerateRequested, Tag("video.generate")]
+    | Annotated[RealtimeTurnRequested, Tag("realtime.turn")],
     Discriminator(_operation),
 ]
 #: Every operation a request may name.
@@ -325,6 +339,7 @@ OPERATIONS: tuple[str, ...] = (
     "audio.speech",
     "audio.transcribe",
     "video.generate",
+    "realtime.turn",
     "models.list",
 )
 #: Chat content part types that carry media (the media-store resolves them before execution).
@@ -873,6 +888,33 @@ class BreakerChanged(Model):
         return f"{self.alias}/{self.provider}/{self.model}"
 
 
+class RealtimeFrame(Envelope):
+    """One frame of a Realtime session (the OpenAI Realtime protocol over WebSocket), between the
+    caller (edge or SDK) and the executor holding the provider's WebSocket. ``request_id`` is the
+    session id and the key: a session's frames stay in order on one partition. Topic
+    ``llm.realtime.in`` (caller -> executor) or ``llm.realtime.out`` (executor -> caller, on the
+    partition the ``open`` frame's ``reply_to`` names).
+
+    ``kind``: ``open`` (first frame: ``model`` alias, ``dialect``, ``reply_to``), ``event`` (one
+    client or server event in ``data``, its JSON text unchanged), ``alive`` (the executor still
+    holds the session; sent every second, so a caller knows when it died), ``close`` (either
+    side ends the session; from the executor with ``close_code`` and ``reason``). Frames stay
+    below the inline limit: a client event is at most the edge's frame limit (1 MiB, well under
+    the topics' 8 MiB), and audio travels as the protocol's own small base64 deltas."""
+
+    type: Literal["llm.realtime.v1"] = "llm.realtime.v1"
+    kind: Literal["open", "event", "alive", "close"]
+    seq: int = Field(default=0, ge=0, description="Per session and direction, from 0")
+    data: str | None = Field(default=None, description="event: one Realtime event as JSON text")
+    model: str | None = Field(default=None, description="open: the model alias")
+    dialect: Literal["ga", "beta"] = "ga"
+    reply_to: ReplyTo | None = Field(default=None, description="open: where the session's frames go")
+    api_key: str | None = Field(default=None, description="open: the name of the caller's API key")
+    client_id: str | None = None
+    close_code: int | None = Field(default=None, description="close from the executor: WebSocket code")
+    reason: str | None = None
+
+
 AnyEvent = Annotated[
     AnyRequest
     | ExecutionPlanned
@@ -910,4 +952,5 @@ EVENT_SCHEMAS: dict[str, Any] = {
     "llm.request.v1": AnyRequest,
     "llm.ledger.v1": LedgerSnapshot,
     "llm.breaker.v1": BreakerChanged,
+    "llm.realtime.v1": RealtimeFrame,
 }

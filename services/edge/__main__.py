@@ -35,6 +35,8 @@ def main() -> None:
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=30,
+        # /v1/realtime relays audio frames: a deflate per frame costs more CPU than it saves bytes
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 

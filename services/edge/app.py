@@ -12,6 +12,7 @@ HTTP status. Nothing is logged per request below WARNING; the edge's own refusal
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -43,6 +44,8 @@ from .context import Edge
 from .errors import HTTPError
 from .handlers import ROUTES, openai_errors
 from .pipeline import EdgeClient, Pipeline
+from .realtime import PATH as REALTIME_PATH
+from .realtime import serve_realtime
 from .rejections import Audit, Rejections
 from .settings import EdgeSettings
 
@@ -80,8 +83,11 @@ class EdgeApp:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        elif kind == "websocket":  # no WebSocket route yet: refuse the handshake
-            await send({"type": "websocket.close", "code": 1008})
+        elif kind == "websocket":
+            if scope["path"] == REALTIME_PATH:
+                await serve_realtime(self.edge, scope, receive, send)
+            else:  # no other WebSocket route: refuse the handshake
+                await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, time.perf_counter(), {})
@@ -127,6 +133,7 @@ class EdgeApp:
                     log.exception("edge start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
                     return
+                gc.freeze()  # start-up's objects out of the collector's scans: shorter pauses per frame
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()

@@ -11,9 +11,11 @@ import os
 import socket
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from services.client import GatewayClient
+from services.client.realtime import RealtimeSession
 from services.contracts.events import (
     AuditRecorded,
     ChatRequested,
@@ -81,6 +83,10 @@ class Pipeline(Protocol):
     async def models(self, caller: Caller, model: str | None, timeout: float) -> list[ModelInfo]:
         """The caller's tenant's models (``model``: that alias only, else ``ModelNotFound``),
         answered by the router to a ``models.list`` request."""
+        ...
+
+    def realtime(self, model: str, **kw: Any) -> AbstractAsyncContextManager[RealtimeSession]:
+        """A Realtime session for the caller named in ``kw`` (``GatewayClient.realtime``)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -20,6 +20,7 @@ a plan redelivered after a restart is not sent to a provider again either.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections import OrderedDict
@@ -63,6 +64,7 @@ from .images import ImagesRunner
 from .media import MediaIO
 from .outcome import Outcomes
 from .providers.transport import AiohttpTransport, HttpTransport
+from .realtime import RealtimeSessions
 from .settings import ExecutorSettings
 from .speech import SpeechRunner
 from .targets import Target, Targets
@@ -196,6 +198,16 @@ class Executor:
             result_inline_max_bytes=self.config.jobs.result_inline_max_bytes,
         )
 
+        self.realtime = RealtimeSessions(
+            settings,
+            topics,
+            self.config,
+            self.targets,
+            self.publisher,
+            max_session_s=self.config.defaults.realtime_max_session_s,
+            idle_s=self.config.defaults.realtime_idle_s,
+        )
+
     async def start(self) -> None:
         await apply_topics(self.settings.bootstrap_servers, self.topics, create=False)
         await self.publisher.start()
@@ -203,8 +215,11 @@ class Executor:
         await self.breakers.start()  # every circuit's state, read back before a plan is served
         await self.jobs.start()  # every job's provider-side work, read back before a plan is served
         await self.consumer.start()
+        await self.realtime.start()
+        gc.freeze()  # start-up's objects out of the collector's scans: shorter pauses per frame
 
     async def aclose(self) -> None:
+        await self.realtime.aclose()
         await self.consumer.aclose()
         await self.finished.aclose()
         await self.control.aclose()

@@ -30,6 +30,7 @@ from services.contracts.events import (
     ExecutionPlanned,
     ImageGenerateRequested,
     RateLimitInfo,
+    RealtimeTurnRequested,
     SpeechRequested,
     TranscribeRequested,
     Usage,
@@ -50,6 +51,7 @@ Executable = (
     | SpeechRequested
     | TranscribeRequested
     | VideoGenerateRequested
+    | RealtimeTurnRequested
 )
 
 #: A video's length when the request names none (OpenAI's default).
@@ -88,6 +90,8 @@ def prompt_bound(req: Executable) -> int:
         return len(req.input.encode()) + len((req.instructions or "").encode()) + PER_REQUEST_TOKENS
     if isinstance(req, TranscribeRequested):
         return len((req.prompt or "").encode()) + PER_REQUEST_TOKENS
+    if isinstance(req, RealtimeTurnRequested):  # the session's context is the provider's: unknown here
+        return PER_REQUEST_TOKENS
     n = PER_REQUEST_TOKENS
     for m in req.messages:
         n += PER_MESSAGE_TOKENS

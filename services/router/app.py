@@ -26,8 +26,11 @@ from services.contracts.events import (
     AnyRequest,
     ChatRequested,
     ErrorInfo,
+    ExecutionPlanned,
     ModelsListRequested,
+    RealtimeTurnRequested,
     RequestBase,
+    ResultProduced,
     carries_media,
 )
 from services.runtime import metrics
@@ -38,14 +41,14 @@ from services.runtime.jobs import job_key, job_state
 from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.model_registry import model_registry
 from services.runtime.plugins import NoopUsagePlugin, TenantPlugins, UsagePlugin
-from services.runtime.replies import answer_invalid, reject
+from services.runtime.replies import answer_invalid, reject, result_target
 from services.runtime.request_log import RequestLog
 from services.runtime.service import mark_ready
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics, apply_topics
 from services.runtime.types import type_registry
 
-from .admission import Governor
+from .admission import Governor, Grant
 from .discovery import answer_models
 from .feed import StatsFeed
 from .handlers import admit, plan
@@ -154,7 +157,11 @@ class Router:
                 return
             # policies, then the tenant's pre-call hooks, before planning (the hooks' outcomes: .hooks)
             admit(req, self.config, raw_size=len(record.value or b""))
-            if (chain := self.hooks.pre(req.tenant_id)) is not None:
+            # (a realtime turn carries no text for the hooks: the session's events are the provider's)
+            if (
+                not isinstance(req, RealtimeTurnRequested)
+                and (chain := self.hooks.pre(req.tenant_id)) is not None
+            ):
                 checked = await pre_call(
                     chain, req, self.publisher, self.topics, self.request_log, audit_content(self.config, req)
                 )
@@ -184,6 +191,9 @@ class Router:
         if grant is not None:
             execution.ratelimit = grant.ratelimit
             metrics.ratelimit_left(grant.ratelimit)
+        if isinstance(execution.request, RealtimeTurnRequested):  # admitted: answered, never executed
+            await self._admitted_turn(execution, grant, record.partition)
+            return
         # the plan and the admission record are enqueued back to back: one produce request. A plan
         # with media goes to the media-store first, which resolves it and sends it on to llm.exec
         topic = self.topics.media_in if carries_media(execution.request) else self.topics.exec
@@ -193,6 +203,26 @@ class Router:
         futs = [await self.publisher.publish(topic.name, execution, key=req.request_id)]
         if grant is not None and self.keeper is not None:  # a grant comes from the keeper
             if (adm := await self.keeper.write(grant, record.partition)) is not None:
+                futs.append(adm)
+        await asyncio.gather(*futs)
+
+    async def _admitted_turn(self, execution: ExecutionPlanned, grant: Grant | None, partition: int) -> None:
+        """A Realtime turn's admission: an ``ok`` result (with the rate-limit figures), and the
+        admission record of its reservation, both acknowledged."""
+        req = execution.request
+        topic, reply_partition = result_target(req, self.topics)
+        result = ResultProduced(
+            request_id=req.request_id,
+            tenant_id=req.tenant_id,
+            user_id=req.user_id,
+            status="ok",
+            operation=req.operation,
+            alias=execution.deployments[0].alias,
+            ratelimit=execution.ratelimit,
+        )
+        futs = [await self.publisher.publish(topic, result, key=req.request_id, partition=reply_partition)]
+        if grant is not None and self.keeper is not None:
+            if (adm := await self.keeper.write(grant, partition)) is not None:
                 futs.append(adm)
         await asyncio.gather(*futs)
 

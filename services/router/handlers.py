@@ -33,6 +33,7 @@ from services.contracts.events import (
     EmbedRequested,
     ExecutionPlanned,
     ImageGenerateRequested,
+    RealtimeTurnRequested,
     RequestBase,
     SpeechRequested,
     TranscribeRequested,
@@ -59,6 +60,7 @@ Executable = (
     | SpeechRequested
     | TranscribeRequested
     | VideoGenerateRequested
+    | RealtimeTurnRequested
 )
 #: Operations that may stream (``stream: true``).
 STREAMING = frozenset({"chat", "audio.speech"})
@@ -173,6 +175,8 @@ def needed_capabilities(req: Executable) -> dict[str, str]:
         return {"transcription": "speech-to-text"}
     if isinstance(req, VideoGenerateRequested):
         return {"video_generation": "video generation"}
+    if isinstance(req, RealtimeTurnRequested):
+        return {"realtime": "realtime sessions"}
     need = {"chat": "chat"}
     if req.stream:
         need["stream"] = "streaming"

@@ -34,6 +34,7 @@ Capability = Literal[
     "speech",
     "transcription",
     "video_generation",
+    "realtime",
 ]
 DEFAULT_CAPABILITIES: tuple[Capability, ...] = ("chat", "stream")  # of an alias that names none
 
@@ -46,6 +47,7 @@ OPERATION_CAPABILITY: dict[str, Capability] = {
     "audio.speech": "speech",
     "audio.transcribe": "transcription",
     "video.generate": "video_generation",
+    "realtime.turn": "realtime",
 }
 
 Routing = Literal["weighted", "cheapest", "fastest"]
@@ -296,6 +298,12 @@ class Defaults(Strict):
     chunk_window_ms: int = Field(default=20, ge=0, le=1000)
     embed_batch_window_ms: float = Field(
         default=5, ge=0, le=1000, description="Embeddings micro-batching window (0: no batching)"
+    )
+    realtime_max_session_s: float = Field(
+        default=1800, gt=0, description="A Realtime session is closed (1008) after this long"
+    )
+    realtime_idle_s: float = Field(
+        default=300, gt=0, description="A Realtime session with no client event this long is closed (1008)"
     )
 
 

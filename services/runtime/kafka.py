@@ -41,6 +41,11 @@ class DeadLetter(Exception):
 
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: The fetch wait of the realtime relay's readers (``llm.realtime.in`` / ``.out``). aiokafka
+#: sends a partition's next fetch only once the one in flight is answered; with a long poll a
+#: frame arriving on a partition the broker is not waiting on (or just after an answer) sits up
+#: to that long: the audio frames' p99 followed it.
+REALTIME_FETCH_WAIT_MS = 5
 #: How long ``Consumer.aclose`` (a SIGTERM) lets in-flight handlers finish before it commits
 #: and leaves (``llmgw stop`` waits 30 s before SIGKILL).
 DRAIN_S = 25.0
@@ -323,6 +328,7 @@ class Consumer(Generic[M]):
         drain_s: float = DRAIN_S,
         max_poll_interval_ms: int = 300000,
         client_id: str = "llmgw",
+        fetch_max_wait_ms: int = 500,
     ):
         if subscriptions is None:
             assert model is not None and handler is not None, "give model and handler, or subscriptions"
@@ -358,7 +364,9 @@ class Consumer(Generic[M]):
             partition_assignment_strategy=(
                 (RangePartitionAssignor,) if assignor == "range" else (RoundRobinPartitionAssignor,)
             ),
-            fetch_max_wait_ms=500,  # a long poll: the broker answers as soon as a record arrives
+            # a long poll: the broker answers as soon as a record arrives (latency-bound readers,
+            # the realtime relay, ask for a short one: see ``REALTIME_FETCH_WAIT_MS``)
+            fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 65536,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
             session_timeout_ms=10000,

@@ -67,7 +67,7 @@ def test_an_unknown_operation_is_capability_not_supported_naming_it():
     assert isinstance(err, CapabilityNotSupported)
     assert "'teleport.now'" in err.message
     assert (
-        "chat, embed, image.generate, audio.speech, audio.transcribe, video.generate, models.list"
+        "chat, embed, image.generate, audio.speech, audio.transcribe, video.generate, realtime.turn, models.list"
         in err.message
     )
 
