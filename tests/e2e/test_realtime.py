@@ -9,12 +9,9 @@ import base64
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from openai.types import realtime as ga
 from openai.types.beta import realtime as beta
@@ -24,6 +21,7 @@ from websockets.typing import Subprotocol
 
 from services.emulator import media_synth
 from services.emulator.text import completion_text
+from tests.support import events_of, events_until, realtime_sdk
 
 from .helpers import TopicTail
 
@@ -36,35 +34,16 @@ def silence(ms: int) -> bytes:
     return bytes(ms * MS)
 
 
-@asynccontextmanager
-async def realtime(edge_url: str, model: str = "demo-realtime", *, dialect: str = "ga") -> AsyncIterator[Any]:
-    client = openai.AsyncOpenAI(
-        base_url=f"{edge_url}/v1",
-        websocket_base_url=f"{edge_url.replace('http', 'ws', 1)}/v1",
-        api_key=DEMO_KEY,
-    )
-    manager = (
-        client.beta.realtime.connect(model=model)
-        if dialect == "beta"
-        else client.realtime.connect(model=model)
-    )
-    async with manager as conn:
-        yield conn
-    await client.close()
+def realtime(url: str, model: str = "demo-realtime", *, dialect: str = "ga") -> Any:
+    """A connection of the SDK's GA or beta Realtime client (``tests.support.realtime_sdk``)."""
+    return realtime_sdk(url, model, api_key=DEMO_KEY, dialect=dialect)
 
 
 async def until(conn: Any, last: str, timeout: float = 20) -> list[Any]:
-    events = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await conn.recv()
-            events.append(event)
-            if event.type == last:
-                return events
+    return await events_until(conn, last, timeout)
 
 
-def of(events: list[Any], kind: str) -> list[Any]:
-    return [e for e in events if e.type == kind]
+of = events_of
 
 
 async def append(conn: Any, pcm: bytes, chunk_ms: int = 100) -> None:

@@ -8,12 +8,9 @@ import base64
 import json
 import math
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import openai
 import pytest
 import websockets
 from openai.types import realtime as ga
@@ -24,6 +21,7 @@ from websockets.typing import Subprotocol
 from services.emulator import media_synth
 from services.emulator.realtime_vad import FRAME_MS, InputBuffer, VadSettings, audio_tokens, frame_rms
 from services.emulator.text import completion_text
+from tests.support import events_of, events_until, realtime_sdk
 
 MODEL = "gpt-realtime-emu"
 MS = 48  # bytes of 24 kHz PCM16 per millisecond
@@ -55,35 +53,16 @@ def rms(pcm: bytes) -> float:
     return math.sqrt(sum(s * s for s in samples) / len(samples))
 
 
-@asynccontextmanager
-async def realtime(url: str, model: str = MODEL, *, dialect: str = "ga") -> AsyncIterator[Any]:
-    """A connection of the SDK's GA (``client.realtime``) or beta (``client.beta.realtime``) client."""
-    client = openai.AsyncOpenAI(
-        base_url=f"{url}/v1", websocket_base_url=f"{url.replace('http', 'ws', 1)}/v1", api_key="sk-test"
-    )
-    manager = (
-        client.beta.realtime.connect(model=model)
-        if dialect == "beta"
-        else client.realtime.connect(model=model)
-    )
-    async with manager as conn:
-        yield conn
-    await client.close()
+def realtime(url: str, model: str = MODEL, *, dialect: str = "ga") -> Any:
+    """A connection of the SDK's GA or beta Realtime client (``tests.support.realtime_sdk``)."""
+    return realtime_sdk(url, model, api_key="sk-test", dialect=dialect)
 
 
 async def until(conn: Any, last: str, timeout: float = 10) -> list[Any]:
-    """The events received up to and including the first of type ``last``."""
-    events = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await conn.recv()
-            events.append(event)
-            if event.type == last:
-                return events
+    return await events_until(conn, last, timeout)
 
 
-def of(events: list[Any], kind: str) -> list[Any]:
-    return [e for e in events if e.type == kind]
+of = events_of
 
 
 def one(events: list[Any], kind: str) -> Any:
