@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Literal, get_args
 #: Every wire code, in the order the schemas list them (sorted).
 ErrorCode = Literal[
     "authentication_error",
+    "batch_expired",
+    "batch_not_found",
     "budget_exceeded",
     "cancelled",
     "capability_not_supported",
@@ -151,6 +153,22 @@ class StreamInterrupted(GatewayError):
 class JobNotFound(GatewayError):
     code = "job_not_found"
     http_status = 404
+    openai_type = "invalid_request_error"
+
+
+class BatchNotFound(GatewayError):
+    """A batch id that is not the caller's tenant's (or does not exist: the two are not told apart)."""
+
+    code = "batch_not_found"
+    http_status = 404
+    openai_type = "invalid_request_error"
+
+
+class BatchExpired(GatewayError):
+    """A batch item its batch's completion window stopped before it ran (the item's outcome)."""
+
+    code = "batch_expired"
+    http_status = 410
     openai_type = "invalid_request_error"
 
 

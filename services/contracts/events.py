@@ -137,6 +137,15 @@ class ChatParams(Model):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class BatchItem(Model):
+    """The batch a request is an item of (README "Batches"): priced with its deployment's
+    ``batch_discount``; its job record and usage record name the batch and the line."""
+
+    batch_id: str = Field(min_length=1)
+    custom_id: str = Field(min_length=1)
+    index: int = Field(ge=0, description="The line's place in the batch's input, from 0")
+
+
 class RequestBase(Envelope):
     """What every request carries, whatever its operation. Topic ``llm.requests``, key tenant_id.
 
@@ -161,6 +170,9 @@ class RequestBase(Envelope):
         default=None,
         description="The name of the API key the caller authenticated with (set by the edge; never the key"
         " or its hash); per-key rate limits and budgets count under it",
+    )
+    batch: BatchItem | None = Field(
+        default=None, description="Set on the items of a batch (by the batch service): README Batches"
     )
     max_attempts: int | None = Field(
         default=None,
@@ -299,6 +311,23 @@ class RealtimeTurnRequested(ModelRequest):
     turn: int = Field(ge=0)
 
 
+class BatchRunRequested(ModelRequest):
+    """A batch sent whole to a provider's own batch API (OpenAI's Batch API, Anthropic's Message
+    Batches): the "provider" path of README "Batches". Sent by the batch service, admitted by the
+    router like one request whose worst case is the whole file's (``prompt_tokens`` and
+    ``max_output_tokens`` summed over its lines, at the batch discount), executed by the executor
+    as a provider job (submitted once, then polled; resumed after a restart). Its items' outcomes
+    are written as the items' own job records (``<batch id>.<index>``) with one usage record each."""
+
+    operation: Literal["batch.run"] = "batch.run"
+    batch_id: str = Field(min_length=1)
+    endpoint: str = Field(description="/v1/chat/completions, /v1/embeddings or /v1/messages")
+    requests_key: str = Field(description="FileStorage key of the items: one AnyRequest JSON per line")
+    total: int = Field(ge=1)
+    prompt_tokens: int = Field(default=0, ge=0, description="Estimated prompt tokens, every line together")
+    max_output_tokens: int = Field(default=0, ge=0, description="Most output tokens, every line together")
+
+
 def _operation(value: Any) -> str:
     """A request's operation; a request that names none is a chat request (the v1 shape
     from before other operations existed)."""
@@ -317,7 +346,8 @@ AnyRequest = Annotated[
     | Annotated[TranscribeRequested, Tag("audio.transcribe")]
     | Annotated[VideoGenerateRequested, Tag("video.generate")]
     | Annotated[RealtimeTurnRequested, Tag("realtime.turn")]
-    | Annotated[ModelsListRequested, Tag("models.list")],
+    | Annotated[ModelsListRequested, Tag("models.list")]
+    | Annotated[BatchRunRequested, Tag("batch.run")],
     Discriminator(_operation),
 ]
 #: Requests that are executed by a provider (an ``ExecutionPlanned`` carries one).
@@ -328,7 +358,8 @@ ExecutableRequest = Annotated[
     | Annotated[SpeechRequested, Tag("audio.speech")]
     | Annotated[TranscribeRequested, Tag("audio.transcribe")]
     | Annotated[VideoGenerateRequested, Tag("video.generate")]
-    | Annotated[RealtimeTurnRequested, Tag("realtime.turn")],
+    | Annotated[RealtimeTurnRequested, Tag("realtime.turn")]
+    | Annotated[BatchRunRequested, Tag("batch.run")],
     Discriminator(_operation),
 ]
 #: Every operation a request may name.
@@ -341,6 +372,7 @@ OPERATIONS: tuple[str, ...] = (
     "video.generate",
     "realtime.turn",
     "models.list",
+    "batch.run",
 )
 #: Chat content part types that carry media (the media-store resolves them before execution).
 MEDIA_PART_TYPES: frozenset[str] = frozenset(
@@ -375,6 +407,9 @@ class Price(Model):
     output_per_mtok: float = 0.0
     cached_input_per_mtok: float | None = None
     per_unit: dict[str, float] = Field(default_factory=dict)
+    batch_discount: float = Field(
+        default=0.5, ge=0, le=1, description="The share taken off a batch item's price (0.5: half price)"
+    )
 
 
 class Deployment(Model):
@@ -680,6 +715,8 @@ class UsageRecorded(Envelope):
     attempts: int = Field(
         default=0, ge=0, description="Provider calls made, every deployment and retry together"
     )
+    batch_id: str | None = Field(default=None, description="The batch the request was an item of")
+    custom_id: str | None = Field(default=None, description="Its line's custom_id in that batch")
 
 
 AuditAction = Literal[
@@ -828,6 +865,71 @@ class JobUpdated(Envelope):
     params: dict[str, Any] | None = Field(
         default=None, description="What the request asked, for listings (video: prompt, seconds, size)"
     )
+    batch: BatchItem | None = Field(default=None, description="The batch line this job runs, if any")
+
+
+# --- batches (README "Batches") ----------------------------------------------------------
+
+BatchStatus = Literal[
+    "validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"
+]
+BatchApi = Literal["openai", "anthropic"]
+
+
+class BatchCounts(Model):
+    """A batch's items by outcome; ``total`` minus the others is still processing."""
+
+    total: int = Field(default=0, ge=0)
+    succeeded: int = Field(default=0, ge=0)
+    errored: int = Field(default=0, ge=0)
+    canceled: int = Field(default=0, ge=0)
+    expired: int = Field(default=0, ge=0)
+
+
+class BatchLineError(Model):
+    """Why a batch's input was refused (OpenAI's ``errors.data`` item)."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchUpdated(Envelope):
+    """The state of one batch. Topic ``llm.batches`` (compacted), key ``<tenant>/<batch id>``;
+    ``request_id`` is the batch id. Written by the edge (created; ``cancelling`` when a caller
+    cancels) and by the batch service (every later state and the counts). States move only
+    forward (``services.runtime.batches.newer``)."""
+
+    type: Literal["llm.batch.v1"] = "llm.batch.v1"
+    batch_id: str
+    api: BatchApi = Field(description="The API the batch was created through: how it is answered")
+    status: BatchStatus
+    endpoint: str = Field(description="/v1/chat/completions, /v1/embeddings or /v1/messages")
+    model: str | None = Field(default=None, description="The alias of its lines when they share one")
+    path: Literal["requests", "provider"] | None = Field(
+        default=None,
+        description="How its items run: as ordinary requests (bounded in flight), or through the"
+        " provider's own batch API; chosen by the batch service",
+    )
+    input_file_id: str | None = None
+    requests_key: str = Field(description="FileStorage key of the items: one AnyRequest JSON per line")
+    completion_window_s: float = Field(gt=0)
+    created_at: datetime
+    expires_at: datetime
+    in_progress_at: datetime | None = None
+    finalizing_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    expired_at: datetime | None = None
+    cancelling_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    counts: BatchCounts = Field(default_factory=BatchCounts)
+    errors: list[BatchLineError] | None = None
+    metadata: dict[str, str] | None = None
+    prompt_tokens: int = Field(default=0, ge=0, description="Estimated prompt tokens, every line together")
+    max_output_tokens: int = Field(default=0, ge=0, description="Most output tokens, every line together")
+    run_id: str | None = Field(default=None, description="The provider path's batch.run request id")
 
 
 # --- control --------------------------------------------------------------------------
@@ -943,6 +1045,7 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         ExecutionFinished,
         MediaProduced,
         JobUpdated,
+        BatchUpdated,
     )
 }
 

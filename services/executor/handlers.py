@@ -313,7 +313,7 @@ def usage_record(
         completion_tokens=usage.completion_tokens if usage else 0,
         cached_tokens=usage.cached_tokens if usage else 0,
         total_tokens=usage.total_tokens if usage else 0,
-        cost_usd=cost_usd(usage, dep) if usage else 0.0,
+        cost_usd=cost_usd(usage, dep, batch=req.batch is not None) if usage else 0.0,
         ttft_ms=ttft_ms,
         total_ms=total_ms,
         error_code=error.code if error else None,
@@ -322,6 +322,8 @@ def usage_record(
         units=usage.units if usage else {},
         failed_attempts=failures or None,
         attempts=attempts,
+        batch_id=req.batch.batch_id if req.batch else None,
+        custom_id=req.batch.custom_id if req.batch else None,
     )
 
 

@@ -167,7 +167,7 @@ def max_cost(
             continue
         out = own if own is not None else model.max_output_tokens
         usage = Usage(prompt_tokens=prompt, completion_tokens=out, total_tokens=prompt + out, units=units)
-        worst = max(worst, cost_usd(usage, dep))
+        worst = max(worst, cost_usd(usage, dep, batch=req.batch is not None))
     return worst
 
 

@@ -1,7 +1,8 @@
 """Batches (issue 13, item 5): the one batch state machine both batch APIs (OpenAI's Batch API,
 Anthropic's Message Batches) are meant to run over, and the validation of a batch's JSONL input.
 
-Pure: no I/O. A batch moves ``validating -> in_progress -> finalizing -> completed``, or to
+The state machine and the input's validation are pure; ``BatchesView`` reads ``llm.batches``.
+A batch moves ``validating -> in_progress -> finalizing -> completed``, or to
 ``failed`` (its input was refused) or ``expired`` (its completion window passed), or through
 ``cancelling`` to ``cancelled``; its items end ``succeeded``, ``errored``, ``canceled`` (never
 started when the batch was cancelled) or ``expired`` (not finished within the window). Results
@@ -10,14 +11,21 @@ are matched to their lines by ``custom_id``, unique within a batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+import pydantic
+from aiokafka.structs import ConsumerRecord
 
-BatchStatus = Literal[
-    "validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"
-]
+from services.contracts.errors import BatchNotFound
+from services.contracts.events import BatchCounts, BatchStatus, BatchUpdated, JobUpdated, new_id, utcnow
+
+from .kafka import validation_reason
+from .tail import Malformed, Tail
+from .topics import Topics
+
 ItemStatus = Literal["succeeded", "errored", "canceled", "expired"]
 
 TERMINAL_BATCH_STATES: frozenset[str] = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -265,3 +273,206 @@ def _line_error(obj: Any, n: int, endpoint: str, seen: set[str]) -> LineError | 
     if body.get("stream"):
         return LineError("invalid_value", n, "body.stream: batch requests cannot stream", "body.stream")
     return None
+
+
+# --- batch records on llm.batches, and the view readers keep of them ---------------------------
+
+#: How far along each state is: a record of a lower rank than the view's never replaces it.
+#: ``cancelling`` and ``finalizing`` share a rank: whichever came first stands.
+STATE_RANK: dict[str, int] = {
+    "validating": 0,
+    "in_progress": 1,
+    "cancelling": 2,
+    "finalizing": 2,
+    "completed": 3,
+    "failed": 3,
+    "expired": 3,
+    "cancelled": 3,
+}
+#: Each state's timestamp field on ``BatchUpdated``.
+STAMPS: dict[str, str] = {
+    "in_progress": "in_progress_at",
+    "finalizing": "finalizing_at",
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "cancelling": "cancelling_at",
+    "cancelled": "cancelled_at",
+}
+
+
+def batch_key(batch: BatchUpdated) -> str:
+    """The record key of a batch on ``llm.batches``: ``<tenant>/<batch id>``."""
+    return f"{batch.tenant_id}/{batch.batch_id}"
+
+
+def item_id(batch_id: str, index: int) -> str:
+    """The request id (and job id) of a batch's ``index``-th line."""
+    return f"{batch_id}.{index}"
+
+
+def run_id(batch_id: str) -> str:
+    """The request id of a batch's ``batch.run`` (the provider path)."""
+    return f"{batch_id}.run"
+
+
+def output_file_id(batch_id: str) -> str:
+    """The id of a batch's output file (its succeeded lines), readable while it runs."""
+    return f"file-{batch_id}-output"
+
+
+def error_file_id(batch_id: str) -> str:
+    """The id of a batch's error file (its errored, canceled and expired lines)."""
+    return f"file-{batch_id}-errors"
+
+
+def batch_of_file(file_id: str) -> tuple[str, str] | None:
+    """``(batch id, "output" | "errors")`` for a batch's result file id, else None."""
+    if not file_id.startswith("file-"):
+        return None
+    rest = file_id[len("file-") :]
+    for kind in ("output", "errors"):
+        if rest.endswith("-" + kind) and len(rest) > len(kind) + 1:
+            return rest[: -len(kind) - 1], kind
+    return None
+
+
+def newer(old: BatchUpdated | None, new: BatchUpdated) -> BatchUpdated | None:
+    """What the view holds once ``new`` is read after ``old``: None when ``new`` changes nothing.
+    A terminal batch never changes; a record of a lower state rank keeps the view's state (a count
+    written while a cancel was on its way): its counts still count, if higher."""
+    if old is None:
+        return new
+    if old.status in TERMINAL_BATCH_STATES:
+        return None
+    if STATE_RANK[new.status] < STATE_RANK[old.status] or (
+        STATE_RANK[new.status] == STATE_RANK[old.status] and new.status != old.status
+    ):
+        if _ended(new.counts) <= _ended(old.counts):
+            return None
+        return old.model_copy(update={"counts": new.counts, "occurred_at": new.occurred_at})
+    keep = {f: getattr(old, f) for f in STAMPS.values() if getattr(new, f) is None and getattr(old, f)}
+    if new.path is None and old.path is not None:
+        keep["path"] = old.path
+    if new.run_id is None and old.run_id is not None:
+        keep["run_id"] = old.run_id
+    if _ended(new.counts) < _ended(old.counts):
+        keep["counts"] = old.counts
+    return new.model_copy(update=keep) if keep else new
+
+
+def _ended(c: BatchCounts) -> int:
+    return c.succeeded + c.errored + c.canceled + c.expired
+
+
+def moved(batch: BatchUpdated, status: BatchStatus, **changes: Any) -> BatchUpdated:
+    """``batch`` in ``status`` (its timestamp set now), a new record (``InvalidTransition`` if
+    the state machine forbids it)."""
+    if not can_move(batch.status, status):
+        raise InvalidTransition(f"a batch {batch.status} cannot become {status}")
+    now = utcnow()
+    update: dict[str, Any] = {"status": status, "occurred_at": now, "event_id": new_id(), **changes}
+    stamp = STAMPS.get(status)
+    if stamp and getattr(batch, stamp) is None:
+        update[stamp] = now
+    return batch.model_copy(update=update)
+
+
+def item_outcome(job: JobUpdated) -> ItemStatus | None:
+    """A batch item's outcome from its job's record; None while it runs."""
+    if job.status == "completed":
+        return "succeeded"
+    if job.status == "cancelled":
+        return "canceled"
+    if job.status == "failed":
+        return "expired" if job.error is not None and job.error.code == "batch_expired" else "errored"
+    return None
+
+
+def stop_outcome(status: str) -> ItemStatus:
+    """The outcome of an item that never ran in a batch ended ``status``."""
+    return "expired" if status == "expired" else "canceled" if status == "cancelled" else "errored"
+
+
+class BatchesView:
+    """Every batch on ``llm.batches``, by tenant and id, as this process has read them. Rebuilt
+    from the whole compacted topic at start (``start()`` returns once it has read what the topic
+    held), then followed. State: that table, in memory, rebuilt from ``llm.batches`` after a
+    restart. ``on_change`` runs for each batch record that changed the table."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Topics,
+        *,
+        client_id: str = "llmgw-batches-view",
+        on_change: Callable[[BatchUpdated, int], None] | None = None,
+    ):
+        self._batches: dict[tuple[str, str], BatchUpdated] = {}
+        self.partition_of: dict[tuple[str, str], int] = {}
+        self._on_change = on_change
+        spec = topics.batches
+        self._tail = Tail(
+            bootstrap_servers,
+            spec.name,
+            self._on_record,
+            partitions=range(spec.partitions),
+            start_at="beginning",
+            client_id=client_id,
+            fetch_max_wait_ms=100,
+        )
+
+    async def start(self) -> None:
+        await self._tail.start()
+        await self._tail.caught_up()
+
+    async def aclose(self) -> None:
+        await self._tail.aclose()
+
+    async def caught_up(self) -> None:
+        """Every record published before this call has been read (a read-your-writes barrier)."""
+        await self._tail.caught_up()
+
+    def _on_record(self, record: ConsumerRecord) -> None:
+        if record.value is None:  # a tombstone: "<tenant>/<batch id>"
+            tenant, _, batch_id = (record.key or b"").decode().partition("/")
+            self._batches.pop((tenant, batch_id), None)
+            return
+        try:
+            batch = BatchUpdated.model_validate_json(record.value)
+        except pydantic.ValidationError as exc:
+            raise Malformed(f"BatchUpdated: {validation_reason(exc)}") from exc
+        self.apply(batch, record.partition)
+
+    def apply(self, batch: BatchUpdated, partition: int | None = None) -> BatchUpdated | None:
+        """Take ``batch`` in (``newer``); the view's record of it when that changed, else None."""
+        key = (batch.tenant_id, batch.batch_id)
+        merged = newer(self._batches.get(key), batch)
+        if merged is None:
+            return None
+        self._batches[key] = merged
+        if partition is not None:
+            self.partition_of[key] = partition
+        if self._on_change is not None:
+            self._on_change(merged, self.partition_of.get(key, -1))
+        return merged
+
+    def get(self, tenant_id: str, batch_id: str) -> BatchUpdated:
+        """The batch of ``tenant_id`` with this id, else ``BatchNotFound`` (another tenant's batch
+        of that id is not told apart from none)."""
+        batch = self._batches.get((tenant_id, batch_id))
+        if batch is None:
+            raise BatchNotFound(f"no batch {batch_id!r}")
+        return batch
+
+    def peek(self, tenant_id: str, batch_id: str) -> BatchUpdated | None:
+        return self._batches.get((tenant_id, batch_id))
+
+    def batches(self, tenant_id: str | None = None, status: str | None = None) -> list[BatchUpdated]:
+        """The batches known, newest first, of one tenant and status when given."""
+        out = [
+            b
+            for b in self._batches.values()
+            if (tenant_id is None or b.tenant_id == tenant_id) and (status is None or b.status == status)
+        ]
+        return sorted(out, key=lambda b: b.created_at, reverse=True)

@@ -71,6 +71,11 @@ class ProviderConfig(Strict):
         description="The longest one call to this provider may take, from sending it to the answer's"
         " last byte; past it the call is a retryable provider_timeout (retried, or the next deployment)",
     )
+    batch_api: bool = Field(
+        default=False,
+        description="The provider has its kind's batch API (OpenAI's Batch API, Anthropic's Message"
+        " Batches): a batch whose lines all name one alias served first by it is sent there whole",
+    )
 
 
 class Backoff(Strict):
@@ -383,6 +388,28 @@ class JobsConfig(Strict):
         return self
 
 
+class BatchesConfig(Strict):
+    """Batches (README "Batches"): how many items run at once, so a batch never starves
+    interactive traffic, and the limits of a batch's input."""
+
+    max_in_flight: int = Field(
+        default=8, ge=1, le=1000, description="Items of one batch running at once (the requests path)"
+    )
+    max_in_flight_total: int = Field(
+        default=32, ge=1, le=10_000, description="Items of every batch together running at once, per batch service"
+    )
+    max_lines: int = Field(default=50_000, ge=1, le=1_000_000, description="Most lines one batch may have")
+    max_file_bytes: int = Field(
+        default=200 * 1024 * 1024, gt=0, description="Largest input file a batch may read"
+    )
+    completion_window_s: float = Field(
+        default=86_400.0, gt=0, description="The completion window a batch gets (OpenAI's '24h')"
+    )
+    progress_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="Most often a running batch's counts are written"
+    )
+
+
 class TypesConfig(Strict):
     """Where ``gts_ref`` tools are looked up (``services/runtime/types.py``): ``dir``, a directory
     of ``<gts id>.json`` schema files (a relative path is relative to the configuration file's
@@ -433,6 +460,7 @@ class GatewayConfig(Strict):
     types: TypesConfig = Field(default_factory=TypesConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    batches: BatchesConfig = Field(default_factory=BatchesConfig)
     model_registry: ModelRegistryConfig | None = None
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 

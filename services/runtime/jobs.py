@@ -80,6 +80,7 @@ def job_state(
         result=result,
         error=error,
         params=_params(req),
+        batch=req.batch,
     )
 
 
