@@ -93,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         help="key: the caller's client_id (usage records carry no API key name)",
     )
     ur.add_argument("--json", action="store_true")
+    uss = us_sub.add_parser(
+        "sessions", help="Realtime sessions of one tenant and their usage summaries (not summed by report)"
+    )
+    uss.add_argument("--tenant", required=True)
+    uss.add_argument(
+        "--since", default="24h", help="sessions started since: a duration (30m, 24h, 7d) or an ISO date"
+    )
+    uss.add_argument("--json", action="store_true")
 
     jb = sub.add_parser("jobs", help="asynchronous jobs, from llm.jobs")
     jb_sub = jb.add_subparsers(dest="action", required=True)
@@ -381,6 +389,9 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
 
     from services.runtime.s3 import S3ObjectStore
     from services.usage_sink.report import parse_since, usage_report
+    from services.usage_sink.sessions import list_sessions
+
+    from .output import sessions_table
 
     now = datetime.now(UTC)
     try:
@@ -393,6 +404,14 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
         async with S3ObjectStore(
             settings.usage_bucket, endpoint_url=settings.s3_url, create_bucket=False
         ) as store:
+            if args.action == "sessions":
+                listing = await list_sessions(store, args.tenant, since=since, until=now)
+                print(
+                    json.dumps(listing.as_json(), indent=2)
+                    if args.json
+                    else sessions_table(listing.as_json())
+                )
+                return 0
             report = await usage_report(store, args.tenant, since=since, until=now, by=args.by)
         from .output import usage_table
 

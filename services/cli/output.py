@@ -90,3 +90,40 @@ def usage_table(report: dict[str, Any]) -> str:
         return title + "\n" + table(headers, [[report["tenant"], *(total[c] for c in USAGE_COLUMNS)]])
     rows = [[g["key"], *(g[c] for c in USAGE_COLUMNS)] for g in report["groups"]]
     return title + "\n" + table(headers, rows, footer=["TOTAL", *(total[c] for c in USAGE_COLUMNS)])
+
+
+def sessions_table(listing: dict[str, Any]) -> str:
+    """``llmgw usage sessions`` on a terminal: the listing's JSON (``SessionsListing.as_json``)."""
+    since, until = (listing[k][:16].replace("T", " ") for k in ("since", "until"))
+    title = f"realtime sessions of tenant {listing['tenant']} started {since} to {until} UTC"
+    headers = ["started", "session", "user", "key", "model", "turns", "input", "output", "cached"]
+    headers += ["cost_usd", "close", "ended_by"]
+    rows = [
+        [
+            s["started_at"][:19].replace("T", " "),
+            s["request_id"],
+            s.get("user_id"),
+            s.get("api_key"),
+            s.get("alias"),
+            *(
+                int(s["usage"].get(c) or 0)
+                for c in ("turns", "prompt_tokens", "completion_tokens", "cached_tokens")
+            ),
+            float(s["usage"].get("cost_usd") or 0.0),
+            s.get("close_code"),
+            s.get("ended_by"),
+        ]
+        for s in listing["sessions"]
+    ]
+    t = listing["total"]
+    footer = [f"{t['sessions']} sessions", "", "", "", ""]
+    footer += [
+        t["turns"],
+        t["prompt_tokens"],
+        t["completion_tokens"],
+        t["cached_tokens"],
+        t["cost_usd"],
+        "",
+        "",
+    ]
+    return title + "\n" + table(headers, rows, footer=footer)

@@ -5,13 +5,17 @@ A client reads one partition of ``llm.realtime.out`` (``RealtimeHub``), named in
 session's ``open`` frame; a session's frames to the executor go to ``llm.realtime.in`` keyed by
 the session id (so in order, to one executor). The executor says it still holds a session with
 an ``alive`` frame every second; a session that hears nothing for ``silence_s`` ends with an
-``error`` event (code ``session_lost``), as one whose executor died must.
+``error`` event (code ``session_lost``), as one whose executor died must, then ``session.usage``:
+the usage of the turns the executor reported billed (each ``response.done`` frame carries the
+session's usage so far). That session's summary, which its executor could not write, is then
+written here (``RealtimeSessionSummarized``, ``ended_by: gateway``, on ``llm.realtime.sessions``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -19,10 +23,19 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import GatewayError
-from services.contracts.events import RealtimeFrame, ReplyTo, new_id
+from services.contracts.events import (
+    RealtimeFrame,
+    RealtimeSessionSummarized,
+    ReplyTo,
+    SessionUsage,
+    new_id,
+    utcnow,
+)
 from services.runtime.kafka import REALTIME_FETCH_WAIT_MS, Publisher
 from services.runtime.tail import Tail
 from services.runtime.topics import Topics
+
+log = logging.getLogger(__name__)
 
 #: A session silent this long (no frame, not even ``alive``) is taken for lost.
 SILENCE_S = 5.0
@@ -62,6 +75,13 @@ def error_event(code: str, message: str, kind: str = "server_error") -> str:
     ).decode()
 
 
+def usage_event(usage: SessionUsage) -> str:
+    """The ``session.usage`` server event: the session's usage summary, sent as it closes."""
+    return orjson.dumps(
+        {"type": "session.usage", "event_id": f"event_{new_id()[:20]}", "usage": usage.wire()}
+    ).decode()
+
+
 def lost_event(session_id: str, message: str) -> str:
     """The ``error`` server event of a session the gateway lost."""
     return error_event("session_lost", message)
@@ -92,6 +112,8 @@ class RealtimeSession:
         self.caller_closed = False
         self._admit = admit
         self.turn = 0  # the turn admitted last (the next response.done is its usage)
+        #: The session's usage as the executor last reported it (the turns billed so far).
+        self.usage = SessionUsage()
         self._renewal: asyncio.Task[None] | None = None
 
     async def _publish(self, kind: Literal["open", "event", "close"], data: str | None = None) -> None:
@@ -137,11 +159,16 @@ class RealtimeSession:
                 async with asyncio.timeout(self._silence_s):
                     frame = await self.queue.get()
             except TimeoutError:
-                self._ended(INTERNAL_ERROR, "the gateway lost the session (its executor stopped answering)")
+                reason = "the gateway lost the session (its executor stopped answering)"
+                self._ended(INTERNAL_ERROR, reason)
+                await self._summarize_lost(reason)
                 yield lost_event(
                     self.session_id, "the gateway lost this session: its executor stopped answering"
                 )
+                yield usage_event(self.usage)
                 return
+            if frame.usage is not None:
+                self.usage = frame.usage
             if frame.kind == "event" and frame.data is not None:
                 yield frame.data
                 if self._admit is not None and _is_response_done(frame.data):
@@ -153,6 +180,30 @@ class RealtimeSession:
             elif frame.kind == "close":
                 self._ended(frame.close_code or 1000, frame.reason or "")
                 return
+
+    async def _summarize_lost(self, reason: str) -> None:
+        """The summary of a session whose executor fell silent (it cannot write its own)."""
+        f = self._open
+        summary = RealtimeSessionSummarized(
+            request_id=f.request_id,
+            tenant_id=f.tenant_id,
+            user_id=f.user_id,
+            alias=f.model or "",
+            api_key=f.api_key,
+            client_id=f.client_id,
+            dialect=f.dialect,
+            usage=self.usage,
+            started_at=f.occurred_at,
+            ended_at=utcnow(),
+            close_code=INTERNAL_ERROR,
+            close_reason=reason,
+            ended_by="gateway",
+        )
+        hub = self._hub
+        try:
+            await (await hub.publisher.publish(hub.topics.realtime_sessions.name, summary, key=f.request_id))
+        except Exception:  # the caller still gets its error and close; the ledger lacks the summary
+            log.exception("the summary of lost realtime session %s could not be written", f.request_id)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         async for data in self.raw():

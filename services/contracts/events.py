@@ -990,6 +990,47 @@ class BreakerChanged(Model):
         return f"{self.alias}/{self.provider}/{self.model}"
 
 
+class SessionUsage(Model):
+    """A Realtime session's usage: the sum of its turns' ``UsageRecorded`` (``turns`` of them)."""
+
+    turns: int = Field(default=0, ge=0)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    units: dict[str, float] = Field(
+        default_factory=dict,
+        description="Text / audio / cached details: input_text_tokens, input_audio_tokens, ...",
+    )
+
+    def plus(self, usage: Usage, cost_usd: float) -> SessionUsage:
+        """This usage and one more turn's."""
+        units = dict(self.units)
+        for k, v in usage.units.items():
+            units[k] = units.get(k, 0.0) + v
+        return SessionUsage(
+            turns=self.turns + 1,
+            prompt_tokens=self.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self.completion_tokens + usage.completion_tokens,
+            cached_tokens=self.cached_tokens + usage.cached_tokens,
+            total_tokens=self.total_tokens + usage.total_tokens,
+            cost_usd=round(self.cost_usd + cost_usd, 10),
+            units=units,
+        )
+
+    def wire(self) -> dict[str, Any]:
+        """The ``usage`` of the ``session.usage`` server event a caller gets on close."""
+        return {
+            "turns": self.turns,
+            "input_tokens": self.prompt_tokens,
+            "output_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost_usd": self.cost_usd,
+            **{k: int(v) for k, v in self.units.items()},
+        }
+
+
 class RealtimeFrame(Envelope):
     """One frame of a Realtime session (the OpenAI Realtime protocol over WebSocket), between the
     caller (edge or SDK) and the executor holding the provider's WebSocket. ``request_id`` is the
@@ -1015,6 +1056,40 @@ class RealtimeFrame(Envelope):
     client_id: str | None = None
     close_code: int | None = Field(default=None, description="close from the executor: WebSocket code")
     reason: str | None = None
+    usage: SessionUsage | None = Field(
+        default=None,
+        description="event relaying a response.done: the session's usage through that turn "
+        "(whose UsageRecorded is already on llm.usage)",
+    )
+
+
+SessionEndedBy = Literal["executor", "gateway"]
+
+
+class RealtimeSessionSummarized(Envelope):
+    """A Realtime session ended: its usage summary (UC-014). Topic ``llm.realtime.sessions``, key
+    ``request_id`` = the session id. Not billable: the session's turns are, each its own
+    ``UsageRecorded`` on ``llm.usage``, and ``usage`` is their sum.
+
+    Written once per session, by the executor that held it (``ended_by: executor``) or, when that
+    executor fell silent, by the caller that declared the session lost (``ended_by: gateway``,
+    ``usage`` as of the last turn it was told of). Both may be written for one session (an
+    executor silent but alive); the usage ledger keeps the executor's then. ``started_at`` is the
+    ``open`` frame's ``occurred_at``, known alike to both."""
+
+    type: Literal["llm.realtime.session.v1"] = "llm.realtime.session.v1"
+    alias: str
+    provider: str | None = None
+    model: str | None = None
+    api_key: str | None = Field(default=None, description="The name of the caller's API key")
+    client_id: str | None = None
+    dialect: Literal["ga", "beta"] = "ga"
+    usage: SessionUsage = Field(default_factory=SessionUsage)
+    started_at: datetime
+    ended_at: datetime = Field(default_factory=utcnow)
+    close_code: int
+    close_reason: str = ""
+    ended_by: SessionEndedBy
 
 
 AnyEvent = Annotated[
@@ -1046,6 +1121,7 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         MediaProduced,
         JobUpdated,
         BatchUpdated,
+        RealtimeSessionSummarized,
     )
 }
 

@@ -11,8 +11,12 @@ Each ``response.done`` is one turn: a ``UsageRecorded`` (operation ``realtime``,
 ``<session>/<response id>``, tokens with text/audio details in ``units``) priced at the
 deployment's catalog price, found by the model the provider reports or, for a dated name
 (``gpt-realtime-2025-08-28``), its base name; and an audit record. The session's start and end
-are audit records too; its end carries the usage summary, which the caller also gets as a
-``session.usage`` server event when the gateway closes the session.
+are audit records too. The turn's usage record is on ``llm.usage`` before its ``response.done``
+is relayed, and that frame carries the session's usage so far (``RealtimeFrame.usage``), so a
+caller that declares the session lost knows what was billed. When the session ends its summary
+is a ``RealtimeSessionSummarized`` on ``llm.realtime.sessions`` (for the usage ledger; not
+billable) and in the end's audit record; the caller also gets it as a ``session.usage`` server
+event when the gateway closes the session.
 
 A frame for a session this executor does not hold (it restarted, or the partition moved) is
 answered with an ``error`` event and a close (1011): the session is not resumed elsewhere.
@@ -25,7 +29,8 @@ import contextlib
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -38,6 +43,8 @@ from services.contracts.events import (
     Deployment,
     Price,
     RealtimeFrame,
+    RealtimeSessionSummarized,
+    SessionUsage,
     Usage,
     UsageRecorded,
     new_id,
@@ -118,35 +125,6 @@ def error_event(code: str, message: str, kind: str = "server_error") -> str:
     ).decode()
 
 
-@dataclass
-class Totals:
-    turns: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: float = 0.0
-    units: dict[str, float] = field(default_factory=dict)
-
-    def add(self, usage: Usage, cost: float) -> None:
-        self.turns += 1
-        self.prompt_tokens += usage.prompt_tokens
-        self.completion_tokens += usage.completion_tokens
-        self.cached_tokens += usage.cached_tokens
-        self.cost_usd = round(self.cost_usd + cost, 10)
-        for k, v in usage.units.items():
-            self.units[k] = self.units.get(k, 0.0) + v
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "turns": self.turns,
-            "input_tokens": self.prompt_tokens,
-            "output_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens,
-            "cost_usd": self.cost_usd,
-            **{k: int(v) for k, v in self.units.items()},
-        }
-
-
 class Session:
     """One session held here: the provider's WebSocket and the task relaying what it says."""
 
@@ -162,14 +140,19 @@ class Session:
         self.topic, self.partition = open_.reply_to.topic, open_.reply_to.partition
         self.inbox: asyncio.Queue[RealtimeFrame] = asyncio.Queue()
         self.seq = 0
-        self.totals = Totals()
+        self.usage = SessionUsage()
         self.started = time.monotonic()
         self.last_activity = self.started
         self.task: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
 
     async def emit(
-        self, kind: str, data: str | None = None, code: int | None = None, reason: str | None = None
+        self,
+        kind: str,
+        data: str | None = None,
+        code: int | None = None,
+        reason: str | None = None,
+        usage: SessionUsage | None = None,
     ) -> None:
         frame = RealtimeFrame(
             request_id=self.id,
@@ -180,6 +163,7 @@ class Session:
             data=data,
             close_code=code,
             reason=reason,
+            usage=usage,
         )
         self.seq += 1
         await self.holder.publisher.publish(self.topic, frame, key=self.id, partition=self.partition)
@@ -213,7 +197,25 @@ class Session:
                 await asyncio.shield(self._end(code, reason, summary_to_client))
 
     async def _end(self, code: int, reason: str, to_client: bool) -> None:
-        summary = self.totals.summary()
+        summary = self.usage.wire()
+        h = self.holder
+        ended = RealtimeSessionSummarized(
+            request_id=self.id,
+            tenant_id=self.open.tenant_id,
+            user_id=self.open.user_id,
+            alias=self.target.alias,
+            provider=self.target.provider,
+            model=self.target.upstream_model,
+            api_key=self.open.api_key,
+            client_id=self.open.client_id,
+            dialect=self.open.dialect,
+            usage=self.usage,
+            started_at=self.open.occurred_at,
+            close_code=code,
+            close_reason=reason,
+            ended_by="executor",
+        )
+        written = await h.publisher.publish(h.topics.realtime_sessions.name, ended, key=self.id)
         if to_client:
             await self.emit(
                 "event",
@@ -222,7 +224,8 @@ class Session:
                 ).decode(),
             )
         await self.emit("close", code=code, reason=reason[:120])
-        await self.holder.audit(
+        await written
+        await h.audit(
             self,
             "completed" if code in (NORMAL, 1001) else "failed",
             reason=f"{reason}; usage {orjson.dumps(summary).decode()}",
@@ -279,20 +282,22 @@ class Session:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             data: str = msg.data
-            await self.emit("event", data)
-            if '"response.done"' in data:
-                await self._turn(orjson.loads(data))
+            if '"response.done"' in data and (event := orjson.loads(data)).get("type") == "response.done":
+                audit = await self._turn(event)  # billed before the caller hears of the turn
+                await self.emit("event", data, usage=self.usage)
+                await audit()
+            else:
+                await self.emit("event", data)
         return (ws.close_code or NORMAL), "the provider closed the session", True
 
-    async def _turn(self, event: dict[str, Any]) -> None:
-        if event.get("type") != "response.done":
-            return
+    async def _turn(self, event: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+        """Record the turn's usage (returns once it is on ``llm.usage``); returns its audit."""
         response = event.get("response") or {}
         usage = turn_usage(response.get("usage") or {})
-        turn = self.totals.turns
+        turn = self.usage.turns
         price = turn_price(self.target, self.prices, response.get("model"))
         cost = cost_usd(usage, _Priced(price))
-        self.totals.add(usage, cost)
+        self.usage = self.usage.plus(usage, cost)
         rid = f"{self.id}/{turn}"  # the turn's admission id: this usage settles its reservation
         status = response.get("status")
         record = UsageRecorded(
@@ -318,7 +323,7 @@ class Session:
         )
         h = self.holder
         await (await h.publisher.publish(h.topics.usage.name, record, key=record.tenant_id))
-        await h.audit(
+        return lambda: h.audit(
             self, "completed", request_id=rid, reason=f"turn {turn} ({response.get('id')}) {status}"
         )
 

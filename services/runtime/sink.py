@@ -46,6 +46,15 @@ class BatchSettings(Protocol):
 
 
 @dataclass(frozen=True)
+class SinkSource:
+    """A further topic a sink reads into the same plugins (``SinkSpec.also``)."""
+
+    source: str  # the topic role (topics.yaml)
+    model: type[BaseModel]
+    handler: Callable[[Any, Any, Any], Awaitable[None]]  # (TenantPlugins, event, record)
+
+
+@dataclass(frozen=True)
 class SinkSpec:
     name: str  # e.g. "usage-sink": client ids, the DLQ's consumer header, readiness
     group: str
@@ -56,6 +65,7 @@ class SinkSpec:
     bucket: Callable[[Settings], str]
     plugin: Callable[[ObjectStore, BatchSettings], SinkPlugin]  # the default (S3) plugin
     settings: Callable[[Settings], BatchSettings]
+    also: tuple[SinkSource, ...] = ()
 
 
 class SinkService:
@@ -70,10 +80,16 @@ class SinkService:
         self.publisher = Publisher(rt.bootstrap_servers, client_id=f"{spec.name}-{rt.instance_id}")
         # no span per record from the Consumer: the built-in plugins make one per batch written
         # (``traces_batches``); the record of a plugin that does not gets its span here
-        sub = Subscription.of(spec.model, self._handle, name=spec.model.__name__, spans=False)
+        sources = (SinkSource(spec.source, spec.model, spec.handler), *spec.also)
+        subs = {
+            getattr(topics, s.source).name: Subscription.of(
+                s.model, self._handler(s.handler), name=s.model.__name__, spans=False
+            )
+            for s in sources
+        }
         self.consumer: Consumer[BaseModel] = Consumer(
             bootstrap_servers=rt.bootstrap_servers,
-            subscriptions={getattr(topics, spec.source).name: sub},
+            subscriptions=subs,
             group_id=rt.topic_prefix + spec.group,
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, spec.name),
             max_in_flight=settings.max_in_flight,
@@ -81,18 +97,26 @@ class SinkService:
             client_id=f"{spec.name}-{rt.instance_id}",
         )
 
-    async def _handle(self, event: Any, record: ConsumerRecord) -> None:
-        if telemetry.recording() and not getattr(
-            self.plugin.for_tenant(event.tenant_id), "traces_batches", False
-        ):
-            with telemetry.consuming(record.topic, record.headers, record.partition, record.offset):
-                await self.spec.handler(self.plugin, event, record)
-            return
-        await self.spec.handler(self.plugin, event, record)
+    def _handler(
+        self, handler: Callable[[Any, Any, Any], Awaitable[None]]
+    ) -> Callable[[Any, ConsumerRecord], Awaitable[None]]:
+        async def handle(event: Any, record: ConsumerRecord) -> None:
+            if telemetry.recording() and not getattr(
+                self.plugin.for_tenant(event.tenant_id), "traces_batches", False
+            ):
+                with telemetry.consuming(record.topic, record.headers, record.partition, record.offset):
+                    await handler(self.plugin, event, record)
+                return
+            await handler(self.plugin, event, record)
+
+        return handle
 
     async def start(self) -> None:
         await apply_topics(
-            self.settings.runtime.bootstrap_servers, self.topics, create=False, only=[self.spec.source, "dlq"]
+            self.settings.runtime.bootstrap_servers,
+            self.topics,
+            create=False,
+            only=[self.spec.source, *(s.source for s in self.spec.also), "dlq"],
         )
         await self.publisher.start()
         await self.consumer.start()

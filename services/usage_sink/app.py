@@ -1,4 +1,5 @@
-"""Usage sink service: ``llm.usage`` (group ``llmgw-usage-sink``) -> the usage ledger on S3.
+"""Usage sink service: ``llm.usage`` (group ``llmgw-usage-sink``) -> the usage ledger on S3, and
+``llm.realtime.sessions`` -> its Realtime session summaries (``sessions``; never summed).
 
 State: none of its own. What is stored is in the bucket, and what a restarted (or newly
 assigned) sink needs to know — how far each partition was written — is read back from it
@@ -7,12 +8,12 @@ assigned) sink needs to know — how far each partition was written — is read 
 
 from __future__ import annotations
 
-from services.contracts.events import UsageRecorded
+from services.contracts.events import RealtimeSessionSummarized, UsageRecorded
 from services.runtime.s3 import ObjectStore
 from services.runtime.settings import Settings
-from services.runtime.sink import SinkSpec, serve_sink
+from services.runtime.sink import SinkSource, SinkSpec, serve_sink
 
-from .handlers import record_usage
+from .handlers import record_session, record_usage
 from .ledger import S3UsagePlugin
 from .settings import SinkSettings
 
@@ -28,6 +29,7 @@ SPEC = SinkSpec(
     bucket=lambda settings: settings.usage_bucket,
     plugin=lambda store, s: S3UsagePlugin(store, max_records=s.batch_records, max_wait_s=s.batch_ms / 1000),
     settings=lambda settings: SinkSettings.from_env(runtime=settings),
+    also=(SinkSource("realtime_sessions", RealtimeSessionSummarized, record_session),),
 )
 
 

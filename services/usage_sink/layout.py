@@ -9,6 +9,11 @@ earlier object of the same source (see ``ledger``). ``+`` cannot occur in a topi
 its objects). Tenant names are percent-encoded.
 
 ``usage/_intents/<topic>+<partition>.json`` is the source's write intent (``ledger``).
+
+``usage/_sessions/tenant=<tenant>/date=<yyyy-mm-dd>/<session id>.json`` is a Realtime session's
+summary (``sessions``), one object per session: the date is the session's ``started_at`` (UTC),
+so every writer of one session's summary names the same object. Not under ``usage/tenant=``:
+nothing that sums usage records reads it.
 """
 
 from __future__ import annotations
@@ -64,3 +69,15 @@ def offset_range(key: str) -> tuple[int, int]:
 
 def intent_key(topic: str, partition: int) -> str:
     return f"{ROOT}_intents/{topic}+{partition}.json"
+
+
+SESSIONS = f"{ROOT}_sessions/"
+
+
+def session_date_prefix(tenant: str, date: str) -> str:
+    return f"{SESSIONS}tenant={quote(tenant, safe='')}/date={date}/"
+
+
+def session_key(tenant: str, started_at: datetime, session_id: str) -> str:
+    g = Group.of(tenant, started_at)
+    return f"{session_date_prefix(tenant, g.date)}{quote(session_id, safe='')}.json"

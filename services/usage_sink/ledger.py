@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from services.contracts.events import RequestBase, UsageRecorded
+from services.contracts.events import RealtimeSessionSummarized, RequestBase, UsageRecorded
 from services.runtime import telemetry
 from services.runtime.batching import Batcher
 from services.runtime.codec import encode
@@ -41,6 +41,7 @@ from services.runtime.plugins import NO_OPINION, BudgetVerdict, Position
 from services.runtime.s3 import ObjectStore, PreconditionFailed
 
 from .layout import Group, intent_key, object_key, offset_range, source_prefix
+from .sessions import S3SessionLedger
 
 Source = tuple[str, int]
 
@@ -63,7 +64,7 @@ class _Known:
 
 class S3UsagePlugin:
     """``record`` returns once the usage is in the bucket. Batches close at ``max_records``
-    records or ``max_wait_s`` after their first record."""
+    records or ``max_wait_s`` after their first record. Also a ``SessionLedger``."""
 
     #: one span per write of a batch (``Batcher(traced=...)``), not one per record: the sink's
     #: Consumer leaves the record's span to the plugin (``services/runtime/sink.py``)
@@ -77,11 +78,16 @@ class S3UsagePlugin:
             self._write, max_items=max_records, max_wait_s=max_wait_s, traced=telemetry.kafka_batch
         )
         self.written = 0  # records this process stored (what a benchmark counts)
+        self._sessions = S3SessionLedger(store)
 
     async def record(self, usage: UsageRecorded, position: Position) -> None:
         line = encode(usage)
         item = Item(position.offset, Group.of(usage.tenant_id, usage.occurred_at), line)
         await self._batcher.add((position.topic, position.partition), item, len(line) + 1)
+
+    async def record_session(self, summary: RealtimeSessionSummarized) -> None:
+        """A Realtime session's summary: its own object, apart from the records (``sessions``)."""
+        await self._sessions.record_session(summary)
 
     async def check_budget(self, request: RequestBase, *, max_cost_usd: float) -> BudgetVerdict:
         """No opinion: budgets set in the configuration are kept by the router's own ledger."""

@@ -1,6 +1,8 @@
 """The OpenAI Realtime API through the edge (``/v1/realtime``) and the pipeline: the official
 ``openai`` SDK's realtime clients (GA and beta) against the edge, the executor holding the
-emulator's WebSocket; usage per turn on ``llm.usage``; sessions lost with their executor."""
+emulator's WebSocket; usage per turn on ``llm.usage``; the session's summary in the usage ledger
+(``llmgw usage sessions``), never summed by ``llmgw usage report``; sessions lost with their
+executor."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import base64
 import json
 import os
 import signal
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -24,6 +28,7 @@ from services.emulator.text import completion_text
 from tests.support import events_of, events_until, realtime_sdk
 
 from .helpers import TopicTail
+from .test_ledgers import llmgw
 
 DEMO_KEY = "sk-llmgw-demo"
 MS = 48  # bytes of 24 kHz PCM16 per millisecond
@@ -54,6 +59,17 @@ async def append(conn: Any, pcm: bytes, chunk_ms: int = 100) -> None:
 def realtime_usage(records: list[Any]) -> list[dict[str, Any]]:
     docs = [json.loads(r.value) for r in records if b'"operation":"realtime"' in r.value]
     return [d for d in docs if d["alias"] == "demo-realtime"]
+
+
+async def stored_sessions(settings: Any, session_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """``llmgw usage sessions --json``'s summaries of ``session_id``, once the sink has one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = await llmgw(settings, "usage", "sessions", "--tenant", "demo", "--since", "1h", "--json")
+        assert res.returncode == 0, res.stderr
+        mine = [s for s in json.loads(res.stdout)["sessions"] if s["request_id"] == session_id]
+        if mine or time.monotonic() > deadline:
+            return mine
 
 
 async def usage_of(tail: TopicTail) -> list[dict[str, Any]]:
@@ -238,6 +254,12 @@ async def test_executor_killed_mid_session_ends_it_with_an_error(edge_url, stack
                     if event.type == "error":
                         break
             assert event.error.code == "session_lost"
+            usage_event = await conn.recv()  # the usage billed before the executor died
+            assert usage_event.type == "session.usage"
+            assert (usage_event.usage["turns"], usage_event.usage["input_tokens"]) == (
+                1,
+                first.response.usage.input_tokens,
+            )
             with pytest.raises(Exception) as closed:  # then a clean close
                 await conn.recv()
         assert "1011" in str(closed.value)
@@ -258,6 +280,15 @@ async def test_executor_killed_mid_session_ends_it_with_an_error(edge_url, stack
     assert slow[0]["status"] == "cancelled"
     assert slow[0]["prompt_tokens"] == first.response.usage.input_tokens
     assert slow[0]["completion_tokens"] == first.response.usage.output_tokens
+    # its summary, written by the edge that declared it lost, once; equal to what was billed
+    summaries = await stored_sessions(stack_settings, slow[0]["conversation_id"])
+    assert len(summaries) == 1
+    lost = summaries[0]
+    assert (lost["ended_by"], lost["close_code"], lost["usage"]["turns"]) == ("gateway", 1011, 1)
+    assert (lost["usage"]["prompt_tokens"], lost["usage"]["cost_usd"]) == (
+        slow[0]["prompt_tokens"],
+        pytest.approx(slow[0]["cost_usd"]),
+    )
 
 
 async def test_budget_exhaustion_closes_the_session(edge_url):
@@ -287,3 +318,46 @@ async def test_budget_exhaustion_closes_the_session(edge_url):
     async with ws_connect(url, additional_headers=headers) as ws:
         refused = json.loads(await ws.recv())
         assert (refused["type"], refused["error"]["code"]) == ("error", "budget_exceeded")
+
+
+async def test_a_closed_sessions_summary_is_in_the_ledger_and_not_in_the_report(edge_url, stack_settings):
+    usage_topic = f"{stack_settings.topic_prefix}llm.usage"
+    since = datetime.now(UTC).isoformat()  # the report's window: this session's turns only
+    async with TopicTail(stack_settings.bootstrap_servers, usage_topic) as tail:
+        async with realtime(edge_url) as conn:
+            await until(conn, "session.created")
+            for _ in range(2):
+                await conn.response.create()
+                await until(conn, "response.done")
+        await tail.until(lambda records: len(realtime_usage(records)) >= 2)
+    turns = realtime_usage(tail.records)
+    assert len(turns) == 2 and turns[0]["conversation_id"] == turns[1]["conversation_id"]
+    summaries = await stored_sessions(stack_settings, turns[0]["conversation_id"])
+    assert len(summaries) == 1
+    summary = summaries[0]
+    assert (summary["ended_by"], summary["close_code"], summary["alias"]) == (
+        "executor",
+        1000,
+        "demo-realtime",
+    )
+    assert summary["api_key"] == turns[0]["api_key"] and summary["user_id"] == turns[0]["user_id"]
+    usage = summary["usage"]
+    assert usage["turns"] == 2
+    for field in ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens"):
+        assert usage[field] == sum(t[field] for t in turns), field
+    assert usage["cost_usd"] == pytest.approx(sum(t["cost_usd"] for t in turns))
+    for unit in ("input_audio_tokens", "output_audio_tokens", "output_text_tokens"):
+        assert usage["units"][unit] == sum(t["units"][unit] for t in turns), unit
+    # the report counts the two turns, and the summary not at all
+    deadline = time.monotonic() + 30
+    while True:
+        res = await llmgw(stack_settings, "usage", "report", "--tenant", "demo", "--since", since, "--json")
+        assert res.returncode == 0, res.stderr
+        total = json.loads(res.stdout)["total"]
+        if total["requests"] >= 2 or time.monotonic() > deadline:
+            break
+    assert total["requests"] == 2
+    assert total["total_tokens"] == usage["total_tokens"]
+    assert total["cost_usd"] == pytest.approx(usage["cost_usd"])
+    table = await llmgw(stack_settings, "usage", "sessions", "--tenant", "demo", "--since", "1h")
+    assert turns[0]["conversation_id"] in table.stdout
