@@ -138,11 +138,13 @@ class Session:
         self.prices = prices
         assert open_.reply_to is not None
         self.topic, self.partition = open_.reply_to.topic, open_.reply_to.partition
-        self.inbox: asyncio.Queue[RealtimeFrame] = asyncio.Queue()
+        #: the caller's frames; ``None``: the provider's side ended (``_relay``)
+        self.inbox: asyncio.Queue[RealtimeFrame | None] = asyncio.Queue()
         self.seq = 0
         self.usage = SessionUsage()
         self.started = time.monotonic()
         self.last_activity = self.started
+        self.last_emit = self.started  # when a frame last went to the caller (``alive`` after ALIVE_S)
         self.task: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
 
@@ -166,6 +168,7 @@ class Session:
             usage=usage,
         )
         self.seq += 1
+        self.last_emit = time.monotonic()
         await self.holder.publisher.publish(self.topic, frame, key=self.id, partition=self.partition)
 
     async def run(self) -> None:
@@ -232,13 +235,17 @@ class Session:
         )
 
     async def _relay(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str, bool]:
+        """Client events to the provider until the session ends. One ``inbox.get`` per frame, no
+        task: the provider's reader says it finished with a ``None`` in the inbox. ``alive`` goes
+        out whenever nothing did for ``ALIVE_S``, however busy the client side is."""
         h = self.holder
         reader = asyncio.create_task(self._from_provider(ws))
+        reader.add_done_callback(lambda _: self.inbox.put_nowait(None))
         try:
             while True:
-                remaining_total = h.max_session_s - (time.monotonic() - self.started)
-                remaining_idle = h.idle_s - (time.monotonic() - self.last_activity)
-                wait = min(ALIVE_S, remaining_total, remaining_idle)
+                now = time.monotonic()
+                remaining_total = h.max_session_s - (now - self.started)
+                remaining_idle = h.idle_s - (now - self.last_activity)
                 if remaining_total <= 0:
                     await self.emit(
                         "event",
@@ -253,16 +260,17 @@ class Session:
                         "event", error_event("session_idle", f"no client event for {h.idle_s:g}s")
                     )
                     return POLICY, "idle timeout", True
-                get = asyncio.ensure_future(self.inbox.get())
-                done, _ = await asyncio.wait({get, reader}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                if reader in done:
-                    get.cancel()
-                    return reader.result()
-                if get not in done:
-                    get.cancel()
+                quiet = ALIVE_S - (now - self.last_emit)
+                if quiet <= 0:
                     await self.emit("alive")
                     continue
-                frame = get.result()
+                try:
+                    async with asyncio.timeout(min(quiet, remaining_total, remaining_idle)):
+                        frame = await self.inbox.get()
+                except TimeoutError:
+                    continue
+                if frame is None:  # the provider's side ended
+                    return reader.result()
                 if frame.kind == "close" and frame.close_code is not None:  # the gateway ends it
                     if frame.data is not None:
                         await self.emit("event", frame.data)

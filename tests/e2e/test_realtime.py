@@ -185,6 +185,24 @@ async def test_cancel_a_response(edge_url):
     assert (done.id, done.status) == (created[-1].response.id, "cancelled")
 
 
+async def test_a_long_client_side_stretch_keeps_the_session(edge_url):
+    """The caller talks for longer than the edge's silence limit (5 s) while the provider says
+    nothing (no turn detection): the executor's ``alive`` frames keep the session."""
+    async with realtime(edge_url) as conn:
+        await until(conn, "session.created")
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        await until(conn, "session.updated")
+        start = asyncio.get_running_loop().time()
+        for i in range(65):  # 6.5 s of audio, sent as it is spoken
+            await asyncio.sleep(max(0.0, start + i * 0.1 - asyncio.get_running_loop().time()))
+            await conn.input_audio_buffer.append(audio=base64.b64encode(silence(100)).decode())
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert not of(events, "error")
+    assert events[-1].response.status == "completed"
+
+
 async def test_handshake_needs_a_valid_key(edge_url):
     url = f"{edge_url.replace('http', 'ws', 1)}/v1/realtime?model=demo-realtime"
     with pytest.raises(Exception, match="403|1008"):
