@@ -11,8 +11,12 @@ the machine: ``time.monotonic_ns``) stamps what it receives and what it sends:
   ``response.output_audio.delta`` of the same size carrying its send time; the client records
   its arrival.
 
-Frames are paced as real audio (one per 20 ms per session). The same run is made against the
-probe directly and through the gateway (edge -> ``llm.realtime.in`` -> executor -> probe ->
+Frames are paced as real audio (one per 20 ms per session). The sessions of a run open together
+and start streaming together once all of them are open (``--no-barrier``: each as soon as it is
+open, as the runs before 2026-12-02 13:00 did, so a session's first frames met the other sessions'
+opening: router admissions, the executor's provider connections, audit records); how long the
+opens took is reported apart (``open_p50``, ``open_max``, ms to ``session.created``). The same run
+is made against the probe directly and through the gateway (edge -> ``llm.realtime.in`` -> executor -> probe ->
 ``llm.realtime.out`` -> edge), on a throw-away stack (``bench.stackutil``); the added latency is
 the gateway's percentile less the direct one, per direction, at each concurrency.
 """
@@ -66,10 +70,21 @@ async def probe(ws: ServerConnection) -> None:
         )
 
 
-async def session(url: str, headers: dict[str, str], frames: int, back: list[float]) -> None:
+async def session(
+    url: str,
+    headers: dict[str, str],
+    frames: int,
+    back: list[float],
+    opens: list[float],
+    barrier: asyncio.Barrier | None,
+) -> None:
+    began = time.monotonic()
     async with connect(url, additional_headers=headers, max_size=16 * 1024 * 1024) as ws:
         first = json.loads(await ws.recv())
         assert first["type"] == "session.created", first
+        opens.append((time.monotonic() - began) * 1000)
+        if barrier is not None:
+            await barrier.wait()  # every session of the run is open: stream together
 
         async def reader() -> None:
             for _ in range(frames):
@@ -99,13 +114,19 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
-async def run(label: str, url: str, headers: dict[str, str], sessions: int, frames: int) -> dict[str, Any]:
+async def run(
+    label: str, url: str, headers: dict[str, str], sessions: int, frames: int, barrier: bool = True
+) -> dict[str, Any]:
     ARRIVALS[label] = []
     ERRORS.clear()
     back: list[float] = []
-    await asyncio.gather(*(session(url, headers, frames, back) for _ in range(sessions)))
+    opens: list[float] = []
+    together = asyncio.Barrier(sessions) if barrier else None
+    await asyncio.gather(*(session(url, headers, frames, back, opens, together) for _ in range(sessions)))
     up = ARRIVALS[label]
     return {
+        "open_p50": pct(opens, 50),
+        "open_max": max(opens),
         "up_p50": pct(up, 50),
         "up_p99": pct(up, 99),
         "down_p50": pct(back, 50),
@@ -143,8 +164,8 @@ async def measure(args: argparse.Namespace, edge_url: str, probe_port: int) -> d
     await run("gateway", gateway, auth, 1, 50)  # warm-up: connections, partitions, code paths
     results: dict[str, Any] = {}
     for n in args.sessions:
-        d = await run("direct", direct, {}, n, args.frames)
-        g = await run("gateway", gateway, auth, n, args.frames)
+        d = await run("direct", direct, {}, n, args.frames, args.barrier)
+        g = await run("gateway", gateway, auth, n, args.frames, args.barrier)
         results[str(n)] = {
             "direct": d,
             "gateway": g,
@@ -180,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.realtime_bench")
     ap.add_argument("--frames", type=int, default=500, help="audio frames per session (20 ms each)")
     ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 20])
+    ap.add_argument(
+        "--no-barrier",
+        dest="barrier",
+        action="store_false",
+        help="each session streams as soon as it is open (the method of the runs before 2026-12-02 13:00)",
+    )
     args = ap.parse_args(argv)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     res = asyncio.run(main_async(args))
@@ -189,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_before": load,
                 "loadavg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                 "frames": args.frames,
+                "barrier": args.barrier,
                 "results": res,
             },
             indent=2,
