@@ -1,6 +1,6 @@
 """Added latency of the gateway's Realtime relay, per audio frame and per direction.
 
-``python -m bench.realtime_bench [--frames N] [--sessions 1,20]``
+``python -m bench.realtime_bench [--frames N] [--sessions 1,20] [--rounds R] [--no-barrier]``
 
 A probe provider (a Realtime WebSocket server in this process, one clock with every process on
 the machine: ``time.monotonic_ns``) stamps what it receives and what it sends:
@@ -18,7 +18,9 @@ opening: router admissions, the executor's provider connections, audit records);
 opens took is reported apart (``open_p50``, ``open_max``, ms to ``session.created``). The same run
 is made against the probe directly and through the gateway (edge -> ``llm.realtime.in`` -> executor -> probe ->
 ``llm.realtime.out`` -> edge), on a throw-away stack (``bench.stackutil``); the added latency is
-the gateway's percentile less the direct one, per direction, at each concurrency.
+the gateway's percentile less the direct one, per direction, at each concurrency; with
+``--rounds R``, the median over R such pairs. ``cpu_us_per_frame``: the CPU time each of the
+stack's processes (broker, edge, executor, router) spent per frame relayed in a gateway run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import base64
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +44,8 @@ from services.runtime.settings import ROOT
 
 FRAME = bytes(960 * 2)  # 20 ms of 24 kHz mono PCM16
 FRAME_B64 = base64.b64encode(FRAME).decode()
+#: the stack's processes whose CPU per frame is reported (component names, before any ``-<n>``)
+PROCESSES = ("kafka", "edge", "executor", "router")
 ARRIVALS: dict[str, list[float]] = {}  # run label -> client->provider latencies (ms)
 ERRORS: list[dict[str, Any]] = []  # server events other than the probe's deltas (gateway errors)
 
@@ -109,6 +114,19 @@ async def session(
         await asyncio.wait_for(reading, 60)
 
 
+def cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each named process has used so far (Linux ``/proc``)."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
@@ -157,21 +175,42 @@ def bench_config(state: Path, probe_port: int) -> Path:
     return path
 
 
-async def measure(args: argparse.Namespace, edge_url: str, probe_port: int) -> dict[str, Any]:
+async def one_round(
+    args: argparse.Namespace, n: int, direct: str, gateway: str, auth: dict[str, str], pids: dict[str, int]
+) -> dict[str, Any]:
+    d = await run("direct", direct, {}, n, args.frames, args.barrier)
+    before = cpu_s(pids)
+    g = await run("gateway", gateway, auth, n, args.frames, args.barrier)
+    after = cpu_s(pids)
+    frames = g["frames_up"] + g["frames_down"]
+    # what relaying a frame costs each process (sessions' opens included): steadier than a
+    # percentile on a shared machine, where the other load moves the tail
+    g["cpu_us_per_frame"] = {
+        k: round((after[k] - before[k]) / frames * 1e6, 1) for k in after if k in before and frames
+    }
+    return {
+        "direct": d,
+        "gateway": g,
+        "added": {k: round(g[k] - d[k], 3) for k in ("up_p50", "up_p99", "down_p50", "down_p99")},
+    }
+
+
+async def measure(
+    args: argparse.Namespace, edge_url: str, probe_port: int, pids: dict[str, int]
+) -> dict[str, Any]:
     direct = f"ws://127.0.0.1:{probe_port}/v1/realtime?model=probe&label=direct"
     gateway = f"{edge_url.replace('http', 'ws', 1)}/v1/realtime?model=bench-realtime"
     auth = {"Authorization": "Bearer sk-llmgw-demo"}
     await run("gateway", gateway, auth, 1, 50)  # warm-up: connections, partitions, code paths
     results: dict[str, Any] = {}
     for n in args.sessions:
-        d = await run("direct", direct, {}, n, args.frames, args.barrier)
-        g = await run("gateway", gateway, auth, n, args.frames, args.barrier)
-        results[str(n)] = {
-            "direct": d,
-            "gateway": g,
-            "added": {k: round(g[k] - d[k], 3) for k in ("up_p50", "up_p99", "down_p50", "down_p99")},
-        }
-        log(f"{n} sessions: {results[str(n)]['added']}")
+        rounds = [await one_round(args, n, direct, gateway, auth, pids) for _ in range(args.rounds)]
+        # each figure the median over the rounds: the other load of a shared machine comes and goes
+        added = {k: round(statistics.median(r["added"][k] for r in rounds), 3) for k in rounds[0]["added"]}
+        results[str(n)] = (
+            rounds[0] | {"added": added} if len(rounds) == 1 else {"added": added, "rounds": rounds}
+        )
+        log(f"{n} sessions: {added}")
     return results
 
 
@@ -191,7 +230,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     await loop.run_in_executor(None, lambda: stack.up(routers=1, executors=1, edge=True))
     try:
         edge = f"http://{settings.edge_host}:{settings.edge_port}"
-        return await measure(args, edge, probe_port)
+        pids = {c.name: c.pid for c in stack.load() if c.pid and c.name.split("-")[0] in PROCESSES}
+        return await measure(args, edge, probe_port, pids)
     finally:
         await loop.run_in_executor(None, stack.down)
         server.close()
@@ -201,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.realtime_bench")
     ap.add_argument("--frames", type=int, default=500, help="audio frames per session (20 ms each)")
     ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 20])
+    ap.add_argument("--rounds", type=int, default=1, help="runs per concurrency; figures are their medians")
     ap.add_argument(
         "--no-barrier",
         dest="barrier",
