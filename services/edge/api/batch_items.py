@@ -201,6 +201,7 @@ def created(
         tenant_id=caller.tenant_id,
         user_id=caller.user_id,
         batch_id=batch_id,
+        api_key=caller.key,
         api=api,
         status="validating",
         endpoint=endpoint,
