@@ -45,6 +45,13 @@ class BatchOperations(JobOperations):
         view.apply(batch)
         return view.get(batch.tenant_id, batch.batch_id)
 
+    async def delete_batch(self, batch: BatchUpdated) -> None:
+        """Remove the batch's record (a tombstone on ``llm.batches``); every view forgets it."""
+        view = await self._batches()
+        key = batch_key(batch).encode()
+        await (await self._publisher.send_raw(self.topics.batches.name, None, key=key))
+        await view.caught_up()  # the tombstone read: this view has forgotten it too
+
     async def batch(self, tenant_id: str, batch_id: str) -> BatchUpdated:
         """The tenant's batch (``BatchNotFound`` for another tenant's id or none)."""
         view = await self._batches()

@@ -112,6 +112,9 @@ ROUTES: list[Route] = [
     Route(
         "POST", "/v1/messages/batches/{batch_id}", message_batches.cancel_batch, messages.errors, auth=False
     ),
+    Route(
+        "DELETE", "/v1/messages/batches/{batch_id}", message_batches.delete_batch, messages.errors, auth=False
+    ),
     # native API
     Route("POST", "/v1/chat", native.chat, native.errors, body=True, operation="chat"),
 ]

@@ -266,3 +266,10 @@ async def test_anthropic_message_batches_end_to_end(ant, edge_url):
     with pytest.raises(anthropic.NotFoundError):
         await other.messages.batches.results(batch.id)
     assert batch.id not in {b.id for b in (await other.messages.batches.list()).data}
+    with pytest.raises(anthropic.NotFoundError):
+        await other.messages.batches.delete(batch.id)
+
+    deleted = await ant.messages.batches.delete(batch.id)
+    assert deleted.type == "message_batch_deleted"
+    with pytest.raises(anthropic.NotFoundError):
+        await ant.messages.batches.retrieve(batch.id)

@@ -12,7 +12,7 @@ accepted; ``request-id`` on every answer); errors in Anthropic's shape.
 * ``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches`` (``limit`` 1..1000, default
   20; ``after_id`` / ``before_id``; newest first), ``POST /v1/messages/batches/{id}/cancel``
   (``canceling``; a batch already ``canceling`` or finalizing, its items all done, as it is;
-  an ended one: 400).
+  an ended one: 400), ``DELETE /v1/messages/batches/{id}`` (an ended batch; else 400).
 * ``GET /v1/messages/batches/{id}/results``: JSONL, one line per finished item in input order,
   readable while the batch runs (an extension: Anthropic answers results once it has ended), so
   ``results_url`` is set from creation.
@@ -203,6 +203,22 @@ async def cancel_batch(edge: Edge, req: Request) -> Response:
     elif batch.status in TERMINAL_BATCH_STATES:
         raise ValidationError(f"message batch {batch_id!r} has already ended; it cannot be canceled")
     return _answer(req, batch_json(batch, base_url(req)))
+
+
+async def delete_batch(edge: Edge, req: Request) -> Response:
+    """``DELETE /v1/messages/batches/{id}``: an ended batch's record and its stored items go (its
+    items' job records stay until ``llm.jobs`` forgets them); a batch still processing: 400."""
+    caller = authenticate(edge, req)
+    batch_id = req.params["batch_id"]
+    if "/" in batch_id:
+        raise HTTPError(404, f"Invalid URL (DELETE /v1/messages/batches/{batch_id})")
+    batch = await find(edge, caller, batch_id)
+    if batch.status not in TERMINAL_BATCH_STATES:
+        raise ValidationError(f"message batch {batch_id!r} is still processing; cancel it first")
+    await edge.gw.delete_batch(batch)
+    for key in (batch.requests_key, items.custom_ids_key(batch.requests_key)):
+        await edge.files.delete(key)
+    return _answer(req, {"id": batch_id, "type": "message_batch_deleted"})
 
 
 def _query(req: Request) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ import httpx2
 import openai
 import orjson
 import pytest
+from aiokafka.structs import ConsumerRecord
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
 from services.client import GatewayClient
@@ -48,7 +49,7 @@ from services.runtime.batches import (
     moved,
     output_file_id,
 )
-from services.runtime.codec import decode_any
+from services.runtime.codec import decode_any, encode
 from services.runtime.job_results import result_key
 from services.runtime.jobs import JobsView, job_state
 from services.runtime.media.storage import MemoryFileStorage
@@ -73,13 +74,26 @@ class LocalJobsView(JobsView):
 
 
 class FakePublisher:
-    """Records what is published; every write is acknowledged at once."""
+    """An in-memory broker: every write is acknowledged at once and read at once by the reader of
+    its topic (``readers``), as a consumer would read it (tombstones too)."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any, str | None]] = []
+    def __init__(self, readers: dict[str, Callable[[ConsumerRecord], None]]) -> None:
+        self.readers = readers
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
 
     async def publish(self, topic: str, event: Any, *, key: str | None, **kw: Any) -> asyncio.Future[object]:
-        self.sent.append((topic, event, key))
+        return await self.send_raw(topic, encode(event), key=key.encode() if key else None)
+
+    async def send_raw(
+        self, topic: str, value: bytes | None, *, key: bytes | None, **kw: Any
+    ) -> asyncio.Future[object]:
+        self.sent.append((topic, value, key))
+        reader = self.readers.get(topic)
+        if reader is not None:
+            size = len(value) if value is not None else 0
+            reader(
+                ConsumerRecord(topic, 0, len(self.sent), 0, 0, key, value, None, len(key or b""), size, ())
+            )
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
@@ -97,14 +111,19 @@ class BatchPipeline(FakePipeline, BatchOperations):
 
     def __post_init__(self) -> None:
         self.topics = TOPICS
-        self._publisher = FakePublisher()  # type: ignore[assignment]
         self._bootstrap = "unused:9092"
         self._batches_view = LocalBatchesView(self._bootstrap, TOPICS)
         self._jobs_view = LocalJobsView(self._bootstrap, TOPICS)
+        readers = {
+            TOPICS.batches.name: self._batches_view._on_record,
+            TOPICS.jobs.name: self._jobs_view._on_record,
+        }
+        self._publisher = FakePublisher(readers)  # type: ignore[assignment]
 
     @property
     def published(self) -> list[BatchUpdated]:
-        return [e for t, e, _ in self._publisher.sent if t == TOPICS.batches.name]  # type: ignore[attr-defined]
+        sent = self._publisher.sent  # type: ignore[attr-defined]
+        return [BatchUpdated.model_validate_json(v) for t, v, _ in sent if t == TOPICS.batches.name and v]
 
     @property
     def batches(self) -> BatchesView:
@@ -266,7 +285,7 @@ async def test_create_writes_the_items_as_their_routes_would_and_publishes_valid
 
     [record] = pipeline.published
     topic, _, key = pipeline._publisher.sent[-1]  # type: ignore[attr-defined]
-    assert (topic, key) == ("llm.batches", f"demo/{batch.id}")
+    assert (topic, key) == ("llm.batches", f"demo/{batch.id}".encode())
     assert (record.api, record.tenant_id, record.user_id, record.request_id) == (
         "openai",
         "demo",
@@ -852,6 +871,24 @@ async def test_the_two_apis_do_not_see_each_others_batches(oai, ant):
         await oai.batches.retrieve(message_batch.id)
     assert [b.id async for b in oai.batches.list()] == [openai_batch.id]
     assert [b.id for b in (await ant.messages.batches.list()).data] == [message_batch.id]
+
+
+async def test_anthropic_delete_of_an_ended_batch_only(ant, pipeline, storage):
+    batch = await ant.messages.batches.create(requests=[{"custom_id": "a", "params": params()}])  # type: ignore[misc]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await ant.messages.batches.delete(batch.id)
+    assert "still processing" in info.value.message
+    record = pipeline.batches.get("demo", batch.id)
+    assert await storage.keys(f"tenants/demo/batches/{batch.id}/") != []
+    run(pipeline, record, "in_progress", "finalizing", "completed")
+    deleted = await ant.messages.batches.delete(batch.id)
+    assert (deleted.id, deleted.type) == (batch.id, "message_batch_deleted")
+    topic, value, key = pipeline._publisher.sent[-1]  # type: ignore[attr-defined]
+    assert (topic, value, key) == ("llm.batches", None, f"demo/{batch.id}".encode())  # a tombstone
+    assert pipeline.batches.peek("demo", batch.id) is None  # read back: forgotten
+    with pytest.raises(anthropic.NotFoundError):
+        await ant.messages.batches.retrieve(batch.id)
+    assert await storage.keys(f"tenants/demo/batches/{batch.id}/") == []
 
 
 def test_anthropic_paging():
