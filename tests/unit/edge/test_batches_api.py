@@ -408,7 +408,11 @@ async def test_refused_lines_fail_the_batch_with_every_error_by_line(oai, pipeli
         chat_line("ok"),  # a duplicate custom_id
         {**chat_line("c"), "url": "/v1/embeddings"},
     ]
-    batch = await create(oai, lines)
+    raw = await oai.batches.with_raw_response.create(
+        input_file_id=await upload(oai, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    check("Batch", without_nulls(raw.http_response.json()))
+    batch = raw.parse()
     assert batch.status == "failed" and batch.failed_at == batch.created_at
     assert batch.errors is not None and batch.errors.object == "list"
     assert [(e.code, e.line, e.param) for e in batch.errors.data or []] == [
