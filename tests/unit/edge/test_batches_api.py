@@ -32,6 +32,7 @@ from services.contracts.events import (
     ErrorInfo,
     JobUpdated,
     Latency,
+    MediaRef,
     ResultProduced,
     Usage,
 )
@@ -542,8 +543,6 @@ async def outcomes_batch(oai, pipeline, storage, n: int = 5) -> tuple[BatchUpdat
     assert spilled.result is not None
     key = result_key("demo", spilled.job_id)
     await storage.put(key, spilled.result.model_dump_json(exclude_none=True).encode(), "application/json")
-    from services.contracts.events import MediaRef
-
     jv.apply(
         spilled.model_copy(
             update={
