@@ -93,6 +93,39 @@ class BatchRunner:
         self.bootstrap, self.client_id = bootstrap_servers, client_id
         self.sleep = sleep  # between polls (tests record the waits)
 
+    async def billed(self, req: BatchRunRequested, since: datetime) -> set[str]:
+        """The ids of ``req``'s batch's items with a usage record on ``llm.usage`` from
+        ``since`` (less ``SKEW_S``) to its end now."""
+        r = self
+        topic = r.topics.usage.name
+        tps = [TopicPartition(topic, p) for p in range(r.topics.usage.partitions)]
+        marker = orjson.dumps(req.batch_id)
+        out: set[str] = set()
+        async with range_reader(r.bootstrap, r.client_id) as reader:
+            reader.assign(tps)
+            ends = await reader.end_offsets(tps)
+            start_ms = int((since - timedelta(seconds=SKEW_S)).timestamp() * 1000)
+            at = await reader.offsets_for_times(dict.fromkeys(tps, start_ms))
+            active = {}
+            for tp in tps:
+                first = at.get(tp)
+                begin = first.offset if first is not None else ends[tp]
+                if begin < ends[tp]:
+                    reader.seek(tp, begin)
+                    active[tp] = ends[tp]
+            while active:
+                got = await reader.getmany(*active, timeout_ms=1000, max_records=10_000)
+                for tp, records in got.items():
+                    for rec in records:
+                        if rec.offset < active.get(tp, -1) and rec.value and marker in rec.value:
+                            doc = orjson.loads(rec.value)
+                            if doc.get("batch_id") == req.batch_id and doc.get("tenant_id") == req.tenant_id:
+                                out.add(str(doc.get("request_id")))
+                for tp in list(active):
+                    if await reader.position(tp) >= active[tp]:
+                        del active[tp]
+        return out
+
     def start(self, plan: ExecutionPlanned) -> BatchRunCall:
         assert isinstance(plan.request, BatchRunRequested)
         return BatchRunCall(self, plan)
@@ -180,6 +213,9 @@ class BatchRunCall(QuietCall):
             polled: ProviderBatch = await self._patiently(
                 target, functools.partial(adapter.poll, r.http, batch_id, target, key)
             )
+            # the newest record of the run names its provider batch again: the executor's own
+            # ``running`` record of this run (which names none) may be all compaction leaves
+            await self._record(target, polled)
             return polled
         found: ProviderBatch | None = await self._bounded(
             target, adapter.find(r.http, target, key, req.request_id)
@@ -307,7 +343,7 @@ class BatchRunCall(QuietCall):
         since = (self._job or {}).get("emitting_since")
         billed: set[str] = set()
         if isinstance(since, str):  # an earlier run began emitting: read back what it billed
-            billed = await self._billed(datetime.fromisoformat(since))
+            billed = await r.billed(req, datetime.fromisoformat(since))
         else:
             await self._record(target, batch, emitting_since=utcnow().isoformat())
         by_id = {line.custom_id: line for line in lines}
@@ -349,36 +385,3 @@ class BatchRunCall(QuietCall):
         await asyncio.gather(*acks)
         if skipped:
             log.warning("batch run %s: %d items already had their records", req.request_id, skipped)
-
-    async def _billed(self, since: datetime) -> set[str]:
-        """The ids of this batch's items with a usage record on ``llm.usage`` from ``since``
-        (less ``SKEW_S``) to its end now."""
-        r, req = self._runner, self._req
-        topic = r.topics.usage.name
-        tps = [TopicPartition(topic, p) for p in range(r.topics.usage.partitions)]
-        marker = orjson.dumps(req.batch_id)
-        out: set[str] = set()
-        async with range_reader(r.bootstrap, r.client_id) as reader:
-            reader.assign(tps)
-            ends = await reader.end_offsets(tps)
-            start_ms = int((since - timedelta(seconds=SKEW_S)).timestamp() * 1000)
-            at = await reader.offsets_for_times(dict.fromkeys(tps, start_ms))
-            active = {}
-            for tp in tps:
-                first = at.get(tp)
-                begin = first.offset if first is not None else ends[tp]
-                if begin < ends[tp]:
-                    reader.seek(tp, begin)
-                    active[tp] = ends[tp]
-            while active:
-                got = await reader.getmany(*active, timeout_ms=1000, max_records=10_000)
-                for tp, records in got.items():
-                    for rec in records:
-                        if rec.offset < active.get(tp, -1) and rec.value and marker in rec.value:
-                            doc = orjson.loads(rec.value)
-                            if doc.get("batch_id") == req.batch_id and doc.get("tenant_id") == req.tenant_id:
-                                out.add(str(doc.get("request_id")))
-                for tp in list(active):
-                    if await reader.position(tp) >= active[tp]:
-                        del active[tp]
-        return out

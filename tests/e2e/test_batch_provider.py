@@ -195,7 +195,9 @@ class Batches:
         [run_end] = self.ended(run.request_id)
         [run_bill] = self.run_bills(run)
         assert run_bill["cost_usd"] == 0 and run_bill["total_tokens"] == 0
-        assert run_end["provider_job"]["id"]
+        assert run_end["status"] in TERMINAL_JOB_STATES
+        recorded = [s["provider_job"] for s in self.states(run.request_id) if s.get("provider_job")]
+        assert recorded and {pj["id"] for pj in recorded} == {recorded[0]["id"]}  # one provider batch
         return ends, bills
 
 
