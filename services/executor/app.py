@@ -209,6 +209,7 @@ class Executor:
             media=self.media,
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{cid}-batches",
+            exit_mid_batch=own.fault_exit_mid_batch,
         )
         self.outcomes = Outcomes(
             publisher=self.publisher,

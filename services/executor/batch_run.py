@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -87,7 +88,9 @@ class BatchRunner:
         bootstrap_servers: str,
         client_id: str,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        exit_mid_batch: str | None = None,
     ):
+        self.exit_mid_batch = exit_mid_batch  # a test's fault point (``ExecutorSettings``)
         self.http, self.secret, self.publisher, self.topics = http, secret, publisher, topics
         self.jobs, self.config, self.media = jobs, config, media
         self.bootstrap, self.client_id = bootstrap_servers, client_id
@@ -382,6 +385,9 @@ class BatchRunCall(QuietCall):
             if len(acks) >= ACK_EVERY:
                 await asyncio.gather(*acks)
                 acks = []
+                if r.exit_mid_batch == req.request_id and len(self._emitted) * 2 >= len(items):
+                    log.warning("LLMGW_FAULT_EXIT_MID_BATCH: exiting mid-way through %s", req.request_id)
+                    os._exit(137)
         await asyncio.gather(*acks)
         if skipped:
             log.warning("batch run %s: %d items already had their records", req.request_id, skipped)

@@ -9,7 +9,8 @@ on ``llm.jobs`` and usage record on ``llm.usage``.
 * a cancel half-way: the provider's batch is cancelled; the items that ran are completed, the
   rest cancelled, each billed once.
 * kill -9 of both executors mid-batch: one provider batch only (the emulator's list), each item
-  recorded and billed once.
+  recorded and billed once; and an executor dying half-way through the items' records: the rest
+  published after its restart, each item still recorded and billed once.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from services.runtime.media.storage import S3FileStorage
 from services.runtime.pricing import cost_usd
 from services.runtime.topics import Topics
 from tests.e2e.helpers import TopicTail
-from tests.e2e.test_crash_safety import component
+from tests.e2e.test_crash_safety import _alive, component, only_executor_0, set_env, until
 
 TENANT = "demo"
 CHAT_ENDPOINT = {"demo-openai": "/v1/chat/completions", "demo-anthropic": "/v1/messages"}
@@ -337,3 +338,33 @@ async def test_a_batch_survives_kill_9_of_the_executors_submitted_once_billed_on
     assert all(e["status"] == "completed" for e in ends)
     [created] = await openai_batches_of(emulator_url, run)  # resumed by polling, not resubmitted
     assert created["status"] == "completed"
+
+
+async def test_a_run_dying_while_it_records_its_items_bills_each_item_once(batches, stack, emulator_url):
+    """The executor exits once half the items' records are acknowledged
+    (``LLMGW_FAULT_EXIT_MID_BATCH``); restarted, it is given the plan again, polls the ended batch,
+    and publishes only the items whose records are missing, then the run's own."""
+    batch_id = new_batch()
+    run_request = run_id(batch_id)
+    async with only_executor_0(stack):
+        set_env(stack, "executor-0", LLMGW_FAULT_EXIT_MID_BATCH=run_request)
+        try:
+            await asyncio.to_thread(stack.restart, "executor-0")
+            pid = component(stack, "executor-0").pid
+            run = await batches.send(
+                batch_id, batches.chat_items(batch_id, "demo-openai", 1000), CHAT_ENDPOINT["demo-openai"]
+            )
+            await until(lambda: not _alive(pid), timeout=120, what="the executor's exit")
+            await batches.usage.until(lambda _: len(batches.bills(batch_id)) >= 500, timeout=30)
+            half = {u["request_id"] for u in batches.bills(batch_id)}
+            assert 500 <= len(half) < 1000 and not batches.ended(run.request_id)
+            set_env(stack, "executor-0", LLMGW_FAULT_EXIT_MID_BATCH=None)
+            await asyncio.to_thread(stack.restart, "executor-0")
+            await batches.settled(run, timeout=240)
+        finally:
+            set_env(stack, "executor-0", LLMGW_FAULT_EXIT_MID_BATCH=None)
+            if not _alive(component(stack, "executor-0").pid):
+                await asyncio.to_thread(stack.restart, "executor-0")
+    ends, _ = batches.check_once(run)
+    assert all(e["status"] == "completed" for e in ends)
+    assert len(await openai_batches_of(emulator_url, run)) == 1
