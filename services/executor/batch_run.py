@@ -164,10 +164,18 @@ class BatchRunCall(QuietCall):
         adapter: BatchApiAdapter = adapter_for(target.kind, "batch.run")
         key = r.secret(target.api_key_env)
         t0 = time.perf_counter()
+        known = r.jobs.peek(req.tenant_id, req.request_id)
+        if known is not None and known.status in TERMINAL_JOB_STATES:
+            # the run ended before (its plan redelivered past its llm.finished marker): nothing is
+            # sent again; its outcome is published again, which every reader takes once
+            log.warning("batch run %s already ended %s; not run again", req.request_id, known.status)
+            return self._outcome(target, t0)
         items = await self._read_items()
         batch = await self._resumed(adapter, target, key)
         if batch is None:
-            if self._cancel.is_set():  # cancelled before anything was sent: no item ran
+            if self._cancel.is_set() or (self._job or {}).get("never_submitted"):
+                # cancelled before anything was sent: no item ran
+                self._cancel_reason = self._cancel_reason or "cancelled"
                 never = [LineResult(str(i.batch.index), "canceled") for i in items if i.batch is not None]
                 await self._emit(items, never, target, ProviderBatch(id="", status="cancelled"), 0.0)
                 return self._outcome(target, t0)
@@ -211,7 +219,9 @@ class BatchRunCall(QuietCall):
             pj = known.provider_job if known is not None else None
             if pj and pj.get("deployment") == target.label and isinstance(pj.get("id"), str):
                 self._job = dict(pj)
-        if self._job is not None and self._job.get("deployment") == target.label:
+        if self._job is not None and self._job.get("never_submitted"):
+            return None
+        if self._job is not None and self._job.get("deployment") == target.label and self._job.get("id"):
             batch_id = str(self._job["id"])
             polled: ProviderBatch = await self._patiently(
                 target, functools.partial(adapter.poll, r.http, batch_id, target, key)
@@ -348,7 +358,10 @@ class BatchRunCall(QuietCall):
         if isinstance(since, str):  # an earlier run began emitting: read back what it billed
             billed = await r.billed(req, datetime.fromisoformat(since))
         else:
-            await self._record(target, batch, emitting_since=utcnow().isoformat())
+            mark: dict[str, Any] = {"emitting_since": utcnow().isoformat()}
+            if not batch.id:
+                mark["never_submitted"] = True
+            await self._record(target, batch, **mark)
         by_id = {line.custom_id: line for line in lines}
         storage = await r.media.storage()
         limit = r.config.jobs.result_inline_max_bytes

@@ -45,6 +45,7 @@ from services.executor.providers.openai_embeddings import OpenAIEmbeddingsAdapte
 from services.executor.targets import Target
 from services.runtime.batches import item_id, run_id
 from services.runtime.config import load_config
+from services.runtime.jobs import job_state
 from services.runtime.media.storage import MemoryFileStorage
 from services.runtime.pricing import cost_usd
 from services.runtime.settings import ROOT
@@ -503,3 +504,32 @@ async def test_a_run_whose_usage_got_out_but_not_every_job_record_completes_the_
         if isinstance(e, JobUpdated) and e.status == "completed" and e.job_id != run.request_id
     ) == sorted(i.request_id for i in items[5:])
     assert not [e for e in again if isinstance(e, UsageRecorded)]
+
+
+async def test_a_run_cancelled_before_it_was_sent_cancels_every_item_and_sends_nothing(rig):
+    run = run_of("bn", OPENAI, "/v1/chat/completions", 4)
+    items = [chat_item("bn", i, "demo-openai") for i in range(4)]
+    await rig.put(run, items)
+    call = rig.call(run, OPENAI)
+    call.cancel_at_provider("caller")  # the cancel came with (or before) the plan
+    outcome = await call(OPENAI, None, NO_LIMIT)
+    assert isinstance(outcome.error, Cancelled) and rig.http.created == 0
+    assert [rig.terminal(i.request_id)[0].status for i in items] == ["cancelled"] * 4
+    assert len(rig.usage("bn")) == 4 and all(u.cost_usd == 0 for u in rig.usage("bn"))
+
+
+async def test_a_run_that_already_ended_is_not_run_again(rig):
+    run = run_of("bd", OPENAI, "/v1/chat/completions", 2)
+    await rig.put(run, [chat_item("bd", i, "demo-openai") for i in range(2)])
+    rig.jobs.apply(
+        JobUpdated.model_validate(
+            {**rig_job(run), "status": "completed", "finished_at": "2026-12-01T00:00:00Z"}
+        )
+    )
+    before = len(rig.published.sent)
+    outcome = await rig.call(run, OPENAI)(OPENAI, None, NO_LIMIT)
+    assert outcome.error is None and rig.http.created == 0 and len(rig.published.sent) == before
+
+
+def rig_job(run: BatchRunRequested) -> dict:
+    return job_state(run, "running").model_dump(mode="json")
