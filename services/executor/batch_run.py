@@ -10,10 +10,12 @@ starts), and polls it on the provider's hints (``polling.PollSchedule``, ``jobs.
 deadline (the router gives a run its completion window and more: a 24 h batch is not cut short
 by ``total_ms`` or ``jobs.poll_deadline_s``). A cancel of the run (``CancelRequested`` of its
 request id) does not stop the call: it cancels the provider's batch, and polling goes on until
-that has ended. Then every item gets its terminal job record, its usage record and its audit
-record (``batch_items.item_records``), and the run ends with its own outcome (``cancelled``
-after a cancel) and a usage record of no tokens and no cost, which settles the router's
-reservation for the run: the items' records carry what is billed, once each.
+that has ended (the lines it stopped end ``cancelled``; ``failed`` with ``batch_expired`` when
+the cancel's reason is ``batch_expired``: the batch service's completion window passed). Then
+every item gets its terminal job record, its usage record and its audit record
+(``batch_items.item_records``), and the run ends with its own outcome (``cancelled`` after a
+cancel) and a usage record of no tokens and no cost, which settles the router's reservation
+for the run: the items' records carry what is billed, once each.
 
 Exactly once, across restarts:
 
@@ -35,6 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -72,6 +75,8 @@ log = logging.getLogger(__name__)
 SKEW_S = 60.0
 #: Items whose records are enqueued before their acks are awaited.
 ACK_EVERY = 500
+#: The reason of the cancel the batch service sends when a batch's completion window has passed.
+EXPIRED = "batch_expired"
 
 
 class BatchRunner:
@@ -219,6 +224,8 @@ class BatchRunCall(QuietCall):
             pj = known.provider_job if known is not None else None
             if pj and pj.get("deployment") == target.label and isinstance(pj.get("id"), str):
                 self._job = dict(pj)
+                if isinstance(pj.get("cancel_reason"), str):  # cancelled before the restart
+                    self._cancel_reason = self._cancel_reason or pj["cancel_reason"]
         if self._job is not None and self._job.get("never_submitted"):
             return None
         if self._job is not None and self._job.get("deployment") == target.label and self._job.get("id"):
@@ -295,7 +302,7 @@ class BatchRunCall(QuietCall):
                 "batch run %s: the provider refused the cancel (%s)", self._req.request_id, err.message
             )
             batch = await self._patiently(target, lambda: adapter.poll(r.http, batch.id, target, key))
-        await self._record(target, batch, cancel_requested=True)
+        await self._record(target, batch, cancel_requested=True, cancel_reason=self._cancel_reason)
         return batch
 
     async def _wait(self, seconds: float, cancelled_there: bool) -> None:
@@ -362,6 +369,8 @@ class BatchRunCall(QuietCall):
             if not batch.id:
                 mark["never_submitted"] = True
             await self._record(target, batch, **mark)
+        if self._cancel_reason == EXPIRED:  # the batch service's window passed: what never ran expired
+            lines = [replace(line, kind="expired") if line.kind == "canceled" else line for line in lines]
         by_id = {line.custom_id: line for line in lines}
         storage = await r.media.storage()
         limit = r.config.jobs.result_inline_max_bytes

@@ -533,3 +533,26 @@ async def test_a_run_that_already_ended_is_not_run_again(rig):
 
 def rig_job(run: BatchRunRequested) -> dict:
     return job_state(run, "running").model_dump(mode="json")
+
+
+async def test_a_cancel_for_the_window_expires_what_never_ran_also_after_a_restart(rig):
+    n = 40
+    run = run_of("bw", ANTHROPIC, "/v1/messages", n)
+    items = [chat_item("bw", i, "demo-anthropic", scenario="batch_items_per_s=4") for i in range(n)]
+    await rig.put(run, items)
+    call = rig.call(run, ANTHROPIC)
+    rig.on_sleep.append(lambda: rig.http.clock.now > 1003 and call.cancel_at_provider("batch_expired"))
+    cancelled_there = asyncio.Event()
+    rig.on_sleep.append(lambda: rig.http.cancels and cancelled_there.set())
+    first = asyncio.ensure_future(call(ANTHROPIC, None, NO_LIMIT))
+    await cancelled_there.wait()
+    first.cancel()  # the executor dies after cancelling at the provider
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    rig.on_sleep.clear()
+    outcome = await rig.call(run, ANTHROPIC, rig.new_runner())(ANTHROPIC, None, NO_LIMIT)
+    assert isinstance(outcome.error, Cancelled) and rig.http.cancels == 1 and rig.http.created == 1
+    ends = [rig.terminal(i.request_id)[0] for i in items]
+    expired = [e for e in ends if e.status == "failed"]
+    assert expired and all(e.error.code == "batch_expired" for e in expired)
+    assert {e.status for e in ends} == {"completed", "failed"}
