@@ -11,6 +11,9 @@ on ``llm.jobs`` and usage record on ``llm.usage``.
 * kill -9 of both executors mid-batch: one provider batch only (the emulator's list), each item
   recorded and billed once; and an executor dying half-way through the items' records: the rest
   published after its restart, each item still recorded and billed once.
+* through the edge and the batch service with the official SDKs: an OpenAI batch and an
+  Anthropic message batch of a batch-API alias go to the provider whole (one provider batch) and
+  are answered from their items' records; an OpenAI batch cancelled half-way.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from services.runtime.media.storage import S3FileStorage
 from services.runtime.pricing import cost_usd
 from services.runtime.topics import Topics
 from tests.e2e.helpers import TopicTail
+from tests.e2e.test_batches import until as until_read
 from tests.e2e.test_crash_safety import _alive, component, only_executor_0, set_env, until
 
 TENANT = "demo"
@@ -368,3 +372,113 @@ async def test_a_run_dying_while_it_records_its_items_bills_each_item_once(batch
     ends, _ = batches.check_once(run)
     assert all(e["status"] == "completed" for e in ends)
     assert len(await openai_batches_of(emulator_url, run)) == 1
+
+
+# --- through the edge and the batch service, with the official SDKs ---------------------------------
+
+
+def sdk_line(i: int, model: str = "demo-openai", scenario: str = "tokens=5") -> dict[str, Any]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"line {i}"}],
+        "max_tokens": 16,
+        "emulator_scenario": scenario,
+    }
+    return {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+@pytest.fixture
+def oai(edge_url: str) -> Any:
+    import openai
+
+    return openai.AsyncOpenAI(api_key="sk-llmgw-demo", base_url=f"{edge_url}/v1", max_retries=0, timeout=60)
+
+
+async def test_an_openai_sdk_batch_of_a_batch_api_alias_goes_to_the_provider_whole(
+    oai, batches, emulator_url
+):
+    import openai
+
+    n = 300
+    data = b"".join(orjson.dumps(sdk_line(i)) + b"\n" for i in range(n))
+    f = await oai.files.create(file=("batch.jsonl", data), purpose="batch")
+    batch = await oai.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = await until_read(lambda: oai.batches.retrieve(batch.id), lambda b: b.status == "completed")
+    assert done.request_counts.model_dump() == {"total": n, "completed": n, "failed": 0}
+    output = [orjson.loads(x) for x in (await oai.files.content(done.output_file_id)).read().splitlines()]
+    assert [o["custom_id"] for o in output] == [f"req-{i}" for i in range(n)]
+    bodies = [openai.types.chat.ChatCompletion.model_validate(o["response"]["body"]) for o in output]
+    assert all(b.choices[0].message.content for b in bodies)
+    run = BatchRunRequested(
+        request_id=run_id(batch.id),
+        tenant_id=TENANT,
+        model="demo-openai",
+        batch_id=batch.id,
+        endpoint="/v1/chat/completions",
+        requests_key="-",
+        total=n,
+    )
+    [created] = await openai_batches_of(emulator_url, run)  # the whole batch went to the provider once
+    assert created["request_counts"]["total"] == n
+    await batches.usage.until(lambda _: len(batches.bills(batch.id)) >= n, timeout=60)
+    bills = batches.bills(batch.id)
+    assert len(bills) == n and done.usage.total_tokens == sum(u["total_tokens"] for u in bills) > 0
+
+
+async def test_an_openai_sdk_cancel_of_a_provider_batch(oai, batches, emulator_url):
+    n = 200
+    data = b"".join(orjson.dumps(sdk_line(i, scenario="batch_items_per_s=20")) + b"\n" for i in range(n))
+    f = await oai.files.create(file=("batch.jsonl", data), purpose="batch")
+    batch = await oai.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    run = BatchRunRequested(
+        request_id=run_id(batch.id),
+        tenant_id=TENANT,
+        model="demo-openai",
+        batch_id=batch.id,
+        endpoint="/v1/chat/completions",
+        requests_key="-",
+        total=n,
+    )
+    await batches.jobs.until(progressed(batches, run, 0.2), timeout=60)
+    await oai.batches.cancel(batch.id)
+    done = await until_read(lambda: oai.batches.retrieve(batch.id), lambda b: b.status == "cancelled")
+    c = done.request_counts
+    assert c.total == n and c.completed + c.failed == n and 40 <= c.completed < n and c.failed > 0
+    errors = [orjson.loads(x) for x in (await oai.files.content(done.error_file_id)).read().splitlines()]
+    assert len(errors) == c.failed and {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+    [created] = await openai_batches_of(emulator_url, run)
+    assert created["status"] == "cancelled"
+
+
+async def test_an_anthropic_sdk_message_batch_of_a_batch_api_alias_goes_to_the_provider_whole(
+    edge_url, emulator_url
+):
+    import anthropic
+
+    ant = anthropic.AsyncAnthropic(api_key="sk-llmgw-demo", base_url=edge_url, max_retries=0, timeout=60)
+    before = await anthropic_batch_count(emulator_url)
+    n = 50
+    requests = [
+        {
+            "custom_id": f"m-{i}",
+            "params": {
+                "model": "demo-anthropic",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"hi {i}"}],
+            },
+        }
+        for i in range(n)
+    ]
+    batch = await ant.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    done = await until_read(
+        lambda: ant.messages.batches.retrieve(batch.id), lambda b: b.processing_status == "ended"
+    )
+    assert done.request_counts.succeeded == n
+    results = [r async for r in await ant.messages.batches.results(batch.id)]
+    assert sorted(r.custom_id for r in results) == sorted(f"m-{i}" for i in range(n))
+    assert all(r.result.type == "succeeded" and r.result.message.content[0].text for r in results)
+    assert await anthropic_batch_count(emulator_url) == before + 1
