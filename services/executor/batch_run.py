@@ -41,9 +41,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-from aiokafka import TopicPartition
-
 from services.contracts.errors import Cancelled, GatewayError, ProviderError, ProviderTimeout
 from services.contracts.events import (
     TERMINAL_JOB_STATES,
@@ -57,10 +54,11 @@ from services.runtime.audit import audit_content
 from services.runtime.config import GatewayConfig
 from services.runtime.job_results import spill
 from services.runtime.jobs import JobsView, job_key, job_state
-from services.runtime.kafka import Publisher, range_reader
+from services.runtime.kafka import Publisher
 from services.runtime.topics import Topics
 
 from .attempts import Final, Until
+from .batch_billed import billed_items
 from .batch_items import item_records, parse_items
 from .handlers import Outcome, QuietCall, SecretLookup
 from .media import MediaIO
@@ -103,36 +101,10 @@ class BatchRunner:
 
     async def billed(self, req: BatchRunRequested, since: datetime) -> set[str]:
         """The ids of ``req``'s batch's items with a usage record on ``llm.usage`` from
-        ``since`` (less ``SKEW_S``) to its end now."""
-        r = self
-        topic = r.topics.usage.name
-        tps = [TopicPartition(topic, p) for p in range(r.topics.usage.partitions)]
-        marker = orjson.dumps(req.batch_id)
-        out: set[str] = set()
-        async with range_reader(r.bootstrap, r.client_id) as reader:
-            reader.assign(tps)
-            ends = await reader.end_offsets(tps)
-            start_ms = int((since - timedelta(seconds=SKEW_S)).timestamp() * 1000)
-            at = await reader.offsets_for_times(dict.fromkeys(tps, start_ms))
-            active = {}
-            for tp in tps:
-                first = at.get(tp)
-                begin = first.offset if first is not None else ends[tp]
-                if begin < ends[tp]:
-                    reader.seek(tp, begin)
-                    active[tp] = ends[tp]
-            while active:
-                got = await reader.getmany(*active, timeout_ms=1000, max_records=10_000)
-                for tp, records in got.items():
-                    for rec in records:
-                        if rec.offset < active.get(tp, -1) and rec.value and marker in rec.value:
-                            doc = orjson.loads(rec.value)
-                            if doc.get("batch_id") == req.batch_id and doc.get("tenant_id") == req.tenant_id:
-                                out.add(str(doc.get("request_id")))
-                for tp in list(active):
-                    if await reader.position(tp) >= active[tp]:
-                        del active[tp]
-        return out
+        ``since`` (less ``SKEW_S``) to its end now (``batch_billed.billed_items``)."""
+        return await billed_items(
+            self.bootstrap, self.client_id, self.topics, req, since - timedelta(seconds=SKEW_S)
+        )
 
     def start(self, plan: ExecutionPlanned) -> BatchRunCall:
         assert isinstance(plan.request, BatchRunRequested)
