@@ -32,17 +32,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import TypeAdapter
 
 from services.contracts.events import (
+    MEDIA_PART_TYPES,
     AnyRequest,
     BatchRunRequested,
     BatchUpdated,
     CancelRequested,
     ErrorInfo,
+    carries_media,
     utcnow,
 )
 from services.runtime.batches import (
@@ -67,6 +70,10 @@ GROUP = "llmgw-batches"
 #: The longest the driver sleeps with nothing to do (expiry and progress are checked this often).
 TICK_S = 0.5
 REQUEST: TypeAdapter[AnyRequest] = TypeAdapter(AnyRequest)
+#: A provider batch's cancel is sent again this often until its run has ended (``llm.control``
+#: is read live: an executor that was not running when it was sent never saw it).
+CANCEL_RESEND_S = 15.0
+RUN_ENDED = frozenset({"completed", "failed", "cancelled"})
 
 
 @dataclass
@@ -77,12 +84,18 @@ class Drive:
     sent: set[int] = field(default_factory=set)  # sent and not yet seen on llm.jobs
     cursor: int = 0  # every index below it has been sent or has a record
     run_sent: bool = False
-    cancel_sent: bool = False
+    cancel_sent_at: float | None = None  # monotonic
     written_at: float = 0.0  # when its counts were last written (monotonic)
 
 
-def choose_path(config: GatewayConfig, batch: BatchUpdated) -> str:
-    """``provider`` when the batch can go whole to its alias's provider's batch API."""
+def choose_path(config: GatewayConfig, batch: BatchUpdated, lines: Sequence[bytes] = ()) -> str:
+    """``provider`` when the batch can go whole to its alias's provider's batch API: one alias
+    first served by a provider with ``batch_api`` (of the ``openai`` kind for embeddings), and
+    nothing the provider path would skip: the tenant's pre-call hooks (they see every item on the
+    requests path) and media parts (the media-store resolves them on the requests path)."""
+    tenant = config.tenants.get(batch.tenant_id)
+    if tenant is not None and tenant.hooks:
+        return "requests"
     model = config.models.get(batch.model or "")
     if model is None:
         return "requests"
@@ -93,7 +106,15 @@ def choose_path(config: GatewayConfig, batch: BatchUpdated) -> str:
         return "requests"
     if provider.kind not in ("openai", "anthropic"):
         return "requests"
+    if any(_has_media(line) for line in lines):
+        return "requests"
     return "provider"
+
+
+def _has_media(line: bytes) -> bool:
+    if not any(f'"{t}"'.encode() in line for t in MEDIA_PART_TYPES):
+        return False  # most lines: no part type named at all, nothing to parse
+    return carries_media(REQUEST.validate_json(line))
 
 
 class BatchService:
@@ -208,7 +229,7 @@ class BatchService:
         for i in [i for i in d.sent if i in items.states]:
             d.sent.discard(i)
         if batch.status == "validating":
-            path = choose_path(self.config, batch)
+            path = choose_path(self.config, batch, await self._lines(batch, d))
             await self.write(moved(batch, "in_progress", path=path))
             return
         if batch.status == "finalizing":
@@ -300,7 +321,8 @@ class BatchService:
             if batch.run_id is None:
                 await self.write(batch.model_copy(update={"run_id": rid, "occurred_at": utcnow()}))
             return
-        if (batch.status == "cancelling" or expired) and not d.cancel_sent:
+        resend = d.cancel_sent_at is None or time.monotonic() - d.cancel_sent_at >= CANCEL_RESEND_S
+        if (batch.status == "cancelling" or expired) and resend and items.run_status not in RUN_ENDED:
             cancel = CancelRequested(
                 request_id=rid,
                 tenant_id=batch.tenant_id,
@@ -308,8 +330,8 @@ class BatchService:
                 reason="batch_expired" if expired else "batch_cancelled",
             )
             await (await self.publisher.publish(self.topics.control.name, cancel, key=rid))
-            d.cancel_sent = True
-        run_ended = items.run_status in ("completed", "failed", "cancelled")
+            d.cancel_sent_at = time.monotonic()
+        run_ended = items.run_status in RUN_ENDED
         if items.ended == total and batch.status == "in_progress":
             await self.write(moved(batch, "finalizing", counts=items.counts(total)))
             return

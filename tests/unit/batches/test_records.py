@@ -159,6 +159,7 @@ def test_items_table_counts_each_item_once_whatever_the_order():
 def _config(batch_api: bool, kind: str = "openai") -> GatewayConfig:
     return GatewayConfig.model_validate(
         {
+            "tenants": {"guarded": {"hooks": ["pii_redaction"]}},
             "providers": {
                 "p": {"kind": kind, "base_url": "http://x", "batch_api": batch_api},
                 "o": {"kind": "ollama", "base_url": "http://y"},
@@ -180,6 +181,27 @@ def test_the_provider_path_needs_one_alias_first_served_by_a_batch_api():
     embeddings = batch(model="a").model_copy(update={"endpoint": "/v1/embeddings"})
     assert choose_path(_config(True, "anthropic"), embeddings) == "requests"
     assert choose_path(_config(True), embeddings) == "provider"
+
+
+def _line(content) -> bytes:
+    from services.contracts.events import ChatRequested, Message
+
+    req = ChatRequested(
+        request_id="batch_1.0", tenant_id="t", model="a", messages=[Message(role="user", content=content)]
+    )
+    return req.model_dump_json().encode()
+
+
+def test_hooks_and_media_keep_a_batch_on_the_requests_path():
+    """The provider path skips the tenant's pre-call hooks and the media-store: a tenant with
+    hooks, or a batch with a media part, runs its items as requests."""
+    config = _config(True)
+    text = [_line("hello"), _line([{"type": "text", "text": "an image_url, only named"}])]
+    assert choose_path(config, batch(model="a"), text) == "provider"
+    image = _line([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
+    assert choose_path(config, batch(model="a"), [*text, image]) == "requests"
+    guarded = batch(model="a").model_copy(update={"tenant_id": "guarded"})
+    assert choose_path(config, guarded, text) == "requests"
 
 
 def test_a_batch_item_costs_less_the_batch_discount():
