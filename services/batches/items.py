@@ -97,7 +97,7 @@ class ItemsTable:
             partitions=range(spec.partitions),
             start_at="beginning",
             client_id=client_id,
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=500,  # an idle poll this often; records are read as they come
         )
 
     async def start(self) -> None:
