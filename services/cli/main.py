@@ -18,7 +18,7 @@ from services.runtime.settings import Settings
 if TYPE_CHECKING:  # imported where used: commands that need no client start faster
     from services.client import GatewayClient
 
-SERVICES = ("router", "executor", "media-store", "edge", "emulator", "usage-sink", "audit-sink")
+SERVICES = ("router", "executor", "media-store", "batches", "edge", "emulator", "usage-sink", "audit-sink")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +110,26 @@ def main(argv: list[str] | None = None) -> int:
         "--status", choices=["pending", "running", "completed", "failed", "cancelled"], default=None
     )
     jl.add_argument("--json", action="store_true")
+
+    bt = sub.add_parser("batches", help="batches, from llm.batches")
+    bt_sub = bt.add_subparsers(dest="action", required=True)
+    bl = bt_sub.add_parser("list", help="every batch llm.batches holds, newest first")
+    bl.add_argument("--tenant", default=None)
+    bl.add_argument(
+        "--status",
+        choices=[
+            "validating",
+            "in_progress",
+            "finalizing",
+            "completed",
+            "failed",
+            "expired",
+            "cancelling",
+            "cancelled",
+        ],
+        default=None,
+    )
+    bl.add_argument("--json", action="store_true")
 
     au = sub.add_parser("audit", help="the audit ledger on S3")
     au_sub = au.add_subparsers(dest="action", required=True)
@@ -446,6 +466,47 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def cmd_batches(args: argparse.Namespace, settings: Settings) -> int:
+    from services.runtime.batches import BatchesView
+    from services.runtime.topics import Topics
+
+    from .output import table
+
+    async def go() -> int:
+        view = BatchesView(
+            settings.bootstrap_servers, Topics.load(settings.topics_path, settings.topic_prefix)
+        )
+        await view.start()
+        try:
+            batches = view.batches(args.tenant, args.status)
+        finally:
+            await view.aclose()
+        if args.json:
+            print(json.dumps([b.model_dump(mode="json") for b in batches], indent=2))
+            return 0
+        rows = [
+            [
+                b.batch_id,
+                b.tenant_id,
+                b.api,
+                b.model or "-",
+                b.path or "-",
+                b.status,
+                f"{b.counts.succeeded}/{b.counts.errored}/{b.counts.canceled}/{b.counts.expired}/{b.counts.total}",
+                b.created_at.isoformat(timespec="seconds"),
+            ]
+            for b in batches
+        ]
+        print(
+            table(
+                ["batch", "tenant", "api", "model", "path", "status", "ok/err/cxl/exp/total", "created"], rows
+            )
+        )
+        return 0
+
+    return asyncio.run(go())
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from services.audit_sink.verify import verify
     from services.runtime.s3 import S3ObjectStore
@@ -485,6 +546,7 @@ COMMANDS = {
     "models": cmd_models,
     "usage": cmd_usage,
     "jobs": cmd_jobs,
+    "batches": cmd_batches,
     "audit": cmd_audit,
 }
 

@@ -118,6 +118,7 @@ class Stack:
                 Component(f"executor-{i}", [py, "-m", "services.executor"], executor_env, health="ready")
             )
         comps.append(Component("media-store", [py, "-m", "services.media_store"], dict(env), health="ready"))
+        comps.append(Component("batches", [py, "-m", "services.batches"], dict(env), health="ready"))
         for sink in ("usage-sink", "audit-sink"):
             comps.append(
                 Component(sink, [py, "-m", f"services.{sink.replace('-', '_')}"], dict(env), health="ready")

@@ -903,6 +903,9 @@ class BatchUpdated(Envelope):
 
     type: Literal["llm.batch.v1"] = "llm.batch.v1"
     batch_id: str
+    api_key: str | None = Field(
+        default=None, description="The name of the API key that created it (its items count under it)"
+    )
     api: BatchApi = Field(description="The API the batch was created through: how it is answered")
     status: BatchStatus
     endpoint: str = Field(description="/v1/chat/completions, /v1/embeddings or /v1/messages")

@@ -12,12 +12,14 @@ from services.contracts.errors import GatewayError
 
 from .api import (
     audio,
+    batches,
     chat,
     dashboard,
     embeddings,
     files,
     images,
     jobs,
+    message_batches,
     messages,
     models,
     native,
@@ -94,11 +96,25 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/videos/{video_id}", videos.get_video, openai_errors),  # also .../{video_id}/content
     Route("GET", "/v1/jobs/{job_id}", jobs.get_job, openai_errors),
     Route("POST", "/v1/jobs/{job_id}", jobs.cancel_job, openai_errors),  # .../{job_id}/cancel
+    Route("POST", "/v1/batches", batches.create_batch, openai_errors, body=True),
+    Route("GET", "/v1/batches", batches.list_batches, openai_errors),
+    Route("GET", "/v1/batches/{batch_id}", batches.get_batch, openai_errors),
+    Route("POST", "/v1/batches/{batch_id}", batches.cancel_batch, openai_errors),  # .../{batch_id}/cancel
     Route("GET", "/v1/models", models.list_models, openai_errors, operation="models.list"),
     Route("GET", "/v1/models/{model}", models.retrieve_model, openai_errors, operation="models.list"),
     # Anthropic Messages API: authenticates (x-api-key or bearer) and reads its body itself
     Route("POST", "/v1/messages", messages.create_message, messages.errors, auth=False, operation="chat"),
     Route("POST", "/v1/messages/count_tokens", messages.count_tokens, messages.errors, auth=False),
+    Route("POST", "/v1/messages/batches", message_batches.create_batch, messages.errors, auth=False),
+    Route("GET", "/v1/messages/batches", message_batches.list_batches, messages.errors, auth=False),
+    # .../{batch_id} and .../{batch_id}/results; POST: .../{batch_id}/cancel
+    Route("GET", "/v1/messages/batches/{batch_id}", message_batches.get_batch, messages.errors, auth=False),
+    Route(
+        "POST", "/v1/messages/batches/{batch_id}", message_batches.cancel_batch, messages.errors, auth=False
+    ),
+    Route(
+        "DELETE", "/v1/messages/batches/{batch_id}", message_batches.delete_batch, messages.errors, auth=False
+    ),
     # native API
     Route("POST", "/v1/chat", native.chat, native.errors, body=True, operation="chat"),
 ]

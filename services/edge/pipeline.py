@@ -18,6 +18,7 @@ from services.client import GatewayClient
 from services.client.realtime import RealtimeSession
 from services.contracts.events import (
     AuditRecorded,
+    BatchUpdated,
     ChatRequested,
     ChunkEmitted,
     EmbedRequested,
@@ -36,6 +37,7 @@ from services.runtime.settings import Settings
 from services.runtime.topics import Topics
 
 from .auth import Caller
+from .batch_ops import BatchOperations
 
 
 class Pipeline(Protocol):
@@ -89,6 +91,17 @@ class Pipeline(Protocol):
         """A Realtime session for the caller named in ``kw`` (``GatewayClient.realtime``)."""
         ...
 
+    # batches (``batch_ops.BatchOperations``)
+    async def publish_batch(self, batch: BatchUpdated) -> BatchUpdated: ...
+
+    async def delete_batch(self, batch: BatchUpdated) -> None: ...
+
+    async def batch(self, tenant_id: str, batch_id: str) -> BatchUpdated: ...
+
+    async def tenant_batches(self, tenant_id: str) -> list[BatchUpdated]: ...
+
+    async def batch_jobs(self, batch: BatchUpdated) -> list[JobUpdated | None]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -98,11 +111,12 @@ def reply_partition(partitions: int) -> int:
     return (zlib.crc32(socket.gethostname().encode()) + os.getpid()) % partitions
 
 
-class EdgeClient(GatewayClient):
+class EdgeClient(GatewayClient, BatchOperations):
     """``GatewayClient`` whose events carry the calling tenant and user, not the client's own.
 
     ``request`` builds the request event for a caller (tenant only from the API key); the
-    SDK's cancel already carries the request's own tenant and user.
+    SDK's cancel already carries the request's own tenant and user. Batch records are written
+    and read with ``BatchOperations``.
     """
 
     def __init__(self, settings: Settings):
@@ -116,6 +130,10 @@ class EdgeClient(GatewayClient):
             topic_prefix=settings.topic_prefix,
             reply_partition=reply_partition(topics.replies.partitions),
         )
+
+    async def aclose(self) -> None:
+        await self.close_batches()
+        await super().aclose()
 
     def request(
         self, caller: Caller, model: str, messages: list[dict[str, Any]], *, stream: bool, **kw: Any

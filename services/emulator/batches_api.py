@@ -48,7 +48,7 @@ from .batch_clock import CANCELLABLE, Phase, Timeline
 from .batch_work import BatchWork, Endpoint, Outcome, call_handler
 from .common import BadRequest, json_response, read_json, scenario_header
 from .cursor_page import page
-from .job_scenario import JobScenario, app_store, clock, split, strip_model
+from .job_scenario import JobScenario, app_store, batch_header, clock, split, strip_model
 from .openai_api import error
 from .scenario import ScenarioError, split_model
 
@@ -349,7 +349,7 @@ async def create(request: Request) -> Response:
                 param="input_file_id",
             )
         lines, errors = parse_input(stored.data, endpoint)
-        job, model = _job(lines, scenario_header(request))
+        job, model = _job(lines, batch_header(lines[0].body if lines else None, scenario_header(request)))
     except BadRequest as exc:
         return error(400, exc.message, param=exc.param)
     except ScenarioError as exc:

@@ -22,8 +22,9 @@ Video keys (``POST /v1/videos``, see :mod:`.videos_api`):
                      the ``Retry-After`` of ``video_retry_after_s`` when set (integer, default 0)
 
 Batch keys (OpenAI ``/v1/batches``, Anthropic ``/v1/messages/batches``; see :mod:`.batch_clock`).
-A batch takes them from its first request's model name, then from the ``x-emulator-scenario``
-header of the create call (the header wins); each request's own model name, without these
+A batch takes them from its first request's model name, then from that request's
+``emulator_scenario`` body field (what a gateway passes through from a caller, as for single
+calls), then from the ``x-emulator-scenario`` header of the create call (each later one wins); each request's own model name, without these
 keys, is that request's scenario:
 
 ``batch_items_per_s``    requests finished per second once the batch runs (float > 0, default 100)
@@ -169,6 +170,15 @@ def split(model: str, header: str | None = None) -> tuple[str, JobScenario, str 
     from_header, rest_header = take(header)
     job = replace(JobScenario(), **{**from_model, **from_header})
     return (f"{name}@{rest_model}" if rest_model else name), job, rest_header or None
+
+
+def batch_header(first_body: Any, header: str | None) -> str | None:
+    """The batch keys' spec besides the model name: the first request's ``emulator_scenario``
+    body field, then the create call's header (which wins: it comes last)."""
+    field = first_body.get("emulator_scenario") if isinstance(first_body, dict) else None
+    if isinstance(field, str) and field:
+        return f"{field},{header}" if header else field
+    return header
 
 
 def strip_model(model: str) -> str:

@@ -43,7 +43,7 @@ from . import anthropic_api, text
 from .batch_clock import CANCELLABLE, Phase, Timeline
 from .batch_work import BatchWork, Outcome, call_handler
 from .common import BadRequest, json_response, read_json, scenario_header
-from .job_scenario import app_store, clock, split, strip_model
+from .job_scenario import app_store, batch_header, clock, split, strip_model
 from .scenario import ScenarioError
 
 BATCHES_KEPT = 1000
@@ -164,7 +164,8 @@ async def create(request: Request) -> Response:
     try:
         requests = _requests(await read_json(request))
         first = requests[0][1].get("model")
-        job = split(first if isinstance(first, str) else "", scenario_header(request))[1]
+        header = batch_header(requests[0][1], scenario_header(request))
+        job = split(first if isinstance(first, str) else "", header)[1]
     except BadRequest as exc:
         return anthropic_api.error(400, exc.message)
     except ScenarioError as exc:

@@ -7,7 +7,7 @@ instance (no consumer group) from the moment it starts.
 Plans name deployments only; the provider URL, credential and price come from this
 process's configuration (``targets.py``), and a plan naming anything else is dead-lettered.
 Each operation has its runner (``chat.py``, ``embed.py``, ``images.py``, ``speech.py``,
-``transcribe.py``); a plan whose request carries media gets its bytes from S3 first
+``transcribe.py``, ``video.py``, ``batch_run.py``); a plan whose request carries media gets its bytes from S3 first
 (``media.py``), and a media answer goes to ``llm.media.out`` for the media-store to store; ``attempts.py`` tries the plan's
 deployments and keeps the record of what was tried, which ``outcome.py`` publishes from.
 
@@ -25,7 +25,7 @@ import logging
 import os
 from collections import OrderedDict
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import pydantic
 from aiokafka import TopicPartition
@@ -55,6 +55,7 @@ from services.runtime.topics import Topics, apply_topics
 
 from . import observed
 from .attempts import Attempts, Deadline, RetryPolicy, Until, attempt, queued_ms
+from .batch_run import BatchRunner
 from .breaker import Breakers
 from .chat import ChatRunner
 from .embed import EmbedRunner
@@ -88,6 +89,14 @@ class PlanCall(Protocol):
     def close(self) -> None: ...
 
     async def __call__(self, target: Target, fallback_from: Target | None, until: Until) -> Outcome: ...
+
+
+@runtime_checkable
+class CancelledAtProvider(Protocol):
+    """A call whose cancel is its own: a provider batch is cancelled at the provider and polled
+    until it has ended, so the run still publishes what its items did (``batch_run.py``)."""
+
+    def cancel_at_provider(self, reason: str) -> None: ...
 
 
 class Runner(Protocol):
@@ -145,6 +154,7 @@ class Executor:
             dead_letters=DeadLetters(self.publisher, topics.dlq.name, cid),
         )
         self._running: dict[str, asyncio.Task[Outcome]] = {}
+        self._calls: dict[str, PlanCall] = {}  # the calls of the plans in flight
         self._finished: OrderedDict[str, None] = OrderedDict()
         #: request id -> (tenant, reason) of cancels that came before their plan
         self._cancelled: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -189,6 +199,18 @@ class Executor:
         )
         media = self.config.media
         self.media = MediaIO(media, storage or S3FileStorage(media.bucket, endpoint_url=settings.s3_url))
+        self._runners["batch.run"] = BatchRunner(
+            http=self.http,
+            secret=settings.secret,
+            publisher=self.publisher,
+            topics=topics,
+            jobs=self.jobs,
+            config=self.config,
+            media=self.media,
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{cid}-batches",
+            exit_mid_batch=own.fault_exit_mid_batch,
+        )
         self.outcomes = Outcomes(
             publisher=self.publisher,
             topics=topics,
@@ -252,7 +274,7 @@ class Executor:
         task = self._running.get(request_id)
         if task is not None:
             if self._owners.get(request_id) == tenant_id:
-                task.cancel(reason)
+                _stop(task, self._calls.get(request_id), reason)
             else:
                 log.warning("ignoring a cancel of %s naming another tenant", request_id)
         elif request_id not in self._finished:
@@ -281,11 +303,12 @@ class Executor:
         call = runner.start(plan)
         run = asyncio.create_task(self._attempts(plan, call, attempts, deadline))
         self._running[rid] = run
+        self._calls[rid] = call
         self._owners[rid] = plan.request.tenant_id
         if rid in self._cancelled:
             tenant, reason = self._cancelled.pop(rid)
             if tenant == plan.request.tenant_id:
-                run.cancel(reason)
+                _stop(run, call, reason)
             else:
                 log.warning("ignoring a cancel of %s naming another tenant", rid)
         started = self.outcomes.started(plan, attempts)
@@ -299,6 +322,7 @@ class Executor:
             raise
         finally:
             self._running.pop(rid, None)
+            self._calls.pop(rid, None)
             self._owners.pop(rid, None)
             call.close()
         source = (record.partition, record.offset) if record is not None else None
@@ -357,6 +381,14 @@ def _transport(settings: ExecutorSettings) -> HttpTransport:
     return AiohttpTransport(
         trust_env=settings.provider_trust_env, max_connections=settings.provider_max_connections
     )
+
+
+def _stop(task: asyncio.Task[Outcome], call: PlanCall | None, reason: str) -> None:
+    """Cancel a plan in flight: its task, or for a call that cancels itself, the call."""
+    if isinstance(call, CancelledAtProvider):
+        call.cancel_at_provider(reason)
+    else:
+        task.cancel(reason)
 
 
 def _remember(store: OrderedDict[str, V], key: str, value: V) -> None:

@@ -22,6 +22,10 @@ class ExecutorSettings:
       once every output of that request is acknowledged, and before its plan's offset is committed,
       the process exits at once (status 137, as if SIGKILLed): the deterministic point between "the
       provider answered" and "the plan is committed" that the crash tests need.
+    * ``fault_exit_mid_batch`` (``LLMGW_FAULT_EXIT_MID_BATCH``, a ``batch.run`` request id; tests
+      only): once the records of half that run's items are acknowledged (and before the rest and
+      the run's own), the process exits at once (status 137): a provider batch's run dying while it
+      publishes what its items did.
     """
 
     runtime: Settings = field(default_factory=Settings)
@@ -29,6 +33,7 @@ class ExecutorSettings:
     provider_trust_env: bool = False
     provider_max_connections: int = 512
     fault_exit_after_publish: str | None = None
+    fault_exit_mid_batch: str | None = None
 
     @classmethod
     def from_env(
@@ -45,6 +50,7 @@ class ExecutorSettings:
                 e, "LLMGW_PROVIDER_MAX_CONNECTIONS", cls.provider_max_connections
             ),
             fault_exit_after_publish=e.get("LLMGW_FAULT_EXIT_AFTER_PUBLISH") or None,
+            fault_exit_mid_batch=e.get("LLMGW_FAULT_EXIT_MID_BATCH") or None,
         )
 
     @classmethod

@@ -25,6 +25,7 @@ from aiokafka.partitioner import murmur2
 
 from services.contracts.events import (
     AdmissionRecorded,
+    BatchRunRequested,
     ChatRequested,
     EmbedRequested,
     ExecutionPlanned,
@@ -52,6 +53,7 @@ Executable = (
     | TranscribeRequested
     | VideoGenerateRequested
     | RealtimeTurnRequested
+    | BatchRunRequested
 )
 
 #: A video's length when the request names none (OpenAI's default).
@@ -84,6 +86,8 @@ def prompt_bound(req: Executable) -> int:
     tool definitions and response schema, + 4 per message and 3; ``IMAGE_TOKENS`` per image."""
     if isinstance(req, EmbedRequested):
         return sum(len(t.encode()) for t in req.input)
+    if isinstance(req, BatchRunRequested):  # the batch service's estimate, every line together
+        return req.prompt_tokens
     if isinstance(req, ImageGenerateRequested | VideoGenerateRequested):
         return len(req.prompt.encode()) + PER_REQUEST_TOKENS
     if isinstance(req, SpeechRequested):
@@ -118,6 +122,8 @@ def max_output(req: Executable) -> int | None:
     """The request's own output limit (``max_tokens`` or ``max_completion_tokens``), if any."""
     if isinstance(req, EmbedRequested | SpeechRequested | VideoGenerateRequested):
         return 0
+    if isinstance(req, BatchRunRequested):
+        return req.max_output_tokens
     if not isinstance(req, ChatRequested):
         return None  # images and transcripts: up to the model's max_output_tokens
     if req.params.max_tokens is not None:
@@ -132,6 +138,8 @@ def request_units(req: Executable, max_audio_s: float = 3600.0) -> dict[str, flo
     longest audio accepted, ``media.max_audio_s``)."""
     if isinstance(req, EmbedRequested):
         return {"inputs": float(len(req.input))}
+    if isinstance(req, BatchRunRequested):  # an embeddings batch: one input per line at least
+        return {"inputs": float(req.total)} if req.endpoint == "/v1/embeddings" else {}
     if isinstance(req, ImageGenerateRequested):
         return {"images": float(req.n)}
     if isinstance(req, SpeechRequested):
@@ -167,7 +175,8 @@ def max_cost(
             continue
         out = own if own is not None else model.max_output_tokens
         usage = Usage(prompt_tokens=prompt, completion_tokens=out, total_tokens=prompt + out, units=units)
-        worst = max(worst, cost_usd(usage, dep, batch=req.batch is not None))
+        batch = req.batch is not None or isinstance(req, BatchRunRequested)
+        worst = max(worst, cost_usd(usage, dep, batch=batch))
     return worst
 
 

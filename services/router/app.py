@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from services.contracts.errors import GatewayError
 from services.contracts.events import (
     AnyRequest,
+    BatchRunRequested,
     ChatRequested,
     ErrorInfo,
     ExecutionPlanned,
@@ -157,9 +158,10 @@ class Router:
                 return
             # policies, then the tenant's pre-call hooks, before planning (the hooks' outcomes: .hooks)
             admit(req, self.config, raw_size=len(record.value or b""))
-            # (a realtime turn carries no text for the hooks: the session's events are the provider's)
+            # (a realtime turn carries no text for the hooks: the session's events are the provider's;
+            # a provider batch carries no text: its items are in FileStorage, which hooks do not read)
             if (
-                not isinstance(req, RealtimeTurnRequested)
+                not isinstance(req, RealtimeTurnRequested | BatchRunRequested)
                 and (chain := self.hooks.pre(req.tenant_id)) is not None
             ):
                 checked = await pre_call(

@@ -28,6 +28,7 @@ from services.contracts.errors import (
     ValidationError,
 )
 from services.contracts.events import (
+    BatchRunRequested,
     ChatRequested,
     Deployment,
     EmbedRequested,
@@ -61,9 +62,19 @@ Executable = (
     | TranscribeRequested
     | VideoGenerateRequested
     | RealtimeTurnRequested
+    | BatchRunRequested
 )
 #: Operations that may stream (``stream: true``).
 STREAMING = frozenset({"chat", "audio.speech"})
+#: The provider kinds whose batch API takes a batch of each endpoint (``batch.run``).
+BATCH_KINDS: dict[str, frozenset[str]] = {
+    "/v1/chat/completions": frozenset({"openai", "anthropic"}),
+    "/v1/messages": frozenset({"openai", "anthropic"}),
+    "/v1/embeddings": frozenset({"openai"}),
+}
+#: A ``batch.run``'s deadline beyond its completion window: the provider's finalizing, the
+#: results' download and the items' records.
+BATCH_GRACE_S = 3600.0
 
 
 def admit(req: RequestBase, config: GatewayConfig, *, raw_size: int | None = None) -> None:
@@ -119,6 +130,8 @@ def plan(
         raise ValidationError(f"operation {req.operation!r} does not stream", param="stream")
 
     models = config.models if catalog is None else catalog
+    if isinstance(req, BatchRunRequested):
+        return _batch_plan(req, config, models, stats, rng)
     needed = needed_capabilities(req)
     deployments: list[Deployment] = []
     for alias in [req.model, *req.fallbacks]:
@@ -144,6 +157,50 @@ def plan(
         chunk_window_ms=d.chunk_window_ms,
         ttft_ms=req.timeouts.ttft_ms or d.ttft_ms,
         total_ms=req.timeouts.total_ms or d.total_ms,
+    )
+
+
+def _batch_plan(
+    req: BatchRunRequested,
+    config: GatewayConfig,
+    models: Mapping[str, ModelConfig],
+    stats: RoutingStats | None,
+    rng: random.Random | None,
+) -> ExecutionPlanned:
+    """A provider batch's plan: the alias's deployments whose provider has a batch API of a kind
+    that takes the endpoint's lines (no fallbacks: the batch was admitted for this alias), under
+    a deadline of the batch's completion window and ``BATCH_GRACE_S`` (not ``total_ms``)."""
+    kinds = BATCH_KINDS.get(req.endpoint)
+    if kinds is None:
+        raise ValidationError(
+            f"batch endpoint {req.endpoint!r} is not one of {', '.join(BATCH_KINDS)}", param="endpoint"
+        )
+    model = _resolve(req.model, req, config, models)
+    needed = needed_capabilities(req)
+    deps = [
+        d
+        for d in capable(model, needed)
+        if (p := config.providers.get(d.provider)) is not None and p.batch_api and p.kind in kinds
+    ]
+    if not deps:
+        raise CapabilityNotSupported(
+            f"model {req.model!r} has no deployment whose provider has a batch API for {req.endpoint}"
+        )
+    deployments = [
+        Deployment(alias=req.model, provider=d.provider, upstream_model=d.model)
+        for d in order(req.model, model, deps, stats, streamed=False, rng=rng)
+    ]
+    d = config.defaults
+    return ExecutionPlanned(
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        user_id=req.user_id,
+        request=req,
+        deployments=deployments,
+        retries=d.retries,
+        chunk_window_ms=d.chunk_window_ms,
+        ttft_ms=d.ttft_ms,
+        total_ms=int((config.batches.completion_window_s + BATCH_GRACE_S) * 1000),
     )
 
 
@@ -177,6 +234,8 @@ def needed_capabilities(req: Executable) -> dict[str, str]:
         return {"video_generation": "video generation"}
     if isinstance(req, RealtimeTurnRequested):
         return {"realtime": "realtime sessions"}
+    if isinstance(req, BatchRunRequested):  # its lines' capability (their own are the provider's)
+        return {"embeddings": "embeddings"} if req.endpoint == "/v1/embeddings" else {"chat": "chat"}
     need = {"chat": "chat"}
     if req.stream:
         need["stream"] = "streaming"

@@ -170,9 +170,12 @@ class TenantLedger:
         self.changed = True
         return True
 
-    def settle(self, request_id: str, tokens: int, cost: float, user: str | None, at: float) -> None:
+    def settle(
+        self, request_id: str, tokens: int, cost: float, user: str | None, at: float, key: str | None = None
+    ) -> None:
         """What a usage record reported for ``request_id``: settles its reservation, or (no
-        admission known) is spent in the periods of ``at`` for the tenant and ``user``."""
+        admission known: an item of a provider batch, whose run was admitted) is spent in the
+        periods of ``at`` for the tenant, ``user`` and API ``key``."""
         e = self.open.pop(request_id, None)
         if e is None and (e := self.lapsed.pop(request_id, None)) is not None:
             e.usd = 0.0  # its reservation was released when it lapsed: spend, attributed to its scopes
@@ -183,7 +186,7 @@ class TenantLedger:
             if self.budgeted and cost:
                 spent = self.spent
                 day_month = periods(at)
-                for s in budget_scopes(user, None):
+                for s in budget_scopes(user, key):
                     for p in day_month:
                         spent[(s, p)] = spent.get((s, p), 0.0) + cost
             self.changed = True
@@ -321,6 +324,7 @@ class PartitionLedger:
                 float(doc.get("cost_usd", 0.0)),
                 doc.get("user_id"),
                 at,
+                doc.get("api_key"),
             )
         if offset >= self.usage_next:
             self.usage_next = offset + 1

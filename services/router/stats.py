@@ -8,6 +8,9 @@ A deployment is ``(alias, provider, upstream model)``. What counts, per record:
   gateway-side error such as a structured-output violation) says nothing about the deployment.
   Each entry of its ``failed_attempts`` (a deployment that failed before the next one was
   tried) is a failure of the deployment it names, with the same error codes.
+* records of a provider batch say nothing: the ``batch.run``'s (its time is the whole batch's,
+  hours maybe) and its items' (``batch_id`` set, no ``total_ms``: not calls of their own; items
+  run as ordinary requests have their call's ``total_ms`` and count).
 * ``llm.audit`` ``fallback_triggered`` says the same; the router's feed reads only
   ``llm.usage`` (one record per request instead of four), but such records still count here.
 * ``llm.breakers`` (``llm.breaker.v1``, the executors' circuit breakers): a deployment whose
@@ -129,6 +132,8 @@ class RoutingStats:
             return False
         if not (isinstance(alias, str) and isinstance(provider, str) and isinstance(model, str | None)):
             return False
+        if e.get("operation") == "batch.run" or (e.get("batch_id") is not None and e.get("total_ms") is None):
+            return False  # a provider batch, or an item of one: no call of its own to the deployment
         try:
             return self._observe(e, alias, provider, model, timestamp_ms / 1000, resolve, is_audit)
         except (TypeError, ValueError, AttributeError):  # a field of the wrong type (unhashable, ...)

@@ -419,7 +419,7 @@ class BatchesView:
             partitions=range(spec.partitions),
             start_at="beginning",
             client_id=client_id,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=500,  # an idle poll this often; records are read as they come
         )
 
     async def start(self) -> None:

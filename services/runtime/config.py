@@ -396,7 +396,10 @@ class BatchesConfig(Strict):
         default=8, ge=1, le=1000, description="Items of one batch running at once (the requests path)"
     )
     max_in_flight_total: int = Field(
-        default=32, ge=1, le=10_000, description="Items of every batch together running at once, per batch service"
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Items of every batch together running at once, per batch service",
     )
     max_lines: int = Field(default=50_000, ge=1, le=1_000_000, description="Most lines one batch may have")
     max_file_bytes: int = Field(

@@ -122,7 +122,7 @@ class Publisher:
     async def send_raw(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None,
         partition: int | None = None,

@@ -7,7 +7,7 @@
 | ``authentication_error`` | 401 | ``authentication_error`` |
 | ``budget_exceeded`` | 402 | ``billing_error`` |
 | ``model_not_approved`` | 403 | ``permission_error`` |
-| ``model_not_found``, ``media_not_found``, ``job_not_found``, ``job_expired`` | 404 | ``not_found_error`` |
+| ``model_not_found``, ``media_not_found``, ``job_not_found``, ``job_expired``, ``batch_not_found``, ``batch_expired`` | 404 | ``not_found_error`` |
 | ``payload_too_large`` | 413 | ``request_too_large`` |
 | ``rate_limited`` (the gateway's own limits) | 429 | ``rate_limit_error`` |
 | ``provider_error``: no answer, or the provider's 429 / 502 / 503 / 504 / 529 | 529 | ``overloaded_error`` |
@@ -47,6 +47,8 @@ _BY_CODE: dict[str, tuple[int, str]] = {
     "media_not_found": (404, "not_found_error"),
     "job_not_found": (404, "not_found_error"),
     "job_expired": (404, "not_found_error"),
+    "batch_not_found": (404, "not_found_error"),
+    "batch_expired": (404, "not_found_error"),
     "payload_too_large": (413, "request_too_large"),
     "rate_limited": (429, "rate_limit_error"),
     "provider_timeout": TIMEOUT,

@@ -8,6 +8,8 @@ for media held there.
   (as the OpenAI SDKs send it): the object's metadata is written with it.
 * ``GET /v1/files`` (``purpose``, ``order``, ``after``, ``limit``), ``GET /v1/files/{id}``,
   ``GET /v1/files/{id}/content`` (the bytes, streamed), ``DELETE /v1/files/{id}``.
+* A batch's output and error files (``file-<batch id>-output`` / ``-errors``) are not stored:
+  ``GET /v1/files/{id}`` and ``/content`` render them from the batch's items (``batches``).
 
 A file id names an object under the caller's tenant's prefix only: another tenant's id (or a
 made-up one) is ``media_not_found`` (404), the two are not told apart. A file id is what chat
@@ -25,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from services.contracts.errors import MediaNotFound, ValidationError
 from services.contracts.events import MediaRef
+from services.runtime.batches import batch_of_file
 from services.runtime.media.refs import file_key, new_file_id, owned_key, parse_reference
 
 from ..asgi import Request, Response, json_response
 from ..bodies import FormReader, Part, StreamedResponse
+from .batch_files import result_file
 
 if TYPE_CHECKING:
     from services.runtime.media.storage import FileStorage, StoredFile
@@ -101,7 +105,7 @@ def _key(edge: Edge, req: Request, file_id: str) -> str:
     return owned_key(req.caller.tenant_id, ref, edge.files.bucket)
 
 
-async def _head(edge: Edge, req: Request, file_id: str) -> tuple[str, StoredFile]:
+async def head_file(edge: Edge, req: Request, file_id: str) -> tuple[str, StoredFile]:
     key = _key(edge, req, file_id)
     stored = await edge.files.head(key)
     if stored is None:
@@ -219,19 +223,22 @@ async def get_file(edge: Edge, req: Request) -> Response | StreamedResponse:
     """``/v1/files/{id}`` (the file object) and ``/v1/files/{id}/content`` (its bytes): one route,
     as a path parameter takes the rest of the path."""
     file_id = req.params["file_id"]
+    of_batch = batch_of_file(file_id.removesuffix("/content"))
+    if of_batch is not None:  # a batch's output or error file, rendered when read
+        return await result_file(edge, req, *of_batch, content=file_id.endswith("/content"))
     if file_id.endswith("/content"):
-        key, stored = await _head(edge, req, file_id.removesuffix("/content"))
+        key, stored = await head_file(edge, req, file_id.removesuffix("/content"))
         return StreamedResponse(
             stored_body(edge.files, key),
             content_type=(stored.mime_type or OCTET_STREAM).encode("latin-1"),
             length=stored.bytes,
         )
-    _, stored = await _head(edge, req, file_id)
+    _, stored = await head_file(edge, req, file_id)
     return json_response(200, file_object(file_id, stored))
 
 
 async def delete_file(edge: Edge, req: Request) -> Response:
     file_id = req.params["file_id"]
-    key, _ = await _head(edge, req, file_id)
+    key, _ = await head_file(edge, req, file_id)
     await edge.files.delete(key)
     return json_response(200, {"id": file_id, "object": "file", "deleted": True})

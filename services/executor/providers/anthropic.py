@@ -81,6 +81,11 @@ _ERROR_STATUS = {
 }
 
 
+def error_status(error_type: object) -> int | None:
+    """The HTTP status Anthropic sends an error ``type`` with (None: not a documented type)."""
+    return _ERROR_STATUS.get(error_type) if isinstance(error_type, str) else None
+
+
 def finish_reason(raw: str | None) -> str:
     """Normalise ``stop_reason``; unknown or missing values (e.g. ``pause_turn``) count as ``stop``."""
     return _FINISH.get(raw or "end_turn", "stop")

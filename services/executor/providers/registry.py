@@ -13,9 +13,11 @@ from services.contracts.errors import CapabilityNotSupported
 
 from . import gemini, openai_media
 from .anthropic import AnthropicAdapter
+from .anthropic_batches import AnthropicBatchesAdapter
 from .ollama import OllamaAdapter
 from .ollama_embeddings import OllamaEmbeddingsAdapter
 from .openai import OpenAIAdapter
+from .openai_batches import OpenAIBatchesAdapter
 from .openai_embeddings import OpenAIEmbeddingsAdapter
 from .openai_video import OpenAIVideoAdapter
 
@@ -28,6 +30,8 @@ ADAPTERS: dict[tuple[str, str], Any] = {
     **gemini.ADAPTERS,
     **openai_media.ADAPTERS,
     ("openai", "video.generate"): OpenAIVideoAdapter(),
+    ("openai", "batch.run"): OpenAIBatchesAdapter(),
+    ("anthropic", "batch.run"): AnthropicBatchesAdapter(),
 }
 
 KINDS: frozenset[str] = frozenset(kind for kind, _ in ADAPTERS)

@@ -83,6 +83,7 @@ def test_up_names_what_it_waits_for_before_each_wait(fake_launch: list[str], tmp
         "router-0",
         "executor-0",
         "media-store",
+        "batches",
         "usage-sink",
         "audit-sink",
         "edge",

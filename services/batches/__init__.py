@@ -1,0 +1,1 @@
+"""The batch service (README "Batches")."""

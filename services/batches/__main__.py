@@ -1,0 +1,5 @@
+from services.runtime.service import run_service
+
+from .app import serve
+
+run_service("batches", serve)
