@@ -169,6 +169,8 @@ class GatewayClient(MediaOperations, JobOperations):
             self.topics,
             partition % rt.partitions,
             f"client-{self.tenant_id}",
+            storage=self.storage,
+            inline_max_bytes=self.inline_max_bytes,
         )
 
     async def aclose(self) -> None:

@@ -31,11 +31,15 @@ from services.contracts.events import (
     new_id,
     utcnow,
 )
+from services.runtime.config import MediaConfig
 from services.runtime.kafka import REALTIME_FETCH_WAIT_MS, Publisher
+from services.runtime.media.storage import FileStorage
+from services.runtime.realtime_claims import check_in, redeem
 from services.runtime.tail import Tail
 from services.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
+INLINE_MAX_BYTES: int = MediaConfig.model_fields["inline_max_bytes"].default
 
 #: A session silent this long (no frame, not even ``alive``) is taken for lost.
 SILENCE_S = 5.0
@@ -118,6 +122,20 @@ class RealtimeSession:
 
     async def _publish(self, kind: Literal["open", "event", "close"], data: str | None = None) -> None:
         f = self._open
+        seq = self._seq
+        self._seq += 1
+        ref = None
+        if kind == "event" and data is not None:  # above the inline limit: by claim check
+            hub = self._hub
+            data, ref = await check_in(
+                data,
+                storage=hub.storage,
+                limit=hub.inline_max_bytes,
+                tenant_id=f.tenant_id,
+                session_id=f.request_id,
+                direction="in",
+                seq=seq,
+            )
         frame = (
             f
             if kind == "open"
@@ -126,11 +144,11 @@ class RealtimeSession:
                 tenant_id=f.tenant_id,
                 user_id=f.user_id,
                 kind=kind,
-                seq=self._seq,
+                seq=seq,
                 data=data,
+                data_ref=ref,
             )
         )
-        self._seq += 1
         fut = await self._hub.publisher.publish(self._hub.topics.realtime_in.name, frame, key=f.request_id)
         if kind == "event":  # not waited for: the producer keeps a key's records in order
             fut.add_done_callback(self._sent)
@@ -169,7 +187,9 @@ class RealtimeSession:
                 return
             if frame.usage is not None:
                 self.usage = frame.usage
-            if frame.kind == "event" and frame.data is not None:
+            if frame.kind == "event" and frame.data_ref is not None:
+                yield await self._redeemed(frame)
+            elif frame.kind == "event" and frame.data is not None:
                 yield frame.data
                 if self._admit is not None and _is_response_done(frame.data):
                     self.turn += 1
@@ -180,6 +200,21 @@ class RealtimeSession:
             elif frame.kind == "close":
                 self._ended(frame.close_code or 1000, frame.reason or "")
                 return
+
+    async def _redeemed(self, frame: RealtimeFrame) -> str:
+        """A server event that came by claim check (never a ``response.done``: those are small)."""
+        assert frame.data_ref is not None
+        try:
+            return await redeem(frame.data_ref, storage=self._hub.storage, tenant_id=self._open.tenant_id)
+        except Exception as exc:  # the caller hears of the gap; the session goes on
+            log.warning("realtime session %s: a server event could not be read: %s", self.session_id, exc)
+            return orjson.dumps(
+                {
+                    "type": "error",
+                    "event_id": f"event_{new_id()[:20]}",
+                    "error": {"type": "server_error", "message": "a server event could not be read"},
+                }
+            ).decode()
 
     async def _summarize_lost(self, reason: str) -> None:
         """The summary of a session whose executor fell silent (it cannot write its own)."""
@@ -275,9 +310,22 @@ class RealtimeSession:
 class RealtimeHub:
     """The realtime side of one client: its ``llm.realtime.out`` partition, read from its end."""
 
-    def __init__(self, bootstrap: str, publisher: Publisher, topics: Topics, partition: int, client_id: str):
+    def __init__(
+        self,
+        bootstrap: str,
+        publisher: Publisher,
+        topics: Topics,
+        partition: int,
+        client_id: str,
+        *,
+        storage: FileStorage | None = None,
+        inline_max_bytes: int = INLINE_MAX_BYTES,
+    ):
         self.publisher = publisher
         self.topics = topics
+        #: events above ``inline_max_bytes`` go by claim check through ``storage`` (when given)
+        self.storage = storage
+        self.inline_max_bytes = inline_max_bytes
         self.sessions: dict[str, RealtimeSession] = {}
         self.reply_to = ReplyTo(topic=topics.realtime_out.name, partition=partition)
         self._tail = Tail(

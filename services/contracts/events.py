@@ -1044,14 +1044,17 @@ class RealtimeFrame(Envelope):
     ``kind``: ``open`` (first frame: ``model`` alias, ``dialect``, ``reply_to``), ``event`` (one
     client or server event in ``data``, its JSON text unchanged), ``alive`` (the executor still
     holds the session; sent every second, so a caller knows when it died), ``close`` (either
-    side ends the session; from the executor with ``close_code`` and ``reason``). Frames stay
-    below the inline limit: a client event is at most the edge's frame limit (1 MiB, well under
-    the topics' 8 MiB), and audio travels as the protocol's own small base64 deltas."""
+    side ends the session; from the executor with ``close_code`` and ``reason``). An event above
+    the inline limit (``media.inline_max_bytes``) travels by claim check: ``data_ref`` names its
+    JSON text in FileStorage and ``data`` is empty (``services/runtime/realtime_claims.py``)."""
 
     type: Literal["llm.realtime.v1"] = "llm.realtime.v1"
     kind: Literal["open", "event", "alive", "close"]
     seq: int = Field(default=0, ge=0, description="Per session and direction, from 0")
     data: str | None = Field(default=None, description="event: one Realtime event as JSON text")
+    data_ref: MediaRef | None = Field(
+        default=None, description="event: where its JSON text is instead, when above the inline limit"
+    )
     model: str | None = Field(default=None, description="open: the model alias")
     dialect: Literal["ga", "beta"] = "ga"
     reply_to: ReplyTo | None = Field(default=None, description="open: where the session's frames go")

@@ -226,6 +226,7 @@ class Executor:
             self.config,
             self.targets,
             self.publisher,
+            media=self.media,
             max_session_s=self.config.defaults.realtime_max_session_s,
             idle_s=self.config.defaults.realtime_idle_s,
         )

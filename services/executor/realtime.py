@@ -53,9 +53,11 @@ from services.contracts.events import (
 from services.runtime.config import GatewayConfig
 from services.runtime.kafka import REALTIME_FETCH_WAIT_MS, Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.pricing import cost_usd
+from services.runtime.realtime_claims import check_in, redeem
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
 
+from .media import MediaIO
 from .targets import Target, Targets
 
 log = logging.getLogger(__name__)
@@ -156,18 +158,32 @@ class Session:
         reason: str | None = None,
         usage: SessionUsage | None = None,
     ) -> None:
+        seq = self.seq
+        self.seq += 1
+        ref = None
+        h = self.holder
+        if kind == "event" and data is not None and len(data) > h.inline_max_bytes // 4:
+            data, ref = await check_in(  # above the inline limit: by claim check
+                data,
+                storage=await h.media.storage(),
+                limit=h.inline_max_bytes,
+                tenant_id=self.open.tenant_id,
+                session_id=self.id,
+                direction="out",
+                seq=seq,
+            )
         frame = RealtimeFrame(
             request_id=self.id,
             tenant_id=self.open.tenant_id,
             user_id=self.open.user_id,
             kind=kind,  # type: ignore[arg-type]
-            seq=self.seq,
+            seq=seq,
             data=data,
+            data_ref=ref,
             close_code=code,
             reason=reason,
             usage=usage,
         )
-        self.seq += 1
         self.last_emit = time.monotonic()
         await self.holder.publisher.publish(self.topic, frame, key=self.id, partition=self.partition)
 
@@ -277,7 +293,21 @@ class Session:
                     return frame.close_code, frame.reason or "closed by the gateway", True
                 if frame.kind == "close":
                     return NORMAL, "session closed by the caller", False
-                if frame.kind == "event" and frame.data is not None:
+                if frame.kind == "event" and frame.data_ref is not None:
+                    self.last_activity = time.monotonic()
+                    try:
+                        data = await redeem(
+                            frame.data_ref, storage=await h.media.storage(), tenant_id=self.open.tenant_id
+                        )
+                    except Exception as exc:  # the caller hears of it; the session goes on
+                        log.warning("realtime session %s: a client event could not be read: %s", self.id, exc)
+                        await self.emit(
+                            "event",
+                            error_event("client_event_unreadable", "a client event could not be read"),
+                        )
+                        continue
+                    await ws.send_str(data)
+                elif frame.kind == "event" and frame.data is not None:
                     self.last_activity = time.monotonic()
                     await ws.send_str(frame.data)
         finally:
@@ -352,10 +382,14 @@ class RealtimeSessions:
         targets: Targets,
         publisher: Publisher,
         *,
+        media: MediaIO,
         max_session_s: float,
         idle_s: float,
     ):
         self.settings = settings
+        #: events above the inline limit travel by claim check through the media bucket
+        self.media = media
+        self.inline_max_bytes = config.media.inline_max_bytes
         self.topics = topics
         self.config = config
         self.targets = targets

@@ -379,3 +379,44 @@ async def test_a_closed_sessions_summary_is_in_the_ledger_and_not_in_the_report(
     assert total["cost_usd"] == pytest.approx(usage["cost_usd"])
     table = await llmgw(stack_settings, "usage", "sessions", "--tenant", "demo", "--since", "1h")
     assert turns[0]["conversation_id"] in table.stdout
+
+
+async def test_an_event_above_the_inline_limit_travels_by_claim_check(edge_url, stack_settings):
+    """One ``input_audio_buffer.append`` of ~6 s of audio (its JSON ~390 KB, above the 256 KiB
+    inline limit): its frame on ``llm.realtime.in`` names an object in S3 instead of carrying it,
+    the executor relays the event whole, and the turn is what the same audio sent in small pieces
+    gives."""
+    pcm = silence(200) + SPEECH + silence(200)
+    pcm = pcm + silence(max(0, 6000 - len(pcm) // MS))
+    assert len(base64.b64encode(pcm)) > 256 * 1024
+    in_topic = f"{stack_settings.topic_prefix}llm.realtime.in"
+
+    async def turn(chunk_ms: int) -> Any:
+        async with realtime(edge_url) as conn:
+            await conn.recv()
+            await conn.session.update(
+                session={
+                    "type": "realtime",
+                    "output_modalities": ["audio"],
+                    "audio": {"input": {"turn_detection": None}},
+                }
+            )
+            await conn.recv()
+            await append(conn, pcm, chunk_ms=chunk_ms)
+            await conn.input_audio_buffer.commit()
+            await conn.response.create()
+            return (await until(conn, "response.done"))[-1]
+
+    async with TopicTail(stack_settings.bootstrap_servers, in_topic) as frames:
+        whole = await turn(chunk_ms=len(pcm) // MS)  # one append
+        claimed = [(r, f) for r in frames.records if (f := json.loads(r.value)).get("data_ref") is not None]
+    assert len(claimed) == 1
+    record, frame = claimed[0]
+    assert frame.get("data") is None and len(record.value) < 4096  # the event is not in the frame
+    ref = frame["data_ref"]
+    assert ref["key"].startswith("tenants/demo/realtime/") and ref["bytes"] > 256 * 1024
+    pieces = await turn(chunk_ms=100)
+    assert whole.response.status == pieces.response.status == "completed"
+    a, b = whole.response.usage, pieces.response.usage
+    assert a.input_token_details.audio_tokens == b.input_token_details.audio_tokens > 0
+    assert a.output_tokens == b.output_tokens
