@@ -17,7 +17,17 @@ async def topics(kafka_bootstrap: str, topic_prefix: str) -> Topics:
     await apply_topics(
         kafka_bootstrap,
         t,
-        only=["requests", "usage", "exec", "dlq", "replies", "results", "audit", "control"],
+        only=[
+            "requests",
+            "usage",
+            "exec",
+            "dlq",
+            "replies",
+            "results",
+            "audit",
+            "control",
+            "realtime_sessions",
+        ],
     )
     return t
 
