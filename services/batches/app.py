@@ -41,6 +41,7 @@ from pydantic import TypeAdapter
 from services.contracts.events import (
     MEDIA_PART_TYPES,
     AnyRequest,
+    BatchLineError,
     BatchRunRequested,
     BatchUpdated,
     CancelRequested,
@@ -52,6 +53,7 @@ from services.runtime.batches import (
     TERMINAL_BATCH_STATES,
     BatchesView,
     batch_key,
+    foreign_item,
     moved,
     run_id,
 )
@@ -74,6 +76,14 @@ REQUEST: TypeAdapter[AnyRequest] = TypeAdapter(AnyRequest)
 #: is read live: an executor that was not running when it was sent never saw it).
 CANCEL_RESEND_S = 15.0
 RUN_ENDED = frozenset({"completed", "failed", "cancelled"})
+
+
+class ForeignLine(ValueError):
+    """A line of a batch's items that is not that batch's own (another tenant's, another batch's)."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index = index
 
 
 @dataclass
@@ -228,18 +238,24 @@ class BatchService:
         items = self.items.of(*key)
         for i in [i for i in d.sent if i in items.states]:
             d.sent.discard(i)
-        if batch.status == "validating":
-            path = choose_path(self.config, batch, await self._lines(batch, d))
-            await self.write(moved(batch, "in_progress", path=path))
-            return
         if batch.status == "finalizing":
             await self.write(moved(batch, "completed", counts=items.counts(batch.counts.total)))
             return
-        expired = batch.status == "in_progress" and utcnow() >= batch.expires_at
-        if batch.path == "provider":
-            await self._drive_run(batch, d, expired)
-        else:
-            await self._drive_requests(batch, d, expired)
+        try:
+            if batch.status == "validating":
+                path = choose_path(self.config, batch, await self._lines(batch, d))
+                await self.write(moved(batch, "in_progress", path=path))
+                return
+            expired = batch.status == "in_progress" and utcnow() >= batch.expires_at
+            if batch.path == "provider":
+                await self._drive_run(batch, d, expired)
+            else:
+                await self._drive_requests(batch, d, expired)
+        except ForeignLine as exc:  # none of its lines is sent
+            log.error("batch %s: %s", batch.batch_id, exc)
+            if batch.status == "validating":
+                error = BatchLineError(code="invalid_request", message=str(exc), line=exc.index + 1)
+                await self.write(moved(batch, "failed", errors=[error]))
 
     async def _drive_requests(self, batch: BatchUpdated, d: Drive, expired: bool) -> None:
         key = (batch.tenant_id, batch.batch_id)
@@ -285,15 +301,20 @@ class BatchService:
     async def _lines(self, batch: BatchUpdated, d: Drive) -> list[bytes]:
         if d.lines is None:
             data = await self.storage.get(batch.requests_key)
-            d.lines = [ln for ln in data.split(b"\n") if ln.strip()]
-            if len(d.lines) != batch.counts.total:
+            lines = [ln for ln in data.split(b"\n") if ln.strip()]
+            for i, line in enumerate(lines):  # each is this batch's own line, or none is sent
+                problem = foreign_item(REQUEST.validate_json(line), batch.tenant_id, batch.batch_id, i)
+                if problem is not None:
+                    raise ForeignLine(i, f"line {i} of {batch.requests_key} {problem}")
+            if len(lines) != batch.counts.total:
                 log.warning(
                     "batch %s: %d lines in %s, %d counted",
                     batch.batch_id,
-                    len(d.lines),
+                    len(lines),
                     batch.requests_key,
                     batch.counts.total,
                 )
+            d.lines = lines
         return d.lines
 
     async def _drive_run(self, batch: BatchUpdated, d: Drive, expired: bool) -> None:

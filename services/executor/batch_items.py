@@ -47,7 +47,7 @@ from services.contracts.events import (
     Usage,
     UsageRecorded,
 )
-from services.runtime.batches import item_id
+from services.runtime.batches import foreign_item
 from services.runtime.jobs import job_state
 
 from .handlers import usage_record
@@ -89,12 +89,8 @@ def parse_items(raw: bytes, run: BatchRunRequested) -> list[BatchLine]:
 def _foreign(item: Any, run: BatchRunRequested, n: int, operation: str) -> str | None:
     if not isinstance(item, ChatRequested | EmbedRequested) or item.operation != operation:
         return f"is a {getattr(item, 'operation', '?')} request, not {operation}"
-    if item.tenant_id != run.tenant_id:
-        return "is another tenant's"
-    if item.batch is None or item.batch.batch_id != run.batch_id or item.batch.index != n:
-        return f"is not item {n} of batch {run.batch_id}"
-    if item.request_id != item_id(run.batch_id, n):
-        return f"has request id {item.request_id!r}, not {item_id(run.batch_id, n)!r}"
+    if (problem := foreign_item(item, run.tenant_id, run.batch_id, n)) is not None:
+        return problem
     if item.model != run.model:
         return f"names model {item.model!r}, not the batch's {run.model!r}"
     return None

@@ -20,7 +20,15 @@ import pydantic
 from aiokafka.structs import ConsumerRecord
 
 from services.contracts.errors import BatchNotFound
-from services.contracts.events import BatchCounts, BatchStatus, BatchUpdated, JobUpdated, new_id, utcnow
+from services.contracts.events import (
+    BatchCounts,
+    BatchStatus,
+    BatchUpdated,
+    JobUpdated,
+    RequestBase,
+    new_id,
+    utcnow,
+)
 
 from .kafka import validation_reason
 from .tail import Malformed, Tail
@@ -334,6 +342,19 @@ def batch_of_file(file_id: str) -> tuple[str, str] | None:
     for kind in ("output", "errors"):
         if rest.endswith("-" + kind) and len(rest) > len(kind) + 1:
             return rest[: -len(kind) - 1], kind
+    return None
+
+
+def foreign_item(item: RequestBase, tenant_id: str, batch_id: str, index: int) -> str | None:
+    """Why ``item`` is not line ``index`` of ``tenant_id``'s batch ``batch_id`` (None: it is).
+    Whoever runs a batch's lines checks each: a batch record names its lines' object, and nothing
+    read from an event may run another tenant's requests."""
+    if item.tenant_id != tenant_id:
+        return "is another tenant's"
+    if item.batch is None or item.batch.batch_id != batch_id or item.batch.index != index:
+        return f"is not item {index} of batch {batch_id}"
+    if item.request_id != item_id(batch_id, index):
+        return f"has request id {item.request_id!r}, not {item_id(batch_id, index)!r}"
     return None
 
 

@@ -46,7 +46,9 @@ def topics_of(settings) -> Topics:
     return Topics.load(settings.topics_path, settings.topic_prefix)
 
 
-async def create_batch(settings, n: int, scenario: str = "tokens=5") -> BatchUpdated:
+async def create_batch(
+    settings, n: int, scenario: str = "tokens=5", line_tenant: str = "demo"
+) -> BatchUpdated:
     """What the edge does for ``POST /v1/batches``: the items in S3, then the batch's record."""
     config = load_config(settings.config_path, settings.env)
     batch_id = f"batch_{new_id()}"
@@ -55,7 +57,7 @@ async def create_batch(settings, n: int, scenario: str = "tokens=5") -> BatchUpd
     for i in range(n):
         req = ChatRequested(
             request_id=item_id(batch_id, i),
-            tenant_id="demo",
+            tenant_id=line_tenant,
             user_id="tester",
             model=ALIAS,
             messages=[Message(role="user", content=f"line {i}")],
@@ -233,3 +235,16 @@ async def test_kill_9_of_the_batch_service_mid_batch_ends_each_item_once(stack, 
             assert len([j for j in recs if j["status"] == "completed"]) == 1
         used = usage_of(usage.records, batch.batch_id)
         assert len(used) == n and len({u["request_id"] for u in used}) == n
+
+
+async def test_a_batch_whose_lines_are_another_tenants_fails_and_sends_none(stack, stack_settings):
+    """A batch record names its lines' object; lines of another tenant are never sent as theirs."""
+    t = topics_of(stack_settings)
+    bs = stack_settings.bootstrap_servers
+    async with TopicTail(bs, t.batches.name) as batches, TopicTail(bs, t.jobs.name) as jobs:
+        batch = await create_batch(stack_settings, 5, line_tenant="restricted")
+        await batches.until(ended(batch.batch_id, "failed"), timeout=60)
+        final = latest(batches.records, batch.batch_id)
+        assert final is not None and final["errors"][0]["line"] == 1
+        assert "another tenant" in final["errors"][0]["message"]
+        assert not item_records(jobs.records, batch.batch_id)

@@ -213,3 +213,23 @@ def test_a_batch_item_costs_less_the_batch_discount():
     assert cost_usd(u, Dep(), batch=True) == pytest.approx(0.003)
     Dep.price = Price(input_per_mtok=2.0, output_per_mtok=8.0, batch_discount=0.0)
     assert cost_usd(u, Dep(), batch=True) == pytest.approx(0.006)
+
+
+def test_a_line_is_its_batchs_own_or_foreign():
+    from services.contracts.events import ChatRequested, Message
+    from services.runtime.batches import foreign_item
+
+    def line(tenant: str = "t", batch_id: str = "batch_1", index: int = 2, rid: str | None = None):
+        return ChatRequested(
+            request_id=rid or item_id(batch_id, index),
+            tenant_id=tenant,
+            model="a",
+            messages=[Message(role="user", content="x")],
+            batch=BatchItem(batch_id=batch_id, custom_id="c", index=index),
+        )
+
+    assert foreign_item(line(), "t", "batch_1", 2) is None
+    assert foreign_item(line(tenant="u"), "t", "batch_1", 2) == "is another tenant's"
+    assert foreign_item(line(batch_id="batch_2"), "t", "batch_1", 2) == "is not item 2 of batch batch_1"
+    assert foreign_item(line(index=3), "t", "batch_1", 2) == "is not item 2 of batch batch_1"
+    assert "has request id" in (foreign_item(line(rid="x"), "t", "batch_1", 2) or "")
