@@ -227,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--kafka-args", default=KAFKA_ARGS, help=f"passed to bench.kafka_bench (default: {KAFKA_ARGS})"
     )
+    ap.add_argument(
+        "--interleave",
+        type=int,
+        metavar="ROUNDS",
+        help="both arms' stacks at once, ROUNDS rounds of short paired windows (bench.paired: the HTTP points only)",
+    )
+    ap.add_argument("--window-s", type=float, default=8.0, help="with --interleave: seconds per window")
     ap.add_argument("--label", default="ab")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -240,6 +247,37 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         broker, bootstrap = start_broker()
+    if args.interleave:
+        from bench import paired
+
+        out = args.out or ROOT / "bench" / "reports" / f"ab-{args.label}-paired-{stamp}.md"
+        meta = {
+            "arms": "; ".join(
+                f"`{a.name}`: {a.dir}" + "".join(f" {k}={v}" for k, v in a.env.items()) for a in arms
+            ),
+            "cores": os.cpu_count(),
+            "broker": "KAFKA_BOOTSTRAP_SERVERS"
+            if broker is None
+            else "started by this run, shared by both arms",
+        }
+        try:
+            text = paired.run(
+                arms,
+                rounds=args.interleave,
+                seconds=args.window_s,
+                bootstrap=bootstrap,
+                peer_bench_dir=PEER_BENCH,
+                label=args.label,
+                out=out,
+                meta=meta,
+            )
+        finally:
+            if broker is not None:
+                broker.terminate()
+                broker.wait(30)
+        print(text)
+        log(f"report: {out}")
+        return 0
     runs: list[tuple[int, str, dict[str, dict[str, float]]]] = []
     failed: list[str] = []
     started = time.strftime("%Y-%m-%d %H:%M:%S")

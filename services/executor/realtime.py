@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from services.contracts.events import (
     AuditAction,
@@ -51,13 +51,14 @@ from services.contracts.events import (
     utcnow,
 )
 from services.runtime.config import GatewayConfig
-from services.runtime.kafka import REALTIME_FETCH_WAIT_MS, Consumer, DeadLetters, Publisher, Subscription
+from services.runtime.kafka import Consumer, DeadLetters, Publisher, Subscription
 from services.runtime.pricing import cost_usd
 from services.runtime.realtime_claims import check_in, redeem
 from services.runtime.settings import Settings
 from services.runtime.topics import Topics
 
 from .media import MediaIO
+from .realtime_lane import GROUP_FETCH_WAIT_MS, Lane
 from .targets import Target, Targets
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ class Session:
         self.last_activity = self.started
         self.last_emit = self.started  # when a frame last went to the caller (``alive`` after ALIVE_S)
         self.task: asyncio.Task[None] | None = None
+        #: the partition of ``llm.realtime.in`` its frames arrive on (read on the fast lane)
+        self.in_tp: TopicPartition | None = None
         self._send_lock = asyncio.Lock()
 
     async def emit(
@@ -212,6 +215,8 @@ class Session:
                 await asyncio.shield(self.emit("event", error_event("session_lost", reason)))
         finally:
             h.sessions.pop(self.id, None)
+            if self.in_tp is not None:
+                h.lane.leave(self.in_tp, self.id)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._end(code, reason, summary_to_client))
 
@@ -405,11 +410,16 @@ class RealtimeSessions:
             dead_letters=DeadLetters(publisher, topics.dlq.name, "executor-realtime"),
             subscriptions={
                 topics.realtime_in.name: Subscription(
-                    RealtimeFrame.model_validate_json, self.handle, "RealtimeFrame", inline=True
+                    RealtimeFrame.model_validate_json, self._from_group, "RealtimeFrame", inline=True
                 )
             },
+            on_revoked=self._revoked,
             client_id=cid,
-            fetch_max_wait_ms=REALTIME_FETCH_WAIT_MS,
+            fetch_max_wait_ms=GROUP_FETCH_WAIT_MS,
+        )
+        #: the partitions live sessions arrive on, also read with a short poll (``realtime_lane``)
+        self.lane = Lane(
+            settings.bootstrap_servers, f"{cid}-lane", RealtimeFrame.model_validate_json, self.handle
         )
 
     def http(self) -> aiohttp.ClientSession:
@@ -422,6 +432,7 @@ class RealtimeSessions:
 
     async def aclose(self) -> None:
         await self.consumer.aclose()
+        await self.lane.aclose()
         for s in list(self.sessions.values()):
             if s.task is not None:
                 s.task.cancel()
@@ -430,6 +441,15 @@ class RealtimeSessions:
             await asyncio.wait(tasks, timeout=5)
         if self._http is not None:
             await self._http.close()
+
+    async def _from_group(self, frame: RealtimeFrame, record: ConsumerRecord | None) -> None:
+        if record is None:
+            await self.handle(frame, None)
+        else:  # once, whichever of the group's reader and the lane's brings it first
+            await self.lane.deliver(frame, record)
+
+    async def _revoked(self, tps: set[TopicPartition]) -> None:
+        self.lane.revoked(tps)
 
     async def handle(self, frame: RealtimeFrame, record: ConsumerRecord | None) -> None:
         """Inline, in partition order: a session's frames reach its session in order."""
@@ -442,6 +462,10 @@ class RealtimeSessions:
             if (utcnow() - frame.occurred_at).total_seconds() > STALE_OPEN_S:
                 return  # an open nobody waits for any more (read back after a restart)
             await self._open(frame)
+            opened = self.sessions.get(frame.request_id)
+            if opened is not None and record is not None and opened.in_tp is None:
+                opened.in_tp = TopicPartition(record.topic, record.partition)
+                self.lane.join(opened.in_tp, opened.id)
         elif frame.kind == "event":  # a session this executor does not hold (any more)
             log.warning("realtime frame for unknown session %s", frame.request_id)
 
