@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 label=args.label,
                 out=out,
                 meta=meta,
+                broker_pid=broker.pid if broker is not None else None,
             )
         finally:
             if broker is not None:

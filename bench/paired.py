@@ -120,12 +120,15 @@ class Stack:
 class _Window:
     """peer-bench's window protocol for ``run_stream_client`` (``begin`` / ``end``)."""
 
-    def __init__(self, stack: Stack, mock: str):
-        self.stack, self.mock = stack, mock
+    def __init__(self, stack: Stack, mock: str, broker_pid: int | None):
+        self.stack, self.mock, self.broker_pid = stack, mock, broker_pid
 
     def begin(self) -> None:
         self.n0 = mock_count(self.mock)
-        self.cpu = procstat.CpuWindow(dict(self.stack.services)).start()
+        roots: dict[str, int | None] = dict(self.stack.services)
+        if self.broker_pid:
+            roots["kafka"] = self.broker_pid
+        self.cpu = procstat.CpuWindow(roots).start()
 
     def end(self) -> dict[str, Any]:
         cpu = self.cpu.stop()
@@ -133,32 +136,44 @@ class _Window:
 
 
 def window(
-    pb: ModuleType, stack: Stack, mock: str, kind: str, conc: int, seconds: float, body: Path
+    pb: ModuleType,
+    stack: Stack,
+    mock: str,
+    kind: str,
+    conc: int,
+    seconds: float,
+    body: Path,
+    broker_pid: int | None = None,
 ) -> dict[str, float]:
     """One measured window of ``kind`` at ``conc`` on ``stack``: CPU ms per request of its
-    services (and the executor's alone), p50 latency (TTFT for streams), requests."""
+    services (and the executor's alone; with the broker's when this run started it: the
+    gateway's whole CPU, as http_bench's own figure has it), p50 latency (TTFT for streams),
+    requests."""
     drain(mock)
     if kind == "stream":
-        w = _Window(stack, mock)
+        w = _Window(stack, mock, broker_pid)
         r = pb.run_stream_client(stack.edge + "/v1", MODEL, conc, 10**7, seconds, DEMO_KEY, 20, w)
         n, cpu, p50 = r["window_requests"], r["window_cpu"], r["ttft_ms"]["p50"]
     else:
-        w = _Window(stack, mock)
+        w = _Window(stack, mock, broker_pid)
         w.begin()
         r = pb.run_wrk(stack.edge + "/v1/chat/completions", conc, seconds, body, DEMO_KEY, 2_000_000)
         drain(mock)  # the requests wrk abandoned at its deadline are finished, and counted
         out = w.end()
         n, cpu, p50 = out["window_requests"], out["window_cpu"], r["lat_ms"]["p50"]
     per = cpu["cpu_s"]
-    total = sum(v for v in per.values() if v is not None)
+    total = sum(v for k, v in per.items() if v is not None and k != "kafka")
     executor = sum(v for k, v in per.items() if k.startswith("executor") and v is not None)
-    return {
+    out = {
         "services CPU ms/req": 1000 * total / max(n, 1),
         "executor CPU ms/req": 1000 * executor / max(n, 1),
         "p50 ms": p50,
         "requests": n,
         "calib ms": procstat.calibrate(),
     }
+    if per.get("kafka") is not None:
+        out["with broker CPU ms/req"] = 1000 * (total + per["kafka"]) / max(n, 1)
+    return out
 
 
 def run(
@@ -171,6 +186,7 @@ def run(
     label: str,
     out: Path,
     meta: dict[str, Any],
+    broker_pid: int | None = None,
 ) -> str:
     """Both arms' stacks up at once, ``rounds`` rounds of every point on each; the report (also
     written to ``out`` after every round)."""
@@ -204,7 +220,7 @@ def run(
             for kind, conc in POINTS:
                 point = f"http {kind} c={conc}"
                 for s in order:
-                    figs = window(pb, s, mock_url, kind, conc, seconds, body)
+                    figs = window(pb, s, mock_url, kind, conc, seconds, body, broker_pid)
                     results.append((i, point, s.name, figs))
                     log(
                         f"round {i + 1} {point} {s.name}: "
@@ -246,7 +262,7 @@ def render(
         "spreads (min-max) beside it.\n"
     )
     points = list(dict.fromkeys(p for _, p, _, _ in results))
-    figures = ["services CPU ms/req", "executor CPU ms/req", "p50 ms"]
+    figures = ["services CPU ms/req", "executor CPU ms/req", "with broker CPU ms/req", "p50 ms"]
     L.append(f"| point | figure | {a} | {b} | {b}/{a} (median of rounds) | rounds |")
     L.append("|---|---|---:|---:|---:|---:|")
     for pt in points:
@@ -256,10 +272,10 @@ def render(
                 by_round.setdefault(i, {})[arm] = figs
         paired = [r for r in by_round.values() if a in r and b in r]
         for f in figures:
+            if not paired or any(f not in r[a] or f not in r[b] for r in paired):
+                continue
             va = [r[a][f] for r in paired]
             vb = [r[b][f] for r in paired]
-            if not paired:
-                continue
             ratios = [y / x for x, y in zip(va, vb, strict=True) if x]
             ratio = statistics.median(ratios) if ratios else float("nan")
             spread = (

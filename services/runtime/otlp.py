@@ -102,46 +102,90 @@ def _key(k: str) -> bytes:
 
 def _attributes(tag: int, attrs: Mapping[str, Any] | None) -> bytes:
     """Repeated ``KeyValue`` fields (field number ``tag``); a key with a short string value is
-    encoded once and then taken from ``_pairs``."""
+    encoded once and then taken from ``_pairs``, an int's key prefix from ``_int_keys``."""
     if not attrs:
         return b""
     out = []
+    pairs = _pairs
     for k, v in attrs.items():
-        if type(v) is str and len(v) <= 256:
-            key = (tag, k, v)
-            kv = _pairs.get(key)
-            if kv is None:
-                if len(_pairs) >= _CACHE_MAX:
-                    _pairs.clear()
-                kv = _pairs[key] = _field(tag, _key(k) + _field(2, _string(v)))
-            out.append(kv)
-        else:
-            out.append(_field(tag, _key(k) + _field(2, _any(v))))
+        t = type(v)
+        if t is str:
+            if len(v) <= 256:
+                kv = pairs.get((tag, k, v))
+                if kv is None:
+                    seen = _distinct.get(k, 0)
+                    if seen >= _DISTINCT_MAX:  # an id (request, response, tenant): never cached
+                        out.append(_str_kv(tag, _key(k), v.encode()))
+                        continue
+                    if len(pairs) >= _CACHE_MAX:
+                        pairs.clear()
+                        _distinct.clear()
+                    _distinct[k] = seen + 1
+                    kv = pairs[(tag, k, v)] = _str_kv(tag, _key(k), v.encode())
+                out.append(kv)
+                continue
+        elif t is int and 0 <= v < 0x80:  # small ints (counts, ports, attempts): one byte
+            out.append(_small_int(tag, k) + _SMALL[v])
+            continue
+        out.append(_field(tag, _key(k) + _field(2, _any(v))))
     return b"".join(out)
+
+
+def _str_kv(tag: int, kb: bytes, vb: bytes) -> bytes:
+    """The ``KeyValue`` field (number ``tag``) of the encoded key ``kb`` and a string value ``vb``
+    (``_field(tag, kb + _field(2, _field(1, vb)))``, written at once when every length is short)."""
+    n = len(vb)
+    inner = len(kb) + n + 4
+    if inner < 0x80:
+        return b"%c%c%s\x12%c\x0a%c%s" % (tag << 3 | 2, inner, kb, n + 2, n, vb)
+    return _field(tag, kb + _field(2, _field(1, vb)))
+
+
+def _small_int(tag: int, k: str) -> bytes:
+    """The ``KeyValue`` field of key ``k`` with an int value below 128, less the value's byte."""
+    enc = _int_keys.get((tag, k))
+    if enc is None:
+        kb = _key(k)
+        inner_len = len(kb) + 4  # the key, then field 2 (AnyValue: 0x18, the byte) and its length
+        enc = _int_keys[(tag, k)] = _SMALL[tag << 3 | 2] + _varint(inner_len) + kb + b"\x12\x02\x18"
+    return enc
+
+
+_int_keys: dict[tuple[int, str], bytes] = {}
+#: How many values of each key ``_pairs`` holds: past ``_DISTINCT_MAX`` a key's values are ids,
+#: each seen once, and caching them would only churn the cache.
+_distinct: dict[str, int] = {}
+_DISTINCT_MAX = 64
+_M64 = (1 << 64) - 1
+#: trace id (field 1, 16 bytes) and span id (field 2, 8 bytes), big-endian as the ids are written
+_IDS = struct.Struct(">2sQQ2sQ").pack
+#: the parent's span id (field 4)
+_PARENT = struct.Struct(">2sQ").pack
+#: start and end times (fields 7 and 8, fixed64)
+_TIMES = struct.Struct("<cQcQ").pack
+_names: dict[str, bytes] = {}
+#: ``status`` (field 15) unset and without a description: an empty message
+_STATUS_UNSET = b"\x7a\x00"
 
 
 def _span(s: Any) -> bytes:
     ctx = s.get_span_context()
     assert ctx is not None
     parent = s.parent
-    out = [
-        b"\x0a\x10",
-        ctx.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        ctx.span_id.to_bytes(8, "big"),
-    ]
+    tid = ctx.trace_id
+    out = [_IDS(b"\x0a\x10", tid >> 64, tid & _M64, b"\x12\x08", ctx.span_id)]
     if ctx.trace_state:
         out.append(_field(3, ",".join(f"{k}={v}" for k, v in ctx.trace_state.items()).encode()))
     if parent is not None:
-        out.append(b"\x22\x08")
-        out.append(parent.span_id.to_bytes(8, "big"))
-    out.append(_field(5, s.name.encode()))
-    out.append(_SMALL[0x30])
+        out.append(_PARENT(b"\x22\x08", parent.span_id))
+    name = _names.get(s.name)
+    if name is None:
+        if len(_names) >= _CACHE_MAX:
+            _names.clear()
+        name = _names[s.name] = _field(5, s.name.encode()) + b"\x30"
+    out.append(name)
     out.append(_SMALL[s.kind.value + 1])  # the proto's kinds start at UNSPECIFIED = 0
-    out.append(b"\x39")
-    out.append(_fixed64(s.start_time or 0))
-    out.append(b"\x41")
-    out.append(_fixed64(s.end_time or 0))
+    out.append(_TIMES(b"\x39", s.start_time or 0, b"\x41", s.end_time or 0))
     out.append(_attributes(9, s.attributes))
     if s.dropped_attributes:
         out.append(b"\x50" + _varint(s.dropped_attributes))
@@ -158,10 +202,14 @@ def _span(s: Any) -> bytes:
     if s.dropped_links:
         out.append(b"\x70" + _varint(s.dropped_links))
     status = s.status
-    body = _field(2, status.description.encode()) if status.description else b""
-    if status.status_code.value:
-        body += b"\x18" + _SMALL[status.status_code.value]
-    out.append(_field(15, body))
+    code = status.status_code.value
+    if not code and not status.description:
+        out.append(_STATUS_UNSET)
+    else:
+        body = _field(2, status.description.encode()) if status.description else b""
+        if code:
+            body += b"\x18" + _SMALL[code]
+        out.append(_field(15, body))
     out.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(out)
 

@@ -337,9 +337,13 @@ def test_the_otlp_encoding_is_what_the_sdks_encoder_builds(spans: InMemorySpanEx
     attrs = {
         "s": "text",
         "long": "x" * 300,
+        "mid": "m" * 150,
         "b": True,
         "i": -5,
         "big": 2**62,
+        "small": 127,
+        "over": 128,
+        "zero": 0,
         "f": 1.5,
         "ss": ["a", "b"],
         "ii": [1, 2],
