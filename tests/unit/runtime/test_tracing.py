@@ -564,3 +564,34 @@ def test_an_otlp_recorder_queues_each_span_encoded_and_sends_the_bytes_encode_wo
     spans = kept.get_finished_spans()
     assert out.bodies == [otlp.encode(spans)]
     rec.shutdown()
+
+
+def test_ids_past_the_cache_limit_encode_as_the_sdk_does(spans: InMemorySpanExporter):
+    """A key whose values are ids (each seen once) stops being cached after ``_DISTINCT_MAX``
+    values; the bytes stay those of the SDK's encoder, and repeated values of other keys stay cached."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from services.runtime import otlp
+
+    for i in range(otlp._DISTINCT_MAX + 10):
+        s = telemetry.start(
+            "chat m", SpanKind.SERVER, {"llmgw.request.id": f"req-{i:04d}", "gen_ai.operation.name": "chat"}
+        )
+        s.end()
+    finished = spans.get_finished_spans()
+    otlp._pairs.clear()
+    otlp._distinct.clear()
+    ours = ExportTraceServiceRequest()
+    ours.ParseFromString(otlp.encode(finished))
+    assert ours == encode_spans(finished)
+    assert otlp._distinct["llmgw.request.id"] == otlp._DISTINCT_MAX
+    assert sum(1 for (_, k, _v) in otlp._pairs if k == "llmgw.request.id") == otlp._DISTINCT_MAX
+    assert otlp._distinct["gen_ai.operation.name"] == 1
+    ids = [
+        a.value.string_value
+        for sp in ours.resource_spans[0].scope_spans[0].spans
+        for a in sp.attributes
+        if a.key == "llmgw.request.id"
+    ]
+    assert ids == [f"req-{i:04d}" for i in range(otlp._DISTINCT_MAX + 10)]
