@@ -22,6 +22,9 @@ stops its own stack. Figures per alternation:
 
 The report goes to ``--out`` (default ``bench/reports/ab-LABEL-<timestamp>.md``); the benches'
 own results stay in each checkout's ``bench/results/``.
+
+``--interleave ROUNDS``: http_bench's points in short paired windows instead, both arms' stacks up
+at once (``bench/paired.py``), reported as the median of each round's B/A ratio.
 """
 
 from __future__ import annotations
