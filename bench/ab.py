@@ -217,6 +217,15 @@ def render(
     return "\n".join(L) + "\n"
 
 
+def arms_line(arms: list[Arm]) -> str:
+    """The report's description of the arms: name, checkout, environment."""
+    return "; ".join(f"`{a.name}`: {a.dir}" + "".join(f" {k}={v}" for k, v in a.env.items()) for a in arms)
+
+
+def broker_line(broker: subprocess.Popen[bytes] | None) -> str:
+    return "KAFKA_BOOTSTRAP_SERVERS" if broker is None else "started by this run, shared by both arms"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.ab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -254,15 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import paired
 
         out = args.out or ROOT / "bench" / "reports" / f"ab-{args.label}-paired-{stamp}.md"
-        meta = {
-            "arms": "; ".join(
-                f"`{a.name}`: {a.dir}" + "".join(f" {k}={v}" for k, v in a.env.items()) for a in arms
-            ),
-            "cores": os.cpu_count(),
-            "broker": "KAFKA_BOOTSTRAP_SERVERS"
-            if broker is None
-            else "started by this run, shared by both arms",
-        }
+        meta = {"arms": arms_line(arms), "cores": os.cpu_count(), "broker": broker_line(broker)}
         try:
             text = paired.run(
                 arms,
@@ -289,14 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     def report() -> str:
         meta = {
             "run": f"{started} to {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores",
-            "arms": "; ".join(
-                f"`{a.name}`: {a.dir}" + "".join(f" {k}={v}" for k, v in a.env.items()) for a in arms
-            ),
+            "arms": arms_line(arms),
             "http_bench": f"`{args.http_args}`" if "http" in benches else "not run",
             "kafka_bench": f"`{args.kafka_args}`" if "kafka" in benches else "not run",
-            "broker": "KAFKA_BOOTSTRAP_SERVERS"
-            if broker is None
-            else "started by this run, shared by both arms",
+            "broker": broker_line(broker),
             "failed runs": ", ".join(failed) or "none",
         }
         text = render(args.label, arms, runs, meta)

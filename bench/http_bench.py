@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import procstat
+from bench import procstat, stackutil
 from services.runtime.settings import ROOT
 
 HERE = Path(__file__).resolve().parent
@@ -223,39 +223,25 @@ def main(argv: list[str] | None = None) -> int:
             procs["edge"] = gw_pid
         else:
             env = os.environ | {"LLMGW_MOCK_URL": mock_url}
-            cmd = [
-                sys.executable,
-                "-m",
-                "bench.stackutil",
-                "--edge",
-                "--routers",
-                str(args.routers),
-                "--executors",
-                str(args.executors),
-                "--edge-workers",
-                str(args.edge_workers),
-            ]
             log(
                 "starting the stack (edge, router, executor"
                 + ("" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else ", own broker")
                 + ")"
             )
-            holder = subprocess.Popen(
-                cmd,
-                cwd=str(ROOT),
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
+            holder, info = stackutil.spawn_holder(
+                sys.executable,
+                ROOT,
+                env,
+                [
+                    "--edge",
+                    "--routers",
+                    str(args.routers),
+                    "--executors",
+                    str(args.executors),
+                    "--edge-workers",
+                    str(args.edge_workers),
+                ],
             )
-            line = holder.stdout.readline() if holder.stdout else ""
-            if not line:
-                raise SystemExit("the stack holder exited before reporting (see its output above)")
-            info = json.loads(line)
-            if "error" in info:
-                logs = Path(info["state_dir"]) / "logs"
-                raise SystemExit(f"stack start-up failed: {info['error']}\n(logs in {logs})")
             comps = {c["name"]: c for c in info["components"]}
             edge_url = comps["edge"]["endpoint"]
             gw_pid = holder.pid

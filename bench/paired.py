@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import procstat
+from bench import procstat, stackutil
 
 #: (kind, concurrency) of the A/B's HTTP points: http_bench's ``--ns-conc 1,16 --st-conc 1``.
 POINTS = (("nonstream", 1), ("nonstream", 16), ("stream", 1))
@@ -87,19 +87,7 @@ class Stack:
 
     @classmethod
     def start(cls, name: str, python: str, cwd: Path, env: dict[str, str]) -> Stack:
-        holder = subprocess.Popen(
-            [python, "-m", "bench.stackutil", "--edge"],
-            cwd=str(cwd),
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        line = holder.stdout.readline() if holder.stdout else ""
-        info: dict[str, Any] = json.loads(line) if line else {"error": "the holder exited before reporting"}
-        if "error" in info:
-            raise SystemExit(f"{name}: stack start-up failed: {info['error']}")
+        holder, info = stackutil.spawn_holder(python, cwd, env)
         from bench.ab import SERVICES
 
         comps = {c["name"]: c for c in info["components"]}

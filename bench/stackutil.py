@@ -13,11 +13,14 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from services.runtime.settings import ROOT, Settings
 
@@ -72,6 +75,33 @@ def delete_topics(bootstrap: str, prefix: str) -> list[str]:
             await admin.close()
 
     return asyncio.run(run())
+
+
+def spawn_holder(
+    python: str, cwd: Path, env: Mapping[str, str], args: Sequence[str] = ("--edge",)
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start a holder (``python -m bench.stackutil ARGS`` in ``cwd``, its own session) and read
+    its one JSON line: the holder and the stack's components. A holder that fails to start its
+    stack (it reports why and exits) is waited for and ``SystemExit`` raised with its reason and
+    where its logs are."""
+    holder = subprocess.Popen(
+        [python, "-m", "bench.stackutil", *args],
+        cwd=str(cwd),
+        env=dict(env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    line = holder.stdout.readline() if holder.stdout else ""
+    info: dict[str, Any] = json.loads(line) if line else {}
+    if not line or "error" in info:
+        holder.wait(timeout=60)
+        if not line:
+            raise SystemExit("the stack holder exited before reporting (see its output above)")
+        logs = Path(info["state_dir"]) / "logs"
+        raise SystemExit(f"stack start-up failed: {info['error']}\n(logs in {logs})")
+    return holder, info
 
 
 def _hold(argv: list[str] | None = None) -> int:

@@ -220,13 +220,17 @@ class consuming:  # noqa: N801 - a context manager as a class: the generator kin
             self._token = _traceparent.set(tp)
             return
         topic = self._topic
-        base = _consumer_attrs.get(topic)
-        if base is None:
-            base = _consumer_attrs[topic] = {
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": topic,
-            }
+        known = _consumer_spans.get(topic)
+        if known is None:
+            known = _consumer_spans[topic] = (
+                f"{topic} process",
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": topic,
+                },
+            )
+        name, base = known
         attrs = base.copy()
         if self._partition is not None:
             attrs["messaging.destination.partition.id"] = _partition_id(self._partition)
@@ -235,12 +239,9 @@ class consuming:  # noqa: N801 - a context manager as a class: the generator kin
         assert recorder is not None
         remote = _remote(headers)
         if isinstance(remote, otel_context.Context):  # a tracestate too: the propagator's context
-            s = recorder.start_span(f"{topic} process", remote, SpanKind.CONSUMER, attrs)
+            s = recorder.start_span(name, remote, SpanKind.CONSUMER, attrs)
             ctx = remote
         else:
-            name = _consumer_names.get(topic)
-            if name is None:
-                name = _consumer_names[topic] = f"{topic} process"
             s = recorder.child(name, remote, SpanKind.CONSUMER, attrs)
             ctx = _EMPTY
         self._span = s
@@ -260,8 +261,8 @@ class consuming:  # noqa: N801 - a context manager as a class: the generator kin
         return False
 
 
-_consumer_attrs: dict[str, dict[str, Any]] = {}
-_consumer_names: dict[str, str] = {}
+#: Per topic: its consumer spans' name and constant attributes (copied for each span).
+_consumer_spans: dict[str, tuple[str, dict[str, Any]]] = {}
 _PARTITION_IDS = [str(i) for i in range(256)]
 
 

@@ -5,29 +5,17 @@ reading it once the session leaves, and reads a second partition joined later to
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from services.executor.realtime_lane import Lane
 from services.runtime.kafka import Publisher
-
-
-async def _topic(bootstrap: str, partitions: int) -> str:
-    name = f"lane-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-    return name
+from tests.integration.kafka_support import new_topic
 
 
 async def test_the_lane_reads_a_joined_partition_from_its_mark(kafka_bootstrap: str):
-    topic = await _topic(kafka_bootstrap, 2)
+    topic = await new_topic(kafka_bootstrap, prefix="lane", partitions=2)
     seen: list[tuple[int, int, bytes]] = []
     arrived = asyncio.Condition()
 

@@ -5,28 +5,16 @@ record the handler reports ``Malformed`` dead-lettered (or, when that fails, log
 from __future__ import annotations
 
 import logging
-import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.runtime.kafka import DeadLetterFailed, DeadLetters, Publisher
 from services.runtime.tail import Malformed, Tail
-
-
-async def _topic(bootstrap: str, partitions: int) -> str:
-    name = f"tail-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-    return name
+from tests.integration.kafka_support import new_topic
 
 
 async def test_reads_what_comes_after_start_in_order_and_survives_a_failing_handler(kafka_bootstrap: str):
-    topic = await _topic(kafka_bootstrap, 3)
+    topic = await new_topic(kafka_bootstrap, prefix="tail", partitions=3)
     async with Publisher(kafka_bootstrap) as pub:
         for i in range(3):  # before the tail starts: not read
             await (await pub.send_raw(topic, b"old%d" % i, key=None, partition=i))
@@ -58,7 +46,7 @@ async def test_reads_what_comes_after_start_in_order_and_survives_a_failing_hand
 
 
 async def test_from_the_beginning_and_one_partition_only(kafka_bootstrap: str):
-    topic = await _topic(kafka_bootstrap, 2)
+    topic = await new_topic(kafka_bootstrap, prefix="tail", partitions=2)
     async with Publisher(kafka_bootstrap) as pub:
         for i in range(4):
             await (await pub.send_raw(topic, b"r%d" % i, key=None, partition=i % 2))
@@ -81,7 +69,10 @@ async def test_from_the_beginning_and_one_partition_only(kafka_bootstrap: str):
 async def test_a_malformed_record_is_dead_lettered_with_its_reason_and_the_tail_reads_on(
     kafka_bootstrap: str,
 ):
-    topic, dlq = await _topic(kafka_bootstrap, 2), await _topic(kafka_bootstrap, 1)
+    topic, dlq = (
+        await new_topic(kafka_bootstrap, prefix="tail", partitions=2),
+        await new_topic(kafka_bootstrap, prefix="tail", partitions=1),
+    )
     seen: list[bytes] = []
 
     def on_record(r):  # type: ignore[no-untyped-def]
@@ -134,7 +125,7 @@ class _Unsendable(DeadLetters):
 async def test_a_dead_letter_that_cannot_be_sent_is_logged_and_the_tail_goes_on(
     kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
 ):
-    topic = await _topic(kafka_bootstrap, 1)
+    topic = await new_topic(kafka_bootstrap, prefix="tail", partitions=1)
     seen: list[bytes] = []
 
     def on_record(r):  # type: ignore[no-untyped-def]
